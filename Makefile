@@ -1,0 +1,22 @@
+# ARCOSegment — `make demo` runs the main job, `make test` the test suite.
+# Each target creates the virtual environment (.venv) on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test clean
+
+$(STAMP): training/pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e 'training[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/arcoseg demo --out demo_output
+
+test: $(STAMP)
+	$(BIN)/python -m pytest Testing
+
+clean:
+	rm -rf $(VENV) demo_output

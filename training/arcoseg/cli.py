@@ -1,0 +1,86 @@
+"""`arcoseg` command line: parsing, signal handling and the mapping of errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from types import FrameType
+
+from arcoseg import __version__
+from arcoseg.commands import demo, device, evaluate, segment, train
+from arcoseg.errors import EXIT_CANCELLED, EXIT_INTERNAL, ArcosegError
+from arcoseg.progress import Reporter, make_reporter
+
+COMMANDS = (train, segment, evaluate, demo, device)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; long loops poll it and stop cleanly. A second signal aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def install(self) -> None:
+        """Route SIGINT and SIGTERM to this flag."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser; every command documents itself with --help."""
+    parser = argparse.ArgumentParser(
+        prog="arcoseg",
+        description="ARCOSegment engine: train, segment, evaluate label-efficient segmentation "
+                    "models (ARCO semi-supervised contrastive learning).")
+    parser.add_argument("--version", action="version", version=f"arcoseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        p = command.add_parser(sub)
+        p.add_argument("--progress", choices=("text", "json", "none"), default="text",
+                       help="text: progress bars (default); json: one JSON object per line on "
+                            "stdout for programs; none: only the result")
+        p.set_defaults(handler=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (0 ok, 2 bad input, 3 cancelled, 1 bug)."""
+    args = build_parser().parse_args(argv)
+    reporter = make_reporter(args.progress)
+    stop = StopFlag()
+    stop.install()
+    try:
+        return _run(args, reporter, stop)
+    finally:
+        reporter.close()
+
+
+def _run(args: argparse.Namespace, reporter: Reporter, stop: StopFlag) -> int:
+    try:
+        result = args.handler(args, reporter, stop)
+        reporter.result(**result)
+        return 0
+    except ArcosegError as err:
+        reporter.error(str(err), exit_code=err.exit_code, kind=type(err).__name__)
+        return err.exit_code
+    except KeyboardInterrupt:
+        reporter.error("Cancelled.", exit_code=EXIT_CANCELLED, kind="Cancelled")
+        return EXIT_CANCELLED
+    except MemoryError:
+        reporter.error("Out of memory. Use a smaller --batch or --patch.", exit_code=EXIT_INTERNAL)
+        return EXIT_INTERNAL
+    except Exception as err:  # a bug: keep the traceback for the report
+        reporter.error(f"Internal error: {type(err).__name__}: {err}. Please report this with "
+                       "the traceback printed on stderr.", exit_code=EXIT_INTERNAL, kind="internal")
+        traceback.print_exc(file=sys.stderr)
+        return EXIT_INTERNAL

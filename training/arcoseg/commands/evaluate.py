@@ -1,0 +1,102 @@
+"""`arcoseg evaluate`: Dice, Jaccard, HD95, ASD of predictions (or of a model on a dataset split)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+from arcoseg.commands.common import add_device_arguments, existing_path
+from arcoseg.data.dataset import load_dataset
+from arcoseg.device import resolve_device
+from arcoseg.errors import ArcosegError, Cancelled, InputError
+from arcoseg.evaluation.evaluate import evaluate, format_summary_table
+from arcoseg.inference import segment_file
+from arcoseg.modelfile import check_classes, load_metadata, load_model
+from arcoseg.progress import Reporter
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `evaluate`."""
+    p = sub.add_parser(
+        "evaluate", help="score predictions against ground truth",
+        description="Score label maps: `arcoseg evaluate PRED GT` (files or folders, matched by "
+                    "case name), or a model on a dataset split: `arcoseg evaluate --model M "
+                    "--dataset D [--split val]`. Writes metrics_per_case.csv, summary.json and "
+                    "summary.md (mean ± std per class) to --out.")
+    p.add_argument("pred", type=existing_path, nargs="?", help="prediction file or folder")
+    p.add_argument("gt", type=existing_path, nargs="?", help="ground-truth file or folder")
+    p.add_argument("--labels", help="class names: a dataset.json, a model folder, or "
+                                    "'name=value,…' (default: the values found in GT)")
+    p.add_argument("--model", type=existing_path, help="model folder to evaluate on --dataset")
+    p.add_argument("--dataset", type=existing_path, help="dataset folder (with --model)")
+    p.add_argument("--split", default="val", help="dataset split to evaluate (default val)")
+    p.add_argument("-o", "--out", type=Path, default=Path("evaluation"),
+                   help="output folder (default ./evaluation)")
+    add_device_arguments(p)
+    return p
+
+
+def parse_labels(spec: str | None) -> dict[str, int] | None:
+    """Class name → label value from a dataset.json, a model folder, or 'name=value,…'."""
+    if spec is None:
+        return None
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / "model.json").exists():
+        return {c["name"]: c["value"] for c in load_metadata(path).classes if c["value"] != 0}
+    if path.is_dir() or path.name == "dataset.json":
+        ds = load_dataset(path if path.is_dir() else path.parent)
+        return {n: v for n, v in ds.labels.items() if v != 0}
+    try:
+        pairs = [item.split("=") for item in spec.split(",")]
+        return {name.strip(): int(value) for name, value in pairs}
+    except ValueError as err:
+        raise InputError(f"--labels '{spec}' is neither a dataset.json, a model folder, nor "
+                         "'name=value,…' (e.g. RV=1,Myo=2,LV=3).") from err
+
+
+def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
+    """Evaluate files/folders, or segment a dataset split with a model and evaluate that."""
+    if args.model is not None:
+        return _evaluate_model(args, reporter, stop)
+    if args.pred is None or args.gt is None:
+        raise ArcosegError("Give PRED and GT, or --model and --dataset.")
+    summary = evaluate(args.pred, args.gt, parse_labels(args.labels), args.out, reporter)
+    reporter.log(format_summary_table(summary))
+    return {"summary": summary, "out": str(args.out)}
+
+
+def _evaluate_model(args: argparse.Namespace, reporter: Reporter,
+                    stop: Callable[[], bool]) -> dict[str, Any]:
+    if args.dataset is None:
+        raise ArcosegError("--model needs --dataset (the dataset folder to evaluate on).")
+    dataset = load_dataset(args.dataset)
+    cases = dataset.split_cases(args.split)
+    device = resolve_device(args.device)
+    model, metadata = load_model(args.model, device=device)
+    check_classes(metadata, dataset.class_names, f"dataset {dataset.root}")
+    pred_dir, gt_files = args.out / "predictions", []
+    for i, case in enumerate(cases):
+        if stop():
+            raise Cancelled(f"Cancelled after {i} of {len(cases)} cases.")
+        segment_file(model, metadata, case.images, pred_dir / f"{case.id}{dataset.file_ending}",
+                     device, amp=args.amp)
+        gt_files.append(case.label)
+        reporter.progress(i + 1, len(cases), f"segmented {case.id}")
+    labels = {n: v for n, v in dataset.labels.items() if v != 0}
+    gt_dir = _gt_folder(gt_files, args.out)
+    summary = evaluate(pred_dir, gt_dir, labels, args.out, reporter)
+    reporter.log(format_summary_table(summary))
+    return {"summary": summary, "out": str(args.out), "split": args.split, "cases": len(cases)}
+
+
+def _gt_folder(gt_files: list[Path], out: Path) -> Path:
+    """A folder of links to the split's label files (so pairing by name sees only that split)."""
+    folder = out / "ground_truth"
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in gt_files:
+        link = folder / f.name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(f.resolve())
+    return folder

@@ -1,0 +1,81 @@
+"""`arcoseg train`: train a model on a dataset folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+from arcoseg.commands.common import add_device_arguments, existing_path
+from arcoseg.progress import Reporter
+from arcoseg.train.options import METHODS, SAMPLERS, TrainOptions
+from arcoseg.train.trainer import train
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `train`."""
+    p = sub.add_parser("train", help="train a segmentation model on a dataset",
+                       description="Train on a dataset folder in nnU-Net v2 or Medical "
+                                   "Segmentation Decathlon layout. Writes MODEL_DIR/model.safetensors "
+                                   "+ model.json (the best checkpoint on the validation split), "
+                                   "MODEL_DIR/training/metrics.jsonl and curves.png.")
+    p.add_argument("dataset", type=existing_path, help="dataset folder (holds dataset.json)")
+    p.add_argument("--out", "-o", type=Path, required=True, help="model folder to write")
+    p.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2D slice or 3D patch model")
+    p.add_argument("--method", choices=METHODS, default="supervised",
+                   help="supervised (labelled only), mean_teacher, or arco (default: supervised)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="sg",
+                   help="ARCO pixel sampler: naive (ns), stratified group (sg), stratified "
+                        "antithetic group (sag); default sg")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--labelled", type=int, help="use the first N cases of labelled_order as "
+                                                    "labelled (default: all training cases)")
+    group.add_argument("--labelled-list", type=existing_path,
+                       help="file with one labelled case id per line")
+    p.add_argument("--unlabelled", type=existing_path, nargs="+", default=[],
+                   help="extra unlabelled images or folders for semi-supervised methods")
+    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=4, help="labelled samples per iteration")
+    p.add_argument("--unlabelled-batch", type=int, help="unlabelled samples per iteration "
+                                                         "(default: same as --batch)")
+    p.add_argument("--patch", type=int, nargs="+",
+                   help="training patch: 'Y X' for 2D (default 128 128), 'Z Y X' for 3D "
+                        "(default 48 64 64); multiples of 16")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                   help="target spacing in mm (default: the dataset's median)")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=200, help="validate every N iterations")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--lambda-u", type=float, default=1.0, help="weight of the pseudo-label loss")
+    p.add_argument("--lambda-c", type=float, default=0.01, help="weight of the contrastive loss")
+    p.add_argument("--lambda-nn", type=float, default=1.0,
+                   help="weight of the nearest-neighbour loss (0 switches it off)")
+    p.add_argument("--rampup", type=int, help="ramp-up iterations of the unlabelled terms "
+                                               "(default: a fifth of --iterations)")
+    p.add_argument("--grid", type=int, default=4, help="SG/SAG group grid size per axis")
+    p.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: $ARCOSEG_CACHE "
+                                                  "or ~/.cache/arcoseg)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    add_device_arguments(p)
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> TrainOptions:
+    """Build TrainOptions from parsed arguments."""
+    return TrainOptions(
+        dims=args.dims, method=args.method, sampler=args.sampler, labelled=args.labelled,
+        labelled_list=args.labelled_list, unlabelled=list(args.unlabelled),
+        iterations=args.iterations, batch=args.batch, unlabelled_batch=args.unlabelled_batch,
+        patch=tuple(args.patch) if args.patch else None,
+        spacing=tuple(args.spacing) if args.spacing else None, lr=args.lr, seed=args.seed,
+        device=args.device, amp=args.amp, val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every, lambda_u=args.lambda_u, lambda_c=args.lambda_c,
+        lambda_nn=args.lambda_nn, rampup=args.rampup, grid=args.grid, cache_dir=args.cache_dir,
+        log_every=max(1, min(10, args.iterations // 100)))
+
+
+def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
+    """Train and return the result summary."""
+    return train(args.dataset, options_from_args(args), args.out, reporter,
+                 resume=args.resume, should_stop=stop)

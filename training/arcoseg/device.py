@@ -1,0 +1,61 @@
+"""Compute-device selection: `auto` prefers CUDA, then Apple MPS, then the CPU."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+
+from arcoseg.errors import DeviceError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Turn a user's device choice into a torch.device, or raise DeviceError if it is absent."""
+    name = name.lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name} was requested but no CUDA GPU is usable here "
+                              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}). "
+                              "Use --device auto or --device cpu, or install a CUDA build of torch.")
+        return torch.device(name)
+    if name == "mps":
+        if not _mps_available():
+            raise DeviceError("--device mps was requested but Apple MPS is not available. "
+                              "Use --device auto or --device cpu.")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise DeviceError(f"Unknown device '{name}'. Choose one of: {', '.join(DEVICE_CHOICES)}.")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def describe_device(device: torch.device) -> dict[str, str | bool]:
+    """What the user should see: device kind and name, torch version, and a CPU warning flag."""
+    name = "CPU"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "mps":
+        name = "Apple MPS"
+    return {"device": str(device), "name": name, "torch": torch.__version__,
+            "cuda_version": torch.version.cuda or "", "is_cpu": device.type == "cpu"}
+
+
+def autocast(device: torch.device, enabled: bool = True) -> ContextManager:
+    """Mixed precision on GPUs (bf16 where supported, else fp16); a no-op on the CPU."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)

@@ -1,0 +1,41 @@
+"""User-facing errors and the exit codes the command line maps them to.
+
+Raise an `ArcosegError` (or a subclass) for anything the user can fix: the message must say which
+file, what is wrong and what to do. The CLI prints it (or emits an `error` event) and exits with
+`exit_code`, never with a traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1  # a bug: unexpected exception (traceback shown)
+EXIT_USER = 2  # bad input, bad arguments, missing files: fix the input and rerun
+EXIT_CANCELLED = 3  # SIGINT/SIGTERM: stopped on request, nothing half-written
+
+
+class ArcosegError(Exception):
+    """An error the user can act on; `str(err)` is the full message."""
+
+    exit_code = EXIT_USER
+
+
+class InputError(ArcosegError):
+    """An input file, folder or dataset is missing, unreadable or inconsistent."""
+
+
+class ModelFileError(ArcosegError):
+    """A model folder is not a valid, safe ARCOSegment model."""
+
+
+class DeviceError(ArcosegError):
+    """The requested compute device is not available."""
+
+
+class OutputError(ArcosegError):
+    """An output path cannot be written."""
+
+
+class Cancelled(ArcosegError):
+    """The run was cancelled (SIGINT/SIGTERM)."""
+
+    exit_code = EXIT_CANCELLED

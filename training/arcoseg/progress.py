@@ -1,0 +1,122 @@
+"""Progress reporting: tqdm bars for people, JSON lines (`--progress json`) for programs.
+
+JSON protocol, one object per line on stdout, flushed at once:
+  {"event": "progress", "step": 3, "total": 10, "message": "...", ...extra fields}
+  {"event": "log", "message": "...", ...}
+  {"event": "result", ...command-specific fields}
+  {"event": "error", "message": "...", "exit_code": 2}
+The Slicer module and batch scripts parse these; every other stdout line is ignored by them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, Iterable, Iterator, TextIO, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON values (NaN/Inf become null, numpy scalars become Python numbers)."""
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+class Reporter:
+    """Human-readable reporter: tqdm progress bars and log lines on stderr, result on stdout."""
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self._bar: tqdm | None = None
+
+    def progress(self, step: int, total: int, message: str = "", **fields: Any) -> None:
+        """Report that `step` of `total` units are done."""
+        if self.quiet:
+            return
+        if self._bar is None or self._bar.total != total or step < self._bar.n:
+            self.close()
+            self._bar = tqdm(total=total, file=self.stream, dynamic_ncols=True, leave=True)
+        self._bar.set_description(message, refresh=False)
+        shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in fields.items()}
+        if shown:
+            self._bar.set_postfix(shown, refresh=False)
+        self._bar.update(step - self._bar.n)
+        if step >= total:
+            self.close()
+
+    def track(self, items: Iterable[T], total: int, message: str = "") -> Iterator[T]:
+        """Iterate over `items`, reporting progress after each one."""
+        for i, item in enumerate(items, start=1):
+            yield item
+            self.progress(i, total, message)
+
+    def log(self, message: str, **fields: Any) -> None:
+        """A line of information for the user."""
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def result(self, **fields: Any) -> None:
+        """The command's final result (printed as indented JSON on stdout for people)."""
+        self.close()
+        print(json.dumps(to_jsonable(fields), indent=2), flush=True)
+
+    def error(self, message: str, **fields: Any) -> None:
+        """A fatal, user-actionable error."""
+        self.close()
+        print(f"error: {message}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """Close any open progress bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class JsonReporter(Reporter):
+    """Machine-readable reporter: one JSON object per line on stdout."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream or sys.stdout)
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        line = json.dumps(to_jsonable({"event": event, **fields}), allow_nan=False)
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def progress(self, step: int, total: int, message: str = "", **fields: Any) -> None:
+        self._emit("progress", step=step, total=total, message=message, **fields)
+
+    def log(self, message: str, **fields: Any) -> None:
+        self._emit("log", message=message, **fields)
+
+    def result(self, **fields: Any) -> None:
+        self._emit("result", **fields)
+
+    def error(self, message: str, **fields: Any) -> None:
+        self._emit("error", message=message, **fields)
+
+    def close(self) -> None:
+        pass
+
+
+def make_reporter(mode: str) -> Reporter:
+    """'text' → tqdm/human output; 'json' → JSON lines; 'none' → results only."""
+    if mode == "json":
+        return JsonReporter()
+    return Reporter(quiet=(mode == "none"))

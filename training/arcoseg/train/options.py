@@ -1,0 +1,75 @@
+"""Training options: one dataclass shared by the CLI, the benchmarks and Adapt."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from arcoseg.errors import ArcosegError
+
+METHODS = ("supervised", "mean_teacher", "arco")
+SAMPLERS = ("ns", "sg", "sag")
+DEFAULT_PATCH = {2: (128, 128), 3: (48, 64, 64)}
+PATCH_DIVISOR = 16  # four 2x downsamplings in both networks
+
+
+@dataclass
+class TrainOptions:
+    """Everything that defines a training run (saved with the model as provenance)."""
+
+    dims: int = 2
+    method: str = "supervised"
+    sampler: str = "sg"
+    labelled: int | None = None
+    labelled_list: Path | None = None
+    unlabelled: list[Path] = field(default_factory=list)
+    iterations: int = 2000
+    batch: int = 4
+    unlabelled_batch: int | None = None
+    patch: tuple[int, ...] | None = None
+    spacing: tuple[float, float, float] | None = None
+    lr: float = 0.01
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    val_every: int = 200
+    checkpoint_every: int = 500
+    log_every: int = 10
+    lambda_u: float = 1.0
+    lambda_c: float = 0.01
+    lambda_nn: float = 1.0
+    rampup: int | None = None
+    grid: int = 4
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.dims not in (2, 3):
+            raise ArcosegError(f"--dims must be 2 or 3, not {self.dims}.")
+        if self.method not in METHODS:
+            raise ArcosegError(f"Unknown --method '{self.method}'. Choose one of: {', '.join(METHODS)}.")
+        if self.sampler not in SAMPLERS:
+            raise ArcosegError(f"Unknown --sampler '{self.sampler}'. Choose one of: {', '.join(SAMPLERS)}.")
+        if self.iterations < 1 or self.batch < 1:
+            raise ArcosegError("--iterations and --batch must be at least 1.")
+        self.patch = tuple(self.patch) if self.patch else DEFAULT_PATCH[self.dims]
+        if len(self.patch) != self.dims or any(p % PATCH_DIVISOR or p <= 0 for p in self.patch):
+            raise ArcosegError(f"--patch needs {self.dims} sizes, each a positive multiple of "
+                               f"{PATCH_DIVISOR} ({'y x' if self.dims == 2 else 'z y x'}); got {self.patch}.")
+
+    @property
+    def semi_supervised(self) -> bool:
+        """Whether unlabelled data and a teacher take part."""
+        return self.method != "supervised"
+
+    def to_dict(self) -> dict:
+        """JSON-safe form (paths as strings)."""
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, Path):
+                out[key] = str(value)
+            elif isinstance(value, list):
+                out[key] = [str(v) for v in value]
+            elif isinstance(value, tuple):
+                out[key] = list(value)
+        return out

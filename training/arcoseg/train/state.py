@@ -1,0 +1,74 @@
+"""Pickle-free checkpoints: nested state dicts split into safetensors tensors + a JSON skeleton."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from arcoseg.errors import ArcosegError
+from arcoseg.fileutil import atomic_path, write_text_atomic
+
+_TENSOR_TAG = "__tensor__"
+
+
+def split_state(state: Any, prefix: str = "s") -> tuple[dict[str, torch.Tensor], Any]:
+    """Replace every tensor in a nested dict/list structure by a reference; return both parts."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: Any, key: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            tensors[key] = value.detach().cpu().contiguous()
+            return {_TENSOR_TAG: key}
+        if isinstance(value, dict):
+            return {"__dict__": [[_key_json(k), walk(v, f"{key}.{i}")]
+                                 for i, (k, v) in enumerate(value.items())]}
+        if isinstance(value, (list, tuple)):
+            return [walk(v, f"{key}.{i}") for i, v in enumerate(value)]
+        return value
+
+    return tensors, walk(state, prefix)
+
+
+def join_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
+    """Inverse of `split_state`."""
+    if isinstance(skeleton, dict) and _TENSOR_TAG in skeleton:
+        return tensors[skeleton[_TENSOR_TAG]]
+    if isinstance(skeleton, dict) and "__dict__" in skeleton:
+        return {_key_back(k): join_state(tensors, v) for k, v in skeleton["__dict__"]}
+    if isinstance(skeleton, list):
+        return [join_state(tensors, v) for v in skeleton]
+    return skeleton
+
+
+def _key_json(key: Any) -> Any:
+    # Optimizer state dicts key parameters by int; JSON object keys would turn them into str.
+    return {"int": key} if isinstance(key, int) else key
+
+
+def _key_back(key: Any) -> Any:
+    return key["int"] if isinstance(key, dict) else key
+
+
+def save_checkpoint(path_stem: Path, state: dict[str, Any]) -> None:
+    """Write `<stem>.safetensors` + `<stem>.json` atomically (the JSON, written last, commits it)."""
+    tensors, skeleton = split_state(state)
+    with atomic_path(path_stem.with_suffix(".safetensors")) as tmp:
+        save_file(tensors, str(tmp))
+    write_text_atomic(path_stem.with_suffix(".json"), json.dumps(skeleton))
+
+
+def load_checkpoint(path_stem: Path) -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint` (never unpickles)."""
+    json_path, tensor_path = path_stem.with_suffix(".json"), path_stem.with_suffix(".safetensors")
+    if not json_path.is_file() or not tensor_path.is_file():
+        raise ArcosegError(f"No checkpoint to resume at {json_path.parent}: expected "
+                           f"{json_path.name} and {tensor_path.name}. Start without --resume.")
+    try:
+        return join_state(load_file(str(tensor_path)), json.loads(json_path.read_text()))
+    except (OSError, ValueError, KeyError) as err:
+        raise ArcosegError(f"Checkpoint {tensor_path} is damaged ({err}). "
+                           "Delete the checkpoint files and start again without --resume.") from err

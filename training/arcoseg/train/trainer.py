@@ -1,0 +1,270 @@
+"""The training loop: data, model, method, SGD with poly decay, validation, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import arcoseg
+from arcoseg.data.dataset import DatasetInfo, load_dataset
+from arcoseg.data.preprocess import Plan, PreprocessedCase, load_cases, make_plan
+from arcoseg.data.sampling import PatchSampler, SliceSampler
+from arcoseg.device import autocast, describe_device, resolve_device
+from arcoseg.errors import ArcosegError, Cancelled
+from arcoseg.evaluation.plots import plot_training_curves
+from arcoseg.fileutil import write_text_atomic
+from arcoseg.modelfile import ModelMetadata, default_colors, save_model
+from arcoseg.networks.model import NetworkConfig, SegmentationModel, build_model
+from arcoseg.progress import Reporter
+from arcoseg.train.methods import Method, make_method
+from arcoseg.train.metrics_log import MetricsLog
+from arcoseg.train.options import TrainOptions
+from arcoseg.train.state import load_checkpoint, save_checkpoint
+from arcoseg.train.validation import validate
+
+CHECKPOINT_STEM = "training/checkpoint"
+
+
+@dataclass
+class RunData:
+    """Everything read from the dataset for one run."""
+
+    dataset: DatasetInfo
+    plan: Plan
+    labelled_ids: list[str]
+    labelled: list[PreprocessedCase]
+    unlabelled: list[PreprocessedCase]
+    val: list[PreprocessedCase]
+
+
+@dataclass
+class RunState:
+    """The loop's progress, saved in checkpoints."""
+
+    iteration: int = 0
+    best_score: float = -1.0
+    best_iteration: int = 0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) -> RunData:
+    """Load the dataset, choose labelled/unlabelled/validation cases, preprocess (cached)."""
+    dataset = load_dataset(dataset_root)
+    labelled = dataset.labelled_cases(options.labelled, options.labelled_list)
+    val = dataset.split_cases("val")
+    plan = make_plan(dataset, options.dims, options.patch, spacing=options.spacing,
+                     reporter=reporter)
+
+    def load(cases: list, what: str) -> list[PreprocessedCase]:
+        reporter.log(f"Preparing {len(cases)} {what} case(s)")
+        return load_cases(dataset, cases, plan, cache_dir=options.cache_dir, reporter=reporter)
+
+    unlabelled: list[PreprocessedCase] = []
+    if options.semi_supervised:
+        unlabelled = [_without_label(c) for c in load(dataset.unlabelled_cases(labelled), "unlabelled")]
+        if not unlabelled:
+            raise ArcosegError(f"--method {options.method} needs unlabelled data, but every "
+                               f"training case of {dataset.root} is labelled. Use fewer --labelled "
+                               "cases or --method supervised.")
+    return RunData(dataset, plan, [c.id for c in labelled], load(labelled, "labelled"),
+                   unlabelled, load(val, "validation"))
+
+
+def _without_label(case: PreprocessedCase) -> PreprocessedCase:
+    return PreprocessedCase(case.case_id, case.image, None, case.spacing_zyx)
+
+
+def _sampler(cases: list[PreprocessedCase], options: TrainOptions, batch: int, seed: int):
+    cls = SliceSampler if options.dims == 2 else PatchSampler
+    return cls(cases, tuple(options.patch), batch, seed=seed)
+
+
+class Trainer:
+    """One training run writing a model folder; `run()` trains (or resumes) to the end."""
+
+    def __init__(self, data: RunData, options: TrainOptions, out_dir: Path, reporter: Reporter,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
+        self.data, self.options, self.out_dir, self.reporter = data, options, out_dir, reporter
+        self.should_stop = should_stop
+        self.device = resolve_device(options.device)
+        torch.manual_seed(options.seed)
+        self.config = NetworkConfig(
+            arch="unet2d" if options.dims == 2 else "vnet3d",
+            in_channels=data.dataset.num_channels, num_classes=data.dataset.num_classes,
+            head_dim=None if options.method != "arco" else (64 if options.dims == 2 else 32))
+        self.model: SegmentationModel = build_model(self.config).to(self.device)
+        self.method: Method = make_method(options, self.model, data.dataset.num_classes, self.device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=options.lr, momentum=0.9,
+                                         weight_decay=1e-4, nesterov=True)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self._fp16())
+        self.labelled_sampler = _sampler(data.labelled, options, options.batch, options.seed)
+        self.unlabelled_sampler = (_sampler(data.unlabelled, options,
+                                            options.unlabelled_batch or options.batch,
+                                            options.seed + 1) if data.unlabelled else None)
+        self.state = RunState()
+        self.log = MetricsLog(out_dir / "training" / "metrics.jsonl")
+
+    def _fp16(self) -> bool:
+        return (self.options.amp and self.device.type == "cuda"
+                and not torch.cuda.is_bf16_supported())
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Everything needed to continue exactly where the run is now."""
+        save_checkpoint(self.out_dir / CHECKPOINT_STEM, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(), "scaler": self.scaler.state_dict(),
+            "labelled_sampler": self.labelled_sampler.state_dict(),
+            "unlabelled_sampler": (self.unlabelled_sampler.state_dict()
+                                   if self.unlabelled_sampler else None),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "state": vars(self.state), "options": self.options.to_dict()})
+
+    def resume(self) -> None:
+        """Load the run's last checkpoint; refuse one written with different options."""
+        ckpt = load_checkpoint(self.out_dir / CHECKPOINT_STEM)
+        saved = {k: v for k, v in ckpt["options"].items() if k not in ("iterations", "device")}
+        now = {k: v for k, v in self.options.to_dict().items() if k not in ("iterations", "device")}
+        if saved != now:
+            changed = sorted(k for k in now if saved.get(k) != now[k])
+            raise ArcosegError(f"Cannot resume {self.out_dir}: the options differ from the "
+                               f"interrupted run ({', '.join(changed)}). Rerun with the same options.")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.method.load_state_dict(ckpt["method"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.labelled_sampler.load_state_dict(ckpt["labelled_sampler"])
+        if self.unlabelled_sampler is not None:
+            self.unlabelled_sampler.load_state_dict(ckpt["unlabelled_sampler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        self.state = RunState(**ckpt["state"])
+        self.log.truncate_after(self.state.iteration)
+        self.reporter.log(f"Resuming at iteration {self.state.iteration}")
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Train to `options.iterations`, validating and checkpointing on the way."""
+        opts = self.options
+        write_text_atomic(self.out_dir / "training" / "options.json",
+                          json.dumps(opts.to_dict(), indent=2))
+        self.reporter.log(_device_line(self.device))
+        while self.state.iteration < opts.iterations:
+            if self.should_stop():
+                self.save_checkpoint()
+                raise Cancelled(f"Training stopped at iteration {self.state.iteration}; the "
+                                f"checkpoint is saved. Continue with --resume --out {self.out_dir}.")
+            self._step()
+        self.save_checkpoint()
+        plot_training_curves(self.log.records(), self.out_dir / "training" / "curves.png")
+        return self._result()
+
+    def _step(self) -> None:
+        opts, it = self.options, self.state.iteration
+        start = time.perf_counter()
+        lr = opts.lr * (1 - it / opts.iterations) ** 0.9
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        labelled = tuple(t.to(self.device, non_blocking=True) for t in self.labelled_sampler.sample())
+        unlabelled = None
+        if self.unlabelled_sampler is not None:
+            images, labels = self.unlabelled_sampler.sample()
+            unlabelled = (images.to(self.device, non_blocking=True),
+                          labels.to(self.device, non_blocking=True))
+        with autocast(self.device, opts.amp):
+            loss, terms = self.method.training_step(self.model, labelled, unlabelled,
+                                                    it, opts.iterations)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.method.after_optimizer_step(self.model)
+        self.state.iteration = it = it + 1
+        self.state.seconds += time.perf_counter() - start
+        self._after_step(it, loss, terms, lr, time.perf_counter() - start)
+
+    def _after_step(self, it: int, loss: torch.Tensor, terms: dict[str, Any], lr: float,
+                    seconds: float) -> None:
+        opts, last = self.options, it == self.options.iterations
+        record: dict[str, Any] = {}
+        if it % opts.log_every == 0 or last:
+            record = {"iteration": it, "loss": float(loss), "lr": lr, "seconds_per_iteration": seconds,
+                      **{k: float(v) for k, v in terms.items()}}
+        if it % opts.val_every == 0 or last:
+            record = {"iteration": it, **record, **self._validate(it)}
+        if record:
+            self.log.append(record)
+            shown = {k: record[k] for k in ("loss", "val_dice") if k in record}
+            self.reporter.progress(it, opts.iterations, "training", **shown)
+        if it % opts.checkpoint_every == 0 and not last:
+            self.save_checkpoint()
+
+    def _validate(self, it: int) -> dict[str, float]:
+        metrics = validate(self.method.eval_model(), self.data.val, self.data.plan,
+                           self.data.dataset.class_names, self.device)
+        if metrics["val_dice"] > self.state.best_score:
+            self.state.best_score, self.state.best_iteration = metrics["val_dice"], it
+            self.state.best_metrics = metrics
+            self._save_model()
+        self.reporter.log(f"iteration {it}: validation Dice {metrics['val_dice']:.4f} "
+                          f"(best {self.state.best_score:.4f} at {self.state.best_iteration})")
+        return metrics
+
+    def _save_model(self) -> None:
+        ds = self.data.dataset
+        colors = default_colors(ds.num_classes)
+        metadata = ModelMetadata(
+            network=self.config.to_dict(),
+            classes=[{"name": n, "value": v, "color": c}
+                     for n, v, c in zip(ds.class_names, ds.class_values, colors)],
+            plan=self.data.plan.to_dict(),
+            provenance={
+                "dataset": ds.name, "dataset_path": str(ds.root),
+                "labelled_cases": self.data.labelled_ids,
+                "unlabelled_cases": len(self.data.unlabelled),
+                "method": self.options.method,
+                "sampler": self.options.sampler if self.options.method == "arco" else None,
+                "iterations": self.state.iteration, "options": self.options.to_dict(),
+                "validation": self.state.best_metrics,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "arcoseg_version": arcoseg.__version__, "device": str(self.device)})
+        save_model(self.out_dir, self.method.eval_model(), metadata)
+
+    def _result(self) -> dict[str, Any]:
+        return {"model": str(self.out_dir), "iterations": self.state.iteration,
+                "best_iteration": self.state.best_iteration,
+                "validation": self.state.best_metrics,
+                "seconds": round(self.state.seconds, 2),
+                "seconds_per_iteration": round(self.state.seconds / max(1, self.state.iteration), 4),
+                "metrics_log": str(self.log.path),
+                "curves": str(self.out_dir / "training" / "curves.png")}
+
+
+def _device_line(device: torch.device) -> str:
+    info = describe_device(device)
+    line = f"Device: {info['name']} ({info['device']}), torch {info['torch']}"
+    return line + (" — WARNING: running on the CPU, this will be slow" if info["is_cpu"] else "")
+
+
+def train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: Reporter,
+          resume: bool = False, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """Train a model on a dataset folder into `out_dir` (model.safetensors + model.json)."""
+    resolve_device(options.device)  # fail fast, before any data is read
+    if not resume and (out_dir / f"{CHECKPOINT_STEM}.json").exists():
+        raise ArcosegError(f"{out_dir} already holds a training run. Continue it with --resume, "
+                           "or choose another --out.")
+    data = prepare_data(dataset_root, options, reporter)
+    trainer = Trainer(data, options, out_dir, reporter, should_stop)
+    if resume:
+        trainer.resume()
+    return trainer.run()
