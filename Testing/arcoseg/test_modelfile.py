@@ -1,0 +1,350 @@
+"""Model folders: save/load round trip, atomic replacement, and every refusal of a bad folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from arcoseg import modelfile
+from arcoseg.errors import DeviceError, ModelFileError, OutputError
+from arcoseg.modelfile import (FORMAT_VERSION, ModelMetadata, check_classes, default_colors,
+                               load_metadata, load_model, make_classes, model_info, save_model)
+from arcoseg.networks import NetworkConfig, build_model
+
+CLASSES = ["background", "RV", "myocardium", "LV"]
+
+
+def _config(**changes) -> NetworkConfig:
+    settings = dict(arch="unet2d", in_channels=1, num_classes=4, features=(4, 8, 16, 32, 64),
+                    head_dim=8)
+    return NetworkConfig(**{**settings, **changes})
+
+
+def _metadata(config: NetworkConfig | None = None) -> ModelMetadata:
+    return ModelMetadata(network=config or _config(), classes=make_classes(CLASSES),
+                         plan={"spacing": [5.0, 1.5, 1.5], "patch_size": [32, 32]},
+                         provenance={"dataset": "ACDC", "labelled_cases": 3, "dice": float("nan")})
+
+
+def _trained_model(config: NetworkConfig | None = None):
+    torch.manual_seed(0)
+    model = build_model(config or _config())
+    model.train()
+    model(torch.randn(2, 1, 32, 32))  # moves the BatchNorm running statistics off their init
+    return model.eval()
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    folder = tmp_path / "model"
+    save_model(folder, _trained_model(), _metadata())
+    return folder
+
+
+def _rewrite_json(folder: Path, **changes) -> None:
+    path = folder / "model.json"
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+# --------------------------------------------------------------------------------- round trips
+
+
+def test_saved_model_loads_with_identical_outputs_and_embeddings(tmp_path: Path) -> None:
+    model = _trained_model()
+    save_model(tmp_path / "m", model, _metadata())
+    loaded, metadata = load_model(tmp_path / "m")
+    assert not loaded.training
+    x = torch.randn(1, 1, 32, 32)
+    for mine, theirs in zip(model.forward_train(x), loaded.forward_train(x)):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    assert metadata.class_names == CLASSES
+
+
+def test_metadata_round_trips_and_gains_checksum_and_provenance_stamp(saved: Path) -> None:
+    metadata = load_metadata(saved)
+    expected = _metadata()
+    assert metadata.network == expected.network == _config().to_dict()
+    assert metadata.network_config == _config()
+    assert metadata.classes == expected.classes and metadata.plan == expected.plan
+    assert metadata.format_version == FORMAT_VERSION
+    assert len(metadata.weights_sha256) == 64
+    assert metadata.provenance["dataset"] == "ACDC"
+    assert metadata.provenance["dice"] is None  # NaN is written as null: strict JSON
+    assert {"arcoseg_version", "created"} <= metadata.provenance.keys()
+    assert ModelMetadata.from_dict(metadata.to_dict()) == metadata
+
+
+def test_a_state_dict_can_be_saved_instead_of_a_model(tmp_path: Path) -> None:
+    model = _trained_model()
+    save_model(tmp_path / "m", model.state_dict(), _metadata())
+    loaded, _ = load_model(tmp_path / "m")
+    x = torch.randn(1, 1, 32, 32)
+    torch.testing.assert_close(model(x), loaded(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["model.json", "model.safetensors"])
+def test_a_model_file_path_stands_for_its_folder(saved: Path, name: str) -> None:
+    _, metadata = load_model(saved / name)
+    assert metadata.class_names == CLASSES
+
+
+def test_saving_over_a_model_replaces_it(saved: Path) -> None:
+    config = _config(head_dim=None)
+    save_model(saved, _trained_model(config), _metadata(config))
+    assert load_metadata(saved).network_config.head_dim is None
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["model"]
+
+
+def test_model_info_summarises_the_folder(saved: Path) -> None:
+    info = model_info(saved)
+    assert info["arch"] == "unet2d" and info["spatial_dims"] == 2 and info["head_dim"] == 8
+    assert [c["name"] for c in info["classes"]] == CLASSES
+    assert info["parameters"] == sum(p.numel() for p in build_model(_config()).parameters())
+    assert info["weights_bytes"] == (saved / "model.safetensors").stat().st_size
+    json.dumps(info)
+
+
+def test_default_colors_start_black_and_stay_distinct() -> None:
+    colors = default_colors(40)
+    assert colors[0] == [0, 0, 0] and colors[1] == [255, 0, 0]
+    assert len({tuple(c) for c in colors}) == 40
+    assert all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in colors)
+    assert default_colors(3) == colors[:3]
+
+
+# ------------------------------------------------------------------------------ metadata rules
+
+
+def test_metadata_accepts_a_network_config_or_its_dict() -> None:
+    by_config = ModelMetadata(network=_config(), classes=make_classes(CLASSES))
+    by_dict = ModelMetadata(network=_config().to_dict(), classes=make_classes(CLASSES))
+    assert by_config == by_dict and by_dict.network["in_channels"] == 1
+
+
+def test_metadata_rejects_a_bad_network() -> None:
+    with pytest.raises(ModelFileError, match="Unknown network architecture"):
+        ModelMetadata(network={"arch": "x", "in_channels": 1, "num_classes": 4},
+                      classes=make_classes(CLASSES))
+
+
+@pytest.mark.parametrize("classes, message", [
+    (make_classes(CLASSES[:3]), "3 classes are described"),
+    (make_classes(["bg", "a", "a", "b"]), "names must be unique"),
+    (make_classes(CLASSES, values=[0, 1, 1, 2]), "values must be unique"),
+    ([{"name": "bg", "value": 0}] + make_classes(CLASSES)[1:], "exactly the keys"),
+    (make_classes(CLASSES, colors=[[0, 0, 0], [256, 0, 0], [0, 0, 1], [0, 1, 0]]), "'color'"),
+])
+def test_metadata_rejects_inconsistent_classes(classes, message: str) -> None:
+    with pytest.raises(ModelFileError, match=message):
+        ModelMetadata(network=_config(), classes=classes)
+
+
+def test_check_classes_names_both_lists_on_mismatch() -> None:
+    metadata = _metadata()
+    check_classes(metadata, CLASSES, "Fine-tuning")
+    with pytest.raises(ModelFileError, match=r"Fine-tuning: .*'LV'\].*\['background', 'LA'\]"):
+        check_classes(metadata, ["background", "LA"], "Fine-tuning")
+
+
+# ------------------------------------------------------------------------------------ refusals
+
+
+def test_missing_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_model(tmp_path / "nowhere")
+
+
+def test_folder_without_model_files_is_refused_and_pickles_in_it_are_named(tmp_path: Path) -> None:
+    (tmp_path / "best.pth").write_bytes(b"")
+    with pytest.raises(ModelFileError, match=r"model.safetensors, model.json missing.*best.pth"
+                                             r".*not loaded, for safety"):
+        load_model(tmp_path)
+
+
+def test_pickle_checkpoint_given_as_the_model_is_refused(tmp_path: Path) -> None:
+    torch.save({"w": torch.zeros(1)}, tmp_path / "model.pt")
+    with pytest.raises(ModelFileError, match="is a pickle checkpoint.*convert|Convert"):
+        load_model(tmp_path / "model.pt")
+
+
+def test_other_file_given_as_the_model_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(ModelFileError, match="is a file, not a model folder"):
+        load_model(tmp_path / "notes.txt")
+
+
+def test_invalid_json_is_refused(saved: Path) -> None:
+    (saved / "model.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="model.json is not valid JSON"):
+        load_metadata(saved)
+
+
+def test_metadata_missing_a_key_is_refused(saved: Path) -> None:
+    data = json.loads((saved / "model.json").read_text())
+    del data["classes"]
+    (saved / "model.json").write_text(json.dumps(data))
+    with pytest.raises(ModelFileError, match=r"lacks \['classes'\]"):
+        load_model(saved)
+
+
+def test_newer_format_version_asks_for_an_upgrade(saved: Path) -> None:
+    _rewrite_json(saved, format_version=FORMAT_VERSION + 1, network={"arch": "future"})
+    with pytest.raises(ModelFileError, match="newer ARCOSegment.*Upgrade"):
+        load_model(saved)
+
+
+def test_one_changed_byte_in_the_weights_is_detected(saved: Path) -> None:
+    weights = saved / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="corrupt or was modified"):
+        load_model(saved)
+
+
+class _Exploit:
+    """Unpickling this creates the marker file: proof that something was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("writer", [
+    lambda obj, path: path.write_bytes(pickle.dumps(obj)),
+    lambda obj, path: torch.save({"state_dict": obj}, path),
+], ids=["raw-pickle", "torch-save-zip"])
+def test_pickle_in_place_of_safetensors_is_refused_without_unpickling(
+        saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer) -> None:
+    marker = tmp_path / "unpickled"
+    writer(_Exploit(marker), saved / "model.safetensors")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("something was unpickled")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, forbidden)
+    monkeypatch.setattr(torch, "load", forbidden)
+    with pytest.raises(ModelFileError, match="not a safetensors file.*not loaded"):
+        load_model(saved)
+    assert not marker.exists()
+
+
+def test_unparseable_weights_with_matching_checksum_are_refused(saved: Path) -> None:
+    weights = saved / "model.safetensors"
+    data = weights.read_bytes()[:200]
+    weights.write_bytes(data)
+    _rewrite_json(saved, weights_sha256=hashlib.sha256(data).hexdigest())
+    with pytest.raises(ModelFileError, match="not a valid safetensors file"):
+        load_model(saved)
+
+
+def test_weights_not_fitting_the_network_are_refused(saved: Path) -> None:
+    _rewrite_json(saved, network=_config(num_classes=3, head_dim=None).to_dict(),
+                  classes=make_classes(CLASSES[:3]))
+    with pytest.raises(ModelFileError, match=r"do not fit.*unexpected 19 .*wrong shape 2 "
+                                             r"\(backbone.out_conv.conv.weight \(4, 4, 3, 3\) "
+                                             r"instead of \(3, 4, 3, 3\)"):
+        load_model(saved)
+
+
+def test_saving_weights_that_do_not_fit_the_metadata_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="The weights to save do not fit.*missing 19"):
+        save_model(tmp_path / "m", _trained_model(_config(head_dim=None)), _metadata())
+    assert not (tmp_path / "m").exists()
+
+
+def test_loading_on_an_unknown_device_is_a_device_error(saved: Path) -> None:
+    with pytest.raises(DeviceError, match="Cannot put the model on device 'nodevice'"):
+        load_model(saved, device="nodevice")
+
+
+# ------------------------------------------------------------------------------- atomic saving
+
+
+def _fail(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def test_failed_save_keeps_the_previous_model_and_leaves_no_temporary_folder(
+        saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    monkeypatch.setattr(modelfile.safetensors.torch, "save", _fail)
+    with pytest.raises(OutputError, match="No space left"):
+        save_model(saved, _trained_model(), _metadata())
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["model"]
+
+
+def test_failed_swap_puts_the_previous_model_back(saved: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if str(src).endswith(".tmp"):  # the new folder moving into place
+            _fail()
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(OutputError):
+        save_model(saved, _trained_model(), _metadata())
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["model"]
+
+
+def _run_folder(tmp_path: Path) -> Path:
+    """A training run folder: other content next to the model files."""
+    run = tmp_path / "run"
+    (run / "training").mkdir(parents=True)
+    (run / "training" / "metrics.jsonl").write_text("{}\n")
+    (run / "checkpoint.json").write_text("{}")
+    return run
+
+
+def test_saving_into_a_run_folder_replaces_only_the_model_files(tmp_path: Path) -> None:
+    run = _run_folder(tmp_path)
+    save_model(run, _trained_model(), _metadata())
+    config = _config(head_dim=None)
+    save_model(run, _trained_model(config), _metadata(config))
+    assert load_model(run)[1].network_config.head_dim is None
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint.json", "model.json", "model.safetensors", "training"]
+    assert (run / "training" / "metrics.jsonl").read_text() == "{}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_failed_save_into_a_run_folder_puts_the_previous_model_files_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _run_folder(tmp_path)
+    save_model(run, _trained_model(), _metadata())
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if Path(src).name == "model.json" and Path(src).parent != run:  # the last step
+            _fail()
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(OutputError):
+        save_model(run, _trained_model(_config(head_dim=None)), _metadata(_config(head_dim=None)))
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    load_model(run)
+
+
+def test_a_file_at_the_model_path_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "m").write_text("x")
+    with pytest.raises(OutputError, match="is a file"):
+        save_model(tmp_path / "m", _trained_model(), _metadata())

@@ -1,0 +1,416 @@
+"""Model folder = `model.safetensors` (weights) + `model.json` (network, classes, plan, provenance).
+
+Loading never unpickles anything: weights are parsed by safetensors only, after a check that the
+file is not a pickle / `torch.save` checkpoint and that its SHA-256 matches the one in model.json.
+Saving stages both files in a temporary sibling folder, then moves them in; a previous model at
+the same path survives any failure of the save (see `save_model`).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from arcoseg import __version__
+from arcoseg.errors import DeviceError, ModelFileError, OutputError
+from arcoseg.networks import NetworkConfig, SegmentationModel, build_model
+from arcoseg.networks.model import is_integer
+from arcoseg.progress import to_jsonable
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "model.json"
+MODEL_FILES = (WEIGHTS_FILE, METADATA_FILE)  # replacement order: model.json commits
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
+_METADATA_KEYS = ("format_version", "network", "classes", "plan", "provenance", "weights_sha256")
+_CLASS_KEYS = ("name", "value", "color")
+_PICKLE_ADVICE = ("Pickle checkpoints (.pt/.pth/.ckpt) are not loaded, for safety: unpickling can "
+                  "run arbitrary code. Convert a checkpoint you trust in your own script "
+                  "(torch.load(path, weights_only=True), then arcoseg.modelfile.save_model).")
+
+# ITK-SNAP's default label colours (red, green, blue, yellow, ...), familiar to clinicians;
+# classes beyond them get golden-ratio hues.
+_PALETTE = [
+    [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255],
+    [255, 239, 213], [0, 0, 205], [205, 133, 63], [210, 180, 140], [102, 205, 170], [0, 0, 128],
+    [0, 139, 139], [46, 139, 87], [255, 228, 225], [106, 90, 205], [221, 160, 221],
+    [233, 150, 122], [165, 42, 42], [255, 250, 250],
+]
+
+
+def default_colors(num_classes: int) -> list[list[int]]:
+    """RGB (0-255) colours for classes 0..num_classes-1; background (class 0) is black."""
+    colors = [[0, 0, 0]] + [list(c) for c in _PALETTE[:max(num_classes - 1, 0)]]
+    for i in range(len(colors), num_classes):
+        hue = (i * 0.618033988749895) % 1.0
+        colors.append([round(255 * v) for v in colorsys.hsv_to_rgb(hue, 0.75, 0.9)])
+    return colors[:num_classes]
+
+
+def make_classes(names: Sequence[str], values: Sequence[int] | None = None,
+                 colors: Sequence[Sequence[int]] | None = None) -> list[dict[str, Any]]:
+    """Class entries for `ModelMetadata.classes` (values default to 0..K-1, default colours)."""
+    values = list(range(len(names))) if values is None else list(values)
+    colors = default_colors(len(names)) if colors is None else colors
+    return [{"name": n, "value": v, "color": list(c)} for n, v, c in zip(names, values, colors)]
+
+
+@dataclass
+class ModelMetadata:
+    """Contents of model.json; validated on construction (ModelFileError).
+
+    `network` is the JSON form of a `NetworkConfig` (a NetworkConfig given is converted);
+    `network_config` parses it.
+    """
+
+    network: dict[str, Any]
+    classes: list[dict[str, Any]]
+    plan: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if isinstance(self.network, NetworkConfig):
+            self.network = self.network.to_dict()
+        config = NetworkConfig.from_dict(self.network)
+        self.network = config.to_dict()
+        self.classes = [_check_class(c) for c in self.classes]
+        if len(self.classes) != config.num_classes:
+            raise ModelFileError(f"{len(self.classes)} classes are described "
+                                 f"({self.class_names}) but the network has "
+                                 f"{config.num_classes} outputs.")
+        for key in ("name", "value"):
+            seen = [c[key] for c in self.classes]
+            if len(set(seen)) != len(seen):
+                raise ModelFileError(f"Class {key}s must be unique, got {seen}.")
+        for key in ("plan", "provenance"):
+            if not isinstance(getattr(self, key), dict):
+                raise ModelFileError(f"'{key}' must be a JSON object.")
+
+    @property
+    def network_config(self) -> NetworkConfig:
+        """The network settings as a `NetworkConfig`."""
+        return NetworkConfig.from_dict(self.network)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names, background first."""
+        return [c["name"] for c in self.classes]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background."""
+        return len(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The model.json object."""
+        return {"format_version": self.format_version, "network": dict(self.network),
+                "classes": [dict(c) for c in self.classes], "plan": self.plan,
+                "provenance": self.provenance, "weights_sha256": self.weights_sha256}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelMetadata:
+        """Parse a model.json object; ModelFileError if it is newer, incomplete or invalid."""
+        if not isinstance(data, dict):
+            raise ModelFileError("model.json must hold a JSON object.")
+        version = data.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ModelFileError(f"'format_version' must be a positive integer, got {version!r}.")
+        if version > FORMAT_VERSION:
+            raise ModelFileError(f"The model was written by a newer ARCOSegment (model format "
+                                 f"{version}; this version reads up to {FORMAT_VERSION}). "
+                                 "Upgrade ARCOSegment to use it.")
+        missing = [k for k in _METADATA_KEYS if k not in data]
+        if missing:
+            raise ModelFileError(f"model.json lacks {missing}.")
+        digest = data["weights_sha256"]
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise ModelFileError(f"'weights_sha256' must be a 64-digit hex string, got {digest!r}.")
+        if not isinstance(data["classes"], list):
+            raise ModelFileError("'classes' must be a list.")
+        return cls(network=data["network"], classes=data["classes"],
+                   plan=data["plan"], provenance=data["provenance"], weights_sha256=digest,
+                   format_version=version)
+
+
+def _check_class(entry: Any) -> dict[str, Any]:
+    """A validated copy of one {"name", "value", "color"} class entry."""
+    if not isinstance(entry, Mapping) or sorted(entry) != sorted(_CLASS_KEYS):
+        raise ModelFileError(f"A class entry must have exactly the keys {list(_CLASS_KEYS)}, "
+                             f"got {entry!r}.")
+    name, value, color = entry["name"], entry["value"], entry["color"]
+    if not isinstance(name, str) or not name.strip():
+        raise ModelFileError(f"Class name must be a non-empty string, got {name!r}.")
+    if not is_integer(value) or value < 0:
+        raise ModelFileError(f"Class {name!r}: 'value' must be an integer >= 0, got {value!r}.")
+    if (not isinstance(color, (list, tuple)) or len(color) != 3
+            or not all(is_integer(c) and 0 <= c <= 255 for c in color)):
+        raise ModelFileError(f"Class {name!r}: 'color' must be 3 integers 0-255, got {color!r}.")
+    return {"name": name, "value": int(value), "color": [int(c) for c in color]}
+
+
+# ---------------------------------------------------------------------------------------- save
+
+
+def save_model(model_dir: str | os.PathLike, model: SegmentationModel | Mapping[str, torch.Tensor],
+               metadata: ModelMetadata) -> ModelMetadata:
+    """Write model.safetensors + model.json into `model_dir`; returns the metadata as written.
+
+    `model` is a model or a state dict (e.g. the EMA teacher's); its weights must fit
+    `metadata.network`. `weights_sha256` is computed; `arcoseg_version` and `created` are added
+    to the provenance unless given. Both files are written into a temporary sibling folder first.
+    If `model_dir` is absent or holds nothing but a model, that folder is swapped in whole.
+    Otherwise (e.g. a training run folder) only the two files are replaced and other content is
+    left alone; if that is interrupted, the previous files are put back (a hard crash between the
+    two renames leaves a pair that the checksum check refuses, never a silently mixed model).
+    """
+    dest = Path(model_dir)
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+    _check_state_dict(tensors, metadata.network_config, "The weights to save")
+    if dest.exists() and not dest.is_dir():
+        raise OutputError(f"{dest} exists and is a file; give a folder path for the model.")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as err:
+        raise OutputError(f"Cannot write model folder {dest}: {err.strerror or err}. "
+                          "Choose a writable location.") from err
+    try:
+        data = safetensors.torch.save(tensors, metadata={"format": "pt"})
+        (staging / WEIGHTS_FILE).write_bytes(data)
+        provenance = {"arcoseg_version": __version__,
+                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      **metadata.provenance}
+        written = dataclasses.replace(metadata, provenance=provenance,
+                                      weights_sha256=hashlib.sha256(data).hexdigest(),
+                                      format_version=FORMAT_VERSION)
+        text = json.dumps(to_jsonable(written.to_dict()), indent=2, allow_nan=False,
+                          default=_json_fallback)
+        (staging / METADATA_FILE).write_text(text + "\n", encoding="utf-8")
+        if dest.is_dir() and any(p.name not in MODEL_FILES for p in dest.iterdir()):
+            _replace_files(staging, dest)
+        else:
+            _swap_folder(staging, dest)
+    except OSError as err:
+        raise OutputError(f"Cannot write model folder {dest}: {err.strerror or err}. "
+                          "Choose a writable location with free space.") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # already gone after a folder swap
+    return written
+
+
+def _json_fallback(value: Any) -> Any:
+    """JSON form of values json does not know (arrays -> lists, paths etc. -> strings)."""
+    return to_jsonable(value.tolist()) if hasattr(value, "tolist") else str(value)
+
+
+def _swap_folder(new: Path, dest: Path) -> None:
+    """Rename folder `new` to `dest`; an existing `dest` is set aside until that succeeded."""
+    if not dest.exists():
+        os.rename(new, dest)
+        return
+    old = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.old")
+    os.rename(dest, old)
+    try:
+        os.rename(new, dest)
+    except BaseException:
+        os.rename(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _replace_files(new: Path, dest: Path) -> None:
+    """Move the model files of `new` into `dest`, weights first; restore the old ones on failure."""
+    tag = uuid.uuid4().hex[:8]
+    aside = {name: dest / f".{name}.{tag}.old" for name in MODEL_FILES}
+    try:
+        for name in MODEL_FILES:
+            if (dest / name).exists():
+                os.rename(dest / name, aside[name])
+            os.rename(new / name, dest / name)
+    except BaseException:
+        for name in MODEL_FILES:
+            if aside[name].exists():
+                os.replace(aside[name], dest / name)
+            elif not (new / name).exists():  # moved in without an old one to restore
+                (dest / name).unlink(missing_ok=True)
+        raise
+    for path in aside.values():
+        path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------- load
+
+
+def load_metadata(model_dir: str | os.PathLike) -> ModelMetadata:
+    """Read and validate model.json of a model folder (or of model.json / model.safetensors)."""
+    return _read_metadata(_resolve_model_dir(model_dir))
+
+
+def load_model(model_dir: str | os.PathLike,
+               device: str | torch.device = "cpu") -> tuple[SegmentationModel, ModelMetadata]:
+    """Load a model folder safely (no unpickling); the model is in eval mode on `device`."""
+    metadata, tensors = _read_verified(_resolve_model_dir(model_dir))
+    model = build_model(metadata.network_config)
+    model.load_state_dict(tensors)
+    model.eval()
+    try:
+        model.to(device)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        raise DeviceError(f"Cannot put the model on device {device!r}: {err}. "
+                          "Choose an available device, e.g. 'cpu'.") from err
+    return model, metadata
+
+
+def model_info(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """Summary of a model folder (weights are verified, not kept)."""
+    folder = _resolve_model_dir(model_dir)
+    metadata, _ = _read_verified(folder)
+    network = metadata.network_config
+    return {
+        "path": str(folder),
+        "format_version": metadata.format_version,
+        "arch": network.arch,
+        "spatial_dims": network.spatial_dims,
+        "in_channels": network.in_channels,
+        "classes": metadata.classes,
+        "head_dim": network.head_dim,
+        "parameters": sum(p.numel() for p in _meta_model(network).parameters()),
+        "weights_bytes": (folder / WEIGHTS_FILE).stat().st_size,
+        "weights_sha256": metadata.weights_sha256,
+        "plan": metadata.plan,
+        "provenance": metadata.provenance,
+    }
+
+
+def check_classes(metadata: ModelMetadata, expected_names: Sequence[str], context: str) -> None:
+    """ModelFileError unless the model's class names are `expected_names` (same order)."""
+    if metadata.class_names != list(expected_names):
+        raise ModelFileError(f"{context}: the model's classes {metadata.class_names} differ from "
+                             f"the expected {list(expected_names)}. Use a model trained for "
+                             "these classes (same names, same order).")
+
+
+def _resolve_model_dir(path: str | os.PathLike) -> Path:
+    """The model folder `path` names; ModelFileError if it is not a complete one."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"Model folder {path} does not exist. Give the folder that holds "
+                             f"{METADATA_FILE} and {WEIGHTS_FILE}.")
+    if path.is_file():
+        if path.name in MODEL_FILES:
+            path = path.parent
+        elif path.suffix.lower() in _PICKLE_SUFFIXES:
+            raise ModelFileError(f"{path} is a pickle checkpoint, not an ARCOSegment model "
+                                 f"folder. {_PICKLE_ADVICE}")
+        else:
+            raise ModelFileError(f"{path} is a file, not a model folder. Give the folder that "
+                                 f"holds {METADATA_FILE} and {WEIGHTS_FILE}.")
+    missing = [name for name in MODEL_FILES if not (path / name).is_file()]
+    if missing:
+        message = f"{path} is not an ARCOSegment model folder: {', '.join(missing)} missing."
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
+        if pickles:
+            message += f" It holds {', '.join(pickles[:5])}. {_PICKLE_ADVICE}"
+        raise ModelFileError(message)
+    return path
+
+
+def _read_metadata(folder: Path) -> ModelMetadata:
+    path = folder / METADATA_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"Cannot read {path}: {err}.") from err
+    except json.JSONDecodeError as err:
+        raise ModelFileError(f"{path} is not valid JSON ({err}). Restore the file from the "
+                             "original model folder.") from err
+    try:
+        return ModelMetadata.from_dict(data)
+    except ModelFileError as err:
+        raise ModelFileError(f"{path}: {err}") from err
+
+
+def _read_verified(folder: Path) -> tuple[ModelMetadata, dict[str, torch.Tensor]]:
+    """Metadata and weights of a model folder, checked against each other."""
+    metadata = _read_metadata(folder)
+    path = folder / WEIGHTS_FILE
+    tensors = _read_weights(path, metadata.weights_sha256)
+    _check_state_dict(tensors, metadata.network_config, f"The weights in {path}")
+    return metadata, tensors
+
+
+def _read_weights(path: Path, expected_sha256: str) -> dict[str, torch.Tensor]:
+    """Parse the weights, refusing pickles and files whose SHA-256 differs from model.json.
+
+    The bytes are read once, so the checked bytes are the parsed bytes.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ModelFileError(f"Cannot read {path}: {err.strerror or err}.") from err
+    kind = _pickle_kind(data)
+    if kind:
+        raise ModelFileError(f"{path} is {kind}, not a safetensors file; it was not loaded. "
+                             f"{_PICKLE_ADVICE}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected_sha256:
+        raise ModelFileError(f"{path} is corrupt or was modified after saving: its SHA-256 "
+                             f"{digest[:12]}... differs from {expected_sha256[:12]}... recorded "
+                             "in model.json. Copy the model folder again from its source.")
+    try:
+        return safetensors.torch.load(data)
+    except Exception as err:  # safetensors raises its own (Rust) error types
+        raise ModelFileError(f"{path} is not a valid safetensors file ({err}). Copy the model "
+                             "folder again from its source.") from err
+
+
+def _pickle_kind(data: bytes) -> str | None:
+    """'a pickle' / 'a torch.save checkpoint' when `data` starts like one, else None."""
+    header_len = int.from_bytes(data[:8], "little")
+    if len(data) >= 9 and data[8:9] == b"{" and 8 + header_len <= len(data):
+        return None  # a safetensors header: 8-byte length, then a JSON object
+    if data.startswith(b"PK\x03\x04"):
+        return "a zip archive (the torch.save checkpoint format, which contains a pickle)"
+    if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a pickle (a legacy torch.save checkpoint or similar)"
+    return None
+
+
+def _meta_model(config: NetworkConfig) -> SegmentationModel:
+    """The network of `config` on the meta device (shapes only, no memory, no init cost)."""
+    with torch.device("meta"):
+        return build_model(config)
+
+
+def _check_state_dict(tensors: Mapping[str, torch.Tensor], config: NetworkConfig,
+                      where: str) -> None:
+    """ModelFileError unless `tensors` has exactly the keys and shapes of `config`'s network."""
+    expected = _meta_model(config).state_dict()
+    missing = sorted(expected.keys() - tensors.keys())
+    unexpected = sorted(tensors.keys() - expected.keys())
+    mismatched = [f"{k} {tuple(tensors[k].shape)} instead of {tuple(v.shape)}"
+                  for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    problems = [f"{label} {len(items)} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})"
+                for label, items in (("missing", missing), ("unexpected", unexpected),
+                                     ("wrong shape", mismatched)) if items]
+    if problems:
+        raise ModelFileError(f"{where} do not fit the network described in model.json "
+                             f"({config.to_dict()}): {'; '.join(problems)}. The weights and the "
+                             "network settings do not come from the same model.")
