@@ -1,0 +1,195 @@
+"""Evaluation of files/folders: pairing, geometry checks, CSV, summary statistics and table."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from arcoseg.errors import InputError
+from arcoseg.evaluation.evaluate import (
+    METRICS,
+    evaluate,
+    evaluate_pairs,
+    format_summary_table,
+    pair_files,
+    summarize,
+    write_csv,
+)
+
+SPACING_XYZ = (0.5, 1.0, 5.0)
+
+
+def write_label(path: Path, array: np.ndarray, spacing=SPACING_XYZ) -> Path:
+    image = sitk.GetImageFromArray(array.astype(np.uint8))
+    image.SetSpacing(spacing)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def phantom(x0: int = 2, second_class: bool = True) -> np.ndarray:
+    labels = np.zeros((2, 10, 10), np.uint8)
+    labels[:, 2:6, x0:x0 + 4] = 1
+    if second_class:
+        labels[:, 7:9, 7:9] = 2
+    return labels
+
+
+# --- pairing -------------------------------------------------------------------------------
+
+def test_two_files_pair_under_the_ground_truth_case_id(tmp_path):
+    pred = write_label(tmp_path / "p" / "anything.nrrd", phantom())
+    gt = write_label(tmp_path / "g" / "case1.nii.gz", phantom())
+    assert pair_files(pred, gt) == [("case1", pred, gt)]
+
+
+def test_folders_pair_by_case_id_ignoring_extension_and_nnunet_channel_suffix(tmp_path):
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    for cid in ("b", "a"):
+        write_label(gt_dir / f"{cid}.nii.gz", phantom())
+    write_label(pred_dir / "a_0000.nii.gz", phantom())
+    write_label(pred_dir / "b.mha", phantom())
+    write_label(pred_dir / "extra.nii.gz", phantom())  # no ground truth: ignored
+    (pred_dir / "notes.txt").write_text("not an image")
+    assert pair_files(pred_dir, gt_dir) == [("a", pred_dir / "a_0000.nii.gz", gt_dir / "a.nii.gz"),
+                                            ("b", pred_dir / "b.mha", gt_dir / "b.nii.gz")]
+
+
+def test_missing_predictions_are_listed_in_the_error(tmp_path):
+    for cid in ("a", "b", "c"):
+        write_label(tmp_path / "gt" / f"{cid}.nii.gz", phantom())
+    write_label(tmp_path / "pred" / "b.nii.gz", phantom())
+    with pytest.raises(InputError, match="2 ground-truth case.*a, c"):
+        pair_files(tmp_path / "pred", tmp_path / "gt")
+
+
+def test_no_matching_case_at_all_is_an_input_error(tmp_path):
+    write_label(tmp_path / "gt" / "a.nii.gz", phantom())
+    write_label(tmp_path / "pred" / "z.nii.gz", phantom())
+    with pytest.raises(InputError, match="No prediction"):
+        pair_files(tmp_path / "pred", tmp_path / "gt")
+
+
+def test_empty_ground_truth_folder_is_an_input_error(tmp_path):
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    with pytest.raises(InputError, match="No label files"):
+        pair_files(tmp_path / "pred", tmp_path / "gt")
+
+
+def test_two_files_of_the_same_case_in_a_folder_are_an_input_error(tmp_path):
+    write_label(tmp_path / "gt" / "a.nii.gz", phantom())
+    write_label(tmp_path / "gt" / "a.nrrd", phantom())
+    (tmp_path / "pred").mkdir()
+    with pytest.raises(InputError, match="same case 'a'"):
+        pair_files(tmp_path / "pred", tmp_path / "gt")
+
+
+def test_file_against_folder_and_missing_paths_are_input_errors(tmp_path):
+    gt = write_label(tmp_path / "gt" / "a.nii.gz", phantom())
+    with pytest.raises(InputError, match="two files or two folders"):
+        pair_files(tmp_path / "gt", gt)
+    with pytest.raises(InputError, match="does not exist"):
+        pair_files(tmp_path / "nope", gt)
+
+
+# --- evaluating pairs ----------------------------------------------------------------------
+
+def test_rows_have_one_entry_per_case_and_class_with_all_metrics(tmp_path):
+    gt = write_label(tmp_path / "gt.nii.gz", phantom(2))
+    pred = write_label(tmp_path / "pred.nii.gz", phantom(3))
+    rows = evaluate_pairs([("c1", pred, gt)], {"LV": 1, "RV": 2})
+    assert [(r["case"], r["class"]) for r in rows] == [("c1", "LV"), ("c1", "RV")]
+    assert rows[0]["dice"] == pytest.approx(0.75)
+    assert rows[0]["hd95_mm"] == pytest.approx(0.5)  # one voxel along x, x spacing 0.5 mm
+    assert rows[1]["dice"] == pytest.approx(1.0)
+    assert set(METRICS) <= set(rows[0])
+
+
+def test_classes_are_inferred_from_the_ground_truth_values_when_not_given(tmp_path):
+    gt_a = write_label(tmp_path / "a_gt.nii.gz", phantom(second_class=False))
+    gt_b = write_label(tmp_path / "b_gt.nii.gz", phantom())
+    pred = write_label(tmp_path / "pred.nii.gz", phantom())
+    rows = evaluate_pairs([("a", pred, gt_a), ("b", pred, gt_b)], None)
+    assert [(r["case"], r["class"]) for r in rows] == [("a", "1"), ("a", "2"),
+                                                       ("b", "1"), ("b", "2")]
+    assert rows[1]["dice"] == 0.0  # class 2 predicted where the ground truth has none
+
+
+def test_geometry_mismatch_names_both_files(tmp_path):
+    gt = write_label(tmp_path / "gt.nii.gz", phantom())
+    pred = write_label(tmp_path / "pred.nii.gz", phantom(), spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(InputError) as err:
+        evaluate_pairs([("c", pred, gt)], {"a": 1})
+    assert "pred.nii.gz" in str(err.value) and "gt.nii.gz" in str(err.value)
+
+
+# --- summary -------------------------------------------------------------------------------
+
+def row(case, cls, value):
+    return {"case": case, "class": cls, **{m: value for m in METRICS}}
+
+
+def test_summary_is_mean_and_std_per_class_and_mean_over_classes_per_case():
+    rows = [row("c1", "a", 0.8), row("c1", "b", 0.4), row("c2", "a", 0.6), row("c2", "b", 0.2)]
+    summary = summarize(rows)
+    assert summary["n_cases"] == 2
+    assert summary["classes"]["a"]["dice"] == pytest.approx({"mean": 0.7, "std": 0.1, "n": 2})
+    assert summary["classes"]["b"]["hd95_mm"] == pytest.approx({"mean": 0.3, "std": 0.1, "n": 2})
+    # Per-case means over classes: 0.6 and 0.4.
+    assert summary["mean"]["dice"] == pytest.approx({"mean": 0.5, "std": 0.1, "n": 2})
+
+
+def test_nan_values_are_left_out_of_every_mean():
+    rows = [row("c1", "a", 0.8), row("c1", "b", math.nan), row("c2", "a", 0.6),
+            row("c2", "b", 0.2), row("c3", "a", math.nan), row("c3", "b", math.nan)]
+    summary = summarize(rows)
+    assert summary["classes"]["b"]["dice"] == pytest.approx({"mean": 0.2, "std": 0.0, "n": 1})
+    # Case means: c1 = 0.8 (b is NaN), c2 = 0.4, c3 has no value at all.
+    assert summary["mean"]["asd_vox"] == pytest.approx({"mean": 0.6, "std": 0.2, "n": 2})
+
+
+def test_a_class_never_scored_has_no_statistics_and_shows_a_dash():
+    summary = summarize([row("c1", "a", 0.5), row("c1", "b", math.nan)])
+    assert summary["classes"]["b"]["dice"] == {"mean": None, "std": None, "n": 0}
+    assert "| b | – |" in format_summary_table(summary)
+
+
+def test_summary_table_shows_overlap_in_percent_and_distances_with_two_decimals():
+    rows = [row("c1", "a", 0.8), row("c2", "a", 0.6)]
+    table = format_summary_table(summarize(rows)).splitlines()
+    assert table[0].split("|")[1:-1] == [" class ", " Dice % ", " Jaccard % ", " HD95 vox ",
+                                         " ASD vox ", " HD95 mm ", " ASD mm "]
+    assert table[2] == ("| a | 70.0 ± 10.0 | 70.0 ± 10.0 | 0.70 ± 0.10 | 0.70 ± 0.10 | "
+                        "0.70 ± 0.10 | 0.70 ± 0.10 |")
+    assert table[3].startswith("| mean | 70.0 ± 10.0 |")
+
+
+def test_csv_round_trips_rows_including_nan(tmp_path):
+    rows = [row("c1", "a", 0.25), row("c1", "b", math.nan)]
+    path = tmp_path / "out" / "rows.csv"
+    write_csv(rows, path)
+    with path.open(newline="") as f:
+        read = list(csv.DictReader(f))
+    assert [(r["case"], r["class"]) for r in read] == [("c1", "a"), ("c1", "b")]
+    assert float(read[0]["dice"]) == 0.25 and math.isnan(float(read[1]["hd95_mm"]))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["rows.csv"]  # no temporary left
+
+
+def test_evaluate_writes_csv_json_and_markdown_and_returns_the_summary(tmp_path):
+    for cid, x0 in (("a", 2), ("b", 3)):
+        write_label(tmp_path / "gt" / f"{cid}.nii.gz", phantom(2))
+        write_label(tmp_path / "pred" / f"{cid}.nii.gz", phantom(x0))
+    out = tmp_path / "eval"
+    summary = evaluate(tmp_path / "pred", tmp_path / "gt", {"LV": 1, "RV": 2}, out)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics_per_case.csv", "summary.json",
+                                                     "summary.md"]
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["classes"]["LV"]["dice"]["mean"] == pytest.approx((1.0 + 0.75) / 2)
+    assert "| LV | 87.5 ± 12.5 |" in (out / "summary.md").read_text()
+    with (out / "metrics_per_case.csv").open(newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4

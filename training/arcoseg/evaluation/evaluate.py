@@ -1,0 +1,197 @@
+"""Evaluate predicted label maps against ground truth: per-case CSV, summary JSON and Markdown.
+
+Outputs of `evaluate` in `out_dir`:
+- `metrics_per_case.csv`: one row per case per class (case, class, dice, jaccard, hd95_vox, ...).
+- `summary.json`: mean ± std over cases per class and metric, plus the "mean" over classes.
+- `summary.md`: the same as a Markdown table (Dice and Jaccard in %).
+NaN (a class absent from both prediction and ground truth) is left out of every mean.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import SimpleITK as sitk
+
+from arcoseg.errors import InputError
+from arcoseg.evaluation.metrics import METRICS, case_metrics
+from arcoseg.fileutil import full_suffix, write_text_atomic
+from arcoseg.io.images import READABLE_SUFFIXES, image_spacing_zyx, list_images, read_label
+from arcoseg.progress import Reporter
+
+CHANNEL_SUFFIX = "_0000"  # nnU-Net's first-channel suffix on image file names
+CSV_NAME, SUMMARY_JSON, SUMMARY_MD = "metrics_per_case.csv", "summary.json", "summary.md"
+
+Row = dict[str, Any]
+
+
+def case_id(path: Path) -> str:
+    """Case identifier of an image file: its name without image extension and `_0000` suffix."""
+    stem = path.name[: len(path.name) - len(full_suffix(path))]
+    return stem.removesuffix(CHANNEL_SUFFIX)
+
+
+def _cases_in(folder: Path) -> dict[str, Path]:
+    """{case id: file} for the image files in `folder`; InputError if two files share an id."""
+    cases: dict[str, Path] = {}
+    for path in list_images(folder):
+        cid = case_id(path)
+        if cid in cases:
+            raise InputError(f"Files {cases[cid].name} and {path.name} in {folder} are the same "
+                             f"case '{cid}'. Keep one file per case.")
+        cases[cid] = path
+    return cases
+
+
+def pair_files(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
+    """(case id, prediction file, ground-truth file) for two files or two folders.
+
+    Folders are matched by case id (see `case_id`); predictions without ground truth are ignored.
+    Raises InputError for missing paths, a file paired with a folder, or missing predictions.
+    """
+    pred, gt = Path(pred), Path(gt)
+    for path, what in ((pred, "Prediction"), (gt, "Ground-truth")):
+        if not path.exists():
+            raise InputError(f"{what} path {path} does not exist. Check the path.")
+    if pred.is_file() and gt.is_file():
+        return [(case_id(gt), pred, gt)]
+    if not (pred.is_dir() and gt.is_dir()):
+        raise InputError(f"Give two files or two folders to compare, got {pred} and {gt}.")
+    preds, gts = _cases_in(pred), _cases_in(gt)
+    if not gts:
+        raise InputError(f"No label files ({', '.join(READABLE_SUFFIXES)}) in ground-truth "
+                         f"folder {gt}. Check the path.")
+    missing = sorted(set(gts) - set(preds))
+    if len(missing) == len(gts):
+        raise InputError(f"No prediction in {pred} matches a ground-truth case in {gt} "
+                         f"(e.g. '{missing[0]}'). Predictions must be named like the ground truth.")
+    if missing:
+        raise InputError(f"{len(missing)} ground-truth case(s) in {gt} have no prediction in "
+                         f"{pred}: {', '.join(missing)}. Segment them first or remove them from "
+                         "the ground-truth folder.")
+    return [(cid, preds[cid], gts[cid]) for cid in gts]
+
+
+def _infer_classes(gt_paths: Iterable[Path]) -> dict[str, int]:
+    """Classes named "1", "2", … from the foreground values found in the ground-truth files."""
+    found: set[int] = set()
+    for path in gt_paths:
+        found.update(np.unique(sitk.GetArrayFromImage(read_label(path))).tolist())
+    values = sorted(found - {0})
+    if not values:
+        raise InputError("The ground-truth label maps contain no foreground class. "
+                         "Check that the right folder was given.")
+    return {str(v): v for v in values}
+
+
+def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] | None,
+                   reporter: Reporter | None = None) -> list[Row]:
+    """Metrics rows (case, class, *METRICS) for each (case id, prediction, ground truth) pair.
+
+    `classes` maps names to label values; None infers them from the ground-truth files.
+    Prediction and ground truth must share size, spacing, origin and direction (InputError).
+    """
+    if classes is None:
+        classes = _infer_classes(gt for _, _, gt in pairs)
+    rows: list[Row] = []
+    for i, (cid, pred_path, gt_path) in enumerate(pairs, start=1):
+        gt_image = read_label(gt_path)
+        pred_image = read_label(pred_path, reference=gt_image, reference_name=str(gt_path))
+        per_class = case_metrics(sitk.GetArrayViewFromImage(pred_image),
+                                 sitk.GetArrayViewFromImage(gt_image), classes,
+                                 image_spacing_zyx(gt_image))
+        rows.extend({"case": cid, "class": name, **values} for name, values in per_class.items())
+        if reporter is not None:
+            reporter.progress(i, len(pairs), "Evaluating", case=cid)
+    return rows
+
+
+def _stats(values: Iterable[float]) -> dict[str, float | int | None]:
+    """NaN-aware mean and (population) std; None when no finite value is left."""
+    kept = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    if kept.size == 0:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(kept.mean()), "std": float(kept.std()), "n": int(kept.size)}
+
+
+def summarize(rows: list[Row]) -> dict[str, Any]:
+    """Mean ± std over cases per class and metric, and over the per-case means across classes.
+
+    Returns {"n_cases", "classes": {class: {metric: {"mean", "std", "n"}}},
+    "mean": {metric: {...}}}; "n" counts the cases that scored (NaN excluded). JSON-ready: a
+    statistic with no value is None.
+    """
+    class_names = list(dict.fromkeys(row["class"] for row in rows))
+    case_ids = list(dict.fromkeys(row["case"] for row in rows))
+    per_class = {name: {m: _stats(r[m] for r in rows if r["class"] == name) for m in METRICS}
+                 for name in class_names}
+
+    def case_mean(cid: str, metric: str) -> float:
+        values = [r[metric] for r in rows if r["case"] == cid and not math.isnan(r[metric])]
+        return float(np.mean(values)) if values else math.nan
+
+    mean = {m: _stats(case_mean(cid, m) for cid in case_ids) for m in METRICS}
+    return {"n_cases": len(case_ids), "classes": per_class, "mean": mean}
+
+
+def write_csv(rows: list[Row], path: str | os.PathLike) -> None:
+    """Write the per-case rows as CSV (atomic); NaN is written as 'nan'."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["case", "class", *METRICS], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
+# (metric, column title, scale, decimals) of the Markdown table.
+_COLUMNS = (("dice", "Dice %", 100.0, 1), ("jaccard", "Jaccard %", 100.0, 1),
+            ("hd95_vox", "HD95 vox", 1.0, 2), ("asd_vox", "ASD vox", 1.0, 2),
+            ("hd95_mm", "HD95 mm", 1.0, 2), ("asd_mm", "ASD mm", 1.0, 2))
+
+
+def _cell(stats: dict[str, Any], scale: float, decimals: int) -> str:
+    if stats["mean"] is None:
+        return "–"
+    return f"{stats['mean'] * scale:.{decimals}f} ± {stats['std'] * scale:.{decimals}f}"
+
+
+def format_summary_table(summary: dict[str, Any]) -> str:
+    """Markdown table: one row per class plus "mean", cells "mean ± std" over cases."""
+    lines = ["| class | " + " | ".join(title for _, title, _, _ in _COLUMNS) + " |",
+             "|---" + "|---:" * len(_COLUMNS) + "|"]
+    named = [*summary["classes"].items(), ("mean", summary["mean"])]
+    for name, stats in named:
+        cells = [_cell(stats[metric], scale, dec) for metric, _, scale, dec in _COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(summary: dict[str, Any], path_json: str | os.PathLike,
+                  path_md: str | os.PathLike) -> None:
+    """Write the summary as JSON and as a Markdown table (both atomic)."""
+    write_text_atomic(path_json, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path_md, f"Cases: {summary['n_cases']}\n\n" + format_summary_table(summary))
+
+
+def evaluate(pred: Path, gt: Path, classes: dict[str, int] | None, out_dir: Path,
+             reporter: Reporter | None = None) -> dict[str, Any]:
+    """Evaluate a prediction file/folder against ground truth; write CSV + summary to `out_dir`."""
+    return evaluate_to_folder(pair_files(pred, gt), classes, out_dir, reporter)
+
+
+def evaluate_to_folder(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] | None,
+                       out_dir: Path, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Evaluate (case id, prediction, ground truth) pairs; write CSV + summary to `out_dir`."""
+    rows = evaluate_pairs(pairs, classes, reporter)
+    summary = summarize(rows)
+    out_dir = Path(out_dir)
+    write_csv(rows, out_dir / CSV_NAME)
+    write_summary(summary, out_dir / SUMMARY_JSON, out_dir / SUMMARY_MD)
+    return summary
