@@ -10,7 +10,7 @@ from arcoseg.commands.common import add_device_arguments, existing_path
 from arcoseg.data.dataset import load_dataset
 from arcoseg.device import resolve_device
 from arcoseg.errors import ArcosegError, Cancelled, InputError
-from arcoseg.evaluation.evaluate import evaluate, format_summary_table
+from arcoseg.evaluation.evaluate import evaluate, evaluate_to_folder, format_summary_table
 from arcoseg.inference import segment_file
 from arcoseg.modelfile import check_classes, load_metadata, load_model
 from arcoseg.progress import Reporter
@@ -75,28 +75,15 @@ def _evaluate_model(args: argparse.Namespace, reporter: Reporter,
     device = resolve_device(args.device)
     model, metadata = load_model(args.model, device=device)
     check_classes(metadata, dataset.class_names, f"dataset {dataset.root}")
-    pred_dir, gt_files = args.out / "predictions", []
+    pairs = []
     for i, case in enumerate(cases):
         if stop():
             raise Cancelled(f"Cancelled after {i} of {len(cases)} cases.")
-        segment_file(model, metadata, case.images, pred_dir / f"{case.id}{dataset.file_ending}",
-                     device, amp=args.amp)
-        gt_files.append(case.label)
+        pred = args.out / "predictions" / f"{case.id}{dataset.file_ending}"
+        segment_file(model, metadata, case.images, pred, device, amp=args.amp)
+        pairs.append((case.id, pred, case.label))
         reporter.progress(i + 1, len(cases), f"segmented {case.id}")
     labels = {n: v for n, v in dataset.labels.items() if v != 0}
-    gt_dir = _gt_folder(gt_files, args.out)
-    summary = evaluate(pred_dir, gt_dir, labels, args.out, reporter)
+    summary = evaluate_to_folder(pairs, labels, args.out, reporter)
     reporter.log(format_summary_table(summary))
     return {"summary": summary, "out": str(args.out), "split": args.split, "cases": len(cases)}
-
-
-def _gt_folder(gt_files: list[Path], out: Path) -> Path:
-    """A folder of links to the split's label files (so pairing by name sees only that split)."""
-    folder = out / "ground_truth"
-    folder.mkdir(parents=True, exist_ok=True)
-    for f in gt_files:
-        link = folder / f.name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(f.resolve())
-    return folder

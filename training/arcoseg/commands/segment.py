@@ -52,7 +52,7 @@ def collect_cases(inputs: list[Path], channels: int) -> list[tuple[str, list[Pat
     cases: dict[str, list[Path]] = {}
     for f in files:
         stem = f.name[: -len(full_suffix(f))] if is_image_path(f) else f.name
-        case_id = _CHANNEL_SUFFIX.sub("", stem) if channels > 1 else stem
+        case_id = _CHANNEL_SUFFIX.sub("", stem)
         cases.setdefault(case_id, []).append(f)
     for case_id, paths in cases.items():
         if len(paths) != channels:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from arcoseg.errors import ArcosegError
@@ -69,6 +70,6 @@ def load_checkpoint(path_stem: Path) -> dict[str, Any]:
                            f"{json_path.name} and {tensor_path.name}. Start without --resume.")
     try:
         return join_state(load_file(str(tensor_path)), json.loads(json_path.read_text()))
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
         raise ArcosegError(f"Checkpoint {tensor_path} is damaged ({err}). "
                            "Delete the checkpoint files and start again without --resume.") from err

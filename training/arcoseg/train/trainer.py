@@ -20,7 +20,7 @@ from arcoseg.errors import ArcosegError, Cancelled
 from arcoseg.evaluation.plots import plot_training_curves
 from arcoseg.fileutil import write_text_atomic
 from arcoseg.modelfile import ModelMetadata, default_colors, save_model
-from arcoseg.networks.model import NetworkConfig, SegmentationModel, build_model
+from arcoseg.networks.model import DEFAULT_HEAD_DIM, NetworkConfig, SegmentationModel, build_model
 from arcoseg.progress import Reporter
 from arcoseg.train.methods import Method, make_method
 from arcoseg.train.metrics_log import MetricsLog
@@ -95,10 +95,11 @@ class Trainer:
         self.should_stop = should_stop
         self.device = resolve_device(options.device)
         torch.manual_seed(options.seed)
+        arch = "unet2d" if options.dims == 2 else "vnet3d"
         self.config = NetworkConfig(
-            arch="unet2d" if options.dims == 2 else "vnet3d",
+            arch=arch,
             in_channels=data.dataset.num_channels, num_classes=data.dataset.num_classes,
-            head_dim=None if options.method != "arco" else (64 if options.dims == 2 else 32))
+            head_dim=None if options.method != "arco" else DEFAULT_HEAD_DIM[arch])
         self.model: SegmentationModel = build_model(self.config).to(self.device)
         self.method: Method = make_method(options, self.model, data.dataset.num_classes, self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=options.lr, momentum=0.9,
@@ -198,7 +199,7 @@ class Trainer:
         opts, last = self.options, it == self.options.iterations
         record: dict[str, Any] = {}
         if it % opts.log_every == 0 or last:
-            record = {"iteration": it, "loss": float(loss), "lr": lr, "seconds_per_iteration": seconds,
+            record = {"iteration": it, "loss": loss.item(), "lr": lr, "seconds_per_iteration": seconds,
                       **{k: float(v) for k, v in terms.items()}}
         if it % opts.val_every == 0 or last:
             record = {"iteration": it, **record, **self._validate(it)}

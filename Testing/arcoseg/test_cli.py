@@ -1,0 +1,196 @@
+"""The command line end to end: train → segment → evaluate, JSON progress, clean failures."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from arcoseg.cli import main
+from arcoseg.data.synthetic import make_phantom, make_phantom_dataset
+
+
+def run_json(capsys, *argv):
+    """Run a command with --progress json; return (exit code, parsed events)."""
+    code = main([*argv, "--progress", "json"])
+    lines = capsys.readouterr().out.splitlines()
+    return code, [json.loads(line) for line in lines]
+
+
+def result_of(events):
+    return next(e for e in events if e["event"] == "result")
+
+
+def error_of(events):
+    return next(e for e in events if e["event"] == "error")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_phantom_dataset(tmp_path_factory.mktemp("cli") / "Phantom", num_cases=4,
+                                shape_zyx=(6, 32, 32), val_cases=1)
+
+
+@pytest.fixture(scope="module")
+def model(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "m"
+    cache = tmp_path_factory.mktemp("cache")
+    code = main(["train", str(dataset), "--dims", "2", "--iterations", "3", "--batch", "2",
+                 "--patch", "32", "32", "--device", "cpu", "--val-every", "3", "--out", str(out),
+                 "--cache-dir", str(cache), "--progress", "none"])
+    assert code == 0
+    return out
+
+
+@pytest.fixture
+def oblique_image(tmp_path):
+    """A phantom with anisotropic spacing, a non-zero origin and a rotated direction."""
+    image, _ = make_phantom((5, 30, 34), seed=3, spacing_zyx=(3.0, 0.8, 0.9))
+    c, s = np.cos(0.3), np.sin(0.3)
+    image.SetDirection((c, -s, 0, s, c, 0, 0, 0, 1))
+    path = tmp_path / "oblique.nrrd"
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_help_documents_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for command in ("train", "segment", "evaluate", "demo", "device"):
+        assert command in text
+
+
+def test_train_emits_json_progress_and_a_result(dataset, tmp_path, capsys):
+    code, events = run_json(capsys, "train", str(dataset), "--iterations", "2", "--batch", "2",
+                            "--patch", "32", "32", "--device", "cpu", "--out",
+                            str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c"))
+    assert code == 0
+    kinds = {e["event"] for e in events}
+    assert {"progress", "log", "result"} <= kinds
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress[-1]["step"] == progress[-1]["total"] == 2
+    assert result_of(events)["iterations"] == 2
+
+
+def test_segment_keeps_the_input_geometry(model, oblique_image, tmp_path, capsys):
+    out = tmp_path / "seg.nii.gz"
+    code, events = run_json(capsys, "segment", str(model), str(oblique_image), "-o", str(out),
+                            "--entropy", "--device", "cpu")
+    assert code == 0, events
+    src, seg = sitk.ReadImage(str(oblique_image)), sitk.ReadImage(str(out))
+    assert seg.GetSize() == src.GetSize()
+    assert np.allclose(seg.GetSpacing(), src.GetSpacing())
+    assert np.allclose(seg.GetOrigin(), src.GetOrigin(), atol=1e-4)
+    assert np.allclose(seg.GetDirection(), src.GetDirection(), atol=1e-5)
+    assert set(np.unique(sitk.GetArrayFromImage(seg))) <= {0, 1, 2}
+    entropy = sitk.GetArrayFromImage(sitk.ReadImage(result_of(events)["outputs"][0]["entropy"]))
+    assert entropy.shape == sitk.GetArrayFromImage(src).shape
+    assert 0 <= entropy.min() and entropy.max() <= 1
+
+
+def test_segment_a_folder_writes_one_file_per_image(model, dataset, tmp_path, capsys):
+    out = tmp_path / "segs"
+    code, events = run_json(capsys, "segment", str(model), str(dataset / "imagesTr"),
+                            "-o", str(out), "--ext", ".nrrd", "--device", "cpu")
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"case_{i:03d}.nrrd" for i in range(4)]
+
+
+def test_evaluate_model_on_split_and_files(model, dataset, tmp_path, capsys):
+    code, events = run_json(capsys, "evaluate", "--model", str(model), "--dataset", str(dataset),
+                            "--split", "val", "-o", str(tmp_path / "ev"), "--device", "cpu")
+    assert code == 0, events
+    assert (tmp_path / "ev" / "metrics_per_case.csv").is_file()
+    assert (tmp_path / "ev" / "summary.md").is_file()
+    pred = next((tmp_path / "ev" / "predictions").iterdir())
+    gt = dataset / "labelsTr" / pred.name
+    code, events = run_json(capsys, "evaluate", str(pred), str(gt), "--labels",
+                            str(dataset / "dataset.json"), "-o", str(tmp_path / "ev2"))
+    assert code == 0
+    assert set(result_of(events)["summary"]["classes"]) == {"class1", "class2"}
+
+
+# --- bad input: a clear message naming the file, exit code 2, no partial output -------------
+
+def _corrupt_nifti(tmp_path):
+    path = tmp_path / "corrupt.nii.gz"
+    image, _ = make_phantom((4, 16, 16))
+    sitk.WriteImage(image, str(path))
+    path.write_bytes(path.read_bytes()[:200])
+    return path
+
+
+def _nan_image(tmp_path):
+    image, _ = make_phantom((4, 16, 16))
+    array = sitk.GetArrayFromImage(image)
+    array[0, 0, 0] = np.nan
+    bad = sitk.GetImageFromArray(array)
+    path = tmp_path / "nan.mha"  # ITK's NIfTI reader itself turns NaN into 0
+    sitk.WriteImage(bad, str(path))
+    return path
+
+
+def _image_4d(tmp_path):
+    path = tmp_path / "four_d.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 3, 8, 8), np.float32)), str(path))
+    return path
+
+
+@pytest.mark.parametrize("make_input, message", [
+    (lambda t: t / "missing.nii.gz", "missing.nii.gz"),
+    (_corrupt_nifti, "corrupt.nii.gz"),
+    (_nan_image, "nan.mha"),
+    (_image_4d, "four_d.nii.gz"),
+])
+def test_bad_image_is_refused_without_output(model, tmp_path, capsys, make_input, message):
+    out = tmp_path / "out" / "seg.nii.gz"
+    code, events = run_json(capsys, "segment", str(model), str(make_input(tmp_path)),
+                            "-o", str(out), "--device", "cpu")
+    assert code == 2
+    assert message in error_of(events)["message"]
+    assert not out.exists()
+
+
+def test_unwritable_output_is_refused(model, oblique_image, tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    code, events = run_json(capsys, "segment", str(model), str(oblique_image),
+                            "-o", str(blocker / "seg.nii.gz"), "--device", "cpu")
+    assert code == 2 and "file.txt" in error_of(events)["message"]
+
+
+def test_a_folder_that_is_not_a_model_is_refused(oblique_image, tmp_path, capsys):
+    (tmp_path / "notamodel").mkdir()
+    code, events = run_json(capsys, "segment", str(tmp_path / "notamodel"), str(oblique_image),
+                            "-o", str(tmp_path / "s.nii.gz"), "--device", "cpu")
+    assert code == 2 and "model.json" in error_of(events)["message"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_refused(model, oblique_image, tmp_path, capsys):
+    code, events = run_json(capsys, "segment", str(model), str(oblique_image),
+                            "-o", str(tmp_path / "s.nii.gz"), "--device", "cuda")
+    assert code == 2 and "no CUDA GPU" in error_of(events)["message"]
+
+
+def test_evaluate_refuses_mismatched_geometry(dataset, tmp_path, capsys):
+    gt = dataset / "labelsTr" / "case_000.nii.gz"
+    moved = sitk.ReadImage(str(gt))
+    moved.SetOrigin((1.0, 2.0, 3.0))
+    pred = tmp_path / "case_000.nii.gz"
+    sitk.WriteImage(moved, str(pred))
+    code, events = run_json(capsys, "evaluate", str(pred), str(gt), "-o", str(tmp_path / "ev"))
+    assert code == 2 and "origin" in error_of(events)["message"].lower()
+    assert not (tmp_path / "ev" / "summary.md").exists()
+
+
+def test_module_entry_point_exits_with_code_and_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "arcoseg", "segment", str(tmp_path / "nomodel"),
+                           str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "o.nii.gz")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "nomodel" in proc.stderr

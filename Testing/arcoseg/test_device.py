@@ -1,0 +1,31 @@
+"""Device choice: auto falls back to the CPU; a missing GPU is a clear error."""
+
+import pytest
+import torch
+
+from arcoseg.device import describe_device, resolve_device
+from arcoseg.errors import DeviceError
+
+
+def test_auto_picks_cuda_when_present_else_cpu():
+    expected = "cuda" if torch.cuda.is_available() else None
+    device = resolve_device("auto")
+    assert device.type in ("cuda", "mps", "cpu")
+    if expected:
+        assert device.type == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_refused_with_advice():
+    with pytest.raises(DeviceError, match="no CUDA GPU.*--device cpu"):
+        resolve_device("cuda")
+
+
+def test_unknown_device_is_refused():
+    with pytest.raises(DeviceError, match="Unknown device"):
+        resolve_device("tpu")
+
+
+def test_cpu_description_warns():
+    info = describe_device(torch.device("cpu"))
+    assert info["is_cpu"] is True and info["torch"] == torch.__version__

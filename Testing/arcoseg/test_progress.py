@@ -1,0 +1,42 @@
+"""The JSON-lines progress protocol the Slicer module and batch scripts parse."""
+
+import io
+import json
+import math
+
+import numpy as np
+
+from arcoseg.progress import JsonReporter, Reporter
+
+
+def test_json_reporter_writes_one_parseable_object_per_line():
+    stream = io.StringIO()
+    rep = JsonReporter(stream)
+    rep.progress(3, 10, "training", loss=np.float32(0.5))
+    rep.log("hello")
+    rep.result(dice=math.nan, values=[np.int64(2)])
+    rep.error("bad file", exit_code=2)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [e["event"] for e in events] == ["progress", "log", "result", "error"]
+    assert events[0] == {"event": "progress", "step": 3, "total": 10, "message": "training",
+                         "loss": 0.5}
+    assert events[2]["dice"] is None and events[2]["values"] == [2]
+    assert events[3]["exit_code"] == 2
+
+
+def test_text_reporter_draws_progress_and_logs_on_its_stream():
+    stream = io.StringIO()
+    rep = Reporter(stream)
+    for step in range(1, 4):
+        rep.progress(step, 3, "work")
+    rep.log("done")
+    text = stream.getvalue()
+    assert "work" in text and "3/3" in text and "done" in text
+
+
+def test_quiet_reporter_prints_nothing():
+    stream = io.StringIO()
+    rep = Reporter(stream, quiet=True)
+    rep.progress(1, 2)
+    rep.log("x")
+    assert stream.getvalue() == ""
