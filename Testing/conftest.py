@@ -1,0 +1,29 @@
+"""Shared test fixtures: tiny synthetic datasets and an isolated preprocessing cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from arcoseg.data.synthetic import make_phantom_dataset
+
+SMALL_SHAPE = (8, 24, 24)  # (z, y, x): a few thousand voxels keeps every test fast
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Never write the preprocessing cache into the user's home folder during tests."""
+    monkeypatch.setenv("ARCOSEG_CACHE", str(tmp_path_factory.mktemp("arcoseg-cache")))
+
+
+@pytest.fixture
+def phantom_dataset(tmp_path: Path) -> Path:
+    """nnU-Net v2 phantom dataset: 6 cases (4 train, 2 val), 3 classes, splits, labelled_order."""
+    return make_phantom_dataset(tmp_path / "Dataset001_Phantom", shape_zyx=SMALL_SHAPE)
+
+
+@pytest.fixture
+def msd_dataset(tmp_path: Path) -> Path:
+    """Medical Segmentation Decathlon phantom dataset: 6 cases, 3 classes, no splits."""
+    return make_phantom_dataset(tmp_path / "Task01_Phantom", shape_zyx=SMALL_SHAPE, layout="msd")

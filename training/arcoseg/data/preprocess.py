@@ -1,0 +1,302 @@
+"""Preprocessing plan (target spacing, normalisation), resampling and the preprocessed-case cache.
+
+Training and inference share `preprocess_image`, so a model sees the same intensities and
+spacing at both times. The plan is stored in the model file (`Plan.to_dict`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from arcoseg.constants import IGNORE_LABEL
+from arcoseg.data.dataset import Case, DatasetInfo
+from arcoseg.errors import InputError, ModelFileError, OutputError
+from arcoseg.fileutil import atomic_path, write_text_atomic
+from arcoseg.io.images import (check_same_geometry, geometry_difference, image_spacing_zyx,
+                               read_image, read_label, read_spacing_zyx)
+from arcoseg.progress import Reporter
+
+NORMALIZATIONS = ("zscore", "ct")
+SPACING_ATOL = 1e-3
+CACHE_VERSION = 1
+_CT_SAMPLES_PER_CASE = 100_000  # foreground intensities kept per case for the CT statistics
+
+
+@dataclass
+class Plan:
+    """How images are preprocessed for one model (stored in the model file)."""
+
+    dims: int
+    target_spacing: tuple[float, float, float]  # (z, y, x) mm; z ignored when dims == 2
+    normalization: str  # 'zscore' | 'ct'
+    label_values: list[int]  # dataset label values in class order
+    patch_size: tuple[int, ...]  # (y, x) for dims 2, (z, y, x) for dims 3
+    ct_clip: tuple[float, float] | None = None
+    ct_mean: float | None = None
+    ct_std: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """Inverse of `to_dict`; ModelFileError for a missing or invalid entry."""
+        required = {f.name for f in fields(cls) if f.default is not None}
+        missing = sorted(required - set(data))
+        if missing:
+            raise ModelFileError(f"The preprocessing plan is missing {', '.join(missing)}; the "
+                                 "model file is incomplete or from another program.")
+        try:
+            plan = cls(
+                dims=int(data["dims"]),
+                target_spacing=tuple(float(s) for s in data["target_spacing"]),  # type: ignore
+                normalization=str(data["normalization"]),
+                label_values=[int(v) for v in data["label_values"]],
+                patch_size=tuple(int(p) for p in data["patch_size"]),
+                ct_clip=_optional(data.get("ct_clip"), lambda c: tuple(float(v) for v in c)),
+                ct_mean=_optional(data.get("ct_mean"), float),
+                ct_std=_optional(data.get("ct_std"), float),
+            )
+            plan.validate()
+        except (TypeError, ValueError, InputError) as err:
+            raise ModelFileError(f"The model file's preprocessing plan is invalid: {err}") from err
+        return plan
+
+    def validate(self) -> None:
+        """Raise InputError for inconsistent settings."""
+        if self.dims not in (2, 3):
+            raise InputError(f"dims must be 2 or 3, not {self.dims}.")
+        if len(self.patch_size) != self.dims or min(self.patch_size) < 1:
+            raise InputError(f"A {self.dims}D patch size needs {self.dims} positive sizes, "
+                             f"got {tuple(self.patch_size)}.")
+        if len(self.target_spacing) != 3 or min(self.target_spacing) <= 0:
+            raise InputError(f"Target spacing must be 3 positive numbers (z, y, x), "
+                             f"got {tuple(self.target_spacing)}.")
+        if self.normalization not in NORMALIZATIONS:
+            raise InputError(f"normalization must be one of {NORMALIZATIONS}, "
+                             f"not {self.normalization!r}.")
+        if self.normalization == "ct" and (self.ct_clip is None or self.ct_mean is None
+                                           or self.ct_std is None):
+            raise InputError("CT normalization needs ct_clip, ct_mean and ct_std.")
+
+
+def _optional(value: Any, convert: Any) -> Any:
+    return None if value is None else convert(value)
+
+
+@dataclass
+class PreprocessedCase:
+    """A case on the plan's grid: image (C, z, y, x) float32, label (z, y, x) uint8 classes."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    spacing_zyx: tuple[float, float, float]
+
+
+def make_plan(dataset: DatasetInfo, dims: int, patch_size: Sequence[int],
+              spacing: Sequence[float] | None = None, reporter: Reporter | None = None) -> Plan:
+    """Plan from the train split: median spacing (unless given) and the normalisation.
+
+    CT (a channel named 'CT'): clip to the 0.5/99.5 percentiles of the foreground intensities of
+    the training cases and standardise with the clipped foreground's mean/std (nnU-Net's rule).
+    """
+    cases = dataset.split_cases("train")
+    if spacing is None:
+        spacings = [read_spacing_zyx(c.images[0]) for c in cases]
+        spacing = tuple(float(s) for s in np.median(np.asarray(spacings), axis=0))
+    plan = Plan(dims=dims, target_spacing=tuple(float(s) for s in spacing),  # type: ignore
+                normalization="ct" if dataset.is_ct else "zscore",
+                label_values=dataset.class_values, patch_size=tuple(int(p) for p in patch_size))
+    if dataset.is_ct:
+        foreground = [v for v, c in dataset.label_mapping().items() if c not in (0, IGNORE_LABEL)]
+        plan.ct_clip, plan.ct_mean, plan.ct_std = _ct_statistics(cases, foreground, reporter)
+    plan.validate()
+    return plan
+
+
+def _ct_statistics(cases: list[Case], foreground: list[int], reporter: Reporter | None
+                   ) -> tuple[tuple[float, float], float, float]:
+    rng = np.random.default_rng(0)
+    samples = []
+    for i, case in enumerate(cases, start=1):
+        images = [read_image(p) for p in case.images]
+        mask = None
+        if case.label is not None:
+            label = sitk.GetArrayFromImage(read_label(case.label, images[0],
+                                                      reference_name=str(case.images[0])))
+            mask = np.isin(label, foreground)
+        for image in images:
+            values = sitk.GetArrayFromImage(image)
+            values = values[mask] if mask is not None else values.ravel()
+            if values.size > _CT_SAMPLES_PER_CASE:
+                values = rng.choice(values, _CT_SAMPLES_PER_CASE, replace=False)
+            samples.append(values.astype(np.float64))
+        if reporter is not None:
+            reporter.progress(i, len(cases), "CT intensity statistics")
+    voxels = np.concatenate(samples)
+    if voxels.size == 0:
+        raise InputError("The training cases contain no foreground voxels; CT intensity "
+                         "statistics need labelled foreground. Check the label maps.")
+    low, high = np.percentile(voxels, [0.5, 99.5])
+    clipped = np.clip(voxels, low, high)
+    return (float(low), float(high)), float(clipped.mean()), float(max(clipped.std(), 1e-8))
+
+
+def normalize(array: np.ndarray, plan: Plan) -> np.ndarray:
+    """Normalise a (C, z, y, x) array: z-score per channel, or CT clip + dataset mean/std."""
+    # numpy rather than MONAI's NormalizeIntensity: that returns a MetaTensor and is ~4x slower.
+    array = np.asarray(array, dtype=np.float32)
+    if plan.normalization == "ct":
+        low, high = plan.ct_clip  # type: ignore[misc]
+        mean, std = np.float32(plan.ct_mean), np.float32(max(plan.ct_std, 1e-8))  # type: ignore
+        return (np.clip(array, low, high) - mean) / std
+    axes = tuple(range(1, array.ndim))
+    mean = array.mean(axis=axes, keepdims=True, dtype=np.float64)
+    std = np.maximum(array.std(axis=axes, keepdims=True, dtype=np.float64), 1e-8)
+    return ((array - mean) / std).astype(np.float32)
+
+
+def resample(image: sitk.Image, spacing_zyx: Sequence[float], is_label: bool = False,
+             in_plane_only: bool = False) -> sitk.Image:
+    """Resample to `spacing_zyx` keeping the physical extent (linear; nearest for labels).
+
+    `in_plane_only` keeps the z spacing (2D models). Returns `image` itself when the spacing
+    already matches within 1e-3 mm.
+    """
+    old = np.asarray(image.GetSpacing(), dtype=float)
+    new = np.asarray(list(reversed(spacing_zyx)), dtype=float)
+    if in_plane_only:
+        new[2] = old[2]
+    if np.allclose(old, new, rtol=0, atol=SPACING_ATOL):
+        return image
+    size = np.asarray(image.GetSize())
+    new_size = np.maximum(np.round(size * old / new), 1).astype(int)
+    # Same first edge: the first voxel centre moves by half the difference of the voxel sizes.
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    origin = np.asarray(image.GetOrigin()) + direction @ ((new - old) / 2)
+    interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
+    return sitk.Resample(image, [int(s) for s in new_size], sitk.Transform(), interpolator,
+                         origin.tolist(), new.tolist(), image.GetDirection(), 0.0,
+                         image.GetPixelID())
+
+
+def resample_to_reference(image: sitk.Image, reference: sitk.Image,
+                          interpolator: int = sitk.sitkLinear) -> sitk.Image:
+    """Resample `image` onto the grid of `reference` (e.g. a prediction back to the input)."""
+    if geometry_difference(reference, image) is None:
+        return image
+    return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0,
+                         image.GetPixelID())
+
+
+def preprocess_image(channels: list[sitk.Image], plan: Plan,
+                     names: Sequence[str] | None = None) -> tuple[np.ndarray, sitk.Image]:
+    """Resample and normalise the channels of one image.
+
+    Returns the (C, z, y, x) float32 array and the resampled grid (channel 0 on the plan's
+    spacing) to map predictions back with `resample_to_reference`.
+    """
+    names = list(names) if names is not None else [f"channel {i}" for i in range(len(channels))]
+    for image, name in zip(channels[1:], names[1:]):
+        check_same_geometry(channels[0], image, names[0], name)
+    resampled = [resample(c, plan.target_spacing, in_plane_only=plan.dims == 2)
+                 for c in channels]
+    array = np.stack([sitk.GetArrayViewFromImage(c) for c in resampled])
+    return normalize(array, plan), resampled[0]
+
+
+def preprocess_case(case: Case, plan: Plan, dataset: DatasetInfo) -> PreprocessedCase:
+    """Read, validate, resample and normalise one case; labels become contiguous classes."""
+    names = [str(p) for p in case.images]
+    channels = [read_image(p) for p in case.images]
+    array, grid = preprocess_image(channels, plan, names)
+    label = None
+    if case.label is not None:
+        mapping = dataset.label_mapping()
+        label_img = read_label(case.label, channels[0], mapping.keys(), reference_name=names[0])
+        label_img = resample_to_reference(label_img, grid, sitk.sitkNearestNeighbor)
+        lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
+        lut[list(mapping)] = list(mapping.values())
+        label = lut[sitk.GetArrayViewFromImage(label_img)]
+    return PreprocessedCase(case.id, array, label, image_spacing_zyx(grid))
+
+
+def default_cache_dir() -> Path:
+    """`$ARCOSEG_CACHE`, else ~/.cache/arcoseg/preprocessed."""
+    env = os.environ.get("ARCOSEG_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "arcoseg" / "preprocessed"
+
+
+def load_cases(dataset: DatasetInfo, cases: list[Case], plan: Plan,
+               cache_dir: str | os.PathLike | None = None,
+               reporter: Reporter | None = None) -> list[PreprocessedCase]:
+    """Preprocess `cases`, reusing cached arrays when the plan and the files are unchanged.
+
+    The cache key hashes the plan, the label mapping and each file's path, size and mtime.
+    A cache that cannot be written only costs speed (reported as a log line).
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    out = []
+    for i, case in enumerate(cases, start=1):
+        entry = cache / _cache_key(case, plan, dataset)
+        loaded = _read_cache(entry, case.id)
+        if loaded is None:
+            loaded = preprocess_case(case, plan, dataset)
+            try:
+                _write_cache(entry, loaded)
+            except (OSError, OutputError) as err:
+                if reporter is not None:
+                    reporter.log(f"Could not write the preprocessing cache {entry} ({err}); "
+                                 "continuing without it. Set ARCOSEG_CACHE to a writable folder.")
+        out.append(loaded)
+        if reporter is not None:
+            reporter.progress(i, len(cases), "preprocessing")
+    return out
+
+
+def _cache_key(case: Case, plan: Plan, dataset: DatasetInfo) -> str:
+    files = []
+    for path in [*case.images, *([case.label] if case.label else [])]:
+        stat = Path(path).stat()
+        files.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+    settings = {k: v for k, v in plan.to_dict().items() if k != "patch_size"}  # no effect here
+    payload = json.dumps({"version": CACHE_VERSION, "plan": settings, "files": files,
+                          "mapping": sorted(dataset.label_mapping().items())}, sort_keys=True)
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:24]
+    return f"{case.id}-{digest}"
+
+
+def _read_cache(entry: Path, case_id: str) -> PreprocessedCase | None:
+    """The cached case, or None if absent or unreadable (then it is simply recomputed)."""
+    meta_path = entry / "case.json"  # written last: its presence marks a complete entry
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        image = np.load(entry / "image.npy", allow_pickle=False)
+        label = np.load(entry / "label.npy", allow_pickle=False) if meta["has_label"] else None
+        return PreprocessedCase(case_id, image, label, tuple(meta["spacing_zyx"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_cache(entry: Path, case: PreprocessedCase) -> None:
+    entry.mkdir(parents=True, exist_ok=True)
+    arrays = {"image.npy": case.image, "label.npy": case.label}
+    for name, array in arrays.items():
+        if array is not None:
+            with atomic_path(entry / name) as tmp, open(tmp, "wb") as f:
+                np.save(f, array, allow_pickle=False)
+    meta = {"case_id": case.case_id, "has_label": case.label is not None,
+            "spacing_zyx": list(case.spacing_zyx)}
+    write_text_atomic(entry / "case.json", json.dumps(meta))
