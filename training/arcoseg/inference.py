@@ -18,7 +18,7 @@ from monai.inferers import sliding_window_inference
 
 from arcoseg.data.preprocess import Plan, preprocess_image, resample_to_reference
 from arcoseg.device import autocast
-from arcoseg.io.images import array_to_image, read_image, write_image
+from arcoseg.io.images import array_to_image, geometry_difference, read_image, write_image
 from arcoseg.modelfile import ModelMetadata
 from arcoseg.networks.model import SegmentationModel
 
@@ -77,19 +77,12 @@ def segment_channels(model: SegmentationModel, metadata: ModelMetadata,
 
 def _to_input_grid(probs: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> np.ndarray:
     """Resample each class's probability map from the model grid back to the input grid."""
-    if _same_grid(grid, reference):
+    if geometry_difference(grid, reference) is None:
         return probs.astype(np.float32, copy=False)
     out = [sitk.GetArrayFromImage(resample_to_reference(
         array_to_image(p.astype(np.float32), grid, np.float32), reference, sitk.sitkLinear))
         for p in probs]
     return np.stack(out).astype(np.float32)
-
-
-def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    return (a.GetSize() == b.GetSize()
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-5)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-5))
 
 
 def segment_file(model: SegmentationModel, metadata: ModelMetadata, channel_paths: list[Path],

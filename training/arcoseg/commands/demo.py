@@ -52,8 +52,7 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     model, metadata = load_model(model_dir, device=device)
     pred_path = out / "segmentation" / f"{case.id}.nii.gz"
     segment_file(model, metadata, case.images, pred_path, device, amp=args.amp)
-    labels = {n: v for n, v in dataset.labels.items() if v != 0}
-    summary = evaluate(pred_path, case.label, labels, out / "evaluation", reporter)
+    summary = evaluate(pred_path, case.label, dataset.foreground_labels, out / "evaluation", reporter)
     reporter.log(format_summary_table(summary))
     overlay = out / "overlay.png"
     save_overlay_png(sitk.GetArrayFromImage(sitk.ReadImage(str(case.images[0]))),

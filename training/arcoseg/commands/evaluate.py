@@ -46,7 +46,7 @@ def parse_labels(spec: str | None) -> dict[str, int] | None:
         return {c["name"]: c["value"] for c in load_metadata(path).classes if c["value"] != 0}
     if path.is_dir() or path.name == "dataset.json":
         ds = load_dataset(path if path.is_dir() else path.parent)
-        return {n: v for n, v in ds.labels.items() if v != 0}
+        return ds.foreground_labels
     try:
         pairs = [item.split("=") for item in spec.split(",")]
         return {name.strip(): int(value) for name, value in pairs}
@@ -83,7 +83,6 @@ def _evaluate_model(args: argparse.Namespace, reporter: Reporter,
         segment_file(model, metadata, case.images, pred, device, amp=args.amp)
         pairs.append((case.id, pred, case.label))
         reporter.progress(i + 1, len(cases), f"segmented {case.id}")
-    labels = {n: v for n, v in dataset.labels.items() if v != 0}
-    summary = evaluate_to_folder(pairs, labels, args.out, reporter)
+    summary = evaluate_to_folder(pairs, dataset.foreground_labels, args.out, reporter)
     reporter.log(format_summary_table(summary))
     return {"summary": summary, "out": str(args.out), "split": args.split, "cases": len(cases)}

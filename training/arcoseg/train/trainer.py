@@ -13,12 +13,14 @@ import torch
 
 import arcoseg
 from arcoseg.data.dataset import DatasetInfo, load_dataset
-from arcoseg.data.preprocess import Plan, PreprocessedCase, load_cases, make_plan
+from arcoseg.data.preprocess import (Plan, PreprocessedCase, load_cases, make_plan,
+                                     preprocess_image)
 from arcoseg.data.sampling import PatchSampler, SliceSampler
 from arcoseg.device import autocast, describe_device, resolve_device
 from arcoseg.errors import ArcosegError, Cancelled
 from arcoseg.evaluation.plots import plot_training_curves
 from arcoseg.fileutil import write_text_atomic
+from arcoseg.io.images import list_images, read_image
 from arcoseg.modelfile import ModelMetadata, default_colors, save_model
 from arcoseg.networks.model import DEFAULT_HEAD_DIM, NetworkConfig, SegmentationModel, build_model
 from arcoseg.progress import Reporter
@@ -69,12 +71,24 @@ def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) 
     unlabelled: list[PreprocessedCase] = []
     if options.semi_supervised:
         unlabelled = [_without_label(c) for c in load(dataset.unlabelled_cases(labelled), "unlabelled")]
+        unlabelled += extra_unlabelled(options.unlabelled, plan, reporter)
         if not unlabelled:
             raise ArcosegError(f"--method {options.method} needs unlabelled data, but every "
                                f"training case of {dataset.root} is labelled. Use fewer --labelled "
                                "cases or --method supervised.")
     return RunData(dataset, plan, [c.id for c in labelled], load(labelled, "labelled"),
                    unlabelled, load(val, "validation"))
+
+
+def extra_unlabelled(paths: list[Path], plan: Plan, reporter: Reporter) -> list[PreprocessedCase]:
+    """Preprocess extra unlabelled images (files or folders of images, single channel)."""
+    files = [f for p in paths for f in (list_images(p) if p.is_dir() else [p])]
+    cases = []
+    for i, path in enumerate(files, start=1):
+        array, _ = preprocess_image([read_image(path)], plan)
+        cases.append(PreprocessedCase(path.name, array, None, tuple(plan.target_spacing)))
+        reporter.progress(i, len(files), "extra unlabelled images")
+    return cases
 
 
 def _without_label(case: PreprocessedCase) -> PreprocessedCase:
