@@ -40,3 +40,10 @@ def test_quiet_reporter_prints_nothing():
     rep.progress(1, 2)
     rep.log("x")
     assert stream.getvalue() == ""
+
+
+def test_text_result_is_one_short_line_per_field(capsys):
+    Reporter(io.StringIO()).result(model="m", summary={"x": list(range(200))}, n=3)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "model: m" and lines[2] == "n: 3"
+    assert lines[1].startswith("summary: {") and len(lines[1]) <= 210

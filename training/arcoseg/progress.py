@@ -72,9 +72,11 @@ class Reporter:
             print(message, file=self.stream, flush=True)
 
     def result(self, **fields: Any) -> None:
-        """The command's final result (printed as indented JSON on stdout for people)."""
+        """The command's final result on stdout, one line per field (full detail: --progress json)."""
         self.close()
-        print(json.dumps(to_jsonable(fields), indent=2), flush=True)
+        for key, value in to_jsonable(fields).items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            print(f"{key}: {text if len(text) <= 200 else text[:197] + '...'}", flush=True)
 
     def error(self, message: str, **fields: Any) -> None:
         """A fatal, user-actionable error."""

@@ -7,6 +7,7 @@ writes a PNG overlay — a first run that needs no data and shows every output t
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,7 +28,10 @@ from arcoseg.train.trainer import train
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `demo`."""
-    p = sub.add_parser("demo", help="run the whole pipeline on a built-in synthetic dataset")
+    p = sub.add_parser("demo", help="run the whole pipeline on a built-in synthetic dataset",
+                       description="Build a synthetic phantom dataset, train a 2D model, segment "
+                                   "a held-out volume, evaluate it and write a PNG overlay. The "
+                                   "output folder's model is replaced on every run.")
     p.add_argument("-o", "--out", type=Path, default=Path("demo_output"),
                    help="output folder (default ./demo_output)")
     p.add_argument("--iterations", type=int, default=300)
@@ -46,6 +50,7 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
                            checkpoint_every=args.iterations, device=str(device), amp=args.amp,
                            cache_dir=out / "cache")
     model_dir = out / "model"
+    shutil.rmtree(model_dir, ignore_errors=True)  # the demo always trains afresh
     training = train(dataset_dir, options, model_dir, reporter, resume=False, should_stop=stop)
     dataset = load_dataset(dataset_dir)
     case = dataset.split_cases("val")[0]
