@@ -1,0 +1,213 @@
+"""SemiSupervisedMethod: one iteration of mean teacher / ARCO with a tiny stand-in network."""
+
+import pytest
+import torch
+from safetensors.torch import load, save
+from torch import nn
+
+from arcoseg.arco.step import ArcoConfig, SemiSupervisedMethod, unsupervised_loss
+from arcoseg.constants import IGNORE_LABEL
+from arcoseg.errors import ArcosegError
+
+K = 3
+
+
+class StandIn(nn.Module):
+    """The network interface: forward -> logits; forward_train -> (logits, stride-2 embeddings)."""
+
+    def __init__(self, dims: int, head: bool = True, pointwise: bool = False) -> None:
+        super().__init__()
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        norm = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+        size = 1 if pointwise else 3
+        self.body = nn.Sequential(conv(1, 8, size, padding=size // 2),
+                                  nn.Identity() if pointwise else norm(8), nn.ReLU())
+        self.classifier = conv(8, K, 1)
+        self.pool = (nn.AvgPool2d if dims == 2 else nn.AvgPool3d)(2)
+        self.head = conv(8, 6, 1) if head else None
+
+    def forward(self, x):
+        return self.classifier(self.body(x))
+
+    def forward_train(self, x):
+        features = self.body(x)
+        embeddings = self.head(self.pool(features)) if self.head is not None else None
+        return self.classifier(features), embeddings
+
+
+def synthetic(batch: int, spatial: tuple[int, ...], generator: torch.Generator):
+    """Easy task: class = intensity level of a few boxes, plus noise."""
+    labels = torch.zeros((batch, *spatial), dtype=torch.long)
+    for b in range(batch):
+        for c in (1, 2):
+            start = [int(torch.randint(0, s // 2, (1,), generator=generator)) for s in spatial]
+            box = tuple(slice(st, st + s // 2) for st, s in zip(start, spatial))
+            labels[(b, *box)] = c
+    images = labels[:, None].float() + 0.3 * torch.randn((batch, 1, *spatial), generator=generator)
+    return images, labels
+
+
+def build(dims: int, seed: int = 0, **config):
+    torch.manual_seed(seed)
+    model = StandIn(dims)
+    method = SemiSupervisedMethod(model, ArcoConfig(**config), K, dims, "cpu")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return model, method, optimizer
+
+
+def step(model, method, optimizer, batch, iteration, total=20):
+    labelled, unlabelled = batch
+    loss, terms = method.training_step(model, labelled, unlabelled, iteration, total)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    method.after_optimizer_step(model)
+    return terms
+
+
+def batches(dims: int, count: int, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    spatial = (16, 16) if dims == 2 else (8, 8, 8)
+    return [(synthetic(2, spatial, g), (synthetic(2, spatial, g)[0], None)) for _ in range(count)]
+
+
+CONFIGS = {"mean_teacher": dict(method="mean_teacher"),
+           "mean_teacher-jitter-no-cutmix": dict(method="mean_teacher", cutmix=False,
+                                                 intensity_aug=True),
+           "arco-ns": dict(method="arco", sampler="ns"),
+           "arco-sg": dict(method="arco", sampler="sg"),
+           "arco-sag-jitter": dict(method="arco", sampler="sag", intensity_aug=True)}
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_a_few_steps_run_and_report_every_term(dims, config):
+    model, method, optimizer = build(dims, **config, anchors=32, negatives=16)
+    model.train()
+    for it, batch in enumerate(batches(dims, 2)):
+        terms = step(model, method, optimizer, batch, it)
+    for key in ("loss", "loss_sup", "loss_unsup", "loss_contrast", "loss_nn"):
+        assert torch.isfinite(terms[key]), key
+    if config["method"] == "arco":
+        assert terms["valid_classes"] >= 2 and terms["time_contrast"] > 0
+        assert sum(terms[f"anchors/{c}"] for c in range(K)) > 0
+        assert float(terms["loss_contrast"]) > 0 and float(terms["loss_nn"]) > 0
+    else:
+        assert float(terms["loss_contrast"]) == 0.0 and "valid_classes" not in terms
+
+
+def test_training_reduces_the_loss_on_an_easy_task():
+    model, method, optimizer = build(2, method="arco", sampler="sg", anchors=64, negatives=32)
+    model.train()
+    losses = [step(model, method, optimizer, batch, it) for it, batch in
+              enumerate(batches(2, 20))]
+    first = sum(float(t["loss"]) for t in losses[:3])
+    last = sum(float(t["loss"]) for t in losses[-3:])
+    assert last < 0.7 * first
+    assert float(losses[-1]["loss_sup"]) < 0.5 * float(losses[0]["loss_sup"])
+
+
+def train(seed: int, count: int = 3, **config):
+    model, method, optimizer = build(2, seed, **config, anchors=32, negatives=16)
+    model.train()
+    for it, batch in enumerate(batches(2, count)):
+        step(model, method, optimizer, batch, it)
+    return model, method
+
+
+def test_same_seed_gives_the_same_weights_and_another_seed_does_not():
+    first, _ = train(0, sampler="sag")
+    second, _ = train(0, sampler="sag")
+    other, _ = train(1, sampler="sag")
+    for a, b, c in zip(first.parameters(), second.parameters(), other.parameters()):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, c) for a, c in zip(first.parameters(), other.parameters()))
+
+
+def test_state_dict_round_trip_resumes_exactly():
+    data = batches(2, 5)
+    model, method, optimizer = build(2, method="arco", sampler="sg", anchors=32, negatives=16)
+    model.train()
+    for it in range(3):
+        step(model, method, optimizer, data[it], it)
+    saved = save(method.state_dict())  # flat tensors: safetensors as is
+    weights, moments = save(model.state_dict()), optimizer.state_dict()
+    moments = {"state": {k: {n: t.clone() for n, t in v.items()} for k, v in
+                         moments["state"].items()}, "param_groups": moments["param_groups"]}
+    for it in (3, 4):
+        step(model, method, optimizer, data[it], it)
+
+    resumed, method2, optimizer2 = build(2, seed=5, method="arco", sampler="sg", anchors=32,
+                                         negatives=16)
+    resumed.load_state_dict(load(weights))
+    optimizer2.load_state_dict(moments)
+    method2.load_state_dict(load(saved))
+    resumed.train()
+    for it in (3, 4):
+        step(resumed, method2, optimizer2, data[it], it)
+    for a, b in zip(model.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    for key, value in method.state_dict().items():
+        assert torch.equal(value, method2.state_dict()[key]), key
+
+
+def test_unannotated_labelled_voxels_contribute_zero_gradient():
+    torch.manual_seed(0)
+    model = StandIn(2, head=False, pointwise=True)  # no spatial mixing: gradient stays per pixel
+    method = SemiSupervisedMethod(model, ArcoConfig(method="mean_teacher"), K, 2, "cpu")
+    g = torch.Generator().manual_seed(0)
+    images, labels = synthetic(2, (8, 8), g)
+    labels[:, :4] = IGNORE_LABEL  # top half never drawn
+    images.requires_grad_(True)
+    loss, _ = method.training_step(model, (images, labels), (synthetic(2, (8, 8), g)[0], None),
+                                   0, 10)
+    loss.backward()
+    grad = images.grad.abs()[:, 0]
+    assert float(grad[:, :4].sum()) == 0.0
+    assert bool((grad[:, 4:] > 0).all())
+
+
+def test_annotations_on_unlabelled_images_replace_pseudo_labels():
+    model, method, _ = build(2, method="mean_teacher", conf_threshold=0.0)
+    (labelled, (images, labels)) = batches(2, 1)[0][0], synthetic(2, (16, 16),
+                                                                  torch.Generator())
+    _, with_labels = method.training_step(model, labelled, (images, labels), 0, 10)
+    _, without = method.training_step(model, labelled, (images, None), 0, 10)
+    assert float(with_labels["loss_unsup"]) == 0.0  # every voxel annotated: nothing pseudo
+    assert float(without["loss_unsup"]) > 0.0
+    assert float(with_labels["loss_sup"]) != float(without["loss_sup"])
+
+
+def test_unsupervised_loss_weights_each_image_by_its_confident_fraction():
+    logits = torch.zeros(2, 2, 1, 4)
+    pseudo = torch.zeros(2, 1, 4, dtype=torch.long)
+    confidence = torch.tensor([[[1.0, 1.0, 0.5, 0.5]], [[1.0, 1.0, 1.0, 1.0]]])
+    valid = torch.ones(2, 1, 4, dtype=torch.bool)
+    ce = torch.log(torch.tensor(2.0))
+    expected = ce * (0.5 * 4 + 1.0 * 4) / 8
+    assert torch.allclose(unsupervised_loss(logits, pseudo, confidence, valid), expected)
+    valid[1] = False  # only the first image counts
+    assert torch.allclose(unsupervised_loss(logits, pseudo, confidence, valid), ce * 0.5)
+
+
+def test_teacher_follows_the_student_and_is_the_model_to_ship():
+    model, method, optimizer = build(2, method="mean_teacher")
+    before = [p.clone() for p in method.teacher.parameters()]
+    step(model, method, optimizer, batches(2, 1)[0], 0)
+    assert method.eval_model() is method.teacher and not method.teacher.training
+    assert any(not torch.equal(a, b) for a, b in zip(before, method.teacher.parameters()))
+
+
+def test_arco_without_a_representation_head_is_refused():
+    torch.manual_seed(0)
+    model = StandIn(2, head=False)
+    method = SemiSupervisedMethod(model, ArcoConfig(method="arco"), K, 2, "cpu")
+    with pytest.raises(ArcosegError, match="representation head"):
+        method.training_step(model, *batches(2, 1)[0], 0, 10)
+
+
+@pytest.mark.parametrize("bad", [dict(method="supervised"), dict(sampler="grid"),
+                                 dict(ema=1.0), dict(anchors=0), dict(tau=0.0)])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ArcosegError):
+        ArcoConfig(**bad)

@@ -1,0 +1,276 @@
+"""One semi-supervised training iteration: mean teacher, and ARCO on top of it (spec section 2).
+
+Per iteration (`SemiSupervisedMethod.training_step`):
+1. the teacher predicts the raw unlabelled batch: pseudo-labels (argmax) and confidences (max p);
+2. strong view: CutMix inside the unlabelled batch (images, pseudo-labels, confidences and any
+   partial annotations share the box), optional intensity jitter;
+3. one student forward on labelled + strong unlabelled images; for ARCO the teacher also sees
+   them (embeddings and probabilities). The two teacher passes are one batched forward (the
+   mixed images do not depend on the teacher's output; the teacher is in eval mode, so batching
+   does not change its predictions);
+4. L = L_sup + ramp(t) * (lambda_u L_unsup + lambda_c L_contrast + lambda_nn L_nn). L_nn pulls
+   the student's pooled embedding of each strong unlabelled image towards its nearest entries of
+   a FIFO of teacher embeddings of the raw unlabelled images (pushed after the loss is taken).
+Partial labels: voxels annotated in any image (labelled or unlabelled; value != IGNORE_LABEL)
+are supervised by L_sup and replace the pseudo-labels; unannotated voxels of the labelled
+images get no L_sup/L_unsup term (they enter the contrastive loss with the teacher's label).
+
+After the optimiser step, `after_optimizer_step` moves the teacher towards the student (EMA with
+the usual warm-up min(1 - 1/(n + 1), ema), so the early teacher is not stuck at the random init).
+
+`eval_model` is the teacher: an EMA of the student is a temporal ensemble of its weights, it is
+what produced the pseudo-labels the student was trained to match, and it is usually at least as
+accurate and less noisy from one validation to the next, so we validate and ship it.
+
+Reproducibility: the method's random draws (CutMix, samplers, jitter) use its own generator on
+the training device, seeded from the global torch RNG at construction (so `torch.manual_seed`
+fixes them), and saved in `state_dict` with the teacher, memory bank and queue.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arcoseg.arco.contrastive import PixelSelection, contrastive_loss, select_pixels
+from arcoseg.arco.cutmix import cutmix_box, intensity_jitter, mix_like
+from arcoseg.arco.memory_bank import ClassMemoryBank, RingBuffer
+from arcoseg.arco.nn_loss import QUEUE_SIZE, TOP_K, image_embeddings, nearest_neighbour_loss
+from arcoseg.arco.samplers import SAMPLERS
+from arcoseg.arco.teacher import ema_update, make_teacher, sigmoid_rampup
+from arcoseg.constants import IGNORE_LABEL
+from arcoseg.errors import ArcosegError
+from arcoseg.train.losses import supervised_loss
+
+SEMI_SUPERVISED_METHODS = ("mean_teacher", "arco")
+Batch = tuple[torch.Tensor, torch.Tensor | None]
+
+
+@dataclass
+class ArcoConfig:
+    """Settings of the semi-supervised methods (defaults: the paper's)."""
+
+    method: str = "arco"  # 'mean_teacher' | 'arco'
+    sampler: str = "sg"  # 'ns' | 'sg' | 'sag'
+    grid: int = 4  # SG/SAG grid cells per axis
+    ema: float = 0.99  # teacher momentum
+    conf_threshold: float = 0.97  # ReCo weighting of L_unsup; negatives have p(c) below it
+    lambda_u: float = 1.0
+    lambda_c: float = 0.01
+    lambda_nn: float = 1.0  # 0 disables the nearest-neighbour loss
+    rampup_iters: int = 0  # sigmoid ramp-up of the unlabelled terms; 0 = none
+    anchors: int = 256  # anchors per class
+    negatives: int = 512  # negatives per anchor
+    tau: float = 0.5
+    bank_size: int = 30000
+    background_bank_size: int = 50000
+    bank_push: int = 1024  # negatives pushed per class per iteration
+    anchor_threshold: float = 0.3  # anchors need teacher p(c) above this
+    reliable_percent: float = 20.0  # alpha_0: lowest-entropy % of unannotated pixels kept
+    nn_queue: int = QUEUE_SIZE
+    nn_topk: int = TOP_K
+    cutmix: bool = True
+    cutmix_area: float = 0.5
+    intensity_aug: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in SEMI_SUPERVISED_METHODS:
+            raise ArcosegError(f"Unknown semi-supervised method {self.method!r}; choose one of "
+                               f"{', '.join(SEMI_SUPERVISED_METHODS)}.")
+        if self.sampler not in SAMPLERS:
+            raise ArcosegError(f"Unknown sampler {self.sampler!r}; choose one of "
+                               f"{', '.join(SAMPLERS)}.")
+        if not 0.0 <= self.ema < 1.0:
+            raise ArcosegError(f"EMA momentum must be in [0, 1), got {self.ema}.")
+        counts = {"grid": self.grid, "anchors": self.anchors, "negatives": self.negatives,
+                  "bank_size": self.bank_size, "background_bank_size": self.background_bank_size,
+                  "bank_push": self.bank_push, "nn_queue": self.nn_queue, "nn_topk": self.nn_topk}
+        for name, value in counts.items():
+            if value < 1:
+                raise ArcosegError(f"Setting {name} must be at least 1, got {value}.")
+        if self.tau <= 0 or not 0 < self.cutmix_area <= 1:
+            raise ArcosegError(f"Need tau > 0 and 0 < cutmix_area <= 1, got tau={self.tau}, "
+                               f"cutmix_area={self.cutmix_area}.")
+
+
+def unsupervised_loss(logits: torch.Tensor, pseudo: torch.Tensor, confidence: torch.Tensor,
+                      valid: torch.Tensor, threshold: float = 0.97) -> torch.Tensor:
+    """Per-pixel CE against pseudo-labels, each image weighted by the fraction of its valid
+    pixels with confidence >= `threshold` (ReCo), averaged over the valid pixels.
+    """
+    ce = F.cross_entropy(logits.float(), pseudo.long(), reduction="none")
+    confident = (confidence >= threshold) & valid
+    weight = confident.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
+    weighted = ce * weight.view(-1, *([1] * (ce.ndim - 1))) * valid
+    return weighted.sum() / valid.sum().clamp(min=1)
+
+
+def _to_embedding_grid(labels: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Nearest-neighbour resampling of (B, *spatial) integer/bool maps to `size`."""
+    resized = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0]
+    return resized.to(labels.dtype)
+
+
+def _pool_probabilities(probs: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    pool = F.adaptive_avg_pool2d if probs.ndim == 4 else F.adaptive_avg_pool3d
+    return pool(probs, size)
+
+
+class _TeacherView(NamedTuple):
+    pseudo: torch.Tensor  # mixed pseudo-labels of the unlabelled batch (B_u, *spatial)
+    confidence: torch.Tensor  # mixed max probabilities (B_u, *spatial)
+    logits: torch.Tensor | None  # teacher logits of labelled + strong unlabelled (ARCO only)
+    embeddings: torch.Tensor | None  # their embeddings (B, D, *spatial/stride) (ARCO only)
+    raw_embeddings: torch.Tensor | None  # embeddings of the raw unlabelled images (ARCO only)
+
+
+class SemiSupervisedMethod:
+    """Mean teacher or ARCO around a student with `forward` / `forward_train` (see module doc)."""
+
+    def __init__(self, student: nn.Module, config: ArcoConfig, num_classes: int,
+                 spatial_dims: int, device: torch.device | str) -> None:
+        self.config, self.num_classes, self.spatial_dims = config, num_classes, spatial_dims
+        self.device = torch.device(device)
+        self.teacher = make_teacher(student)
+        self.bank = ClassMemoryBank(num_classes, None, config.bank_size,
+                                    config.background_bank_size, self.device)
+        self.queue = RingBuffer(config.nn_queue, self.device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(torch.randint(2 ** 62, (1,))))
+        self.ema_updates = 0
+
+    @property
+    def _contrast(self) -> bool:
+        return self.config.method == "arco" and self.config.lambda_c > 0
+
+    @property
+    def _neighbours(self) -> bool:
+        return self.config.method == "arco" and self.config.lambda_nn > 0
+
+    def training_step(self, student: nn.Module, labelled: Batch, unlabelled: Batch | None,
+                      iteration: int, max_iterations: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Total loss (with gradient) of one iteration and its terms/diagnostics (detached)."""
+        if unlabelled is None:
+            raise ArcosegError(f"Method {self.config.method!r} needs unlabelled images; add "
+                               "unlabelled cases or train with --method supervised.")
+        cfg = self.config
+        (x_l, y_l), (x_u, y_u) = labelled, unlabelled
+        n_l = x_l.shape[0]
+        if y_u is None:
+            y_u = torch.full((x_u.shape[0], *x_u.shape[2:]), IGNORE_LABEL, dtype=y_l.dtype,
+                             device=x_u.device)
+        box, partner = cutmix_box(x_u.shape[0], tuple(x_u.shape[2:]), self.generator,
+                                  cfg.cutmix_area, device=x_u.device)
+        if not cfg.cutmix:
+            box = torch.zeros_like(box)
+        x_all = torch.cat([x_l, self._strong_view(x_u, box, partner)])
+        annotations = torch.cat([y_l, mix_like(y_u, box, partner).to(y_l.dtype)])
+        annotated = annotations != IGNORE_LABEL
+        with torch.no_grad():
+            teacher = self._teacher_pass(x_u, x_all, box, partner)
+            start = time.perf_counter()
+            selection = (self._select(teacher, annotations, annotated,
+                                      iteration / max(1, max_iterations))
+                         if self._contrast else None)
+            seconds = time.perf_counter() - start
+
+        if self._contrast or self._neighbours:
+            logits, z_s = student.forward_train(x_all)
+        else:
+            logits, z_s = student(x_all), None
+        loss_sup = supervised_loss(logits, annotations)
+        loss_unsup = unsupervised_loss(logits[n_l:], teacher.pseudo, teacher.confidence,
+                                       ~annotated[n_l:], cfg.conf_threshold)
+        terms: dict[str, Any] = {}
+        loss_contrast = loss_nn = loss_sup.new_zeros(())
+        if selection is not None:
+            start = time.perf_counter()
+            loss_contrast, diag = contrastive_loss(
+                z_s, teacher.embeddings, selection, self.bank, cfg.sampler, self.generator,
+                grid=cfg.grid, anchors=cfg.anchors, negatives=cfg.negatives, tau=cfg.tau,
+                push=cfg.bank_push)
+            terms.update({f"anchors/{c}": n for c, n in enumerate(diag["anchors"].tolist())})
+            terms["valid_classes"] = diag["valid_classes"]
+            terms["time_contrast"] = seconds + time.perf_counter() - start
+        if self._neighbours:
+            loss_nn = nearest_neighbour_loss(image_embeddings(z_s[n_l:]), self.queue.get(),
+                                             cfg.nn_topk)
+            self.queue.push(image_embeddings(teacher.raw_embeddings))
+        ramp = sigmoid_rampup(iteration, cfg.rampup_iters)
+        loss = loss_sup + ramp * (cfg.lambda_u * loss_unsup + cfg.lambda_c * loss_contrast
+                                  + cfg.lambda_nn * loss_nn)
+        terms.update({"loss": loss.detach(), "loss_sup": loss_sup.detach(),
+                      "loss_unsup": loss_unsup.detach(), "loss_contrast": loss_contrast.detach(),
+                      "loss_nn": loss_nn.detach(), "rampup": ramp})
+        return loss, terms
+
+    def _strong_view(self, x_u: torch.Tensor, box: torch.Tensor,
+                     partner: torch.Tensor) -> torch.Tensor:
+        mixed = mix_like(x_u, box, partner)
+        return intensity_jitter(mixed, self.generator) if self.config.intensity_aug else mixed
+
+    def _teacher_pass(self, x_u: torch.Tensor, x_all: torch.Tensor, box: torch.Tensor,
+                      partner: torch.Tensor) -> _TeacherView:
+        """Pseudo-labels of the raw unlabelled images (then mixed); for ARCO also the teacher's
+        logits and embeddings of the student's inputs: one batched forward."""
+        if not (self._contrast or self._neighbours):
+            raw, logits, embeddings, raw_embeddings = self.teacher(x_u), None, None, None
+        else:
+            both, every = self.teacher.forward_train(torch.cat([x_u, x_all]))
+            if every is None:
+                raise ArcosegError("Method 'arco' needs a network with a representation head "
+                                   "(head_dim set); use --method mean_teacher otherwise.")
+            n_u = x_u.shape[0]
+            raw, logits = both[:n_u], both[n_u:]
+            raw_embeddings, embeddings = every[:n_u], every[n_u:]
+        confidence, pseudo = torch.softmax(raw.float(), dim=1).max(dim=1)
+        return _TeacherView(mix_like(pseudo, box, partner), mix_like(confidence, box, partner),
+                            logits, embeddings, raw_embeddings)
+
+    def _select(self, teacher: _TeacherView, annotations: torch.Tensor,
+                annotated: torch.Tensor, progress: float) -> PixelSelection:
+        """Teacher-side pixel selection at the embedding resolution. Labels: annotations where
+        annotated, else the mixed pseudo-labels (unlabelled) or the teacher's argmax (labelled)."""
+        probs = torch.softmax(teacher.logits.float(), dim=1)
+        n_l = annotations.shape[0] - teacher.pseudo.shape[0]
+        guess = torch.cat([probs[:n_l].argmax(1), teacher.pseudo]).to(annotations.dtype)
+        labels = torch.where(annotated, annotations, guess)
+        size = tuple(teacher.embeddings.shape[2:])
+        return select_pixels(teacher.embeddings, _pool_probabilities(probs, size),
+                             _to_embedding_grid(labels, size), _to_embedding_grid(annotated, size),
+                             progress, self.config.conf_threshold, self.config.anchor_threshold,
+                             self.config.reliable_percent)
+
+    def after_optimizer_step(self, student: nn.Module) -> None:
+        """EMA update of the teacher (momentum warm-up min(1 - 1/(n + 1), ema))."""
+        self.ema_updates += 1
+        ema_update(self.teacher, student, min(self.config.ema, 1.0 - 1.0 / (self.ema_updates + 1)))
+
+    def eval_model(self) -> nn.Module:
+        """The teacher: the network to validate and ship (see module docstring)."""
+        return self.teacher
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Flat dict of tensors: teacher weights, memory bank, queue, RNG state, EMA counter."""
+        state = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
+        state.update({f"bank.{k}": v for k, v in self.bank.state_dict().items()})
+        state.update({f"queue.{k}": v for k, v in self.queue.state_dict().items()})
+        state["generator"] = self.generator.get_state()
+        state["ema_updates"] = torch.tensor(self.ema_updates)
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `state_dict` saved (tensors may be on the CPU)."""
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+        self.teacher.load_state_dict(part("teacher."))
+        self.bank.load_state_dict(part("bank."))
+        self.queue.load_state_dict(part("queue."))
+        self.generator.set_state(state["generator"].cpu())
+        self.ema_updates = int(state["ema_updates"])
