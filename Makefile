@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test clean
 
-$(STAMP): training/pyproject.toml requirements/constraints.txt
+$(STAMP): training/pyproject.toml requirements/constraints.txt requirements/test-slicer.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e 'training[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e 'training[dev]' -r requirements/test-slicer.txt
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,0 +1,7 @@
+"""Helpers of the ARCOSegment Slicer module. None imports `slicer` at module level.
+
+MODULES lists them in dependency order (the module's Reload reloads them in this order).
+"""
+
+MODULES = ("process", "models", "segments", "conversions", "engine", "device", "scene",
+           "dependencies", "batch")

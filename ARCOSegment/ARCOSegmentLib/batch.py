@@ -1,0 +1,106 @@
+"""Headless batch segmentation: arguments, the cases of a folder, and the per-case loop.
+
+The Slicer side (load a volume, call the Logic, save) is injected as `process_case`, so the loop
+is plain Python; `Scripts/batch_segment.py` wires it to Slicer. Exit codes: 0 every case done,
+1 some case failed (the others are still processed), 2 bad arguments or no input.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable, Sequence
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+ANNOTATION_SUFFIXES = (".seg.nrrd",)
+OUTPUT_FORMATS = (".nii.gz", ".seg.nrrd")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+ProcessCase = Callable[[str, Path, "Path | None", Path], str]
+
+
+class BatchError(Exception):
+    """Bad batch input (reported with exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The batch command line."""
+    p = argparse.ArgumentParser(
+        prog="batch_segment.py",
+        description="Segment every volume of a folder with ARCOSegment (optionally adapting the "
+                    "model first from a case's annotations).")
+    p.add_argument("--input", type=Path, required=True, help="folder of volumes (.nii.gz, .nrrd, …)")
+    p.add_argument("--output", type=Path, required=True, help="folder for the segmentations")
+    p.add_argument("--model", help="registry model NAME[@VERSION] or a model folder (default: "
+                                   "the active version when only one model is registered)")
+    p.add_argument("--adapt-from", type=Path, metavar="DIR",
+                   help="folder of Slicer segmentations named like the volumes (CASE.seg.nrrd, "
+                        "segments named after the model's classes, painted on a few slices); a "
+                        "case with annotations adapts the model first")
+    p.add_argument("--budget", type=float, default=300.0,
+                   help="time budget of each adaptation in seconds (default 300)")
+    p.add_argument("--format", choices=OUTPUT_FORMATS, default=".nii.gz",
+                   help="output: label map (class indices 1..N in model order) or Slicer "
+                        "segmentation (default .nii.gz)")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
+    return p
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse the script's arguments (a leading '--' separating them from Slicer's is dropped)."""
+    argv = list(argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    return build_parser().parse_args(argv)
+
+
+def case_name(path: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> str | None:
+    """The case name of a file ('ct_01.nii.gz' → 'ct_01'), or None if it is not an image."""
+    name = path.name
+    if name.lower().endswith(".seg.nrrd"):
+        return None  # a segmentation, not a volume
+    return next((name[: -len(s)] for s in suffixes if name.lower().endswith(s)), None)
+
+
+def list_cases(folder: Path) -> list[tuple[str, Path]]:
+    """(case name, path) of every volume in `folder`, sorted; BatchError if there is none."""
+    if not folder.is_dir():
+        raise BatchError(f"Input folder {folder} does not exist.")
+    cases = sorted((name, p) for p in folder.iterdir()
+                   if p.is_file() and (name := case_name(p)) is not None)
+    if not cases:
+        raise BatchError(f"No volume found in {folder} (looked for {', '.join(IMAGE_SUFFIXES)}).")
+    return cases
+
+
+def find_annotation(folder: Path | None, case: str) -> Path | None:
+    """The annotation file of `case` in `folder`, if any."""
+    if folder is None:
+        return None
+    return next((folder / f"{case}{s}" for s in ANNOTATION_SUFFIXES
+                 if (folder / f"{case}{s}").is_file()), None)
+
+
+def run_batch(args: argparse.Namespace, process_case: ProcessCase,
+              log: Callable[[str], None] = print) -> int:
+    """Process every case; log one line per case; return the exit code."""
+    try:
+        cases = list_cases(args.input)
+        if args.adapt_from is not None and not args.adapt_from.is_dir():
+            raise BatchError(f"Annotation folder {args.adapt_from} does not exist.")
+        args.output.mkdir(parents=True, exist_ok=True)
+    except (BatchError, OSError) as err:
+        log(f"error: {err}")
+        return EXIT_USAGE
+    failed = []
+    for case, image in cases:
+        output = args.output / f"{case}{args.format}"
+        try:
+            message = process_case(case, image, find_annotation(args.adapt_from, case), output)
+            log(f"[ok] {case}: {message} → {output}")
+        except Exception as err:  # one bad case must not stop the batch
+            failed.append(case)
+            log(f"[failed] {case}: {err}")
+    log(f"{len(cases) - len(failed)} of {len(cases)} case(s) segmented"
+        + (f"; failed: {', '.join(failed)}" if failed else "."))
+    return EXIT_FAILED if failed else EXIT_OK

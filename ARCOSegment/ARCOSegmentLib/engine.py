@@ -1,0 +1,187 @@
+"""Engine commands (`segment`, `adapt`) and jobs: a process, a work folder, a finishing step.
+
+A job runs the engine, then hands its result to `finish` (e.g. load the label map into the scene)
+on the thread that polls or waits, and removes its work folder. GUI: `start()` then `poll()` from
+a timer; scripts: `wait()`. No Slicer import.
+
+NOT YET AVAILABLE in the engine: `adapt` comes with the Adapt issue; `adapt_args` and
+`parse_adapt_result` follow its announced contract (result: "model", "heldout" {"parent_dice",
+"adapted_dice", "activated"}, "suggested_slices", "axis").
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
+
+from ARCOSegmentLib.models import ModelEntry
+from ARCOSegmentLib.process import EngineCallbacks, EngineError, EngineProcess
+
+T = TypeVar("T")
+
+
+def device_option(cpu_only: bool) -> list[str]:
+    """`--device cpu` with the CPU override, else `--device auto`."""
+    return ["--device", "cpu" if cpu_only else "auto"]
+
+
+def segment_args(model_dir: str | Path, image: str | Path, output: str | Path, *,
+                 entropy: bool = False, cpu_only: bool = False) -> list[str]:
+    """`segment MODEL_DIR IMAGE -o OUT [--entropy] --device …`."""
+    return ["segment", str(model_dir), str(image), "-o", str(output),
+            *(["--entropy"] if entropy else []), *device_option(cpu_only)]
+
+
+def adapt_args(image: str | Path, annotations: str | Path, output: str | Path, *,
+               model: str | Path | None = None, new_classes: Sequence[str] | None = None,
+               axis: int | None = None, unlabelled: Sequence[str | Path] = (),
+               budget_seconds: float | None = None, cpu_only: bool = False) -> list[str]:
+    """`adapt --image … --annotations … (--model M | --from-scratch --classes A,B) …`."""
+    if (model is None) == (new_classes is None):
+        raise ValueError("Adapt needs either a model to start from or the classes of a new model.")
+    args = ["adapt", "--image", str(image), "--annotations", str(annotations),
+            "--axis", "auto" if axis is None else str(axis)]
+    if unlabelled:
+        args += ["--unlabelled", *map(str, unlabelled)]
+    if model is not None:
+        args += ["--model", str(model)]
+    else:
+        if not new_classes or any("," in name for name in new_classes):
+            raise ValueError("Class names for a new model must be non-empty and contain no comma.")
+        args += ["--from-scratch", "--classes", ",".join(new_classes)]
+    if budget_seconds is not None:
+        args += ["--budget", str(int(round(budget_seconds)))]
+    return [*args, "-o", str(output), *device_option(cpu_only)]
+
+
+@dataclass(frozen=True)
+class SegmentOutput:
+    """What `segment` wrote for one image."""
+
+    labels: Path
+    entropy: Path | None
+    seconds: float
+    classes: list[str]
+    device: str
+
+
+def parse_segment_result(result: Mapping[str, Any]) -> SegmentOutput:
+    """The first (only) output of a `segment` result."""
+    outputs = result.get("outputs") or []
+    if not outputs:
+        raise EngineError("The engine reported no segmentation output.")
+    first = outputs[0]
+    return SegmentOutput(labels=Path(first["labels"]),
+                         entropy=Path(first["entropy"]) if first.get("entropy") else None,
+                         seconds=float(first.get("seconds") or 0.0),
+                         classes=[str(c) for c in result.get("classes", [])],
+                         device=str(result.get("device", "")))
+
+
+@dataclass(frozen=True)
+class AdaptOutput:
+    """What `adapt` reports: the new version, the held-out check and the next slices to draw."""
+
+    model: ModelEntry
+    parent_dice: float | None
+    adapted_dice: float | None
+    activated: bool
+    suggested_slices: list[int] = field(default_factory=list)
+    axis: int = 0
+
+    def summary(self) -> str:
+        """One line for the panel."""
+        def fmt(value):
+            return "n/a" if value is None else f"{value:.3f}"
+        verdict = "activated" if self.activated else "kept the previous version active"
+        return (f"{self.model.ref}: held-out Dice {fmt(self.parent_dice)} → "
+                f"{fmt(self.adapted_dice)} ({verdict})")
+
+
+def parse_adapt_result(result: Mapping[str, Any]) -> AdaptOutput:
+    """Parse an `adapt` result."""
+    model = result.get("model") or {}
+    entry = ModelEntry.from_dict(model) if isinstance(model, Mapping) else ModelEntry(str(model), "")
+    heldout = result.get("heldout") or {}
+    number = lambda v: None if v is None else float(v)  # noqa: E731
+    return AdaptOutput(model=entry, parent_dice=number(heldout.get("parent_dice")),
+                       adapted_dice=number(heldout.get("adapted_dice")),
+                       activated=bool(heldout.get("activated", False)),
+                       suggested_slices=[int(s) for s in result.get("suggested_slices", [])],
+                       axis=int(result.get("axis") or 0))
+
+
+class EngineJob(Generic[T]):
+    """An engine run plus the step that turns its result into something useful."""
+
+    def __init__(self, command: Sequence[str], finish: Callable[[dict[str, Any]], T], *,
+                 env: Mapping[str, str] | None = None, work_dir: str | Path | None = None,
+                 progress: Callable[[dict[str, Any]], None] | None = None,
+                 log: Callable[[str], None] | None = None,
+                 on_done: Callable[[T | None, Exception | None], None] | None = None,
+                 grace_seconds: float = 5.0) -> None:
+        self._finish_result = finish
+        self._work_dir = Path(work_dir) if work_dir else None
+        self._on_done = on_done
+        self._value: T | None = None
+        self._error: Exception | None = None
+        self.process = EngineProcess(command, env=env, grace_seconds=grace_seconds,
+                                     callbacks=EngineCallbacks(progress=progress, log=log,
+                                                               result=self._on_result,
+                                                               error=self._on_error))
+
+    def start(self) -> EngineJob[T]:
+        """Start the engine (non-blocking); EngineError (and no `on_done`) if it cannot start."""
+        try:
+            self.process.start()
+        except EngineError:
+            self._remove_work_dir()
+            raise
+        return self
+
+    def poll(self) -> bool:
+        """Dispatch events (and finish when the engine is done); True while still running."""
+        return self.process.poll()
+
+    def wait(self, timeout: float | None = None) -> T:
+        """Run to completion (starting if needed); return the finished value or raise."""
+        if self.process.pid is None:
+            self.start()
+        try:
+            self.process.wait(timeout)
+        except EngineError:
+            pass  # _on_error has recorded it
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+    def cancel(self) -> None:
+        """Stop the engine and its child processes."""
+        self.process.cancel()
+
+    @property
+    def finished(self) -> bool:
+        """True once the job is over (result processed or failed)."""
+        return self.process.finished
+
+    def _on_result(self, result: dict[str, Any]) -> None:
+        try:
+            self._value = self._finish_result(result)
+        except Exception as err:  # reading the output failed: report it like an engine error
+            self._error = err
+        self._done()
+
+    def _on_error(self, error: EngineError) -> None:
+        self._error = error
+        self._done()
+
+    def _done(self) -> None:
+        self._remove_work_dir()
+        if self._on_done is not None:
+            self._on_done(self._value, self._error)
+
+    def _remove_work_dir(self) -> None:
+        if self._work_dir is not None:
+            shutil.rmtree(self._work_dir, ignore_errors=True)

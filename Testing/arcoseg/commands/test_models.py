@@ -1,0 +1,125 @@
+"""`arcoseg models …` on the command line with --progress json (what the Slicer module reads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from arcoseg.cli import main
+from arcoseg.errors import EXIT_USER
+from arcoseg.modelfile import ModelMetadata, make_classes, save_model
+from arcoseg.networks import NetworkConfig, build_model
+from arcoseg.registry import Registry, VersionRef
+
+CONFIG = NetworkConfig(arch="unet2d", in_channels=1, num_classes=2, features=(4, 8, 16, 32, 64))
+HELD_OUT = {"parent_dice": 0.5, "adapted_dice": 0.7}
+
+
+def save_tiny(folder: Path, seed: int = 0, provenance: dict | None = None) -> Path:
+    torch.manual_seed(seed)
+    metadata = ModelMetadata(network=CONFIG, classes=make_classes(["background", "organ"]),
+                             provenance=provenance or {"method": "supervised"})
+    save_model(folder, build_model(CONFIG), metadata)
+    return folder
+
+
+def run_json(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, list[dict]]:
+    """Run `arcoseg models ARGV --progress json`; return (exit code, parsed events)."""
+    code = main(["models", *argv, "--progress", "json"])
+    return code, [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def result_of(events: list[dict]) -> dict:
+    return next(e for e in events if e["event"] == "result")
+
+
+def error_of(events: list[dict]) -> dict:
+    return next(e for e in events if e["event"] == "error")
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "home"
+    monkeypatch.setenv("ARCOSEG_HOME", str(folder))
+    return folder
+
+
+@pytest.fixture
+def two_versions(tmp_path: Path, capsys: pytest.CaptureFixture) -> Path:
+    """brain@v1 imported through the CLI, brain@v2 adapted from it (active)."""
+    code, events = run_json(capsys, "import", str(save_tiny(tmp_path / "base")), "--name", "brain")
+    assert code == 0 and result_of(events)["imported"] == "brain@v1"
+    registry = Registry()
+    with registry.stage_version("brain", VersionRef("brain", "v1")) as staged:
+        save_tiny(staged.path, seed=1, provenance={"method": "arco-adapt", "held_out": HELD_OUT})
+    return tmp_path
+
+
+def test_list_gives_every_version_newest_first_with_what_the_panel_shows(
+        two_versions: Path, capsys: pytest.CaptureFixture, home: Path) -> None:
+    code, events = run_json(capsys, "list")
+    assert code == 0
+    result = result_of(events)
+    assert result["home"] == str(home)
+    adapted, base = result["versions"]
+    assert {k: adapted[k] for k in ("name", "version", "kind", "parent", "active", "method",
+                                    "held_out", "classes")} == {
+        "name": "brain", "version": "v2", "kind": "adapted", "parent": "brain@v1",
+        "active": True, "method": "arco-adapt", "held_out": HELD_OUT,
+        "classes": ["background", "organ"]}
+    assert adapted["created"] and (base["version"], base["kind"], base["active"]) == \
+        ("v1", "base", False)
+    assert "held_out" not in base
+
+
+def test_progress_json_may_also_come_before_the_action(two_versions: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    assert main(["models", "--progress", "json", "list"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(result_of(events)["versions"]) == 2
+
+
+def test_show_activate_and_rollback(two_versions: Path, capsys: pytest.CaptureFixture) -> None:
+    code, events = run_json(capsys, "show", "brain@v1")
+    shown = result_of(events)
+    assert code == 0 and shown["ref"] == "brain@v1" and shown["children"] == ["brain@v2"]
+    assert shown["arch"] == "unet2d" and shown["classes"][1]["name"] == "organ"
+    assert result_of(run_json(capsys, "activate", "brain@v1")[1])["active"] == "brain@v1"
+    assert result_of(run_json(capsys, "rollback", "brain")[1])["active"] == "brain@v2"
+    code, events = run_json(capsys, "activate", "brain")
+    assert code == EXIT_USER and "brain@v2 is active now" in error_of(events)["message"]
+
+
+def test_export_import_and_remove(two_versions: Path, capsys: pytest.CaptureFixture) -> None:
+    archive = two_versions / "shared.zip"
+    code, events = run_json(capsys, "export", "brain", str(archive))
+    assert code == 0 and result_of(events)["exported"] == str(archive) and archive.is_file()
+    code, events = run_json(capsys, "import", str(archive), "--name", "colleague")
+    assert code == 0 and result_of(events)["imported"] == "colleague@v1"
+    assert Path(result_of(events)["path"]).is_dir()
+    code, events = run_json(capsys, "remove", "brain@v2")
+    assert code == EXIT_USER and "active version" in error_of(events)["message"]
+    code, events = run_json(capsys, "remove", "brain", "--force")
+    assert code == 0 and result_of(events)["removed"] == ["brain@v1", "brain@v2"]
+    assert [v["ref"] for v in result_of(run_json(capsys, "list")[1])["versions"]] == \
+        ["colleague@v1"]
+
+
+def test_bad_requests_are_error_events_with_the_user_exit_code(
+        two_versions: Path, capsys: pytest.CaptureFixture) -> None:
+    for argv, message in ((["show", "liver"], "neither a model in the registry"),
+                          (["activate", "brain@v9"], "has no version 'v9'"),
+                          (["import", str(two_versions / "missing")], "does not exist"),
+                          (["import", str(two_versions / "base"), "--name", "a b"],
+                           "Invalid model name")):
+        code, events = run_json(capsys, *argv)
+        assert code == EXIT_USER and message in error_of(events)["message"], argv
+
+
+def test_list_of_an_empty_registry_is_empty_and_creates_nothing(
+        capsys: pytest.CaptureFixture, home: Path) -> None:
+    code, events = run_json(capsys, "list")
+    assert code == 0 and result_of(events)["versions"] == [] and not home.exists()

@@ -1,0 +1,424 @@
+"""Model registry: versions, activation and rollback, removal rules, export/import, safety,
+the inter-process lock and atomicity (a killed process leaves no partial version)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from filelock import FileLock
+
+from arcoseg import registry as registry_module
+from arcoseg.errors import Cancelled, ModelFileError, OutputError
+from arcoseg.modelfile import ModelMetadata, load_metadata, make_classes, save_model
+from arcoseg.networks import NetworkConfig, build_model
+from arcoseg.registry import Registry, RegistryError, VersionRef, registry_home
+
+CONFIG = NetworkConfig(arch="unet2d", in_channels=1, num_classes=2, features=(4, 8, 16, 32, 64))
+HELD_OUT = {"parent_dice": 0.61, "adapted_dice": 0.74}
+
+
+def save_tiny(folder: Path, seed: int = 0, classes: tuple[str, ...] = ("background", "organ"),
+              provenance: dict | None = None) -> Path:
+    """A tiny 2D U-Net model folder; `seed` changes its weights."""
+    torch.manual_seed(seed)
+    config = NetworkConfig(**{**CONFIG.to_dict(), "num_classes": len(classes)})
+    metadata = ModelMetadata(network=config, classes=make_classes(list(classes)),
+                             provenance=provenance or {"method": "supervised"})
+    save_model(folder, build_model(config), metadata)
+    return folder
+
+
+def adapt(registry: Registry, name: str, parent: VersionRef | None, seed: int = 1,
+          activate: bool = True) -> VersionRef:
+    """What `arcoseg adapt` does with the registry: save a new model into a staged version."""
+    with registry.stage_version(name, parent) as staged:
+        save_tiny(staged.path, seed=seed,
+                  provenance={"method": "arco-adapt", "held_out": HELD_OUT})
+        staged.activate = activate
+    return staged.ref
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def staging_areas(home: Path) -> list[Path]:
+    staging = home / "staging"
+    return sorted(staging.iterdir()) if staging.is_dir() else []
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own registry home; the user's real one is never touched."""
+    folder = tmp_path / "home"
+    monkeypatch.setenv("ARCOSEG_HOME", str(folder))
+    return folder
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry()
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    return save_tiny(tmp_path / "brain")
+
+
+@pytest.fixture
+def imported(registry: Registry, base: Path) -> VersionRef:
+    return registry.import_model(base)
+
+
+# --------------------------------------------------------------------------------- home, import
+
+
+def test_home_is_ARCOSEG_HOME_else_dot_arcoseg_in_the_user_home(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert registry_home() == home and Registry().home == home
+    monkeypatch.delenv("ARCOSEG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert registry_home() == tmp_path / "user" / ".arcoseg"
+
+
+def test_import_adds_an_active_base_version_named_after_the_folder(
+        registry: Registry, base: Path, home: Path) -> None:
+    ref = registry.import_model(base)
+    assert ref == VersionRef("brain", "v1") and str(ref) == "brain@v1"
+    assert snapshot(home / "models" / "brain" / "versions" / "v1") == snapshot(base)
+    [entry] = registry.list()
+    assert entry["ref"] == "brain@v1" and entry["active"] and entry["kind"] == "base"
+    assert entry["parent"] is None and entry["classes"] == ["background", "organ"]
+    assert entry["method"] == "supervised" and entry["source"] == str(base.resolve())
+    shown = registry.show("brain")
+    assert shown["registered"] and shown["kind"] == "base" and shown["parameters"] > 0
+    assert [c["name"] for c in shown["classes"]] == ["background", "organ"]
+
+
+def test_import_copies_only_the_model_files_of_a_training_folder(
+        registry: Registry, base: Path) -> None:
+    (base / "training").mkdir()
+    (base / "training" / "checkpoint.safetensors").write_bytes(b"x" * 10)
+    folder = registry.resolve(str(registry.import_model(base, name="trained")))
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_resolve_accepts_name_name_at_version_and_folder_path(
+        registry: Registry, imported: VersionRef, base: Path, home: Path) -> None:
+    v2 = adapt(registry, "brain", imported, activate=False)
+    versions = home / "models" / "brain" / "versions"
+    assert registry.resolve("brain") == versions / "v1"  # the active version
+    assert registry.resolve("brain@v2") == versions / "v2"
+    assert registry.resolve(str(base)) == base and registry.lookup(str(base)) is None
+    assert registry.lookup(versions / "v2") == v2 == registry.lookup("brain@v2")
+    for unknown, message in (("liver", "neither a model in the registry"),
+                             ("brain@v9", "has no version 'v9'")):
+        with pytest.raises(RegistryError, match=message):
+            registry.resolve(unknown)
+
+
+def test_import_into_an_existing_name_adds_an_active_version_with_the_same_classes(
+        registry: Registry, imported: VersionRef, tmp_path: Path) -> None:
+    ref = registry.import_model(save_tiny(tmp_path / "newer", seed=3), name="brain")
+    assert ref == VersionRef("brain", "v2") and registry.active("brain") == ref
+    other = save_tiny(tmp_path / "other", classes=("background", "tumour"))
+    with pytest.raises(ModelFileError, match="classes"):
+        registry.import_model(other, name="brain")
+    assert len(registry.list()) == 2
+
+
+@pytest.mark.parametrize("name", ["", "a b", "../up", ".hidden", "a/b", "x" * 101, "é"])
+def test_invalid_model_names_are_refused(registry: Registry, base: Path, name: str) -> None:
+    with pytest.raises(RegistryError, match="Invalid model name"):
+        registry.import_model(base, name=name)
+    with pytest.raises(RegistryError, match="Invalid model name"):
+        with registry.stage_version(name):
+            pass
+
+
+def test_a_folder_name_that_is_no_valid_name_asks_for_one(registry: Registry,
+                                                          tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="--name"):
+        registry.import_model(save_tiny(tmp_path / "my model"))
+
+
+# --------------------------------------------------------------------------------- safety
+
+
+def test_pickle_checkpoints_and_tampered_models_are_refused(
+        registry: Registry, base: Path, tmp_path: Path, home: Path) -> None:
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    torch.save(build_model(CONFIG).state_dict(), pickled / "model.pt")
+    with pytest.raises(ModelFileError, match="pickle"):
+        registry.import_model(pickled)
+    with pytest.raises(ModelFileError, match="pickle"):  # a torch.save file is a zip archive
+        registry.import_model(pickled / "model.pt")
+    checkpoint_zip = tmp_path / "checkpoint.zip"
+    torch.save(build_model(CONFIG).state_dict(), checkpoint_zip)
+    with pytest.raises(ModelFileError, match="torch.save checkpoint"):
+        registry.import_model(checkpoint_zip)
+    weights = base / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="modified after saving"):
+        registry.import_model(base)
+    assert registry.list() == [] and staging_areas(home) == []
+
+
+def test_tampered_zip_is_refused(registry: Registry, imported: VersionRef,
+                                 tmp_path: Path) -> None:
+    archive = registry.export("brain", tmp_path / "brain.zip")
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info.filename, data[:-1] + bytes([data[-1] ^ 0xFF])
+                         if info.filename.endswith(".safetensors") else data)
+    with pytest.raises(ModelFileError, match="Cannot import .*tampered.zip.*modified"):
+        registry.import_model(tampered)
+    assert len(registry.list()) == 1
+
+
+def test_a_modified_registered_version_is_reported_by_show(
+        registry: Registry, imported: VersionRef, tmp_path: Path) -> None:
+    save_tiny(registry.resolve("brain"), seed=7)  # overwritten behind the registry's back
+    with pytest.raises(ModelFileError, match="modified after it was registered"):
+        registry.show("brain")
+
+
+def test_a_damaged_index_gives_an_actionable_error(registry: Registry, imported: VersionRef,
+                                                   home: Path) -> None:
+    (home / "registry.json").write_text("{not json")
+    with pytest.raises(RegistryError, match="cannot be read.*move the folder"):
+        registry.list()
+
+
+# --------------------------------------------------------------------------------- versions
+
+
+def test_staged_version_is_committed_with_parent_and_the_base_stays_byte_identical(
+        registry: Registry, imported: VersionRef) -> None:
+    base_folder = registry.resolve("brain@v1")
+    before = snapshot(base_folder)
+    ref = adapt(registry, "brain", imported)
+    assert ref == VersionRef("brain", "v2") and registry.active("brain") == ref
+    assert snapshot(base_folder) == before
+    assert load_metadata(registry.resolve("brain")).provenance["held_out"] == HELD_OUT
+    newest, oldest = registry.list()
+    assert (newest["ref"], newest["kind"], newest["parent"], newest["active"]) == \
+        ("brain@v2", "adapted", "brain@v1", True)
+    assert newest["method"] == "arco-adapt" and newest["held_out"] == HELD_OUT
+    assert (oldest["ref"], oldest["active"]) == ("brain@v1", False)
+
+
+def test_adapting_into_a_new_name_records_the_parent_of_another_model(
+        registry: Registry, imported: VersionRef) -> None:
+    ref = adapt(registry, "patient7", imported, activate=False)
+    assert ref == VersionRef("patient7", "v1")
+    assert registry.active("patient7") == ref  # a model's first version is always active
+    assert registry.show("patient7")["parent"] == "brain@v1"
+    assert registry.active("brain") == imported
+
+
+@pytest.mark.parametrize("error", [Cancelled("stopped"), KeyboardInterrupt()])
+def test_an_exception_inside_stage_leaves_the_registry_unchanged(
+        registry: Registry, imported: VersionRef, home: Path, error: BaseException) -> None:
+    index = (home / "registry.json").read_bytes()
+    with pytest.raises(type(error)):
+        with registry.stage_version("brain", imported) as staged:
+            save_tiny(staged.path, seed=2)
+            raise error
+    assert (home / "registry.json").read_bytes() == index
+    assert not (home / "models" / "brain" / "versions" / "v2").exists()
+    assert staging_areas(home) == []
+
+
+def test_a_stage_without_a_saved_model_is_refused(registry: Registry, home: Path) -> None:
+    with pytest.raises(ModelFileError, match="No model was saved"):
+        with registry.stage_version("empty"):
+            pass
+    assert registry.list() == [] and staging_areas(home) == []
+
+
+def test_a_failed_index_write_leaves_no_version(registry: Registry, imported: VersionRef,
+                                               home: Path, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    def disk_full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(registry_module, "write_text_atomic", disk_full)
+    with pytest.raises(OSError):
+        adapt(registry, "brain", imported)
+    assert [v["ref"] for v in registry.list()] == ["brain@v1"]
+    assert sorted(p.name for p in (home / "models" / "brain" / "versions").iterdir()) == ["v1"]
+
+
+def test_activate_false_keeps_the_previous_version_active(registry: Registry,
+                                                          imported: VersionRef) -> None:
+    adapt(registry, "brain", imported, activate=False)
+    assert registry.active("brain") == imported
+    assert [(v["ref"], v["active"]) for v in registry.list()] == [("brain@v2", False),
+                                                                  ("brain@v1", True)]
+
+
+def test_activate_and_rollback_walk_back_through_the_activation_history(
+        registry: Registry, imported: VersionRef) -> None:
+    v2 = adapt(registry, "brain", imported)
+    assert registry.activate("brain", "v1") == imported
+    assert registry.rollback("brain") == v2 and registry.active("brain") == v2
+    assert registry.rollback("brain") == imported
+    with pytest.raises(RegistryError, match="no earlier active version"):
+        registry.rollback("brain")
+    with pytest.raises(RegistryError, match="no version 'v7'"):
+        registry.activate("brain", "v7")
+
+
+def test_remove_refuses_the_active_version_and_parents_unless_forced(
+        registry: Registry, imported: VersionRef, home: Path) -> None:
+    v2 = adapt(registry, "brain", imported)
+    with pytest.raises(RegistryError, match="active version"):
+        registry.remove("brain@v2")
+    with pytest.raises(RegistryError, match="brain@v2 \\(child of brain@v1\\)"):
+        registry.remove("brain@v1")
+    registry.activate("brain", "v1")
+    assert registry.remove("brain@v2") == [v2]
+    assert not (home / "models" / "brain" / "versions" / "v2").exists()
+    v3 = adapt(registry, "brain", imported)
+    assert v3.version == "v3"  # ids are never reused
+    assert registry.remove("brain@v3", force=True) == [v3]
+    assert registry.active("brain") == imported  # back to the previously active version
+
+
+def test_removing_a_version_drops_it_from_the_rollback_history(registry: Registry,
+                                                                imported: VersionRef) -> None:
+    adapt(registry, "brain", imported)
+    for version in ("v1", "v2"):
+        registry.activate("brain", version)
+    adapt(registry, "brain", imported, seed=2)  # history now v1, v2, v1, v2; v3 active
+    registry.remove("brain@v2")
+    assert registry.rollback("brain") == imported
+    with pytest.raises(RegistryError, match="no earlier active version"):
+        registry.rollback("brain")
+
+
+def test_removing_a_whole_model_needs_force(registry: Registry, imported: VersionRef,
+                                            home: Path) -> None:
+    adapt(registry, "brain", imported)
+    with pytest.raises(RegistryError, match="--force"):
+        registry.remove("brain")
+    assert [str(r) for r in registry.remove("brain", force=True)] == ["brain@v1", "brain@v2"]
+    assert registry.list() == [] and not (home / "models" / "brain").exists()
+
+
+# --------------------------------------------------------------------------------- export/import
+
+
+def test_export_and_import_round_trip_as_folder_and_zip(
+        registry: Registry, imported: VersionRef, tmp_path: Path) -> None:
+    version = snapshot(registry.resolve("brain"))
+    assert snapshot(registry.export("brain", tmp_path / "copy")) == version
+    (tmp_path / "shelf").mkdir()
+    assert registry.export("brain@v1", tmp_path / "shelf") == tmp_path / "shelf" / "brain-v1"
+    archive = registry.export("brain", tmp_path / "brain-export.zip")
+    assert zipfile.ZipFile(archive).namelist() == ["brain-v1/model.json",
+                                                   "brain-v1/model.safetensors"]
+    ref = registry.import_model(archive)
+    assert ref == VersionRef("brain-export", "v1")
+    assert snapshot(registry.resolve(str(ref))) == version
+    assert registry.show(str(ref))["kind"] == "base"
+
+
+def test_export_never_overwrites_a_folder(registry: Registry, imported: VersionRef,
+                                          tmp_path: Path) -> None:
+    (tmp_path / "shelf").mkdir()
+    registry.export("brain", tmp_path / "shelf")
+    with pytest.raises(OutputError, match="brain-v1 already exists"):
+        registry.export("brain", tmp_path / "shelf")
+
+
+# --------------------------------------------------------------------------------- processes
+
+
+def test_a_busy_registry_fails_after_the_timeout_with_a_clear_message(
+        imported: VersionRef, home: Path) -> None:
+    with FileLock(home / "registry.lock"):
+        with pytest.raises(RegistryError, match="Another ARCOSegment process is using"):
+            Registry(lock_timeout=0.1).activate("brain", "v1")
+
+
+_CHILD = textwrap.dedent("""
+    import shutil, sys, time
+    from pathlib import Path
+    from arcoseg.registry import Registry
+    src, go, count, mode = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.01)
+    write_index = Registry._write_index
+    def slow_write_index(self, index):  # a slow disk widens the read-modify-write window
+        time.sleep(0.05)
+        write_index(self, index)
+    Registry._write_index = slow_write_index
+    registry = Registry()
+    for _ in range(count):
+        with registry.stage_version("shared") as staged:
+            shutil.copytree(src, staged.path)
+            if mode == "hang":
+                print("staged", flush=True)
+                time.sleep(120)
+""")
+
+
+def _start_children(number: int, src: Path, go: Path, count: int, mode: str
+                    ) -> list[subprocess.Popen]:
+    """Child processes running `_CHILD`, started together, each ready once this returns."""
+    children = [subprocess.Popen([sys.executable, "-c", _CHILD, str(src), str(go), str(count),
+                                  mode], stdout=subprocess.PIPE, text=True)
+                for _ in range(number)]
+    for child in children:
+        assert child.stdout.readline().strip() == "ready"
+    return children
+
+
+def test_two_processes_adding_versions_at_once_both_succeed_with_distinct_ids(
+        registry: Registry, base: Path, tmp_path: Path, home: Path) -> None:
+    go, count = tmp_path / "go", 4
+    children = _start_children(2, base, go, count, "add")
+    go.touch()
+    for child in children:
+        assert child.wait(timeout=60) == 0
+    versions = registry.list()
+    assert sorted(int(v["version"][1:]) for v in versions) == list(range(1, 2 * count + 1))
+    assert json.loads((home / "registry.json").read_text())["models"]["shared"]["next"] == 9
+    assert staging_areas(home) == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_process_killed_mid_stage_leaves_no_version_and_its_staging_is_cleaned_later(
+        registry: Registry, imported: VersionRef, base: Path, tmp_path: Path,
+        home: Path) -> None:
+    index = (home / "registry.json").read_bytes()
+    go = tmp_path / "go"
+    go.touch()
+    [child] = _start_children(1, base, go, 1, "hang")
+    assert child.stdout.readline().strip() == "staged"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    assert (home / "registry.json").read_bytes() == index
+    assert [v["ref"] for v in registry.list()] == ["brain@v1"]
+    assert not (home / "models" / "shared").exists()
+    assert len(staging_areas(home)) == 1  # the dead process's files, invisible to the registry
+    adapt(registry, "brain", imported)  # the next writer deletes them
+    assert staging_areas(home) == []

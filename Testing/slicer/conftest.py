@@ -1,0 +1,21 @@
+"""Fixtures for the Slicer-extension tests: the module's Lib package on sys.path, paths."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# The module folder (for ARCOSegmentLib, as Slicer puts it on sys.path) and this folder (for the
+# test helpers ui_preview and fake_engine).
+for folder in (REPO / "ARCOSegment", Path(__file__).resolve().parent):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+
+@pytest.fixture
+def fake_engine() -> list[str]:
+    """The command prefix of the protocol stand-in; append a mode (ok, error, tree, …)."""
+    return [sys.executable, str(Path(__file__).with_name("fake_engine.py"))]

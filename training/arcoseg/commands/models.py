@@ -1,0 +1,103 @@
+"""`arcoseg models`: list and manage the model registry (versions, activation, rollback)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from arcoseg.commands.common import existing_path
+from arcoseg.progress import Reporter
+from arcoseg.registry import Registry, RegistryError, check_name
+
+# The cli adds --progress to `models` itself; the actions accept it too so that it may also
+# follow them (`arcoseg models list --progress json`). SUPPRESS keeps the cli's default.
+_PROGRESS = argparse.ArgumentParser(add_help=False)
+_PROGRESS.add_argument("--progress", choices=("text", "json", "none"), default=argparse.SUPPRESS,
+                       help="text (default), json (JSON lines for programs) or none")
+_SPEC_HELP = "NAME (its active version), NAME@VERSION, or a model folder"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `models` and its actions."""
+    p = sub.add_parser("models", help="list and manage registered models and their versions",
+                       description="The model registry ($ARCOSEG_HOME, default ~/.arcoseg): "
+                                   "named models, each with immutable versions (imported base "
+                                   "models and adapted versions) and one active version.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, help=help_text, description=help_text,
+                                  parents=[_PROGRESS])
+
+    action("list", "list every model version, newest first, the active one marked")
+    action("show", "show one model version: network, classes, provenance, registry fields"
+           ).add_argument("spec", help=_SPEC_HELP)
+    action("activate", "make a version the active one").add_argument("spec",
+                                                                      help="NAME@VERSION")
+    action("rollback", "re-activate the previously active version").add_argument("name")
+    imp = action("import", "add a model folder or exported .zip as a new base version")
+    imp.add_argument("path", type=existing_path, help="model folder or .zip archive")
+    imp.add_argument("--name", help="model name (default: the folder or archive name)")
+    exp = action("export", "copy a model version to a folder or a .zip archive")
+    exp.add_argument("spec", help=_SPEC_HELP)
+    exp.add_argument("dest", type=Path, help="new folder, existing folder to copy into, or .zip")
+    rm = action("remove", "delete a version (NAME@VERSION) or a whole model (NAME)")
+    rm.add_argument("spec", help="NAME@VERSION or NAME")
+    rm.add_argument("--force", action="store_true",
+                    help="also remove the active version or versions others were adapted from")
+    return p
+
+
+def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
+    """Carry out one registry action; the result always names the registry home."""
+    registry = Registry()
+    result = _ACTIONS[args.action](registry, args, reporter)
+    return {"home": str(registry.home), **result}
+
+
+def _list(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    versions = registry.list()
+    for v in versions:
+        held_out = f"  held-out {json.dumps(v['held_out'])}" if "held_out" in v else ""
+        reporter.log(f"{'*' if v['active'] else ' '} {v['ref']:<28} {v['kind']:<8} "
+                     f"{v['created']}  parent {v['parent'] or '-'}  {v.get('method', '')}"
+                     f"{held_out}")
+    return {"versions": versions}
+
+
+def _show(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    return registry.show(args.spec)
+
+
+def _activate(registry: Registry, args: argparse.Namespace, reporter: Reporter
+              ) -> dict[str, Any]:
+    name, _, version = args.spec.partition("@")
+    if not version:
+        current = registry.active(check_name(name))
+        raise RegistryError(f"Say which version of {name} to activate, e.g. `arcoseg models "
+                            f"activate {name}@VERSION` ({current} is active now).")
+    return {"active": str(registry.activate(name, version))}
+
+
+def _rollback(registry: Registry, args: argparse.Namespace, reporter: Reporter
+              ) -> dict[str, Any]:
+    return {"active": str(registry.rollback(args.name))}
+
+
+def _import(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    ref = registry.import_model(args.path, name=args.name)
+    return {"imported": str(ref), "path": str(registry.resolve(str(ref)))}
+
+
+def _export(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    return {"exported": str(registry.export(args.spec, args.dest))}
+
+
+def _remove(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    return {"removed": [str(ref) for ref in registry.remove(args.spec, force=args.force)]}
+
+
+_ACTIONS = {"list": _list, "show": _show, "activate": _activate, "rollback": _rollback,
+            "import": _import, "export": _export, "remove": _remove}
