@@ -9,11 +9,11 @@ import traceback
 from types import FrameType
 
 from arcoseg import __version__
-from arcoseg.commands import demo, device, evaluate, models, segment, train
+from arcoseg.commands import adapt, demo, device, evaluate, models, segment, train
 from arcoseg.errors import EXIT_CANCELLED, EXIT_INTERNAL, ArcosegError
 from arcoseg.progress import Reporter, make_reporter
 
-COMMANDS = (train, segment, evaluate, demo, device, models)
+COMMANDS = (train, segment, evaluate, adapt, models, demo, device)
 
 
 class StopFlag:

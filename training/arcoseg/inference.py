@@ -16,6 +16,7 @@ import SimpleITK as sitk
 import torch
 from monai.inferers import sliding_window_inference
 
+from arcoseg.data.orientation import array_from_slicing_axis, to_slicing_axis
 from arcoseg.data.preprocess import Plan, preprocess_image, resample_to_reference
 from arcoseg.device import autocast
 from arcoseg.io.images import array_to_image, geometry_difference, read_image, write_image
@@ -67,9 +68,11 @@ def segment_channels(model: SegmentationModel, metadata: ModelMetadata,
                      batch_size: int = 8, amp: bool = True) -> Segmentation:
     """Segment one case given its channel images (all on the same grid)."""
     plan = Plan.from_dict(metadata.plan)
-    array, grid = preprocess_image(channels, plan)
+    oriented = [to_slicing_axis(c, plan.slice_axis) for c in channels]
+    array, grid = preprocess_image(oriented, plan)
     probs = predict_probabilities(model, array, plan, device, batch_size=batch_size, amp=amp)
-    probs_np = _to_input_grid(probs.numpy(), grid, channels[0])
+    probs_np = array_from_slicing_axis(_to_input_grid(probs.numpy(), grid, oriented[0]),
+                                       plan.slice_axis)
     values = np.asarray([c["value"] for c in metadata.classes], dtype=np.uint8)
     labels = values[probs_np.argmax(axis=0)]
     return Segmentation(array_to_image(labels, channels[0], np.uint8), probs_np)

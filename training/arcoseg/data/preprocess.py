@@ -42,6 +42,7 @@ class Plan:
     ct_clip: tuple[float, float] | None = None
     ct_mean: float | None = None
     ct_std: float | None = None
+    slice_axis: int = 0  # array axis (0 z, 1 y, 2 x) a 2D model slices along
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples become lists)."""
@@ -65,6 +66,7 @@ class Plan:
                 ct_clip=_optional(data.get("ct_clip"), lambda c: tuple(float(v) for v in c)),
                 ct_mean=_optional(data.get("ct_mean"), float),
                 ct_std=_optional(data.get("ct_std"), float),
+                slice_axis=int(data.get("slice_axis", 0)),
             )
             plan.validate()
         except (TypeError, ValueError, InputError) as err:
@@ -81,6 +83,8 @@ class Plan:
         if len(self.target_spacing) != 3 or min(self.target_spacing) <= 0:
             raise InputError(f"Target spacing must be 3 positive numbers (z, y, x), "
                              f"got {tuple(self.target_spacing)}.")
+        if self.slice_axis not in (0, 1, 2) or (self.dims == 3 and self.slice_axis != 0):
+            raise InputError(f"slice_axis must be 0, 1 or 2 (and 0 for 3D), not {self.slice_axis}.")
         if self.normalization not in NORMALIZATIONS:
             raise InputError(f"normalization must be one of {NORMALIZATIONS}, "
                              f"not {self.normalization!r}.")

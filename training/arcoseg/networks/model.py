@@ -139,3 +139,15 @@ def build_model(config: NetworkConfig) -> SegmentationModel:
         head = RepresentationHead(backbone.feature_channels, config.head_dim,
                                   config.spatial_dims, config.head_stride)
     return SegmentationModel(backbone, head, config)
+
+
+def load_backbone_weights(model: SegmentationModel, state: dict[str, torch.Tensor]) -> None:
+    """Load a parent's weights; only the representation head may be missing (it starts fresh).
+
+    A parent trained without ARCO has no head; a child that adds one keeps every other weight.
+    """
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("head.")]
+    if missing or result.unexpected_keys:
+        raise ModelFileError("The parent model's weights do not fit the network: "
+                             f"missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}.")

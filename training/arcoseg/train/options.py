@@ -42,6 +42,8 @@ class TrainOptions:
     rampup: int | None = None
     grid: int = 4
     cache_dir: Path | None = None
+    budget_seconds: float | None = None  # shorten the schedule to fit this training time
+    early_stop: bool = False  # end once the supervised loss stops improving
 
     def __post_init__(self) -> None:
         if self.dims not in (2, 3):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -12,7 +13,8 @@ from typing import Any, Callable
 import torch
 
 import arcoseg
-from arcoseg.data.dataset import DatasetInfo, load_dataset
+from arcoseg.data.dataset import load_dataset
+from arcoseg.data.orientation import to_slicing_axis
 from arcoseg.data.preprocess import (Plan, PreprocessedCase, load_cases, make_plan,
                                      preprocess_image)
 from arcoseg.data.sampling import PatchSampler, SliceSampler
@@ -22,7 +24,8 @@ from arcoseg.evaluation.plots import plot_training_curves
 from arcoseg.fileutil import write_text_atomic
 from arcoseg.io.images import list_images, read_image
 from arcoseg.modelfile import ModelMetadata, default_colors, save_model
-from arcoseg.networks.model import DEFAULT_HEAD_DIM, NetworkConfig, SegmentationModel, build_model
+from arcoseg.networks.model import (DEFAULT_HEAD_DIM, NetworkConfig, SegmentationModel,
+                                    build_model, load_backbone_weights)
 from arcoseg.progress import Reporter
 from arcoseg.train.methods import Method, make_method
 from arcoseg.train.metrics_log import MetricsLog
@@ -31,18 +34,42 @@ from arcoseg.train.state import load_checkpoint, save_checkpoint
 from arcoseg.train.validation import validate
 
 CHECKPOINT_STEM = "training/checkpoint"
+BUDGET_WARMUP = 5  # iterations timed before a time budget fixes the schedule length
+
+
+class Convergence:
+    """Windowed mean of the supervised loss; converged when two windows bring < 2 % gain."""
+
+    def __init__(self, window: int = 25, min_fraction: float = 0.3) -> None:
+        self.window, self.min_fraction = window, min_fraction
+        self.losses: list[float] = []
+
+    def add(self, loss: float) -> None:
+        """Record one iteration's loss."""
+        self.losses.append(loss)
+
+    def converged(self, iteration: int, total: int) -> bool:
+        """Whether training can stop (never before `min_fraction` of the schedule)."""
+        w = self.window
+        if iteration < self.min_fraction * total or len(self.losses) < 4 * w:
+            return False
+        means = [sum(self.losses[i - w:i]) / w for i in range(len(self.losses), 0, -w)][:4]
+        recent, earlier = min(means[:2]), min(means[2:])
+        return recent > 0.98 * earlier
 
 
 @dataclass
 class RunData:
-    """Everything read from the dataset for one run."""
+    """Everything one run trains on: preprocessed cases, the plan, the classes, where from."""
 
-    dataset: DatasetInfo
     plan: Plan
-    labelled_ids: list[str]
+    class_names: list[str]
+    class_values: list[int]
+    num_channels: int
     labelled: list[PreprocessedCase]
     unlabelled: list[PreprocessedCase]
-    val: list[PreprocessedCase]
+    val: list[PreprocessedCase]  # empty: no validation, the final weights are kept
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,16 +103,19 @@ def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) 
             raise ArcosegError(f"--method {options.method} needs unlabelled data, but every "
                                f"training case of {dataset.root} is labelled. Use fewer --labelled "
                                "cases or --method supervised.")
-    return RunData(dataset, plan, [c.id for c in labelled], load(labelled, "labelled"),
-                   unlabelled, load(val, "validation"))
+    provenance = {"dataset": dataset.name, "dataset_path": str(dataset.root),
+                  "labelled_cases": [c.id for c in labelled], "unlabelled_cases": len(unlabelled)}
+    return RunData(plan, dataset.class_names, dataset.class_values, dataset.num_channels,
+                   load(labelled, "labelled"), unlabelled, load(val, "validation"), provenance)
 
 
 def extra_unlabelled(paths: list[Path], plan: Plan, reporter: Reporter) -> list[PreprocessedCase]:
-    """Preprocess extra unlabelled images (files or folders of images, single channel)."""
+    """Preprocess extra unlabelled images (files or folders of images, single channel),
+    oriented along the plan's slicing axis."""
     files = [f for p in paths for f in (list_images(p) if p.is_dir() else [p])]
     cases = []
     for i, path in enumerate(files, start=1):
-        array, _ = preprocess_image([read_image(path)], plan)
+        array, _ = preprocess_image([to_slicing_axis(read_image(path), plan.slice_axis)], plan)
         cases.append(PreprocessedCase(path.name, array, None, tuple(plan.target_spacing)))
         reporter.progress(i, len(files), "extra unlabelled images")
     return cases
@@ -104,18 +134,23 @@ class Trainer:
     """One training run writing a model folder; `run()` trains (or resumes) to the end."""
 
     def __init__(self, data: RunData, options: TrainOptions, out_dir: Path, reporter: Reporter,
-                 should_stop: Callable[[], bool] = lambda: False) -> None:
+                 should_stop: Callable[[], bool] = lambda: False,
+                 init_weights: dict[str, torch.Tensor] | None = None,
+                 network: NetworkConfig | None = None) -> None:
         self.data, self.options, self.out_dir, self.reporter = data, options, out_dir, reporter
         self.should_stop = should_stop
         self.device = resolve_device(options.device)
         torch.manual_seed(options.seed)
         arch = "unet2d" if options.dims == 2 else "vnet3d"
-        self.config = NetworkConfig(
-            arch=arch,
-            in_channels=data.dataset.num_channels, num_classes=data.dataset.num_classes,
-            head_dim=None if options.method != "arco" else DEFAULT_HEAD_DIM[arch])
+        head_dim = DEFAULT_HEAD_DIM[arch] if options.method == "arco" else None
+        self.config = (dataclasses.replace(network, head_dim=network.head_dim or head_dim)
+                       if network is not None else
+                       NetworkConfig(arch=arch, in_channels=data.num_channels,
+                                     num_classes=len(data.class_names), head_dim=head_dim))
         self.model: SegmentationModel = build_model(self.config).to(self.device)
-        self.method: Method = make_method(options, self.model, data.dataset.num_classes, self.device)
+        if init_weights is not None:
+            load_backbone_weights(self.model, init_weights)
+        self.method: Method = make_method(options, self.model, len(data.class_names), self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=options.lr, momentum=0.9,
                                          weight_decay=1e-4, nesterov=True)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self._fp16())
@@ -125,6 +160,7 @@ class Trainer:
                                             options.seed + 1) if data.unlabelled else None)
         self.state = RunState()
         self.log = MetricsLog(out_dir / "training" / "metrics.jsonl")
+        self.convergence = Convergence()
 
     def _fp16(self) -> bool:
         return (self.options.amp and self.device.type == "cuda"
@@ -179,7 +215,10 @@ class Trainer:
                 raise Cancelled(f"Training stopped at iteration {self.state.iteration}; the "
                                 f"checkpoint is saved. Continue with --resume --out {self.out_dir}.")
             self._step()
+            self._fit_budget()
         self.save_checkpoint()
+        if not self.data.val:
+            self._save_model()
         plot_training_curves(self.log.records(), self.out_dir / "training" / "curves.png")
         return self._result()
 
@@ -206,7 +245,23 @@ class Trainer:
         self.method.after_optimizer_step(self.model)
         self.state.iteration = it = it + 1
         self.state.seconds += time.perf_counter() - start
+        if self.options.early_stop:
+            self.convergence.add(float(terms.get("loss_sup", loss)))
         self._after_step(it, loss, terms, lr, time.perf_counter() - start)
+
+    def _fit_budget(self) -> None:
+        """Shorten the schedule to fit `budget_seconds` (measured after a few iterations), and
+        end it early once the supervised loss stops improving (`early_stop`)."""
+        opts, it = self.options, self.state.iteration
+        if opts.budget_seconds and it == BUDGET_WARMUP:
+            fitting = int(opts.budget_seconds / (self.state.seconds / it))
+            if fitting < opts.iterations:
+                opts.iterations = max(it + 1, fitting)
+                self.reporter.log(f"Time budget {opts.budget_seconds:.0f} s: "
+                                  f"{opts.iterations} iterations")
+        if opts.early_stop and self.convergence.converged(it, opts.iterations):
+            self.reporter.log(f"Converged at iteration {it}")
+            opts.iterations = it
 
     def _after_step(self, it: int, loss: torch.Tensor, terms: dict[str, Any], lr: float,
                     seconds: float) -> None:
@@ -215,7 +270,7 @@ class Trainer:
         if it % opts.log_every == 0 or last:
             record = {"iteration": it, "loss": loss.item(), "lr": lr, "seconds_per_iteration": seconds,
                       **{k: float(v) for k, v in terms.items()}}
-        if it % opts.val_every == 0 or last:
+        if self.data.val and (it % opts.val_every == 0 or last):
             record = {"iteration": it, **record, **self._validate(it)}
         if record:
             self.log.append(record)
@@ -226,7 +281,7 @@ class Trainer:
 
     def _validate(self, it: int) -> dict[str, float]:
         metrics = validate(self.method.eval_model(), self.data.val, self.data.plan,
-                           self.data.dataset.class_names, self.device)
+                           self.data.class_names, self.device)
         if metrics["val_dice"] > self.state.best_score:
             self.state.best_score, self.state.best_iteration = metrics["val_dice"], it
             self.state.best_metrics = metrics
@@ -236,24 +291,24 @@ class Trainer:
         return metrics
 
     def _save_model(self) -> None:
-        ds = self.data.dataset
-        colors = default_colors(ds.num_classes)
-        metadata = ModelMetadata(
+        save_model(self.out_dir, self.method.eval_model(), self.metadata())
+
+    def metadata(self, **extra_provenance: Any) -> ModelMetadata:
+        """Model metadata of the current run (classes, plan, provenance)."""
+        colors = default_colors(len(self.data.class_names))
+        return ModelMetadata(
             network=self.config.to_dict(),
-            classes=[{"name": n, "value": v, "color": c}
-                     for n, v, c in zip(ds.class_names, ds.class_values, colors)],
+            classes=[{"name": n, "value": v, "color": c} for n, v, c
+                     in zip(self.data.class_names, self.data.class_values, colors)],
             plan=self.data.plan.to_dict(),
             provenance={
-                "dataset": ds.name, "dataset_path": str(ds.root),
-                "labelled_cases": self.data.labelled_ids,
-                "unlabelled_cases": len(self.data.unlabelled),
-                "method": self.options.method,
+                **self.data.provenance, "method": self.options.method,
                 "sampler": self.options.sampler if self.options.method == "arco" else None,
                 "iterations": self.state.iteration, "options": self.options.to_dict(),
                 "validation": self.state.best_metrics,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "arcoseg_version": arcoseg.__version__, "device": str(self.device)})
-        save_model(self.out_dir, self.method.eval_model(), metadata)
+                "arcoseg_version": arcoseg.__version__, "device": str(self.device),
+                **extra_provenance})
 
     def _result(self) -> dict[str, Any]:
         return {"model": str(self.out_dir), "iterations": self.state.iteration,

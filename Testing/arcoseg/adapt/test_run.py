@@ -1,0 +1,113 @@
+"""`arcoseg adapt` end to end: a new version from a few slices, checked, cancellable."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import arcoseg.adapt.run as adapt_run
+from arcoseg.adapt.run import AdaptRequest, adapt
+from arcoseg.cli import main
+from arcoseg.data.synthetic import make_phantom
+from arcoseg.errors import Cancelled
+from arcoseg.progress import Reporter
+from arcoseg.registry import Registry
+
+
+@pytest.fixture
+def case(tmp_path, monkeypatch):
+    """A phantom with three annotated coronal slices (axis 1); the registry in tmp."""
+    monkeypatch.setenv("ARCOSEG_HOME", str(tmp_path / "home"))
+    image, labels = make_phantom((8, 32, 32), seed=2)
+    full = sitk.GetArrayFromImage(labels)
+    drawn = np.zeros_like(full)
+    drawn[:, [10, 16, 22], :] = full[:, [10, 16, 22], :]
+    ann = sitk.GetImageFromArray(drawn)
+    ann.CopyInformation(labels)
+    paths = {"image": tmp_path / "img.nii.gz", "ann": tmp_path / "ann.nii.gz"}
+    sitk.WriteImage(image, str(paths["image"]))
+    sitk.WriteImage(ann, str(paths["ann"]))
+    return paths
+
+
+def _request(case, tmp_path, **kw):
+    base = dict(images=[case["image"]], annotations=[case["ann"]], classes=["a", "b"],
+                budget=600, iterations=3, device="cpu", output=tmp_path / "seg.nii.gz")
+    return AdaptRequest(**(base | kw))
+
+
+def test_adapt_from_scratch_writes_a_version_a_segmentation_and_suggestions(case, tmp_path):
+    result = adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
+    assert result["axis"] == 1 and result["annotated_slices"] == [[10, 22]]
+    assert result["heldout"]["slice"] == 16 and result["heldout"]["activated"]
+    assert 0 <= result["heldout"]["adapted_dice"] <= 1
+    assert len(result["suggested_slices"]) <= 3
+    assert not set(result["suggested_slices"]) & {10, 16, 22}
+    seg = sitk.ReadImage(str(tmp_path / "seg.nii.gz"))
+    src = sitk.ReadImage(str(case["image"]))
+    assert seg.GetSize() == src.GetSize() and seg.GetOrigin() == src.GetOrigin()
+    versions = Registry().list()
+    assert [(v["name"], v["version"], v["active"]) for v in versions] == [("adapted", "v1", True)]
+    meta = json.loads((Registry().resolve("adapted") / "model.json").read_text())
+    assert meta["plan"]["slice_axis"] == 1
+    assert meta["provenance"]["images"][0]["annotated_slices"] == [10, 22]
+    assert meta["provenance"]["held_out"]["slice"] == 16
+
+
+def test_adapting_a_registry_model_adds_a_child_and_leaves_the_parent_untouched(case, tmp_path):
+    adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
+    parent_dir = Registry().resolve("adapted@v1")
+    before = (parent_dir / "model.safetensors").read_bytes()
+    result = adapt(_request(case, tmp_path, classes=None, model="adapted"), Reporter(quiet=True),
+                   lambda: False)
+    assert result["model"]["version"] == "v2" and result["model"]["parent"] == "adapted@v1"
+    assert result["heldout"]["parent_dice"] is not None
+    assert (parent_dir / "model.safetensors").read_bytes() == before
+
+
+def test_a_worse_adapted_model_is_saved_but_not_activated(case, tmp_path, monkeypatch):
+    adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
+    scores = iter([0.2, 0.9])  # adapted first, then parent
+    monkeypatch.setattr(adapt_run, "held_out_dice", lambda *a: next(scores))
+    result = adapt(_request(case, tmp_path, classes=None, model="adapted"), Reporter(quiet=True),
+                   lambda: False)
+    assert result["heldout"]["activated"] is False
+    assert str(Registry().active("adapted")) == "adapted@v1"
+    assert {v["version"] for v in Registry().list()} == {"v1", "v2"}
+
+
+def test_cancel_leaves_the_registry_unchanged(case, tmp_path):
+    with pytest.raises(Cancelled):
+        adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: True)
+    assert Registry().list() == []
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_sigint_stops_the_command_with_the_cancel_exit_code(case, tmp_path):
+    cmd = [sys.executable, "-m", "arcoseg", "adapt", "--image", str(case["image"]),
+           "--annotations", str(case["ann"]), "--from-scratch", "--classes", "a,b",
+           "--iterations", "100000", "--budget", "3600", "--device", "cpu",
+           "-o", str(tmp_path / "seg.nii.gz"), "--progress", "json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "progress":
+            break
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=30) == 3
+    assert time.monotonic() - sent < 10
+    assert json.loads(rest.strip().splitlines()[-1])["event"] == "error"
+    assert Registry().list() == [] and not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_cli_refuses_classes_without_from_scratch(case, capsys):
+    code = main(["adapt", "--image", str(case["image"]), "--annotations", str(case["ann"]),
+                 "--model", "x", "--classes", "a", "--progress", "json"])
+    assert code == 2

@@ -1,0 +1,92 @@
+"""Which slices a clinician annotated, along which axis, and the partial label map they give."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from arcoseg.constants import IGNORE_LABEL
+from arcoseg.errors import InputError
+
+
+@dataclass
+class Annotations:
+    """Partial labels of one image: class indices on annotated slices, IGNORE_LABEL elsewhere."""
+
+    labels: np.ndarray  # (z, y, x) uint8
+    axis: int  # array axis the annotated slices are perpendicular to
+    slices: list[int]  # annotated slice indices along `axis`
+
+
+def detect_axis(labels: np.ndarray) -> int:
+    """The axis along which the labelled voxels occupy the fewest slices (drawn slices are
+    thin along the axis they were drawn on and wide along the other two)."""
+    drawn = _drawn(labels)
+    if not drawn.any():
+        raise InputError("The annotation label map holds no label. Draw at least one slice.")
+    counts = [int(drawn.any(axis=tuple(a for a in range(3) if a != axis)).sum())
+              for axis in range(3)]
+    return int(np.argmin(counts))
+
+
+def annotated_slices(labels: np.ndarray, axis: int) -> list[int]:
+    """Slices along `axis` holding any label (explicitly unannotated voxels are 255)."""
+    drawn = _drawn(labels)
+    others = tuple(a for a in range(3) if a != axis)
+    return [int(i) for i in np.flatnonzero(drawn.any(axis=others))]
+
+
+def _drawn(labels: np.ndarray) -> np.ndarray:
+    """Voxels that carry an annotation: any non-255 value if the map marks unannotated voxels
+    with 255, else any foreground label (a 0/1…n map cannot tell background from unannotated)."""
+    if (labels == IGNORE_LABEL).any():
+        return labels != IGNORE_LABEL
+    return labels > 0
+
+
+def make_annotations(labels: np.ndarray, num_classes: int, axis: int | None = None,
+                     slices: list[int] | None = None, source: str = "annotations") -> Annotations:
+    """Build the partial label map: keep the annotated slices, mark every other voxel 255.
+
+    `num_classes` counts background; values must be 0…num_classes-1 (or 255).
+    """
+    values = set(np.unique(labels).tolist()) - {IGNORE_LABEL}
+    bad = sorted(v for v in values if v >= num_classes)
+    if bad:
+        raise InputError(f"{source} holds label value(s) {bad}, but the model has classes "
+                         f"1…{num_classes - 1} (0 = background). Relabel or choose another model.")
+    axis = detect_axis(labels) if axis is None else axis
+    if axis not in (0, 1, 2):
+        raise InputError(f"--axis must be 0, 1 or 2 (array axes z, y, x), not {axis}.")
+    slices = annotated_slices(labels, axis) if slices is None else sorted(set(slices))
+    size = labels.shape[axis]
+    outside = [s for s in slices if not 0 <= s < size]
+    if outside:
+        raise InputError(f"Slice(s) {outside} are outside {source} (axis {axis} has {size} slices).")
+    if not slices:
+        raise InputError(f"No annotated slice found in {source}.")
+    partial = np.full_like(labels, IGNORE_LABEL, dtype=np.uint8)
+    index = [slice(None)] * 3
+    index[axis] = slices
+    partial[tuple(index)] = labels[tuple(index)]
+    return Annotations(partial, axis, slices)
+
+
+def hold_out(annotations: Annotations) -> tuple[Annotations, Annotations | None]:
+    """Split off one annotated slice (the middle one) for the held-out check.
+
+    Returns (training annotations, held-out annotations), or (all, None) with a single slice.
+    """
+    if len(annotations.slices) < 2:
+        return annotations, None
+    held = annotations.slices[len(annotations.slices) // 2]
+    keep = [s for s in annotations.slices if s != held]
+    index = [slice(None)] * 3
+    index[annotations.axis] = [held]
+    train = annotations.labels.copy()
+    train[tuple(index)] = IGNORE_LABEL
+    test = np.full_like(annotations.labels, IGNORE_LABEL)
+    test[tuple(index)] = annotations.labels[tuple(index)]
+    return (Annotations(train, annotations.axis, keep),
+            Annotations(test, annotations.axis, [held]))

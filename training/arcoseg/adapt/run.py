@@ -1,0 +1,269 @@
+"""`arcoseg adapt`: annotated slices + unlabelled images → a new, checked model version.
+
+Flow: read images and partial annotations → choose the parent (registry model, folder, or a new
+model) → hold one annotated slice out → train ARCO on the annotated slices (supervised) and on
+every other slice and extra image (mean teacher + contrastive) within a time budget → compare
+parent and adapted model on the held-out slice → commit a new registry version (activated only
+if it is not worse) → segment the images and suggest the next slices to annotate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from arcoseg.adapt.annotations import Annotations, hold_out, make_annotations
+from arcoseg.adapt.suggest import suggest_slices
+from arcoseg.data.orientation import to_slicing_axis
+from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_image, resample
+from arcoseg.device import resolve_device
+from arcoseg.errors import ArcosegError, InputError
+from arcoseg.inference import segment_channels
+from arcoseg.io.images import array_to_image, read_image, read_label, write_image
+from arcoseg.modelfile import ModelMetadata, load_model, save_model
+from arcoseg.networks.model import NetworkConfig, SegmentationModel
+from arcoseg.progress import Reporter
+from arcoseg.registry import Registry, VersionRef, check_name
+from arcoseg.train.options import PATCH_DIVISOR, TrainOptions
+from arcoseg.train.trainer import RunData, Trainer, extra_unlabelled
+from arcoseg.train.validation import class_dice
+
+MAX_PATCH = 128
+
+
+@dataclass
+class AdaptRequest:
+    """What the user asked `arcoseg adapt` to do."""
+
+    images: list[Path]
+    annotations: list[Path]
+    model: str | None = None
+    classes: list[str] | None = None  # from scratch: foreground class names
+    name: str | None = None
+    axis: int | None = None
+    slices: list[int] | None = None
+    unlabelled: list[Path] = field(default_factory=list)
+    budget: float = 120.0
+    iterations: int = 2000
+    method: str = "arco"
+    sampler: str = "sg"
+    holdout: bool = True
+    suggestions: int = 3
+    output: Path | None = None
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+
+
+@dataclass
+class Parent:
+    """The model an adaptation starts from (None fields: from scratch)."""
+
+    name: str
+    ref: VersionRef | None
+    model: SegmentationModel | None
+    metadata: ModelMetadata | None
+    class_names: list[str]
+    class_values: list[int]
+
+
+def choose_parent(registry: Registry, request: AdaptRequest) -> Parent:
+    """Resolve --model (registry name or folder, imported if outside the registry) or
+    --from-scratch --classes."""
+    if request.model is None:
+        if not request.classes:
+            raise ArcosegError("Give --model NAME|PATH to adapt, or --from-scratch --classes A,B.")
+        names = ["background", *request.classes]
+        return Parent(check_name(request.name or "adapted"), None, None, None, names,
+                      list(range(len(names))))
+    ref = registry.lookup(request.model)
+    if ref is None:  # a folder outside the registry becomes a base model first
+        folder = Path(request.model).expanduser()
+        ref = registry.import_model(folder, name=request.name or folder.name)
+    model, metadata = load_model(registry.resolve(str(ref)))
+    if metadata.plan.get("dims") != 2:
+        raise ArcosegError(f"Model {ref} is a 3D model; Adapt fine-tunes 2D models for now. "
+                           "Train a 2D model (--dims 2) or adapt --from-scratch.")
+    return Parent(ref.name, ref, model, metadata, metadata.class_names,
+                  [int(c["value"]) for c in metadata.classes])
+
+
+@dataclass
+class AnnotatedImage:
+    """One image with its partial annotations (class indices, 255 = unannotated)."""
+
+    path: Path
+    image: sitk.Image
+    annotations: Annotations
+    held_out: Annotations | None = None
+
+
+def read_annotated(request: AdaptRequest, num_classes: int) -> list[AnnotatedImage]:
+    """Read every image with its annotation map; all maps must share one slice axis."""
+    if len(request.images) != len(request.annotations):
+        raise InputError(f"{len(request.images)} --image but {len(request.annotations)} "
+                         "--annotations: give one annotation label map per image.")
+    items = []
+    for image_path, label_path in zip(request.images, request.annotations):
+        image = read_image(image_path)
+        labels = sitk.GetArrayFromImage(read_label(label_path, reference=image,
+                                                   reference_name=str(image_path)))
+        items.append(AnnotatedImage(image_path, image, make_annotations(
+            labels, num_classes, request.axis, request.slices, source=str(label_path))))
+    axes = {item.annotations.axis for item in items}
+    if len(axes) > 1:
+        raise InputError(f"The annotations lie along different axes {sorted(axes)}; annotate "
+                         "all images along one axis (or pass --axis).")
+    if request.holdout:
+        items[0].annotations, items[0].held_out = hold_out(items[0].annotations)
+    return items
+
+
+def make_plan(parent: Parent, items: list[AnnotatedImage], axis: int) -> Plan:
+    """The parent's preprocessing along the annotation axis, or a plan fitted to the image."""
+    oriented = to_slicing_axis(items[0].image, axis)
+    if parent.metadata is not None:
+        plan = Plan.from_dict(parent.metadata.plan)
+        return replace(plan, slice_axis=axis)
+    spacing_zyx = tuple(reversed(oriented.GetSpacing()))
+    size_yx = tuple(reversed(oriented.GetSize()))[1:]
+    patch = tuple(min(MAX_PATCH, math.ceil(s / PATCH_DIVISOR) * PATCH_DIVISOR) for s in size_yx)
+    return Plan(dims=2, target_spacing=spacing_zyx, normalization="zscore",
+                label_values=parent.class_values, patch_size=patch, slice_axis=axis)
+
+
+def preprocess_annotated(item: AnnotatedImage, plan: Plan) -> PreprocessedCase:
+    """Orient along the annotation axis, resample and normalise; labels by nearest neighbour."""
+    oriented = to_slicing_axis(item.image, plan.slice_axis)
+    array, _ = preprocess_image([oriented], plan)
+    labels = to_slicing_axis(array_to_image(item.annotations.labels, item.image, np.uint8),
+                             plan.slice_axis)
+    resampled = resample(labels, plan.target_spacing, is_label=True, in_plane_only=True)
+    return PreprocessedCase(item.path.name, array, sitk.GetArrayFromImage(resampled),
+                            tuple(plan.target_spacing))
+
+
+def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedImage], plan: Plan,
+                  reporter: Reporter, stop: Callable[[], bool], work: Path) -> Trainer:
+    """Run the ARCO training with partial labels inside the time budget."""
+    options = TrainOptions(dims=2, method=request.method, sampler=request.sampler,
+                           iterations=request.iterations, batch=4, patch=plan.patch_size,
+                           device=request.device, amp=request.amp, seed=request.seed,
+                           budget_seconds=request.budget, early_stop=True,
+                           log_every=5, val_every=10**9, checkpoint_every=10**9,
+                           rampup=max(1, request.iterations // 10))
+    labelled = [preprocess_annotated(item, plan) for item in items]
+    unlabelled = [PreprocessedCase(c.case_id, c.image, None, c.spacing_zyx) for c in labelled]
+    unlabelled += extra_unlabelled(request.unlabelled, plan, reporter)
+    data = RunData(plan, parent.class_names, parent.class_values, 1, labelled, unlabelled, [],
+                   provenance={"parent": str(parent.ref) if parent.ref else None})
+    network = (NetworkConfig.from_dict(parent.metadata.network) if parent.metadata else None)
+    weights = parent.model.state_dict() if parent.model is not None else None
+    trainer = Trainer(data, options, work, reporter, should_stop=stop, init_weights=weights,
+                      network=network)
+    trainer.run()
+    return trainer
+
+
+def held_out_dice(model: SegmentationModel, metadata: ModelMetadata, item: AnnotatedImage,
+                  device: torch.device) -> float | None:
+    """Mean foreground Dice of a model on the held-out slice (None when nothing to score)."""
+    seg = segment_channels(model, metadata, [item.image], device)
+    pred = torch.from_numpy(seg.probabilities.argmax(axis=0))
+    dice = class_dice(pred, torch.from_numpy(item.held_out.labels), len(metadata.classes))
+    return float(np.nanmean(dice)) if np.isfinite(dice).any() else None
+
+
+def heldout_check(parent: Parent, adapted: SegmentationModel, metadata: ModelMetadata,
+                  item: AnnotatedImage, device: torch.device) -> dict[str, Any]:
+    """Parent vs adapted Dice on the held-out slice; activate unless the adapted one is worse."""
+    if item.held_out is None:
+        return {"slice": None, "parent_dice": None, "adapted_dice": None, "activated": True,
+                "note": "single annotated slice: no held-out check"}
+    adapted_dice = held_out_dice(adapted, metadata, item, device)
+    parent_dice = (held_out_dice(parent.model.to(device), parent.metadata, item, device)
+                   if parent.model is not None else None)
+    worse = (parent_dice is not None and adapted_dice is not None
+             and adapted_dice < parent_dice)
+    return {"slice": item.held_out.slices[0], "parent_dice": parent_dice,
+            "adapted_dice": adapted_dice, "activated": not worse}
+
+
+def fingerprint(path: Path) -> str:
+    """SHA-256 of a file's bytes (provenance: which images an adaptation saw)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def output_path(request: AdaptRequest, item: AnnotatedImage, many: bool) -> Path | None:
+    """Where the segmentation of `item` goes: -o itself for one image, inside -o for several."""
+    if request.output is None:
+        return None
+    return request.output / f"{item.path.name.split('.')[0]}_seg.nii.gz" if many else request.output
+
+
+def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
+    """Run a whole adaptation; return the JSON result (model version, check, suggestions)."""
+    device = resolve_device(request.device)
+    registry = Registry()
+    parent = choose_parent(registry, request)
+    items = read_annotated(request, len(parent.class_names))
+    axis = items[0].annotations.axis
+    plan = make_plan(parent, items, axis)
+    reporter.log(f"Adapting {parent.name} on {sum(len(i.annotations.slices) for i in items)} "
+                 f"annotated slice(s) along axis {axis} (budget {request.budget:.0f} s)")
+    with tempfile.TemporaryDirectory(prefix="arcoseg-adapt-") as work:
+        trainer = train_adapted(request, parent, items, plan, reporter, stop, Path(work))
+    adapted = trainer.method.eval_model()
+    check = heldout_check(parent, adapted, trainer.metadata(), items[0], device)
+    metadata = trainer.metadata(
+        parent=str(parent.ref) if parent.ref else None, held_out=check,
+        images=[{"file": str(i.path), "sha256": fingerprint(i.path), "axis": axis,
+                 "annotated_slices": i.annotations.slices} for i in items],
+        unlabelled_images=[str(p) for p in request.unlabelled], budget_seconds=request.budget)
+    if not check["activated"]:
+        reporter.log(f"WARNING: the adapted model scores {check['adapted_dice']:.3f} Dice on the "
+                     f"held-out slice, the parent {check['parent_dice']:.3f}: saved, not activated.")
+    with registry.stage_version(parent.name, parent.ref) as staged:
+        save_model(staged.path, adapted, metadata)
+        staged.activate = check["activated"]
+    return finish(request, registry, staged.ref, items, check, trainer, device, reporter)
+
+
+def finish(request: AdaptRequest, registry: Registry, ref: VersionRef,
+           items: list[AnnotatedImage], check: dict[str, Any], trainer: Trainer,
+           device: torch.device, reporter: Reporter) -> dict[str, Any]:
+    """Segment the adapted images with the new version, suggest slices, build the result."""
+    model, metadata = load_model(registry.resolve(str(ref)), device=device)
+    outputs, suggestions = [], []
+    for i, item in enumerate(items):
+        seg = segment_channels(model, metadata, [item.image], device)
+        annotated = item.annotations.slices + (item.held_out.slices if item.held_out else [])
+        if i == 0:
+            suggestions = suggest_slices(seg.probabilities, item.annotations.axis, annotated,
+                                         request.suggestions)
+        path = output_path(request, item, many=len(items) > 1)
+        if path is not None:
+            write_image(seg.labels, path)
+            outputs.append({"image": str(item.path), "labels": str(path)})
+    info = registry.show(str(ref))
+    reporter.log("Next slices to annotate (axis "
+                 f"{items[0].annotations.axis}): {[s['slice'] for s in suggestions]}")
+    return {"model": {**info, "name": ref.name, "version": ref.version,
+                      "path": str(registry.resolve(str(ref)))},
+            "heldout": check, "axis": items[0].annotations.axis,
+            "annotated_slices": [item.annotations.slices for item in items],
+            "suggested_slices": [s["slice"] for s in suggestions], "suggestions": suggestions,
+            "iterations": trainer.state.iteration, "seconds": round(trainer.state.seconds, 1),
+            "outputs": outputs}

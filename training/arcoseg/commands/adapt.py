@@ -1,0 +1,78 @@
+"""`arcoseg adapt`: fine-tune from a few annotated slices plus unlabelled images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+from arcoseg.adapt.run import AdaptRequest, adapt
+from arcoseg.commands.common import add_device_arguments, existing_path
+from arcoseg.errors import InputError
+from arcoseg.progress import Reporter
+from arcoseg.train.options import SAMPLERS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `adapt`."""
+    p = sub.add_parser(
+        "adapt", help="fine-tune a model from a few annotated slices (semi-supervised ARCO)",
+        description="Train a new model version from images in which only some slices are "
+                    "annotated (label values = class indices 1…n, 0 = background on annotated "
+                    "slices, 255 = explicitly unannotated), plus unlabelled images. One annotated "
+                    "slice is held out to compare the parent and the adapted model; a worse "
+                    "model is saved but not activated. Prints the next slices to annotate.")
+    p.add_argument("--image", type=existing_path, nargs="+", required=True)
+    p.add_argument("--annotations", type=existing_path, nargs="+", required=True,
+                   help="one annotation label map per --image (same grid)")
+    p.add_argument("--slices", help="annotated slice indices, e.g. 12,17 (default: every slice "
+                                    "holding a label)")
+    p.add_argument("--axis", default="auto", choices=("auto", "0", "1", "2"),
+                   help="array axis the annotated slices cut (0 z, 1 y, 2 x; default auto)")
+    p.add_argument("--unlabelled", type=existing_path, nargs="+", default=[],
+                   help="extra unlabelled images or folders (other series, other patients)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", help="parent: a registry name (name@version) or model folder")
+    source.add_argument("--from-scratch", action="store_true", help="start a new model")
+    p.add_argument("--classes", help="with --from-scratch: class names, e.g. liver,tumour")
+    p.add_argument("--name", help="registry name of the adapted model (default: the parent's)")
+    p.add_argument("--budget", type=float, default=120.0, help="training time budget in seconds")
+    p.add_argument("--iterations", type=int, default=2000, help="at most this many iterations")
+    p.add_argument("--method", choices=("arco", "mean_teacher", "supervised"), default="arco")
+    p.add_argument("--sampler", choices=SAMPLERS, default="sg")
+    p.add_argument("--no-holdout", dest="holdout", action="store_false",
+                   help="train on every annotated slice (no held-out check)")
+    p.add_argument("--suggest", type=int, default=3, help="how many next slices to suggest")
+    p.add_argument("-o", "--out", type=Path,
+                   help="segmentation output: a file for one image, a folder for several")
+    p.add_argument("--seed", type=int, default=0)
+    add_device_arguments(p)
+    return p
+
+
+def parse_slices(text: str | None) -> list[int] | None:
+    """'12,17' → [12, 17]."""
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as err:
+        raise InputError(f"--slices '{text}' must be comma-separated slice numbers, "
+                         "e.g. 12,17.") from err
+
+
+def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
+    """Adapt and return the new version, held-out check and suggestions."""
+    if args.from_scratch == (args.classes is None):
+        raise InputError("Use --classes together with --from-scratch (and only then).")
+    request = AdaptRequest(
+        images=list(args.image), annotations=list(args.annotations), model=args.model,
+        classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
+        name=args.name, axis=None if args.axis == "auto" else int(args.axis),
+        slices=parse_slices(args.slices), unlabelled=list(args.unlabelled), budget=args.budget,
+        iterations=args.iterations, method=args.method, sampler=args.sampler,
+        holdout=args.holdout, suggestions=args.suggest, output=args.out, device=args.device,
+        amp=args.amp, seed=args.seed)
+    if not args.from_scratch and args.model is None:
+        raise InputError("Give --model NAME|PATH to adapt, or --from-scratch --classes A,B.")
+    return adapt(request, reporter, stop)
