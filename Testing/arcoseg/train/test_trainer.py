@@ -89,3 +89,22 @@ def test_resume_with_different_options_is_refused(dataset, tmp_path):
 def test_bad_options_are_refused(tmp_path, kw, message):
     with pytest.raises(ArcosegError, match=message):
         _options(tmp_path, **kw)
+
+
+def test_time_budget_shortens_the_schedule(dataset, tmp_path):
+    result = train(dataset, _options(tmp_path, iterations=100000, budget_seconds=1.0,
+                                     val_every=10**6, checkpoint_every=10**6),
+                   tmp_path / "m", Reporter(quiet=True))
+    assert 5 <= result["iterations"] < 100000
+    assert result["seconds"] < 1.0 + 5 * result["seconds_per_iteration"] + 1.0
+
+
+def test_convergence_needs_a_flat_loss_and_enough_of_the_schedule():
+    from arcoseg.train.trainer import Convergence
+
+    falling, flat = Convergence(window=5), Convergence(window=5)
+    for i in range(40):
+        falling.add(1.0 / (i + 1))
+        flat.add(0.5)
+    assert flat.converged(40, 100) and not falling.converged(40, 100)
+    assert not flat.converged(10, 100)  # before 30 % of the schedule

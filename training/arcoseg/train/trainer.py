@@ -34,7 +34,7 @@ from arcoseg.train.state import load_checkpoint, save_checkpoint
 from arcoseg.train.validation import validate
 
 CHECKPOINT_STEM = "training/checkpoint"
-BUDGET_WARMUP = 5  # iterations timed before a time budget fixes the schedule length
+BUDGET_WINDOW = 5  # iterations between re-estimates of how many fit the time budget
 
 
 class Convergence:
@@ -161,6 +161,8 @@ class Trainer:
         self.state = RunState()
         self.log = MetricsLog(out_dir / "training" / "metrics.jsonl")
         self.convergence = Convergence()
+        self.max_iterations = options.iterations
+        self._budget_mark = (0, 0.0)  # (iteration, seconds) of the last budget estimate
 
     def _fp16(self) -> bool:
         return (self.options.amp and self.device.type == "cuda"
@@ -250,15 +252,17 @@ class Trainer:
         self._after_step(it, loss, terms, lr, time.perf_counter() - start)
 
     def _fit_budget(self) -> None:
-        """Shorten the schedule to fit `budget_seconds` (measured after a few iterations), and
-        end it early once the supervised loss stops improving (`early_stop`)."""
+        """Fit the schedule to `budget_seconds`, re-estimated every few iterations from the
+        recent speed (machines are noisy), and end it early once the supervised loss stops
+        improving (`early_stop`)."""
         opts, it = self.options, self.state.iteration
-        if opts.budget_seconds and it == BUDGET_WARMUP:
-            fitting = int(opts.budget_seconds / (self.state.seconds / it))
-            if fitting < opts.iterations:
-                opts.iterations = max(it + 1, fitting)
-                self.reporter.log(f"Time budget {opts.budget_seconds:.0f} s: "
-                                  f"{opts.iterations} iterations")
+        if opts.budget_seconds and it % BUDGET_WINDOW == 0:
+            recent = (self.state.seconds - self._budget_mark[1]) / (it - self._budget_mark[0])
+            self._budget_mark = (it, self.state.seconds)
+            left = max(0.0, opts.budget_seconds - self.state.seconds)
+            opts.iterations = max(it + 1, min(self.max_iterations, it + int(left / recent)))
+            if left <= 0:
+                opts.iterations = it
         if opts.early_stop and self.convergence.converged(it, opts.iterations):
             self.reporter.log(f"Converged at iteration {it}")
             opts.iterations = it
