@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 
 .PHONY: demo test clean
 
@@ -12,7 +13,11 @@ $(STAMP): training/pyproject.toml requirements/constraints.txt requirements/test
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e 'training[dev]' -r requirements/test-slicer.txt
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(DEMO_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e 'training[demo]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/arcoseg demo --out demo_output
 
 test: $(STAMP)

@@ -319,3 +319,13 @@ def test_list_images_is_sorted_and_skips_other_and_hidden_files(tmp_path):
     assert is_image_path("x/scan.NII.GZ") and not is_image_path("x/scan.gz")
     with pytest.raises(InputError, match="does not exist"):
         list_images(tmp_path / "nope")
+
+
+def test_partial_label_maps_may_mark_unannotated_voxels_255(tmp_path):
+    labels = np.zeros((2, 4, 4), np.uint8)
+    labels[1] = 255
+    path = tmp_path / "partial.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(path))
+    with pytest.raises(InputError, match="outside 0..254"):
+        read_label(path)
+    assert sitk.GetArrayFromImage(read_label(path, partial=True)).max() == 255

@@ -61,6 +61,7 @@ class AdaptRequest:
     device: str = "auto"
     amp: bool = True
     seed: int = 0
+    home: Path | None = None  # registry home (default: $ARCOSEG_HOME or ~/.arcoseg)
 
 
 @dataclass
@@ -114,7 +115,7 @@ def read_annotated(request: AdaptRequest, num_classes: int) -> list[AnnotatedIma
     items = []
     for image_path, label_path in zip(request.images, request.annotations):
         image = read_image(image_path)
-        labels = sitk.GetArrayFromImage(read_label(label_path, reference=image,
+        labels = sitk.GetArrayFromImage(read_label(label_path, reference=image, partial=True,
                                                    reference_name=str(image_path)))
         items.append(AnnotatedImage(image_path, image, make_annotations(
             labels, num_classes, request.axis, request.slices, source=str(label_path))))
@@ -216,7 +217,7 @@ def output_path(request: AdaptRequest, item: AnnotatedImage, many: bool) -> Path
 def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Run a whole adaptation; return the JSON result (model version, check, suggestions)."""
     device = resolve_device(request.device)
-    registry = Registry()
+    registry = Registry(request.home)
     parent = choose_parent(registry, request)
     items = read_annotated(request, len(parent.class_names))
     axis = items[0].annotations.axis

@@ -1,7 +1,9 @@
-"""`arcoseg demo`: the main job end to end on a built-in synthetic phantom dataset.
+"""`arcoseg demo`: the main job on a built-in default — adapt from three annotated slices.
 
-Builds a small phantom dataset, trains a 2D model, segments a held-out volume, evaluates it and
-writes a PNG overlay — a first run that needs no data and shows every output the engine makes.
+A simulated clinician annotates 3 axial slices of the MNI152 brain template (grey and white
+matter, from the nilearn wheel); ARCOSegment adapts a new model from scratch with every other
+slice as unlabelled data, segments the volume, scores it against the full labels, writes a PNG
+overlay and a report, and suggests the next slices to annotate.
 """
 
 from __future__ import annotations
@@ -11,59 +13,35 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-import SimpleITK as sitk
-
 from arcoseg.commands.common import add_device_arguments
-from arcoseg.data.dataset import load_dataset
-from arcoseg.data.synthetic import make_phantom_dataset
-from arcoseg.device import resolve_device
-from arcoseg.evaluation.evaluate import evaluate, format_summary_table
-from arcoseg.evaluation.plots import save_overlay_png
-from arcoseg.inference import segment_file
-from arcoseg.modelfile import load_model
+from arcoseg.data.synthetic import make_phantom
+from arcoseg.demo.brain import CLASSES, NOTICE, load_brain
+from arcoseg.demo.pipeline import run_demo
 from arcoseg.progress import Reporter
-from arcoseg.train.options import TrainOptions
-from arcoseg.train.trainer import train
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `demo`."""
-    p = sub.add_parser("demo", help="run the whole pipeline on a built-in synthetic dataset",
-                       description="Build a synthetic phantom dataset, train a 2D model, segment "
-                                   "a held-out volume, evaluate it and write a PNG overlay. The "
-                                   "output folder's model is replaced on every run.")
+    p = sub.add_parser("demo", help="adapt a brain model from 3 simulated annotated slices",
+                       description=__doc__.split("\n\n", 1)[1])
     p.add_argument("-o", "--out", type=Path, default=Path("demo_output"),
-                   help="output folder (default ./demo_output)")
-    p.add_argument("--iterations", type=int, default=300)
+                   help="output folder, replaced on every run (default ./demo_output)")
+    p.add_argument("--source", choices=("brain", "phantom"), default="brain",
+                   help="brain: MNI152 template from nilearn (default); phantom: synthetic")
+    p.add_argument("--slices", type=int, default=3, help="slices the clinician annotates")
+    p.add_argument("--budget", type=float, default=150.0, help="adaptation time budget (s)")
     add_device_arguments(p)
     return p
 
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
-    """Phantom data → train → segment → evaluate → overlay PNG."""
-    out: Path = args.out
-    device = resolve_device(args.device)
-    dataset_dir = make_phantom_dataset(out / "dataset", num_cases=8, val_cases=2, seed=0)
-    reporter.log(f"Synthetic dataset: {dataset_dir}")
-    options = TrainOptions(dims=2, iterations=args.iterations, batch=8, patch=(48, 48),
-                           val_every=max(1, args.iterations // 3), log_every=5,
-                           checkpoint_every=args.iterations, device=str(device), amp=args.amp,
-                           cache_dir=out / "cache")
-    model_dir = out / "model"
-    shutil.rmtree(model_dir, ignore_errors=True)  # the demo always trains afresh
-    training = train(dataset_dir, options, model_dir, reporter, resume=False, should_stop=stop)
-    dataset = load_dataset(dataset_dir)
-    case = dataset.split_cases("val")[0]
-    model, metadata = load_model(model_dir, device=device)
-    pred_path = out / "segmentation" / f"{case.id}.nii.gz"
-    segment_file(model, metadata, case.images, pred_path, device, amp=args.amp)
-    summary = evaluate(pred_path, case.label, dataset.foreground_labels, out / "evaluation", reporter)
-    reporter.log(format_summary_table(summary))
-    overlay = out / "overlay.png"
-    save_overlay_png(sitk.GetArrayFromImage(sitk.ReadImage(str(case.images[0]))),
-                     sitk.GetArrayFromImage(sitk.ReadImage(str(pred_path))), overlay,
-                     colors=[c["color"] for c in metadata.classes],
-                     gt_zyx=sitk.GetArrayFromImage(sitk.ReadImage(str(case.label))),
-                     title=f"{case.id}: prediction (top) and ground truth (bottom)")
-    return {"model": str(model_dir), "segmentation": str(pred_path), "overlay": str(overlay),
-            "evaluation": str(out / "evaluation"), "training": training, "summary": summary}
+    """Load the data, then run the demo pipeline into a fresh output folder."""
+    if args.source == "brain":
+        image, labels = load_brain()
+        classes, notice = CLASSES, NOTICE
+    else:
+        image, labels = make_phantom((24, 64, 64), seed=1)
+        classes, notice = ["background", "class1", "class2"], ""
+    shutil.rmtree(args.out, ignore_errors=True)
+    return run_demo(image, labels, classes, args.out, reporter, stop, slices=args.slices,
+                    budget=args.budget, device=args.device, notice=notice)

@@ -17,6 +17,7 @@ from typing import Collection
 import numpy as np
 import SimpleITK as sitk
 
+from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import InputError, OutputError
 from arcoseg.fileutil import atomic_path, full_suffix
 
@@ -76,14 +77,16 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
 
 def read_label(path: str | os.PathLike, reference: sitk.Image | None = None,
                allowed_values: Collection[int] | None = None,
-               reference_name: str = "the reference image") -> sitk.Image:
+               reference_name: str = "the reference image",
+               partial: bool = False) -> sitk.Image:
     """Read a label map as uint8 and validate its values (and its grid against `reference`).
 
-    Raises InputError for non-integer values, values outside 0..254 or not in `allowed_values`,
-    and (with `reference`) a size, spacing, origin or direction that differs from the reference.
+    Raises InputError for non-integer values, values outside 0..254 (0..255 when `partial`:
+    255 marks unannotated voxels) or not in `allowed_values`, and (with `reference`) a size,
+    spacing, origin or direction that differs from the reference.
     """
     label = _read_3d(path)
-    values = _label_values(label, path)
+    values = _label_values(label, path, IGNORE_LABEL if partial else MAX_LABEL_VALUE)
     if allowed_values is not None:
         unknown = sorted(set(values) - {int(v) for v in allowed_values})
         if unknown:
@@ -239,17 +242,17 @@ def _nifti_data_end(header: bytes) -> int | None:
     return None
 
 
-def _label_values(label: sitk.Image, path: str | os.PathLike) -> list[int]:
-    """The distinct values of a label map; InputError unless they are integers in 0..254."""
+def _label_values(label: sitk.Image, path: str | os.PathLike, highest: int) -> list[int]:
+    """The distinct values of a label map; InputError unless they are integers in 0..highest."""
     values = np.unique(sitk.GetArrayViewFromImage(label))
     if not np.all(np.isfinite(values)) or not np.array_equal(values, np.round(values)):
         raise InputError(f"Label map {path} contains non-integer values; a label map must hold "
                          "integer class values. Check that you picked the segmentation, not the "
                          "image.")
-    bad = values[(values < 0) | (values > MAX_LABEL_VALUE)]
+    bad = values[(values < 0) | (values > highest)]
     if bad.size:
         raise InputError(f"Label map {path} contains value(s) {_fmt(bad[:10])} outside "
-                         f"0..{MAX_LABEL_VALUE}. Relabel the classes with small non-negative "
+                         f"0..{highest}. Relabel the classes with small non-negative "
                          "integers.")
     return [int(v) for v in values]
 

@@ -218,6 +218,7 @@ class Trainer:
                                 f"checkpoint is saved. Continue with --resume --out {self.out_dir}.")
             self._step()
             self._fit_budget()
+        self.reporter.progress(self.state.iteration, self.state.iteration, "training")
         self.save_checkpoint()
         if not self.data.val:
             self._save_model()

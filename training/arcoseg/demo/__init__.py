@@ -1,0 +1,1 @@
+"""The built-in main job: a simulated clinician adapts a model on real brain anatomy."""

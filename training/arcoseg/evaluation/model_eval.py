@@ -1,0 +1,47 @@
+"""Score a saved model on dataset cases: segment each case, then Dice/Jaccard/HD95/ASD.
+
+One copy of the loop shared by `arcoseg evaluate --model` and the benchmarks. Outputs in
+`out_dir`: `predictions/<case><ending>`, `metrics_per_case.csv`, `summary.json`, `summary.md`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from arcoseg.data.dataset import Case, DatasetInfo
+from arcoseg.errors import Cancelled
+from arcoseg.evaluation.evaluate import evaluate_to_folder
+from arcoseg.inference import segment_file
+from arcoseg.modelfile import check_classes, load_model
+from arcoseg.progress import Reporter
+
+ALL_CASES = "all"  # split name meaning every case of the dataset (e.g. a held-out test folder)
+
+
+def split_cases(dataset: DatasetInfo, split: str) -> list[Case]:
+    """The cases of `split`, or every case of the dataset for split 'all'."""
+    return list(dataset.cases) if split == ALL_CASES else dataset.split_cases(split)
+
+
+def evaluate_model_on_cases(model_dir: Path, dataset: DatasetInfo, cases: list[Case],
+                            out_dir: Path, device: torch.device, reporter: Reporter,
+                            amp: bool = True,
+                            should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """Segment `cases` of `dataset` with the model in `model_dir`; return the metrics summary.
+
+    The model's classes must be the dataset's (same names and order), else ModelFileError.
+    """
+    model, metadata = load_model(model_dir, device=device)
+    check_classes(metadata, dataset.class_names, f"dataset {dataset.root}")
+    pairs = []
+    for i, case in enumerate(cases):
+        if should_stop():
+            raise Cancelled(f"Evaluation cancelled after {i} of {len(cases)} cases.")
+        pred = Path(out_dir) / "predictions" / f"{case.id}{dataset.file_ending}"
+        segment_file(model, metadata, case.images, pred, device, amp=amp)
+        pairs.append((case.id, pred, case.label))
+        reporter.progress(i + 1, len(cases), f"segmented {case.id}")
+    return evaluate_to_folder(pairs, dataset.foreground_labels, out_dir, reporter)
