@@ -108,3 +108,49 @@ def test_convergence_needs_a_flat_loss_and_enough_of_the_schedule():
         flat.add(0.5)
     assert flat.converged(40, 100) and not falling.converged(40, 100)
     assert not flat.converged(10, 100)  # before 30 % of the schedule
+
+
+@pytest.fixture(scope="module")
+def dataset_3d(tmp_path_factory):
+    return make_phantom_dataset(tmp_path_factory.mktemp("ds3") / "Phantom3D", num_cases=4,
+                                shape_zyx=(16, 32, 32), val_cases=1)
+
+
+@pytest.mark.parametrize("method, sampler", [("mean_teacher", "sg"), ("arco", "ns"),
+                                             ("arco", "sg"), ("arco", "sag")])
+def test_semi_supervised_methods_train_in_2d_and_log_their_terms(dataset, tmp_path, method,
+                                                                  sampler):
+    out = tmp_path / "m"
+    train(dataset, _options(tmp_path, method=method, sampler=sampler, labelled=1, iterations=3),
+          out, Reporter(quiet=True))
+    records = [json.loads(line) for line in (out / "training/metrics.jsonl").read_text().splitlines()]
+    assert {"loss_sup", "loss_unsup"} <= set(records[-1])
+    if method == "arco":
+        assert {"loss_contrast", "loss_nn", "anchors/class1"} <= set(records[-1])
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["provenance"]["method"] == method
+
+
+@pytest.mark.parametrize("method", ["supervised", "arco"])
+def test_3d_models_train_on_patches(dataset_3d, tmp_path, method):
+    out = tmp_path / "m3"
+    result = train(dataset_3d, _options(tmp_path, dims=3, patch=(16, 32, 32), method=method,
+                                        labelled=1, iterations=2, val_every=2),
+                   out, Reporter(quiet=True))
+    assert result["iterations"] == 2
+    assert json.loads((out / "model.json").read_text())["network"]["arch"] == "vnet3d"
+
+
+def test_extra_unlabelled_images_join_the_unlabelled_pool(dataset, tmp_path):
+    from arcoseg.train.trainer import prepare_data
+
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for f in sorted((dataset / "imagesTr").iterdir())[:2]:
+        (extra / f.name).write_bytes(f.read_bytes())
+    base = prepare_data(dataset, _options(tmp_path, method="mean_teacher", labelled=1),
+                        Reporter(quiet=True))
+    more = prepare_data(dataset, _options(tmp_path, method="mean_teacher", labelled=1,
+                                          unlabelled=[extra]), Reporter(quiet=True))
+    assert len(more.unlabelled) == len(base.unlabelled) + 2
+    assert all(c.label is None for c in more.unlabelled)

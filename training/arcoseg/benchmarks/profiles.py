@@ -34,6 +34,14 @@ from arcoseg.data.dataset import DatasetInfo
 from arcoseg.errors import ArcosegError
 from arcoseg.io.images import read_spacing_zyx
 
+# The benchmark's methods: name -> (`arcoseg train --method`, `--sampler`). "supervised-all" is
+# supervised training on every training label (the upper bound); the others use --setting.
+METHODS: dict[str, tuple[str, str | None]] = {
+    "supervised": ("supervised", None), "mean_teacher": ("mean_teacher", None),
+    "arco-ns": ("arco", "ns"), "arco-sg": ("arco", "sg"), "arco-sag": ("arco", "sag"),
+    "supervised-all": ("supervised", None)}
+ALL_LABELS = "supervised-all"
+
 ANISOTROPY_2D = 3.0  # median spacing max/min above this: train 2D slice models
 KNOWN_DIMS = {"ACDC": 2, "LA": 3}  # ACDC's stored 1 mm spacing would wrongly suggest 3D
 
@@ -160,5 +168,4 @@ PAPER_NOTES: dict[str, str] = {
 
 def paper_result(dataset: str, method: str, labelled: int | None) -> tuple[float, float] | None:
     """The paper's (Dice %, ASD vox) for a dataset key, our method name and labelled count."""
-    per_setting = PAPER_RESULTS.get(dataset, {}).get(method, {})
-    return per_setting.get(None if method == "supervised-all" else labelled)
+    return PAPER_RESULTS.get(dataset, {}).get(method, {}).get(labelled)

@@ -274,7 +274,7 @@ class Trainer:
         record: dict[str, Any] = {}
         if it % opts.log_every == 0 or last:
             record = {"iteration": it, "loss": loss.item(), "lr": lr, "seconds_per_iteration": seconds,
-                      **{k: float(v) for k, v in terms.items()}}
+                      **{self._term_name(k): float(v) for k, v in terms.items()}}
         if self.data.val and (it % opts.val_every == 0 or last):
             record = {"iteration": it, **record, **self._validate(it)}
         if record:
@@ -283,6 +283,11 @@ class Trainer:
             self.reporter.progress(it, opts.iterations, "training", **shown)
         if it % opts.checkpoint_every == 0 and not last:
             self.save_checkpoint()
+
+    def _term_name(self, key: str) -> str:
+        """'anchors/2' → 'anchors/LV': per-class diagnostics are logged by class name."""
+        prefix, _, index = key.partition("/")
+        return f"{prefix}/{self.data.class_names[int(index)]}" if index.isdigit() else key
 
     def _validate(self, it: int) -> dict[str, float]:
         metrics = validate(self.method.eval_model(), self.data.val, self.data.plan,

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: `python -m arcoseg.benchmarks.paper` reruns the paper's tables."""

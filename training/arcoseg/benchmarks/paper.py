@@ -1,0 +1,493 @@
+"""Reproduce the paper's tables: train every method on one schedule, evaluate, tabulate.
+
+    python -m arcoseg.benchmarks.paper --data ../shared/data/ACDC --setting 3,7 \\
+        --methods supervised,mean_teacher,arco-ns,arco-sg,arco-sag,supervised-all \\
+        --profile cpu --out results/
+
+Each (labelled setting, method, seed) run trains in its own process (`python -m arcoseg train
+... --progress json`, so its peak memory is its own) with the profile's data, schedule and seed;
+the trainer selects the checkpoint on `splits.val` only. The saved model is then evaluated on the
+val split of --data and on every --eval-data folder. Each run is a folder under --out:
+
+    <dataset>/<profile>-<dims>d-<iterations>it/<labelled-N | all>/<method>/seed-<S>/
+        model/                 the model folder (model.safetensors, model.json, training/...)
+        eval/<dataset>-<split>/ predictions/, metrics_per_case.csv, summary.json, summary.md
+        train.log, train.stderr the training process's JSON events and its error output
+        run.json               the run's record, rewritten atomically as the run progresses
+
+A run whose record holds its training result and every requested evaluation is skipped; an
+interrupted training resumes from its checkpoint (`arcoseg train --resume`). After every run,
+--out/results.json and results.md are rewritten atomically from all run.json under --out, so runs
+of several invocations (settings, datasets) share one table. SIGINT/SIGTERM: the running training
+saves a checkpoint and stops; run the same command again to continue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any, Callable
+
+import torch
+
+from arcoseg.benchmarks.profiles import (ALL_LABELS, METHODS, PROFILES, DatasetSettings,
+                                         get_profile, settings_for)
+from arcoseg.benchmarks.report import format_results
+from arcoseg.cli import StopFlag, _run
+from arcoseg.commands.common import add_device_arguments
+from arcoseg.data.dataset import Case, DatasetInfo, load_dataset
+from arcoseg.device import describe_device, resolve_device
+from arcoseg.errors import EXIT_CANCELLED, ArcosegError, Cancelled
+from arcoseg.evaluation.model_eval import ALL_CASES, evaluate_model_on_cases, split_cases
+from arcoseg.fileutil import write_text_atomic
+from arcoseg.progress import Reporter, make_reporter, to_jsonable
+from arcoseg.train.trainer import CHECKPOINT_STEM
+
+RUN_RECORD, RESULTS_JSON, RESULTS_MD = "run.json", "results.json", "results.md"
+
+
+@dataclass(frozen=True)
+class EvalTarget:
+    """Cases a trained model is scored on: a split of a dataset folder."""
+
+    dataset: DatasetInfo
+    split: str
+    cases: list[Case]
+
+    @property
+    def key(self) -> str:
+        """Name of this evaluation in run records, e.g. 'ACDC:val'."""
+        return f"{self.dataset.name}:{self.split}"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One planned training run and where it lives."""
+
+    key: str  # the run folder relative to --out
+    run_dir: Path
+    dataset: str
+    profile: str
+    labelled: int | None  # None: all training labels
+    method: str
+    seed: int
+    train_args: tuple[str, ...]  # the `arcoseg train` options that define the run
+
+    @property
+    def model_dir(self) -> Path:
+        """The model folder the training writes."""
+        return self.run_dir / "model"
+
+
+class ChildStop(StopFlag):
+    """SIGINT/SIGTERM: stop after the current step of work and ask the training process to save
+    a checkpoint and stop. It runs in its own session, so a terminal's Ctrl-C reaches it only
+    through this forward (once per signal; a second one aborts it, as in `arcoseg`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.child_pid: int | None = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.child_pid is not None:
+            # os.kill, not Popen.send_signal: that would reap the child and lose its rusage.
+            try:
+                os.kill(self.child_pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+        super()._handle(signum, frame)
+
+
+# ----------------------------------------------------------------------------------- arguments
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from err
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one value")
+    return values
+
+
+def _method_list(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {', '.join(METHODS)}")
+    return list(dict.fromkeys(methods))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the benchmark."""
+    p = argparse.ArgumentParser(prog="python -m arcoseg.benchmarks.paper", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="dataset folder (nnU-Net v2 or MSD)")
+    p.add_argument("--setting", dest="settings", type=_int_list, default=[],
+                   help="labelled counts, comma-separated: the first N ids of labelled_order "
+                        "(e.g. 3,7 ACDC patients; 4,8 LA cases)")
+    p.add_argument("--methods", type=_method_list, default=list(METHODS),
+                   help=f"comma-separated, from {', '.join(METHODS)} ({ALL_LABELS}: supervised "
+                        "on all training labels, the upper bound; default: all)")
+    p.add_argument("--profile", choices=PROFILES, default="cpu",
+                   help="; ".join(f"{p.name}: {p.description}" for p in PROFILES.values()))
+    p.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds")
+    p.add_argument("--iterations", type=int, help="override the profile's iteration count")
+    p.add_argument("--dims", type=int, choices=(2, 3),
+                   help="override the model dimension (default: ACDC 2, LA 3, other datasets "
+                        "2 if their median spacing is more than 3x anisotropic, else 3)")
+    p.add_argument("--eval-data", type=Path, action="append", default=[],
+                   help="another dataset folder to score every model on (repeatable), e.g. "
+                        "held-out test cases")
+    p.add_argument("--eval-split", action="append", default=[],
+                   help=f"split of each --eval-data (one for all, or one per --eval-data; "
+                        f"default '{ALL_CASES}' = every case)")
+    p.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: the trainer's)")
+    p.add_argument("--dry-run", action="store_true", help="print the planned runs and commands")
+    p.add_argument("--progress", choices=("text", "json", "none"), default="text")
+    add_device_arguments(p)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the arguments (ArgumentParser.error, exit 2, on bad ones)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.settings and any(m != ALL_LABELS for m in args.methods):
+        parser.error(f"--setting is required unless --methods is only {ALL_LABELS}")
+    if args.iterations is not None and args.iterations < 1:
+        parser.error("--iterations must be at least 1")
+    if len(args.eval_split) not in (0, 1, len(args.eval_data)):
+        parser.error("give one --eval-split for all --eval-data, or one per --eval-data")
+    return args
+
+
+# ------------------------------------------------------------------------------------ planning
+def train_arguments(settings: DatasetSettings, method: str, labelled: int | None, seed: int,
+                    iterations: int) -> tuple[str, ...]:
+    """The `arcoseg train` options of one run (data, schedule, seed, method)."""
+    base, sampler = METHODS[method]
+    semi = base != "supervised"
+    args = ["--dims", str(settings.dims), "--method", base]
+    args += ["--sampler", sampler] if sampler else []
+    args += ["--labelled", str(labelled)] if labelled is not None else []
+    args += ["--iterations", str(iterations),
+             "--batch", str(settings.batch if semi else settings.supervised_batch)]
+    args += ["--unlabelled-batch", str(settings.unlabelled_batch)] if semi else []
+    args += ["--patch", *map(str, settings.patch)]
+    args += ["--spacing", *map(str, settings.spacing)] if settings.spacing else []
+    args += ["--seed", str(seed), "--val-every", str(settings.val_every),
+             "--checkpoint-every", str(settings.checkpoint_every)]
+    return tuple(args)
+
+
+def plan_runs(args: argparse.Namespace, dataset: DatasetInfo) -> list[RunSpec]:
+    """Every (setting, method, seed) run asked for, settings first, in the order given."""
+    profile = get_profile(args.profile)
+    settings = settings_for(profile, dataset, args.dims)
+    iterations = args.iterations or settings.iterations
+    for n in args.settings:
+        dataset.labelled_cases(n)  # InputError now rather than in every training process
+    group = f"{profile.name}-{settings.dims}d-{iterations}it"
+    pairs = [(n, m) for n in args.settings for m in args.methods if m != ALL_LABELS]
+    pairs += [(None, ALL_LABELS)] if ALL_LABELS in args.methods else []
+    specs = []
+    for labelled, method in pairs:
+        for seed in args.seeds:
+            key = "/".join((dataset.name, group, "all" if labelled is None else
+                            f"labelled-{labelled}", method, f"seed-{seed}"))
+            specs.append(RunSpec(key, args.out / key, dataset.name, profile.name, labelled,
+                                 method, seed, train_arguments(settings, method, labelled, seed,
+                                                               iterations)))
+    return specs
+
+
+def eval_targets(args: argparse.Namespace, dataset: DatasetInfo) -> list[EvalTarget]:
+    """The val split of --data, then each --eval-data folder with its split."""
+    splits = args.eval_split or [ALL_CASES]
+    targets = [EvalTarget(dataset, "val", split_cases(dataset, "val"))]
+    for i, folder in enumerate(args.eval_data):
+        other = load_dataset(folder)
+        split = splits[i] if len(splits) > 1 else splits[0]
+        targets.append(EvalTarget(other, split, split_cases(other, split)))
+    return targets
+
+
+def train_command(spec: RunSpec, dataset: DatasetInfo, args: argparse.Namespace,
+                  resume: bool) -> list[str]:
+    """The training process's command line."""
+    runtime = ["--device", args.device, *([] if args.amp else ["--no-amp"]),
+               *(["--cache-dir", str(args.cache_dir)] if args.cache_dir else []),
+               "--progress", "json", *(["--resume"] if resume else [])]
+    return [sys.executable, "-m", "arcoseg", "train", str(dataset.root.resolve()),
+            "--out", str(spec.model_dir.resolve()), *spec.train_args, *runtime]
+
+
+# ------------------------------------------------------------------------------------- records
+def read_record(spec: RunSpec) -> dict[str, Any] | None:
+    """The run's record, or None; ArcosegError if it belongs to a run with other options."""
+    path = spec.run_dir / RUN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ArcosegError(f"Run record {path} is unreadable ({err}). Delete the folder "
+                           f"{spec.run_dir} to rerun that run.") from err
+    if record.get("train_args") != list(spec.train_args):
+        raise ArcosegError(f"{spec.run_dir} holds a run with other training options "
+                           f"({shlex.join(record.get('train_args', []))}). Choose another --out "
+                           "or delete that folder.")
+    return record
+
+
+def write_record(spec: RunSpec, record: dict[str, Any]) -> None:
+    """Rewrite the run's record atomically."""
+    write_text_atomic(spec.run_dir / RUN_RECORD,
+                      json.dumps(to_jsonable(record), indent=2, allow_nan=False) + "\n")
+
+
+def new_record(spec: RunSpec, dataset: DatasetInfo) -> dict[str, Any]:
+    """The record of a run that has not trained yet."""
+    return {"key": spec.key, "dataset": spec.dataset, "dataset_path": str(dataset.root.resolve()),
+            "profile": spec.profile, "labelled": spec.labelled, "method": spec.method,
+            "seed": spec.seed, "train_args": list(spec.train_args),
+            "model": str(spec.model_dir.resolve()), "segments": [], "training": None,
+            "evaluations": {}}
+
+
+def has_checkpoint(spec: RunSpec) -> bool:
+    """Whether the run's training left a checkpoint to resume from."""
+    return (spec.model_dir / f"{CHECKPOINT_STEM}.json").is_file()
+
+
+def run_status(spec: RunSpec, targets: list[EvalTarget]) -> str:
+    """'done', 'evaluate' (trained, evaluations missing), 'resume' or 'train'."""
+    record = read_record(spec)
+    if record is not None and record["training"] is not None:
+        missing = [t for t in targets if t.key not in record["evaluations"]]
+        return "evaluate" if missing else "done"
+    return "resume" if has_checkpoint(spec) else "train"
+
+
+# --------------------------------------------------------------------------------------- running
+@dataclass
+class ChildOutcome:
+    """What a training process reported and cost."""
+
+    exit_code: int
+    result: dict[str, Any] | None
+    error: str | None
+    wall_seconds: float
+    peak_rss_mb: float | None
+
+
+def run_training_process(command: list[str], spec: RunSpec, reporter: Reporter,
+                         stop: ChildStop) -> ChildOutcome:
+    """Run `arcoseg train` in a child process, relaying its progress; log its output."""
+    start = time.monotonic()
+    result, error = None, None
+    with (spec.run_dir / "train.log").open("a", encoding="utf-8") as log, \
+            (spec.run_dir / "train.stderr").open("a", encoding="utf-8") as err:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True,
+                                start_new_session=True)
+        stop.child_pid = proc.pid
+        try:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                log.write(line)
+                log.flush()
+                event = _parse_event(line)
+                if event.get("event") == "progress":
+                    extra = {k: v for k, v in event.items()
+                             if k not in ("event", "step", "total", "message")}
+                    reporter.progress(event["step"], event["total"],
+                                      f"{spec.key}: {event.get('message', '')}", **extra)
+                elif event.get("event") == "log":
+                    reporter.log(f"{spec.key}: {event.get('message', '')}")
+                elif event.get("event") == "result":
+                    result = {k: v for k, v in event.items() if k != "event"}
+                elif event.get("event") == "error":
+                    error = event.get("message")
+        finally:
+            exit_code, peak = _wait(proc)
+            stop.child_pid = None
+    return ChildOutcome(exit_code, result, error, round(time.monotonic() - start, 2), peak)
+
+
+def _parse_event(line: str) -> dict[str, Any]:
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
+def _wait(proc: subprocess.Popen) -> tuple[int, float | None]:
+    """Reap the child; its exit code and peak resident memory in MB (None where unknown)."""
+    if not hasattr(os, "wait4"):  # Windows: no per-child rusage
+        return proc.wait(), None
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    scale = 2**20 if sys.platform == "darwin" else 2**10  # ru_maxrss: bytes on macOS, else KiB
+    return proc.returncode, round(usage.ru_maxrss / scale, 1)
+
+
+def train_run(spec: RunSpec, record: dict[str, Any], dataset: DatasetInfo,
+              args: argparse.Namespace, reporter: Reporter, stop: ChildStop) -> None:
+    """Train (or resume) one run to the end; its result and costs go into `record`."""
+    resume = has_checkpoint(spec)
+    if not resume and spec.model_dir.exists():
+        shutil.rmtree(spec.model_dir)  # stopped before its first checkpoint: start over
+        record["segments"] = []
+    command = train_command(spec, dataset, args, resume)
+    reporter.log(f"{'Resuming' if resume else 'Training'} {spec.key}")
+    outcome = run_training_process(command, spec, reporter, stop)
+    record["command"] = shlex.join(command)
+    record["segments"].append({"started": _now(), "resumed": resume,
+                               "exit_code": outcome.exit_code,
+                               "wall_seconds": outcome.wall_seconds,
+                               "peak_rss_mb": outcome.peak_rss_mb})
+    peaks = [s["peak_rss_mb"] for s in record["segments"] if s["peak_rss_mb"] is not None]
+    record["wall_seconds"] = round(sum(s["wall_seconds"] for s in record["segments"]), 2)
+    record["peak_rss_mb"] = max(peaks) if peaks else None
+    if outcome.exit_code == 0 and outcome.result is not None:
+        record["training"] = outcome.result
+        record["options"] = json.loads((spec.model_dir / "training" / "options.json").read_text())
+        record["machine"] = machine_info(resolve_device(args.device))
+        record["trained"] = _now()
+    write_record(spec, record)
+    if outcome.exit_code == EXIT_CANCELLED:
+        raise Cancelled(f"Stopped during {spec.key}; its checkpoint is saved. Run the same "
+                        "command again to continue.")
+    if record["training"] is None:
+        raise ArcosegError(f"Training {spec.key} failed (exit code {outcome.exit_code}): "
+                           f"{outcome.error or 'no result'}. Details: {spec.run_dir / 'train.stderr'}.")
+
+
+def evaluate_run(spec: RunSpec, target: EvalTarget, args: argparse.Namespace,
+                 reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
+    """Score the run's model on one target; the record entry (summary, timing, folder)."""
+    folder = spec.run_dir / "eval" / f"{target.dataset.name}-{target.split}"
+    reporter.log(f"Evaluating {spec.key} on {target.key} ({len(target.cases)} cases)")
+    start = time.perf_counter()
+    summary = evaluate_model_on_cases(spec.model_dir, target.dataset, target.cases, folder,
+                                      resolve_device(args.device), reporter, amp=args.amp,
+                                      should_stop=stop)
+    seconds = time.perf_counter() - start
+    return {"dataset": target.dataset.name, "path": str(target.dataset.root.resolve()),
+            "split": target.split, "n_cases": len(target.cases),
+            "folder": str(folder.resolve()), "seconds": round(seconds, 2),
+            "seconds_per_case": round(seconds / len(target.cases), 3), "summary": summary}
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """Where a run was trained: host, CPU, cores, torch threads, device name, versions."""
+    return {"host": platform.node(), "platform": platform.platform(), "cpu": _cpu_name(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": describe_device(device)["name"], "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_results(out: Path, command: str) -> dict[str, Any]:
+    """Rewrite results.json and results.md from every run record under `out`."""
+    records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(out.rglob(RUN_RECORD))]
+    results = {"generated": _now(), "command": command, "runs": records}
+    write_text_atomic(out / RESULTS_JSON, json.dumps(to_jsonable(results), indent=2) + "\n")
+    write_text_atomic(out / RESULTS_MD, format_results(results))
+    return results
+
+
+# ------------------------------------------------------------------------------------------ main
+def run(args: argparse.Namespace, reporter: Reporter, stop: ChildStop) -> dict[str, Any]:
+    """Plan, then train and evaluate every run not done yet; write the results after each."""
+    dataset = load_dataset(args.data)
+    specs = plan_runs(args, dataset)
+    targets = eval_targets(args, dataset)
+    statuses = {spec.key: run_status(spec, targets) for spec in specs}
+    if args.dry_run:
+        print(format_plan(specs, statuses, dataset, targets, args))
+        return {"planned": len(specs), "to_run": sum(s != "done" for s in statuses.values())}
+    command = shlex.join(["python", "-m", "arcoseg.benchmarks.paper", *sys.argv[1:]])
+    pending = [spec for spec in specs if statuses[spec.key] != "done"]
+    for spec in pending:
+        if stop():
+            raise Cancelled("Stopped before the next run; run the same command to continue.")
+        try:
+            complete_run(spec, dataset, targets, args, reporter, stop)
+        finally:
+            write_results(args.out, command)
+    if not pending:
+        write_results(args.out, command)
+    return {"results": str(args.out / RESULTS_JSON), "table": str(args.out / RESULTS_MD),
+            "runs": len(specs), "ran": len(pending), "skipped": len(specs) - len(pending)}
+
+
+def complete_run(spec: RunSpec, dataset: DatasetInfo, targets: list[EvalTarget],
+                 args: argparse.Namespace, reporter: Reporter, stop: ChildStop) -> None:
+    """Train the run if needed, then add every missing evaluation to its record."""
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    record = read_record(spec) or new_record(spec, dataset)
+    if record["training"] is None:
+        train_run(spec, record, dataset, args, reporter, stop)
+    for target in targets:
+        if target.key not in record["evaluations"]:
+            record["evaluations"][target.key] = evaluate_run(spec, target, args, reporter, stop)
+            write_record(spec, record)
+
+
+def format_plan(specs: list[RunSpec], statuses: dict[str, str], dataset: DatasetInfo,
+                targets: list[EvalTarget], args: argparse.Namespace) -> str:
+    """The dry run's listing: each run's status, training command and evaluations."""
+    lines = []
+    for spec in specs:
+        status = statuses[spec.key]
+        lines.append(f"[{status}] {spec.key}")
+        if status in ("train", "resume"):
+            lines.append("  " + shlex.join(train_command(spec, dataset, args, status == "resume")))
+        if status != "done":
+            lines.append("  then evaluate on " + ", ".join(
+                f"{t.key} ({len(t.cases)} cases)" for t in targets))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit code 0 ok, 2 bad input, 3 stopped, 1 bug (as `arcoseg`)."""
+    args = parse_args(argv)
+    args.handler = run
+    reporter = make_reporter(args.progress)
+    stop = ChildStop()
+    stop.install()
+    try:
+        return _run(args, reporter, stop)
+    finally:
+        reporter.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
