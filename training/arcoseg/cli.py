@@ -60,12 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     stop.install()
     try:
-        return _run(args, reporter, stop)
+        return run_command(args, reporter, stop)
     finally:
         reporter.close()
 
 
-def _run(args: argparse.Namespace, reporter: Reporter, stop: StopFlag) -> int:
+def run_command(args: argparse.Namespace, reporter: Reporter, stop: StopFlag) -> int:
+    """Run a parsed command, report its result or error, and return the exit code."""
     try:
         result = args.handler(args, reporter, stop)
         reporter.result(**result)

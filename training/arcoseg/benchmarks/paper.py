@@ -45,7 +45,7 @@ import torch
 from arcoseg.benchmarks.profiles import (ALL_LABELS, METHODS, PROFILES, DatasetSettings,
                                          get_profile, settings_for)
 from arcoseg.benchmarks.report import format_results
-from arcoseg.cli import StopFlag, _run
+from arcoseg.cli import StopFlag, run_command
 from arcoseg.commands.common import add_device_arguments
 from arcoseg.data.dataset import Case, DatasetInfo, load_dataset
 from arcoseg.device import describe_device, resolve_device
@@ -115,7 +115,8 @@ def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from err
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, not '{text}'"
+                                         ) from err
     if not values:
         raise argparse.ArgumentTypeError("give at least one value")
     return values
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-split", action="append", default=[],
                    help=f"split of each --eval-data (one for all, or one per --eval-data; "
                         f"default '{ALL_CASES}' = every case)")
+    p.add_argument("--threads", type=int, help="CPU threads of training and evaluation (sets "
+                                               "OMP_NUM_THREADS; default: torch's choice). On a "
+                                               "CPU shared with other jobs, 1 can be much faster")
     p.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: the trainer's)")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and commands")
     p.add_argument("--progress", choices=("text", "json", "none"), default="text")
@@ -166,10 +170,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check the arguments (ArgumentParser.error, exit 2, on bad ones)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # for the records
     if not args.settings and any(m != ALL_LABELS for m in args.methods):
         parser.error(f"--setting is required unless --methods is only {ALL_LABELS}")
-    if args.iterations is not None and args.iterations < 1:
-        parser.error("--iterations must be at least 1")
+    for name in ("iterations", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.eval_split and not args.eval_data:
+        parser.error("--eval-split goes with --eval-data (the val split of --data is always "
+                     "evaluated)")
     if len(args.eval_split) not in (0, 1, len(args.eval_data)):
         parser.error("give one --eval-split for all --eval-data, or one per --eval-data")
     return args
@@ -260,9 +269,10 @@ def write_record(spec: RunSpec, record: dict[str, Any]) -> None:
                       json.dumps(to_jsonable(record), indent=2, allow_nan=False) + "\n")
 
 
-def new_record(spec: RunSpec, dataset: DatasetInfo) -> dict[str, Any]:
-    """The record of a run that has not trained yet."""
-    return {"key": spec.key, "dataset": spec.dataset, "dataset_path": str(dataset.root.resolve()),
+def new_record(spec: RunSpec, dataset: DatasetInfo, command: str) -> dict[str, Any]:
+    """The record of a run that has not trained yet; `command` is the benchmark's."""
+    return {"key": spec.key, "benchmark_command": command,
+            "dataset": spec.dataset, "dataset_path": str(dataset.root.resolve()),
             "profile": spec.profile, "labelled": spec.labelled, "method": spec.method,
             "seed": spec.seed, "train_args": list(spec.train_args),
             "model": str(spec.model_dir.resolve()), "segments": [], "training": None,
@@ -274,12 +284,17 @@ def has_checkpoint(spec: RunSpec) -> bool:
     return (spec.model_dir / f"{CHECKPOINT_STEM}.json").is_file()
 
 
+def has_evaluation(record: dict[str, Any], target: EvalTarget) -> bool:
+    """Whether the record scores the run on `target` (same key and dataset folder)."""
+    entry = record["evaluations"].get(target.key)
+    return entry is not None and entry["path"] == str(target.dataset.root.resolve())
+
+
 def run_status(spec: RunSpec, targets: list[EvalTarget]) -> str:
     """'done', 'evaluate' (trained, evaluations missing), 'resume' or 'train'."""
     record = read_record(spec)
     if record is not None and record["training"] is not None:
-        missing = [t for t in targets if t.key not in record["evaluations"]]
-        return "evaluate" if missing else "done"
+        return "done" if all(has_evaluation(record, t) for t in targets) else "evaluate"
     return "resume" if has_checkpoint(spec) else "train"
 
 
@@ -295,15 +310,22 @@ class ChildOutcome:
     peak_rss_mb: float | None
 
 
+def child_environment(threads: int | None) -> dict[str, str] | None:
+    """The training process's environment: ours, with the thread count if one is given."""
+    if threads is None:
+        return None
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 def run_training_process(command: list[str], spec: RunSpec, reporter: Reporter,
-                         stop: ChildStop) -> ChildOutcome:
+                         stop: ChildStop, env: dict[str, str] | None = None) -> ChildOutcome:
     """Run `arcoseg train` in a child process, relaying its progress; log its output."""
     start = time.monotonic()
     result, error = None, None
     with (spec.run_dir / "train.log").open("a", encoding="utf-8") as log, \
             (spec.run_dir / "train.stderr").open("a", encoding="utf-8") as err:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True,
-                                start_new_session=True)
+                                env=env, start_new_session=True)
         stop.child_pid = proc.pid
         try:
             for line in proc.stdout:  # type: ignore[union-attr]
@@ -354,9 +376,10 @@ def train_run(spec: RunSpec, record: dict[str, Any], dataset: DatasetInfo,
         record["segments"] = []
     command = train_command(spec, dataset, args, resume)
     reporter.log(f"{'Resuming' if resume else 'Training'} {spec.key}")
-    outcome = run_training_process(command, spec, reporter, stop)
+    started = _now()
+    outcome = run_training_process(command, spec, reporter, stop, child_environment(args.threads))
     record["command"] = shlex.join(command)
-    record["segments"].append({"started": _now(), "resumed": resume,
+    record["segments"].append({"started": started, "resumed": resume,
                                "exit_code": outcome.exit_code,
                                "wall_seconds": outcome.wall_seconds,
                                "peak_rss_mb": outcome.peak_rss_mb})
@@ -374,7 +397,8 @@ def train_run(spec: RunSpec, record: dict[str, Any], dataset: DatasetInfo,
                         "command again to continue.")
     if record["training"] is None:
         raise ArcosegError(f"Training {spec.key} failed (exit code {outcome.exit_code}): "
-                           f"{outcome.error or 'no result'}. Details: {spec.run_dir / 'train.stderr'}.")
+                           f"{outcome.error or 'no result'}. Details: "
+                           f"{spec.run_dir / 'train.stderr'}.")
 
 
 def evaluate_run(spec: RunSpec, target: EvalTarget, args: argparse.Namespace,
@@ -426,6 +450,8 @@ def write_results(out: Path, command: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ main
 def run(args: argparse.Namespace, reporter: Reporter, stop: ChildStop) -> dict[str, Any]:
     """Plan, then train and evaluate every run not done yet; write the results after each."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data)
     specs = plan_runs(args, dataset)
     targets = eval_targets(args, dataset)
@@ -433,13 +459,13 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: ChildStop) -> dict[s
     if args.dry_run:
         print(format_plan(specs, statuses, dataset, targets, args))
         return {"planned": len(specs), "to_run": sum(s != "done" for s in statuses.values())}
-    command = shlex.join(["python", "-m", "arcoseg.benchmarks.paper", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "arcoseg.benchmarks.paper", *args.argv])
     pending = [spec for spec in specs if statuses[spec.key] != "done"]
     for spec in pending:
         if stop():
             raise Cancelled("Stopped before the next run; run the same command to continue.")
         try:
-            complete_run(spec, dataset, targets, args, reporter, stop)
+            complete_run(spec, dataset, targets, args, command, reporter, stop)
         finally:
             write_results(args.out, command)
     if not pending:
@@ -449,14 +475,15 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: ChildStop) -> dict[s
 
 
 def complete_run(spec: RunSpec, dataset: DatasetInfo, targets: list[EvalTarget],
-                 args: argparse.Namespace, reporter: Reporter, stop: ChildStop) -> None:
+                 args: argparse.Namespace, command: str, reporter: Reporter,
+                 stop: ChildStop) -> None:
     """Train the run if needed, then add every missing evaluation to its record."""
     spec.run_dir.mkdir(parents=True, exist_ok=True)
-    record = read_record(spec) or new_record(spec, dataset)
+    record = read_record(spec) or new_record(spec, dataset, command)
     if record["training"] is None:
         train_run(spec, record, dataset, args, reporter, stop)
     for target in targets:
-        if target.key not in record["evaluations"]:
+        if not has_evaluation(record, target):
             record["evaluations"][target.key] = evaluate_run(spec, target, args, reporter, stop)
             write_record(spec, record)
 
@@ -469,7 +496,9 @@ def format_plan(specs: list[RunSpec], statuses: dict[str, str], dataset: Dataset
         status = statuses[spec.key]
         lines.append(f"[{status}] {spec.key}")
         if status in ("train", "resume"):
-            lines.append("  " + shlex.join(train_command(spec, dataset, args, status == "resume")))
+            env = f"OMP_NUM_THREADS={args.threads} " if args.threads else ""
+            lines.append("  " + env + shlex.join(train_command(spec, dataset, args,
+                                                               status == "resume")))
         if status != "done":
             lines.append("  then evaluate on " + ", ".join(
                 f"{t.key} ({len(t.cases)} cases)" for t in targets))
@@ -484,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = ChildStop()
     stop.install()
     try:
-        return _run(args, reporter, stop)
+        return run_command(args, reporter, stop)
     finally:
         reporter.close()
 

@@ -19,6 +19,13 @@ Choices, measured on the shared copies (`../shared/data`, README there):
   to 0.625 mm and uses the paper's 80x112x112 patches: the same grid and field of view as the
   paper, but the data carry only 1.25 mm detail (upsampled). A 80x112x112 patch at 1.25 mm would
   be larger than most volumes (mostly padding), so it was not chosen.
+- 'cpu' iterations, timed on the 2-core development machine while no other job ran (2 torch
+  threads, `--iterations 30` runs of this benchmark): ACDC supervised (8 images) 0.20 s/it, mean
+  teacher (4 + 4) 0.22, arco-sg (4 + 4) 0.35, validation on the 20 val volumes ~3.5 s: 2000
+  iterations take ~12 min (arco) and ~7 min (supervised). LA supervised (4 patches) 1.1 s/it,
+  arco-sg (2 + 2) 1.75 s/it, validation on the 8 val volumes ~5 s: 400 iterations take ~13 min.
+  Other jobs on the same cores slowed 2-thread steps 10-25x; `--threads 1` costs 1.6x when the
+  machine is idle but does not collapse like that.
 - Batches: semi-supervised methods take `batch` labelled + `unlabelled_batch` unlabelled images
   per step (ARCO_SPEC section 2: 4 + 4 in 2D; 2 + 2 in 3D as in UA-MT); the supervised baselines
   take `supervised_batch` = the same number of images per step, all labelled.
@@ -26,7 +33,7 @@ Choices, measured on the shared copies (`../shared/data`, README there):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -72,24 +79,24 @@ class Profile:
 
 
 def _settings(dims: int, patch: tuple[int, ...], batch: int, iterations: int, val_every: int,
-              checkpoint_every: int, spacing: tuple[float, float, float] | None = None
-              ) -> DatasetSettings:
-    return DatasetSettings(dims, patch, spacing, batch, batch, 2 * batch, iterations, val_every,
+              checkpoint_every: int) -> DatasetSettings:
+    """Settings at the dataset's median spacing; `batch` labelled + `batch` unlabelled images."""
+    return DatasetSettings(dims, patch, None, batch, batch, 2 * batch, iterations, val_every,
                            checkpoint_every)
 
 
+_CPU = {2: _settings(2, (128, 128), 4, 2000, 200, 200),
+        3: _settings(3, (48, 64, 64), 2, 400, 50, 50)}
+_PAPER = {2: _settings(2, (256, 256), 4, 30000, 500, 1000),
+          3: _settings(3, (80, 112, 112), 2, 6000, 200, 500)}
+
 PROFILES: dict[str, Profile] = {p.name: p for p in (
-    Profile("cpu", "fits a 2-core machine: each run about 15 minutes or less",
-            generic={2: _settings(2, (128, 128), 4, 2000, 200, 200),
-                     3: _settings(3, (48, 64, 64), 2, 1000, 100, 100)},
-            datasets={"ACDC": _settings(2, (128, 128), 4, 2000, 200, 200, (1.0, 2.0, 2.0)),
-                      "LA": _settings(3, (48, 64, 64), 2, 1000, 100, 100, (1.25, 1.25, 1.25))}),
-    Profile("paper", "the paper's sizes and iteration counts, for a GPU",
-            generic={2: _settings(2, (256, 256), 4, 30000, 500, 1000),
-                     3: _settings(3, (80, 112, 112), 2, 6000, 200, 500)},
-            datasets={"ACDC": _settings(2, (256, 256), 4, 30000, 500, 1000, (1.0, 1.0, 1.0)),
-                      "LA": _settings(3, (80, 112, 112), 2, 6000, 200, 500,
-                                      (0.625, 0.625, 0.625))}),
+    Profile("cpu", "fits a 2-core machine: each run about 15 minutes or less", generic=_CPU,
+            datasets={"ACDC": replace(_CPU[2], spacing=(1.0, 2.0, 2.0)),
+                      "LA": replace(_CPU[3], spacing=(1.25, 1.25, 1.25))}),
+    Profile("paper", "the paper's sizes and iteration counts, for a GPU", generic=_PAPER,
+            datasets={"ACDC": replace(_PAPER[2], spacing=(1.0, 1.0, 1.0)),
+                      "LA": replace(_PAPER[3], spacing=(0.625, 0.625, 0.625))}),
     Profile("smoke", "a few iterations on tiny patches to check the whole pipeline on a dataset "
                      "in a minute (the numbers mean nothing)",
             generic={2: _settings(2, (32, 32), 2, 3, 3, 100),
@@ -128,10 +135,10 @@ def settings_for(profile: Profile, dataset: DatasetInfo, dims: int | None = None
 
 # ------------------------------------------------------------------------ reference numbers
 PAPER_SOURCE = ("C. You et al., \"Rethinking Semi-Supervised Medical Image Segmentation: A "
-                "Variance-Reduction Perspective\", NeurIPS 2023 (arXiv 2302.01735), Tables 1 and 9, "
-                "as transcribed in ../shared/docs/ARCO_SPEC.md section 6. Dice % / ASD in voxels "
-                "on the benchmark's test split (ACDC: 40 volumes of 20 patients; LA: 20 volumes "
-                "at 0.625 mm).")
+                "Variance-Reduction Perspective\", NeurIPS 2023 (arXiv 2302.01735), Tables 1 "
+                "and 9, as transcribed in ../shared/docs/ARCO_SPEC.md section 6. Dice % / ASD in "
+                "voxels on the benchmark's test split (ACDC: 40 volumes of 20 patients; LA: 20 "
+                "volumes at 0.625 mm).")
 
 # dataset -> our method name -> labelled count (None: all training labels) -> (Dice %, ASD vox).
 # The paper's "MONA" is ARCO with naive sampling (our arco-ns); it reports no mean teacher.

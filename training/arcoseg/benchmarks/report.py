@@ -67,6 +67,8 @@ def format_results(results: dict[str, Any]) -> str:
              "seeds: mean ± std over seeds.", "",
              f"Paper: {PAPER_SOURCE}", ""]
     finished = [r for r in results["runs"] if r.get("training") is not None]
+    if finished:
+        lines += [format_provenance(finished), ""]
     groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for record in finished:
         groups[_group_key(record)].append(record)
@@ -79,6 +81,17 @@ def format_results(results: dict[str, Any]) -> str:
     if unfinished:
         lines += ["Not finished (rerun the command to continue): " + ", ".join(unfinished), ""]
     return "\n".join(lines)
+
+
+def format_provenance(records: list[Record]) -> str:
+    """When, where and by which commands the finished runs were trained."""
+    dates = sorted(r["trained"] for r in records)
+    machines = sorted({f"{m['cpu']} ({m['cpu_count']} cores, {m['torch_threads']} torch threads), "
+                       f"device {m['device']}, torch {m['torch']}, host {m['host']}"
+                       for m in (r["machine"] for r in records)})
+    commands = sorted({r["benchmark_command"] for r in records})
+    return (f"Runs trained {dates[0]} – {dates[-1]} on: " + "; ".join(machines) + ". Commands: "
+            + "; ".join(f"`{c}`" for c in commands) + ".")
 
 
 def format_table(dataset: str, schedule: str, eval_key: str, records: list[Record]) -> list[str]:

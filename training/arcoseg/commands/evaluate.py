@@ -9,10 +9,10 @@ from typing import Any, Callable
 from arcoseg.commands.common import add_device_arguments, existing_path
 from arcoseg.data.dataset import load_dataset
 from arcoseg.device import resolve_device
-from arcoseg.errors import ArcosegError, Cancelled, InputError
-from arcoseg.evaluation.evaluate import evaluate, evaluate_to_folder, format_summary_table
-from arcoseg.inference import segment_file
-from arcoseg.modelfile import check_classes, load_metadata, load_model
+from arcoseg.errors import ArcosegError, InputError
+from arcoseg.evaluation.evaluate import evaluate, format_summary_table
+from arcoseg.evaluation.model_eval import evaluate_model_on_cases, split_cases
+from arcoseg.modelfile import load_metadata
 from arcoseg.progress import Reporter
 
 
@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                     "'name=value,…' (default: the values found in GT)")
     p.add_argument("--model", type=existing_path, help="model folder to evaluate on --dataset")
     p.add_argument("--dataset", type=existing_path, help="dataset folder (with --model)")
-    p.add_argument("--split", default="val", help="dataset split to evaluate (default val)")
+    p.add_argument("--split", default="val",
+                   help="dataset split to evaluate (default val; 'all' = every case)")
     p.add_argument("-o", "--out", type=Path, default=Path("evaluation"),
                    help="output folder (default ./evaluation)")
     add_device_arguments(p)
@@ -71,18 +72,9 @@ def _evaluate_model(args: argparse.Namespace, reporter: Reporter,
     if args.dataset is None:
         raise ArcosegError("--model needs --dataset (the dataset folder to evaluate on).")
     dataset = load_dataset(args.dataset)
-    cases = dataset.split_cases(args.split)
-    device = resolve_device(args.device)
-    model, metadata = load_model(args.model, device=device)
-    check_classes(metadata, dataset.class_names, f"dataset {dataset.root}")
-    pairs = []
-    for i, case in enumerate(cases):
-        if stop():
-            raise Cancelled(f"Cancelled after {i} of {len(cases)} cases.")
-        pred = args.out / "predictions" / f"{case.id}{dataset.file_ending}"
-        segment_file(model, metadata, case.images, pred, device, amp=args.amp)
-        pairs.append((case.id, pred, case.label))
-        reporter.progress(i + 1, len(cases), f"segmented {case.id}")
-    summary = evaluate_to_folder(pairs, dataset.foreground_labels, args.out, reporter)
+    cases = split_cases(dataset, args.split)
+    summary = evaluate_model_on_cases(args.model, dataset, cases, args.out,
+                                      resolve_device(args.device), reporter, amp=args.amp,
+                                      should_stop=stop)
     reporter.log(format_summary_table(summary))
     return {"summary": summary, "out": str(args.out), "split": args.split, "cases": len(cases)}
