@@ -12,6 +12,14 @@ SMALL_SHAPE = (8, 24, 24)  # (z, y, x): a few thousand voxels keeps every test f
 
 
 @pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own model-registry home; the user's real one is never touched."""
+    folder = tmp_path / "home"
+    monkeypatch.setenv("ARCOSEG_HOME", str(folder))
+    return folder
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Never write the preprocessing cache into the user's home folder during tests."""
     monkeypatch.setenv("ARCOSEG_CACHE", str(tmp_path_factory.mktemp("arcoseg-cache")))

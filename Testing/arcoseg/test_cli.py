@@ -194,3 +194,11 @@ def test_module_entry_point_exits_with_code_and_no_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "nomodel" in proc.stderr
+
+
+def test_segment_accepts_a_registry_name(model, oblique_image, tmp_path, capsys):
+    assert main(["models", "import", str(model), "--name", "phantom", "--progress", "none"]) == 0
+    capsys.readouterr()
+    code, events = run_json(capsys, "segment", "phantom", str(oblique_image),
+                            "-o", str(tmp_path / "s.nii.gz"), "--device", "cpu")
+    assert code == 0 and (tmp_path / "s.nii.gz").is_file()

@@ -57,14 +57,6 @@ def staging_areas(home: Path) -> list[Path]:
     return sorted(staging.iterdir()) if staging.is_dir() else []
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own registry home; the user's real one is never touched."""
-    folder = tmp_path / "home"
-    monkeypatch.setenv("ARCOSEG_HOME", str(folder))
-    return folder
-
-
 @pytest.fixture
 def registry() -> Registry:
     return Registry()

@@ -55,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code (0 ok, 2 bad input, 3 cancelled, 1 bug)."""
-    args = build_parser().parse_args(argv)
+    return run_with_signals(build_parser().parse_args(argv), StopFlag())
+
+
+def run_with_signals(args: argparse.Namespace, stop: StopFlag) -> int:
+    """Install `stop` for SIGINT/SIGTERM, run `args.handler` with a reporter for
+    `args.progress`, and return the exit code."""
     reporter = make_reporter(args.progress)
-    stop = StopFlag()
     stop.install()
     try:
         return run_command(args, reporter, stop)

@@ -40,13 +40,6 @@ def error_of(events: list[dict]) -> dict:
     return next(e for e in events if e["event"] == "error")
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "home"
-    monkeypatch.setenv("ARCOSEG_HOME", str(folder))
-    return folder
-
-
 @pytest.fixture
 def two_versions(tmp_path: Path, capsys: pytest.CaptureFixture) -> Path:
     """brain@v1 imported through the CLI, brain@v2 adapted from it (active)."""

@@ -45,14 +45,14 @@ import torch
 from arcoseg.benchmarks.profiles import (ALL_LABELS, METHODS, PROFILES, DatasetSettings,
                                          get_profile, settings_for)
 from arcoseg.benchmarks.report import format_results
-from arcoseg.cli import StopFlag, run_command
+from arcoseg.cli import StopFlag, run_with_signals
 from arcoseg.commands.common import add_device_arguments
 from arcoseg.data.dataset import Case, DatasetInfo, load_dataset
 from arcoseg.device import describe_device, resolve_device
 from arcoseg.errors import EXIT_CANCELLED, ArcosegError, Cancelled
 from arcoseg.evaluation.model_eval import ALL_CASES, evaluate_model_on_cases, split_cases
 from arcoseg.fileutil import write_text_atomic
-from arcoseg.progress import Reporter, make_reporter, to_jsonable
+from arcoseg.progress import Reporter, to_jsonable
 from arcoseg.train.trainer import CHECKPOINT_STEM
 
 RUN_RECORD, RESULTS_JSON, RESULTS_MD = "run.json", "results.json", "results.md"
@@ -509,13 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit code 0 ok, 2 bad input, 3 stopped, 1 bug (as `arcoseg`)."""
     args = parse_args(argv)
     args.handler = run
-    reporter = make_reporter(args.progress)
-    stop = ChildStop()
-    stop.install()
-    try:
-        return run_command(args, reporter, stop)
-    finally:
-        reporter.close()
+    return run_with_signals(args, ChildStop())
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from arcoseg.evaluation.evaluate import evaluate, format_summary_table
 from arcoseg.evaluation.model_eval import evaluate_model_on_cases, split_cases
 from arcoseg.modelfile import load_metadata
 from arcoseg.progress import Reporter
+from arcoseg.registry import Registry
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("gt", type=existing_path, nargs="?", help="ground-truth file or folder")
     p.add_argument("--labels", help="class names: a dataset.json, a model folder, or "
                                     "'name=value,…' (default: the values found in GT)")
-    p.add_argument("--model", type=existing_path, help="model folder to evaluate on --dataset")
+    p.add_argument("--model", help="model (registry name or folder) to evaluate on --dataset")
     p.add_argument("--dataset", type=existing_path, help="dataset folder (with --model)")
     p.add_argument("--split", default="val",
                    help="dataset split to evaluate (default val; 'all' = every case)")
@@ -73,7 +74,7 @@ def _evaluate_model(args: argparse.Namespace, reporter: Reporter,
         raise ArcosegError("--model needs --dataset (the dataset folder to evaluate on).")
     dataset = load_dataset(args.dataset)
     cases = split_cases(dataset, args.split)
-    summary = evaluate_model_on_cases(args.model, dataset, cases, args.out,
+    summary = evaluate_model_on_cases(Registry().resolve(args.model), dataset, cases, args.out,
                                       resolve_device(args.device), reporter, amp=args.amp,
                                       should_stop=stop)
     reporter.log(format_summary_table(summary))

@@ -16,6 +16,7 @@ from arcoseg.inference import segment_file
 from arcoseg.io.images import SUPPORTED_OUTPUT_SUFFIXES, is_image_path, list_images
 from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter
+from arcoseg.registry import Registry
 
 _CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
 
@@ -27,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                    "DICOM series folders). OUT is a file for one image, a folder "
                                    "for several; the format follows the extension "
                                    "(.nii.gz, .nii, .nrrd, .mha).")
-    p.add_argument("model", type=existing_path, help="model folder (model.safetensors + model.json)")
+    p.add_argument("model", help="model: a registry name (name or name@version, see "
+                                 "`arcoseg models list`) or a model folder")
     p.add_argument("images", type=existing_path, nargs="+", help="image files or folders")
     p.add_argument("-o", "--out", type=Path, required=True, help="output file or folder")
     p.add_argument("--ext", default=".nii.gz", choices=SUPPORTED_OUTPUT_SUFFIXES,
@@ -80,7 +82,7 @@ def _sibling(path: Path, tag: str) -> Path:
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Segment every case; return the written files and timings."""
     device = resolve_device(args.device)
-    model, metadata = load_model(args.model, device=device)
+    model, metadata = load_model(Registry().resolve(args.model), device=device)
     cases = collect_cases(args.images, metadata.network["in_channels"])
     outputs = output_paths(args.out, [c for c, _ in cases], args.ext)
     for path in outputs.values():
