@@ -1,15 +1,16 @@
 """Headless batch segmentation: arguments, the cases of a folder, and the per-case loop.
 
-The Slicer side (load a volume, call the Logic, save) is injected as `process_case`, so the loop
-is plain Python; `Scripts/batch_segment.py` wires it to Slicer. Exit codes: 0 every case done,
-1 some case failed (the others are still processed), 2 bad arguments or no input.
+`run_batch` is plain Python; `case_processor` does one case through the Logic in its blocking
+mode (load, adapt first when the case has annotations, segment, save), reaching the scene only
+through `logic.mrml`; `Scripts/batch_segment.py` wires both to Slicer. Exit codes: 0 every case
+done, 1 some case failed (the others are still processed), 2 bad arguments or no input.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 ANNOTATION_SUFFIXES = (".seg.nrrd",)
@@ -104,3 +105,23 @@ def run_batch(args: argparse.Namespace, process_case: ProcessCase,
     log(f"{len(cases) - len(failed)} of {len(cases)} case(s) segmented"
         + (f"; failed: {', '.join(failed)}" if failed else "."))
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def case_processor(logic: Any, args: argparse.Namespace) -> ProcessCase:
+    """One case through the Logic, blocking and without dialogs: a case with annotations first
+    adapts the model (`--model`, `--budget`), then its segmentation is saved to `output`."""
+    mrml = logic.mrml
+
+    def process_case(case: str, image: Path, annotation: Path | None, output: Path) -> str:
+        mrml.clear_scene()
+        volume = mrml.load_volume(image)
+        if annotation is not None:
+            result = logic.adapt(volume, mrml.load_segmentation(annotation), model=args.model,
+                                 budgetSeconds=args.budget, cpuOnly=args.cpu)
+            segmentation, message = result.segmentation, result.output.summary()
+        else:
+            segmentation = logic.segment(volume, model=args.model, cpuOnly=args.cpu)
+            message = "segmented"
+        mrml.save_segmentation(segmentation, list(mrml.segments_of(segmentation)), volume, output)
+        return message
+    return process_case

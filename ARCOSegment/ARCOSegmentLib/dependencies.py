@@ -105,9 +105,9 @@ def install(plan: InstallPlan, confirm: bool = True, requester: str = "ARCOSegme
 
     RuntimeError with a readable message if torch cannot be installed.
     """
-    import slicer
     if not plan.needed:
         return True
+    import slicer
     if confirm and not slicer.util.confirmOkCancelDisplay(plan.describe(),
                                                           windowTitle="ARCOSegment dependencies"):
         return False

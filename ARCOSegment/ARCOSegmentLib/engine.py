@@ -4,9 +4,8 @@ A job runs the engine, then hands its result to `finish` (e.g. load the label ma
 on the thread that polls or waits, and removes its work folder. GUI: `start()` then `poll()` from
 a timer; scripts: `wait()`. No Slicer import.
 
-NOT YET AVAILABLE in the engine: `adapt` comes with the Adapt issue; `adapt_args` and
-`parse_adapt_result` follow its announced contract (result: "model", "heldout" {"parent_dice",
-"adapted_dice", "activated"}, "suggested_slices", "axis").
+The command lines and result shapes follow the engine's CLI (training/arcoseg/commands/segment.py
+and adapt.py, result built in arcoseg/adapt/run.py); Testing/slicer runs them against it.
 """
 
 from __future__ import annotations
@@ -36,9 +35,14 @@ def segment_args(model_dir: str | Path, image: str | Path, output: str | Path, *
 
 def adapt_args(image: str | Path, annotations: str | Path, output: str | Path, *,
                model: str | Path | None = None, new_classes: Sequence[str] | None = None,
-               axis: int | None = None, unlabelled: Sequence[str | Path] = (),
-               budget_seconds: float | None = None, cpu_only: bool = False) -> list[str]:
-    """`adapt --image … --annotations … (--model M | --from-scratch --classes A,B) …`."""
+               name: str | None = None, axis: int | None = None,
+               unlabelled: Sequence[str | Path] = (), budget_seconds: float | None = None,
+               iterations: int | None = None, cpu_only: bool = False) -> list[str]:
+    """`adapt --image … --annotations … (--model M | --from-scratch --classes A,B) [--name N] …`.
+
+    `annotations` is a label map on the image's grid: class indices 1..n, 0 = background on
+    annotated slices, 255 = unannotated. `name` names the new version's model in the registry
+    (default: the parent's; from scratch the engine's default)."""
     if (model is None) == (new_classes is None):
         raise ValueError("Adapt needs either a model to start from or the classes of a new model.")
     args = ["adapt", "--image", str(image), "--annotations", str(annotations),
@@ -48,11 +52,15 @@ def adapt_args(image: str | Path, annotations: str | Path, output: str | Path, *
     if model is not None:
         args += ["--model", str(model)]
     else:
-        if not new_classes or any("," in name for name in new_classes):
+        if not new_classes or any("," in c or not c.strip() for c in new_classes):
             raise ValueError("Class names for a new model must be non-empty and contain no comma.")
         args += ["--from-scratch", "--classes", ",".join(new_classes)]
+    if name:
+        args += ["--name", name]
     if budget_seconds is not None:
         args += ["--budget", str(int(round(budget_seconds)))]
+    if iterations is not None:
+        args += ["--iterations", str(int(iterations))]
     return [*args, "-o", str(output), *device_option(cpu_only)]
 
 
@@ -82,35 +90,58 @@ def parse_segment_result(result: Mapping[str, Any]) -> SegmentOutput:
 
 @dataclass(frozen=True)
 class AdaptOutput:
-    """What `adapt` reports: the new version, the held-out check and the next slices to draw."""
+    """What `adapt` reports: the new version, the held-out check, the next slices to annotate
+    (indices along `axis` of the image it was given) and the segmentation it wrote."""
 
     model: ModelEntry
+    heldout_slice: int | None
     parent_dice: float | None
     adapted_dice: float | None
     activated: bool
+    axis: int
     suggested_slices: list[int] = field(default_factory=list)
-    axis: int = 0
+    labels: Path | None = None
+    iterations: int = 0
+    seconds: float = 0.0
 
-    def summary(self) -> str:
-        """One line for the panel."""
+    def heldout_check(self) -> str:
+        """The held-out check in words: 'held-out slice 17, Dice 0.710 → 0.802 (activated)'."""
+        verdict = "activated" if self.activated else "saved, previous version kept active"
+        if self.heldout_slice is None:
+            return f"no held-out check (only one annotated slice); {verdict}"
+
         def fmt(value):
             return "n/a" if value is None else f"{value:.3f}"
-        verdict = "activated" if self.activated else "kept the previous version active"
-        return (f"{self.model.ref}: held-out Dice {fmt(self.parent_dice)} → "
+        return (f"held-out slice {self.heldout_slice}, Dice {fmt(self.parent_dice)} → "
                 f"{fmt(self.adapted_dice)} ({verdict})")
+
+    def summary(self) -> str:
+        """One line for the panel: the version and its held-out check."""
+        return f"{self.model.ref}: {self.heldout_check()}"
 
 
 def parse_adapt_result(result: Mapping[str, Any]) -> AdaptOutput:
-    """Parse an `adapt` result."""
-    model = result.get("model") or {}
-    entry = ModelEntry.from_dict(model) if isinstance(model, Mapping) else ModelEntry(str(model), "")
+    """Parse an `adapt` result; EngineError if it does not name the new model version."""
+    model = result.get("model")
+    if not isinstance(model, Mapping) or not model.get("name") or not model.get("path"):
+        raise EngineError("The engine's adapt result names no model version (expected \"model\" "
+                          "with \"name\", \"version\" and \"path\"). Update the ARCOSegment "
+                          "engine and the extension together.")
     heldout = result.get("heldout") or {}
-    number = lambda v: None if v is None else float(v)  # noqa: E731
-    return AdaptOutput(model=entry, parent_dice=number(heldout.get("parent_dice")),
+    outputs = result.get("outputs") or []
+
+    def number(value, kind=float):
+        return None if value is None else kind(value)
+    return AdaptOutput(model=ModelEntry.from_dict(model),
+                       heldout_slice=number(heldout.get("slice"), int),
+                       parent_dice=number(heldout.get("parent_dice")),
                        adapted_dice=number(heldout.get("adapted_dice")),
                        activated=bool(heldout.get("activated", False)),
+                       axis=int(result.get("axis") or 0),
                        suggested_slices=[int(s) for s in result.get("suggested_slices", [])],
-                       axis=int(result.get("axis") or 0))
+                       labels=Path(outputs[0]["labels"]) if outputs else None,
+                       iterations=int(result.get("iterations") or 0),
+                       seconds=float(result.get("seconds") or 0.0))
 
 
 class EngineJob(Generic[T]):

@@ -8,6 +8,7 @@ folder). `segment` takes a model folder, so the panel uses each version's "path"
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -89,3 +90,10 @@ def active_entry(entries: Sequence[ModelEntry]) -> ModelEntry | None:
 def is_model_folder(path: object) -> bool:
     """True for a folder holding a model (model.json), which `segment` takes directly."""
     return isinstance(path, (str, Path)) and bool(path) and (Path(path) / MODEL_FILE).is_file()
+
+
+def model_name_for(class_names: Sequence[str]) -> str:
+    """A registry name for a new model, from its classes: ['Left kidney', 'Liver'] →
+    'Left_kidney-Liver' (the registry allows letters, digits, '.', '_', '-'; 100 at most)."""
+    parts = (re.sub(r"[^A-Za-z0-9._-]+", "_", n.strip()).strip("._") for n in class_names)
+    return "-".join(p for p in parts if p)[:100].strip(".") or "model"

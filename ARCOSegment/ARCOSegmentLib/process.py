@@ -157,6 +157,11 @@ class EngineProcess:
         return self._proc.pid if self._proc else None
 
     @property
+    def returncode(self) -> int | None:
+        """The child's exit status once it has exited (EXIT_CANCELLED: it stopped by itself)."""
+        return self._proc.returncode if self._proc else None
+
+    @property
     def finished(self) -> bool:
         """True once the outcome is known and every event has been dispatched."""
         return self._outcome is not None

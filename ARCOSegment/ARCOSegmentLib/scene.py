@@ -1,8 +1,10 @@
-"""Scene glue: volume and segmentation nodes ↔ engine files. Kept thin on purpose.
+"""Volume nodes ↔ engine files, without `slicer`: export a volume (optionally cropped to an
+ROI) for the engine and read the engine's outputs back onto the volume's grid.
 
-Functions use only documented node methods; the geometry and array work lives in `conversions`.
-Volume export needs no `slicer` (a stand-in node built from real vtk objects exercises it);
-the rest imports `slicer` inside the function.
+Only documented node methods are used (GetImageData, GetIJKToRASMatrix, GetName, GetRASBounds),
+so a stand-in node built from real vtk objects exercises everything here; the geometry and array
+work lives in `conversions`. What needs Slicer's scene (segmentation nodes, import, views) is in
+`mrml`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ARCOSegmentLib import conversions as cv
-from ARCOSegmentLib.segments import ClassInfo, labels_to_indices, plan_segments
+from ARCOSegmentLib.segments import ClassInfo, labels_to_indices
 
 
 @dataclass
@@ -107,121 +109,14 @@ def roi_ras_bounds(roi_node) -> list[float] | None:
     return bounds
 
 
-# -- everything below needs Slicer -------------------------------------------------------------
-
-
-def segments_of(segmentation_node) -> dict[str, str]:
-    """Segment ID → name, in segment order."""
-    segmentation = segmentation_node.GetSegmentation()
-    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-    return {sid: segmentation.GetSegment(sid).GetName() for sid in ids}
-
-
-def segment_colors(segmentation_node, segment_ids: Sequence[str]) -> list[tuple[float, float, float]]:
-    """The display colours (0..1) of the given segments."""
-    segmentation = segmentation_node.GetSegmentation()
-    return [tuple(segmentation.GetSegment(sid).GetColor()) for sid in segment_ids]
-
-
-def segment_masks(segmentation_node, indexed_ids: Sequence[tuple[str, int]],
-                  reference_volume) -> list[tuple[int, np.ndarray]]:
-    """(class index, boolean mask on the reference volume's grid) for each (segment ID, index)."""
-    import slicer
-    return [(index, slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, sid,
-                                                                 reference_volume) > 0)
-            for sid, index in indexed_ids]
-
-
-def new_segmentation(volume_node, name: str | None = None):
-    """A segmentation node for results on `volume_node` (same grid and parent transform)."""
-    import slicer
-    node = slicer.mrmlScene.AddNewNodeByClass(
-        "vtkMRMLSegmentationNode", name or f"{volume_node.GetName()} segmentation")
-    node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
-    node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
-    return node
-
-
-def import_labels(labels_path: str | Path, exported: ExportedVolume, classes: Sequence[ClassInfo],
-                  segmentation_node, volume_node):
-    """Load a result label map into `segmentation_node`: one segment per class, stable IDs."""
-    import slicer
-    import vtk
+def result_indices(labels_path: str | Path, exported: ExportedVolume,
+                   classes: Sequence[ClassInfo]) -> np.ndarray:
+    """An engine label map on the full volume grid as segment indices 1..N in class order."""
     written, ijk_to_ras = cv.read_labelmap(labels_path)
-    indices = labels_to_indices(exported.to_full(written, ijk_to_ras), classes)
-    segmentation = segmentation_node.GetSegmentation()
-    specs = plan_segments(classes, segments_of(segmentation_node))
-    ids = vtk.vtkStringArray()
-    for spec in specs:
-        if not spec.exists:
-            segmentation.AddEmptySegment(spec.segment_id, spec.name, list(spec.color))
-        segment = segmentation.GetSegment(spec.segment_id)
-        segment.SetName(spec.name)
-        segment.SetColor(*spec.color)
-        ids.InsertNextValue(spec.segment_id)
-    labelmap = slicer.util.addVolumeFromArray(indices, ijkToRAS=exported.ijk_to_ras,
-                                              name="ARCOSegment labels",
-                                              nodeClassName="vtkMRMLLabelMapVolumeNode")
-    try:
-        labelmap.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
-        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
-        if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(
-                labelmap, segmentation_node, ids):
-            raise RuntimeError("Slicer could not import the segmentation result.")
-    finally:
-        slicer.mrmlScene.RemoveNode(labelmap)
-    return segmentation_node
+    return labels_to_indices(exported.to_full(written, ijk_to_ras), classes)
 
 
-def import_scalar_volume(path: str | Path, exported: ExportedVolume, name: str, volume_node):
-    """Load a float map (e.g. uncertainty) on the volume's grid, updating a node of that name."""
-    import slicer
+def result_volume(path: str | Path, exported: ExportedVolume) -> np.ndarray:
+    """An engine float map (e.g. the uncertainty) on the full volume grid."""
     written, ijk_to_ras = cv.read_volume(path)
-    array = exported.to_full(written.astype(np.float32), ijk_to_ras)
-    node = slicer.mrmlScene.GetFirstNodeByName(name)
-    if node is None or not node.IsA("vtkMRMLScalarVolumeNode"):
-        node = slicer.util.addVolumeFromArray(array, ijkToRAS=exported.ijk_to_ras, name=name)
-    else:
-        slicer.util.updateVolumeFromArray(node, array)
-        node.SetIJKToRASMatrix(cv.numpy_to_vtk_matrix(exported.ijk_to_ras))
-    node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
-    return node
-
-
-def jump_to_slice(volume_node, axis: int, index: int) -> None:
-    """Centre the slice views on slice `index` along array axis `axis` (0 = K) of the volume."""
-    import slicer
-    import vtk
-    point = cv.slice_center_ras(volume_ijk_to_ras(volume_node), volume_shape(volume_node), axis, index)
-    transform_node = volume_node.GetParentTransformNode()
-    if transform_node is not None:  # the grid is in the transform's space: go to world
-        to_world = vtk.vtkGeneralTransform()
-        transform_node.GetTransformToWorld(to_world)
-        point = to_world.TransformPoint(point)
-    slicer.modules.markups.logic().JumpSlicesToLocation(*point, True)
-
-
-def save_segmentation(segmentation_node, segment_ids: Sequence[str], reference_volume,
-                      path: str | Path) -> Path:
-    """Save as a Slicer segmentation (.seg.nrrd) or as a label map on the volume's grid, where
-    segment `segment_ids[n]` gets label value n + 1."""
-    import slicer
-    import vtk
-    path = Path(path)
-    if path.name.lower().endswith(".seg.nrrd"):
-        saved = slicer.util.saveNode(segmentation_node, str(path))
-    else:
-        ids = vtk.vtkStringArray()
-        for sid in segment_ids:
-            ids.InsertNextValue(sid)
-        labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        try:
-            slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-                segmentation_node, ids, labelmap, reference_volume)
-            saved = slicer.util.saveNode(labelmap, str(path))
-        finally:
-            slicer.mrmlScene.RemoveNode(labelmap)
-    if not saved:
-        raise RuntimeError(f"Could not write {path}. Check that the folder is writable.")
-    return path
+    return exported.to_full(written.astype(np.float32), ijk_to_ras)

@@ -54,13 +54,6 @@ def read_model_classes(model_dir: str | Path) -> list[ClassInfo]:
     return [c for c in classes if c.value != 0]
 
 
-def classes_from_segments(names: Sequence[str],
-                          colors: Sequence[Sequence[float]]) -> list[ClassInfo]:
-    """Classes for a model trained from scratch: the annotation segments' names and colours."""
-    return [ClassInfo(n, i, tuple(float(v) for v in c[:3]))
-            for i, (n, c) in enumerate(zip(names, colors), start=1)]
-
-
 def segment_id_for(name: str) -> str:
     """The stable segment ID of a class name, e.g. 'Left kidney' → 'ARCOSegment_Left_kidney'."""
     return SEGMENT_ID_PREFIX + (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") or "class")

@@ -12,10 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the module folder
 
-import slicer  # noqa: E402
-
-from ARCOSegmentLib import scene  # noqa: E402
-from ARCOSegmentLib.batch import parse_args, run_batch  # noqa: E402
+from ARCOSegmentLib.batch import EXIT_USAGE, case_processor, parse_args, run_batch  # noqa: E402
 
 
 def main(argv):
@@ -26,23 +23,8 @@ def main(argv):
     if plan.needed:  # installing needs confirmation: done once from the module's panel
         print(f"error: {plan.describe()}\nOpen the ARCOSegment module once in Slicer to install "
               "them, then rerun.", file=sys.stderr)
-        return 2
-
-    def process_case(case, image, annotation, output):
-        slicer.mrmlScene.Clear()
-        volume = slicer.util.loadVolume(str(image))
-        if annotation is not None:
-            annotations = slicer.util.loadSegmentation(str(annotation))
-            result = logic.adapt(volume, annotations, model=args.model, budgetSeconds=args.budget,
-                                 cpuOnly=args.cpu)
-            segmentation, message = result.segmentation, result.output.summary()
-        else:
-            segmentation = logic.segment(volume, model=args.model, cpuOnly=args.cpu)
-            message = "segmented"
-        scene.save_segmentation(segmentation, list(scene.segments_of(segmentation)), volume, output)
-        return message
-
-    return run_batch(args, process_case)
+        return EXIT_USAGE
+    return run_batch(args, case_processor(logic, args))
 
 
 sys.exit(main(sys.argv[1:]))

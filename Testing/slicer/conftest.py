@@ -19,3 +19,13 @@ for folder in (REPO / "ARCOSegment", Path(__file__).resolve().parent):
 def fake_engine() -> list[str]:
     """The command prefix of the protocol stand-in; append a mode (ok, error, tree, …)."""
     return [sys.executable, str(Path(__file__).with_name("fake_engine.py"))]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_per_engine_process():
+    """The engine's child processes inherit OMP_NUM_THREADS=1 (in these tests only): on a small
+    shared machine multi-threaded children spin against each other and training slows down by
+    an order of magnitude (5 adapt iterations: 0.4 s with one thread, 30 s with two, loaded)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        yield

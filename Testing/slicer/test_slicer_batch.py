@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
 
 from ARCOSegmentLib import batch
+from ARCOSegmentLib.engine import parse_adapt_result
+from ARCOSegmentLib.logic import AdaptResult, EngineLogic
+from standins import ADAPT_RESULT
 
 SCRIPT = Path(__file__).resolve().parents[2] / "ARCOSegment" / "Scripts" / "batch_segment.py"
 
@@ -79,6 +83,69 @@ def test_all_cases_done_is_exit_code_0_and_bad_input_exit_code_2(tmp_path):
     missing = batch.parse_args(["--input", str(tmp_path / "nope"), "--output", str(tmp_path)])
     assert batch.run_batch(missing, lambda *a: "ok", lines.append) == batch.EXIT_USAGE
     assert "does not exist" in lines[0]
+
+
+class RecordingLogic:
+    """The Logic and its scene access as the batch uses them, recording every call."""
+
+    def __init__(self) -> None:
+        self.calls = []
+        self.mrml = self
+
+    def clear_scene(self):
+        self.calls.append(("clear",))
+
+    def load_volume(self, path):
+        self.calls.append(("load_volume", path.name))
+        return "volume"
+
+    def load_segmentation(self, path):
+        self.calls.append(("load_segmentation", path.name))
+        return "annotations"
+
+    def segment(self, volume, **options):
+        inspect.signature(EngineLogic.segment).bind(self, volume, **options)  # the real API
+        self.calls.append(("segment", volume, options))
+        return "segmentation"
+
+    def adapt(self, volume, annotations, **options):
+        inspect.signature(EngineLogic.adapt).bind(self, volume, annotations, **options)
+        self.calls.append(("adapt", volume, annotations, options))
+        return AdaptResult("adapted segmentation", parse_adapt_result(ADAPT_RESULT))
+
+    def segments_of(self, node):
+        return {"ARCOSegment_liver": "liver", "ARCOSegment_spleen": "spleen"}
+
+    def save_segmentation(self, node, segment_ids, volume, path):
+        self.calls.append(("save", node, segment_ids, volume, path.name))
+
+
+def test_a_case_is_segmented_through_the_logic_and_saved_with_segments_in_order(tmp_path):
+    logic = RecordingLogic()
+    args = batch.parse_args(["--input", "in", "--output", "out", "--model", "liver", "--cpu"])
+    message = batch.case_processor(logic, args)("a", Path("in/a.nii.gz"), None,
+                                                Path("out/a.nii.gz"))
+    assert message == "segmented"
+    assert logic.calls == [
+        ("clear",), ("load_volume", "a.nii.gz"),
+        ("segment", "volume", {"model": "liver", "cpuOnly": True}),
+        ("save", "segmentation", ["ARCOSegment_liver", "ARCOSegment_spleen"], "volume",
+         "a.nii.gz")]
+
+
+def test_a_case_with_annotations_adapts_first_and_reports_the_heldout_check(tmp_path):
+    logic = RecordingLogic()
+    args = batch.parse_args(["--input", "in", "--output", "out", "--adapt-from", "ann",
+                             "--budget", "90", "--format", ".seg.nrrd"])
+    message = batch.case_processor(logic, args)("b", Path("in/b.nrrd"), Path("ann/b.seg.nrrd"),
+                                                Path("out/b.seg.nrrd"))
+    assert message == "liver@v4: held-out slice 17, Dice 0.710 → 0.802 (activated)"
+    assert logic.calls[2:] == [
+        ("load_segmentation", "b.seg.nrrd"),
+        ("adapt", "volume", "annotations", {"model": None, "budgetSeconds": 90.0,
+                                            "cpuOnly": False}),
+        ("save", "adapted segmentation", ["ARCOSegment_liver", "ARCOSegment_spleen"], "volume",
+         "b.seg.nrrd")]
 
 
 def test_the_slicer_batch_script_is_valid_python():

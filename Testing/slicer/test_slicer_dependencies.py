@@ -135,3 +135,9 @@ def test_an_empty_plan_installs_nothing_and_asks_nothing(monkeypatch):
     fake = FakeSlicer(monkeypatch)
     assert deps.install(deps.InstallPlan())
     assert fake.calls == []
+
+
+def test_an_empty_plan_needs_no_slicer(monkeypatch):
+    """Nothing to install: True even where `import slicer` fails (headless, tests)."""
+    monkeypatch.setitem(sys.modules, "slicer", None)
+    assert deps.install(deps.InstallPlan(), confirm=True)

@@ -9,6 +9,7 @@ import pytest
 
 from ARCOSegmentLib import engine
 from ARCOSegmentLib.process import EngineError, engine_command
+from standins import ADAPT_RESULT
 
 
 def test_segment_command_line_follows_the_engine_contract():
@@ -20,18 +21,53 @@ def test_segment_command_line_follows_the_engine_contract():
 
 
 def test_adapt_command_line_from_a_model_or_from_scratch():
-    args = engine.adapt_args("img.nii.gz", "ann.nii.gz", "seg.nii.gz", model="liver@3", axis=0,
+    args = engine.adapt_args("img.nii.gz", "ann.nii.gz", "seg.nii.gz", model="liver@v3", axis=0,
                              unlabelled=["u1.nii.gz", "u2.nii.gz"], budget_seconds=299.6)
     assert args == ["adapt", "--image", "img.nii.gz", "--annotations", "ann.nii.gz", "--axis", "0",
-                    "--unlabelled", "u1.nii.gz", "u2.nii.gz", "--model", "liver@3",
+                    "--unlabelled", "u1.nii.gz", "u2.nii.gz", "--model", "liver@v3",
                     "--budget", "300", "-o", "seg.nii.gz", "--device", "auto"]
-    scratch = engine.adapt_args("i", "a", "o", new_classes=["Liver", "Spleen"], cpu_only=True)
-    assert scratch[scratch.index("--axis") + 1] == "auto"
-    assert "--from-scratch" in scratch and scratch[scratch.index("--classes") + 1] == "Liver,Spleen"
+    scratch = engine.adapt_args("i", "a", "o", new_classes=["Liver", "Spleen"], name="Liver-Spleen",
+                                iterations=3, cpu_only=True)
+    assert scratch == ["adapt", "--image", "i", "--annotations", "a", "--axis", "auto",
+                       "--from-scratch", "--classes", "Liver,Spleen", "--name", "Liver-Spleen",
+                       "--iterations", "3", "-o", "o", "--device", "cpu"]
     with pytest.raises(ValueError, match="either a model"):
         engine.adapt_args("i", "a", "o")
-    with pytest.raises(ValueError, match="no comma"):
-        engine.adapt_args("i", "a", "o", new_classes=["a,b"])
+    for bad in (["a,b"], [" "], []):
+        with pytest.raises(ValueError, match="no comma"):
+            engine.adapt_args("i", "a", "o", new_classes=bad)
+
+
+def test_adapt_command_line_is_accepted_by_the_engines_parser():
+    """The engine's own argparse (training/arcoseg/commands/adapt.py) reads what we build."""
+    from arcoseg.cli import build_parser
+    args = engine.adapt_args("i.nii.gz", "a.nii.gz", "o.nii.gz", new_classes=["a", "b"],
+                             name="a-b", axis=0, unlabelled=["u.nii.gz"], budget_seconds=60,
+                             iterations=3, cpu_only=True)
+    parsed = build_parser().parse_args([*args, "--progress", "json"])
+    assert (parsed.command, parsed.from_scratch, parsed.classes, parsed.name) == \
+        ("adapt", True, "a,b", "a-b")
+    assert [str(p) for p in parsed.image + parsed.annotations + parsed.unlabelled] == \
+        ["i.nii.gz", "a.nii.gz", "u.nii.gz"]
+    assert (parsed.axis, parsed.budget, parsed.iterations, parsed.device, str(parsed.out)) == \
+        ("0", 60.0, 3, "cpu", "o.nii.gz")
+    parsed = build_parser().parse_args(engine.adapt_args("i", "a", "o", model="liver@v3"))
+    assert parsed.model == "liver@v3" and not parsed.from_scratch and parsed.axis == "auto"
+
+
+def test_segment_registry_and_device_command_lines_are_accepted_by_the_engines_parser():
+    from arcoseg.cli import build_parser
+    from ARCOSegmentLib.device import device_args
+    from ARCOSegmentLib.models import models_args
+    parse = build_parser().parse_args
+    seg = parse(engine.segment_args("/m", "/i.nii.gz", "/o.nii.gz", entropy=True, cpu_only=True))
+    assert (str(seg.model), [str(i) for i in seg.images], str(seg.out), seg.entropy, seg.device) \
+        == ("/m", ["/i.nii.gz"], "/o.nii.gz", True, "cpu")
+    assert parse(device_args(cpu_only=True)).device == "cpu"
+    assert str(parse(models_args("import", "/models/liver")).path) == "/models/liver"
+    for action, spec in (("show", "liver@v2"), ("rollback", "liver"), ("list", None)):
+        parsed = parse([*models_args(action, *([spec] if spec else [])), "--progress", "json"])
+        assert parsed.action == action and parsed.progress == "json"
 
 
 def test_segment_result_is_parsed():
@@ -47,15 +83,32 @@ def test_segment_result_is_parsed():
 
 
 def test_adapt_result_is_parsed_and_summarised():
-    out = engine.parse_adapt_result({
-        "model": {"name": "liver", "version": 4, "parent": "liver@3", "path": "/r/liver/4"},
-        "heldout": {"parent_dice": 0.71, "adapted_dice": 0.802, "activated": True},
-        "suggested_slices": [30, 7], "axis": 0})
-    assert out.model.ref == "liver@4" and out.model.path == "/r/liver/4"
-    assert out.suggested_slices == [30, 7] and out.activated
-    assert out.summary() == "liver@4: held-out Dice 0.710 → 0.802 (activated)"
-    bare = engine.parse_adapt_result({"model": "scratch", "heldout": {}})
-    assert "n/a" in bare.summary() and "kept the previous" in bare.summary()
+    out = engine.parse_adapt_result(ADAPT_RESULT)
+    assert (out.model.ref, out.model.kind, out.model.parent, out.model.path) == \
+        ("liver@v4", "adapted", "liver@v3", "/r/models/liver/versions/v4")
+    assert (out.heldout_slice, out.parent_dice, out.adapted_dice, out.activated) == \
+        (17, 0.71, 0.802, True)
+    assert out.axis == 0 and out.suggested_slices == [23, 7, 41]
+    assert out.labels == Path("/w/labels.nii.gz") and (out.iterations, out.seconds) == (400, 118.4)
+    assert out.summary() == "liver@v4: held-out slice 17, Dice 0.710 → 0.802 (activated)"
+
+
+def test_adapt_summary_says_when_a_version_was_not_activated_or_not_checked():
+    worse = dict(ADAPT_RESULT, heldout={"slice": 17, "parent_dice": 0.8, "adapted_dice": 0.7,
+                                        "activated": False})
+    assert engine.parse_adapt_result(worse).summary().endswith(
+        "Dice 0.800 → 0.700 (saved, previous version kept active)")
+    single = dict(ADAPT_RESULT, heldout={"slice": None, "parent_dice": None,
+                                         "adapted_dice": None, "activated": True})
+    assert "no held-out check" in engine.parse_adapt_result(single).summary()
+    scratch = dict(ADAPT_RESULT, heldout=dict(ADAPT_RESULT["heldout"], parent_dice=None))
+    assert "Dice n/a → 0.802" in engine.parse_adapt_result(scratch).summary()
+
+
+def test_an_adapt_result_without_a_model_version_is_an_engine_error():
+    for model in (None, "liver", {"name": "liver"}):
+        with pytest.raises(EngineError, match="names no model version"):
+            engine.parse_adapt_result(dict(ADAPT_RESULT, model=model))
 
 
 def fake(fake_engine, mode):

@@ -106,14 +106,37 @@ def test_the_reload_order_lists_every_helper():
     assert sorted(ARCOSegmentLib.MODULES) == sorted(p.stem for p in LIB_FILES if p.stem != "__init__")
 
 
-def test_module_file_defines_the_slicer_classes():
+def test_module_file_holds_only_the_slicer_classes_and_delegates_the_work():
     tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
     bases = {n.name: [ast.unparse(b) for b in n.bases]
              for n in tree.body if isinstance(n, ast.ClassDef)}
-    assert bases["ARCOSegment"] == ["ScriptedLoadableModule"]
-    assert bases["ARCOSegmentWidget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
-    assert bases["ARCOSegmentLogic"] == ["ScriptedLoadableModuleLogic"]
-    assert bases["ARCOSegmentTest"] == ["ScriptedLoadableModuleTest"]
+    assert bases == {"ARCOSegment": ["ScriptedLoadableModule"],
+                     "ARCOSegmentParameterNode": [],  # @parameterNodeWrapper
+                     "ARCOSegmentWidget": ["ScriptedLoadableModuleWidget", "VTKObservationMixin"],
+                     "ARCOSegmentLogic": ["EngineLogic", "ScriptedLoadableModuleLogic"],
+                     "ARCOSegmentTest": ["ScriptedLoadableModuleTest"]}
+    assert not [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    methods = [f for n in tree.body if isinstance(n, ast.ClassDef) for f in n.body
+               if isinstance(f, ast.FunctionDef)]
+    long = [f.name for f in methods if f.end_lineno - f.lineno > 25]
+    assert long == [] and len(MODULE_FILE.read_text(encoding="utf-8").splitlines()) < 200
+
+
+def test_the_slicer_logic_is_the_engine_logic_with_slicers_base_cooperatively_initialised():
+    """ARCOSegmentLogic(EngineLogic, ScriptedLoadableModuleLogic): both __init__ run."""
+    from ARCOSegmentLib.logic import MODULE_DIR as LOGIC_MODULE_DIR
+    from ARCOSegmentLib.logic import EngineLogic
+
+    class ScriptedLoadableModuleLogic:  # Slicer's, as far as the constructor goes
+        def __init__(self, parent=None):
+            super().__init__()
+            self.moduleName = type(self).__name__[:-len("Logic")]
+
+    class ARCOSegmentLogic(EngineLogic, ScriptedLoadableModuleLogic):
+        pass
+    logic = ARCOSegmentLogic(engineEnvironment={"ARCOSEG_HOME": "/h"})
+    assert logic.moduleName == "ARCOSegment" and logic.engineEnvironment == {"ARCOSEG_HOME": "/h"}
+    assert LOGIC_MODULE_DIR == MODULE_DIR
 
 
 def cmake_list(text: str, variable: str) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -183,13 +182,3 @@ def test_a_process_cannot_be_started_twice(fake_engine):
     with pytest.raises(RuntimeError):
         proc.start()
     proc.wait(timeout=30)
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="runs the engine with the venv's Python")
-def test_real_engine_device_command_reports_the_device():
-    """`python -m arcoseg device --progress json` (the real engine, CPU forced)."""
-    from ARCOSegmentLib.device import DeviceInfo
-    proc = EngineProcess(engine_command(["device", "--device", "cpu"], python=sys.executable),
-                         env=engine_environment(cpu_only=True))
-    info = DeviceInfo.from_result(proc.wait(timeout=120))
-    assert info.is_cpu and info.name == "CPU" and info.torch

@@ -1,23 +1,30 @@
 """The module's pipeline against the real engine (`python -m arcoseg`, CPU), without Slicer:
-a stand-in volume node → engine files → `segment` → the label map back on the volume's grid as
-segment indices; and the model registry as the panel lists it."""
+stand-in nodes → engine files → `segment` / `adapt` → the results back on the volume's grid;
+Cancel during Adapt; the model registry as the panel lists it."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from ARCOSegmentLib import conversions as cv
 from ARCOSegmentLib import scene
 from ARCOSegmentLib.engine import EngineJob, parse_segment_result, segment_args
-from ARCOSegmentLib.models import format_entry, is_model_folder, models_args, parse_models_list
-from ARCOSegmentLib.process import engine_command, engine_environment
+from ARCOSegmentLib.logic import EngineLogic
+from ARCOSegmentLib.models import format_entry, is_model_folder
+from ARCOSegmentLib.panel import Panel
+from ARCOSegmentLib.process import EXIT_CANCELLED, engine_command, engine_environment
 from ARCOSegmentLib.segments import labels_to_indices, read_model_classes
-from standins import OBLIQUE, StandInROINode, StandInVolumeNode
+from standins import (OBLIQUE, StandInMRML, StandInROINode, StandInSegment,
+                      StandInSegmentationNode, StandInTimer, StandInVolumeNode, drive, standin_ui)
 
 CLASSES = ["background", "Left kidney", "Liver"]
 
@@ -37,10 +44,6 @@ def tiny_model(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("model") / "tiny"
     save_model(folder, build_model(config).eval(), metadata)
     return folder
-
-
-def run(args, env):
-    return EngineJob(engine_command(args, python=sys.executable), lambda r: r, env=env).wait(120)
 
 
 def test_segment_through_the_real_engine_lands_on_the_volume_grid(tiny_model, tmp_path):
@@ -73,12 +76,137 @@ def test_segment_through_the_real_engine_lands_on_the_volume_grid(tiny_model, tm
     assert not work.exists()  # the job cleans its work folder
 
 
-def test_registry_lists_an_imported_model_with_its_folder(tiny_model, tmp_path):
-    env = engine_environment({"ARCOSEG_HOME": str(tmp_path / "home")}, cpu_only=True)
-    imported = run(models_args("import", tiny_model), env)
-    assert imported["imported"] == "tiny@v1"
-    entries = parse_models_list(run(models_args("list"), env))
-    assert [e.ref for e in entries] == ["tiny@v1"] and entries[0].active
-    assert is_model_folder(entries[0].path)
-    assert [c.name for c in read_model_classes(entries[0].path)] == CLASSES[1:]
-    assert format_entry(entries[0]).startswith("★ tiny v1 · base · ")
+# -- Adapt ------------------------------------------------------------------------------------
+
+DRAWN = [4, 6]  # the two painted slices (along K); both hold classes a and b
+
+
+def phantom_volume() -> tuple[StandInVolumeNode, np.ndarray]:
+    """The engine's phantom (8 × 32 × 32, classes 1 and 2) as a volume node, with its truth."""
+    from arcoseg.data.synthetic import make_phantom
+    image, labels = make_phantom((8, 32, 32))
+    return (StandInVolumeNode(sitk.GetArrayFromImage(image), cv.image_ijk_to_ras(image), "Phantom"),
+            sitk.GetArrayFromImage(labels))
+
+
+def painted(truth: np.ndarray, slices) -> StandInSegmentationNode:
+    """Segments 'a' (class 1) and 'b' (class 2) painted on `slices` only."""
+    node = StandInSegmentationNode("Annotations")
+    for name, value, color in (("a", 1, (1.0, 0.0, 0.0)), ("b", 2, (0.0, 0.0, 1.0))):
+        mask = np.zeros(truth.shape, bool)
+        mask[slices] = truth[slices] == value
+        node.segments[name] = StandInSegment(name, color, mask)
+    return node
+
+
+def roi_around_slices(volume: StandInVolumeNode, first: int, last: int) -> StandInROINode:
+    """An ROI holding whole slices first..last (along K)."""
+    shape = scene.volume_shape(volume)
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[2] - 1) for j in (0, shape[1] - 1)
+                        for k in (first, last)])
+    ras = (scene.volume_ijk_to_ras(volume) @ corners.T)[:3]
+    lo, hi = ras.min(axis=1) - 0.5, ras.max(axis=1) + 0.5
+    return StandInROINode([lo[0], hi[0], lo[1], hi[1], lo[2], hi[2]])
+
+
+def option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory):
+    """One `adapt --from-scratch` run through the Logic, inside an ROI (slices 1..7): what it was
+    given, the command it ran, its progress events and its AdaptResult."""
+    volume, truth = phantom_volume()
+    home = tmp_path_factory.mktemp("registry")
+    run = SimpleNamespace(volume=volume, truth=truth, annotations=painted(truth, DRAWN),
+                          mrml=StandInMRML(), home=home, progress=[])
+    run.logic = EngineLogic({"ARCOSEG_HOME": str(home)}, mrml=run.mrml, python=sys.executable)
+    job = run.logic.adapt(volume, run.annotations, fromScratch=True, budgetSeconds=600,
+                          iterations=3, roiNode=roi_around_slices(volume, 1, 7),
+                          segmentationNode=run.annotations, cpuOnly=True, wait=False,
+                          progress=run.progress.append)
+    run.command, run.env = job.process.command, job.process.env
+    run.result = job.wait(timeout=300)
+    return run
+
+
+def test_adapt_runs_the_engines_adapt_from_scratch_with_the_drawn_classes(adapted):
+    assert adapted.logic.annotationSummary(adapted.volume, adapted.annotations) == \
+        "2 slices annotated along K (axial): 4, 6"
+    command = adapted.command
+    assert command[1:4] == ["-m", "arcoseg", "adapt"] and "--from-scratch" in command
+    assert [option(command, o) for o in ("--classes", "--name", "--iterations", "--budget",
+                                         "--axis", "--device", "--progress")] == \
+        ["a,b", "a-b", "3", "600", "0", "cpu", "json"]
+    assert adapted.env["ARCOSEG_HOME"] == str(adapted.home)
+    assert adapted.env["CUDA_VISIBLE_DEVICES"] == "-1"
+    assert adapted.progress[-1]["step"] == adapted.progress[-1]["total"] == 3
+
+
+def test_adapt_result_names_the_new_version_its_heldout_check_and_next_slices(adapted):
+    """The engine saw slices 1..7 as 0..6; its slice numbers come back on the whole volume."""
+    out = adapted.result.output
+    assert (out.model.ref, out.model.kind, out.model.parent, out.activated) == \
+        ("a-b@v1", "adapted", "", True)
+    assert is_model_folder(out.model.path) and Path(out.model.path).is_relative_to(adapted.home)
+    assert [c.name for c in read_model_classes(out.model.path)] == ["a", "b"]
+    assert (out.axis, out.heldout_slice, out.parent_dice) == (0, DRAWN[1], None)
+    assert 0.0 <= out.adapted_dice <= 1.0 and out.iterations == 3
+    assert 0 < len(adapted.result.suggestedSlices) <= 3
+    assert all(1 <= s <= 7 and s not in DRAWN for s in adapted.result.suggestedSlices)
+
+
+def test_adapt_result_is_loaded_back_into_a_new_segmentation_not_the_drawing(adapted):
+    segmentation, truth = adapted.result.segmentation, adapted.truth
+    assert segmentation is not adapted.annotations
+    assert segmentation.GetName() == "Phantom segmentation"
+    assert adapted.mrml.segments_of(segmentation) == {"ARCOSegment_a": "a", "ARCOSegment_b": "b"}
+    masks = [s.mask for s in segmentation.segments.values()]
+    assert all(m.shape == truth.shape for m in masks)
+    assert not any(m[0].any() for m in masks)  # outside the ROI
+    assert not (masks[0] & masks[1]).any()
+    for name, value in (("a", 1), ("b", 2)):  # the drawing is untouched
+        drawn = adapted.annotations.segments[name].mask
+        assert (drawn[DRAWN] == (truth[DRAWN] == value)).all() and not drawn[[0, 5]].any()
+
+
+def test_registry_lists_the_adapted_version_with_its_folder(adapted):
+    """`arcoseg models list` as the panel shows it."""
+    [entry] = adapted.logic.listModels()
+    assert (entry.ref, entry.kind, entry.active, entry.parent) == ("a-b@v1", "adapted", True, "")
+    assert entry.path == adapted.result.output.model.path and entry.created
+    assert format_entry(entry).startswith("★ a-b v1 · adapted · ")
+
+
+def test_cancel_during_adapt_stops_the_engine_within_seconds_and_registers_nothing(tmp_path):
+    """The panel's Cancel while the real engine trains: the engine stops itself within seconds
+    (exit code 3), nothing stays in its process group, and the registry is still empty. On the
+    way, the panel's device check runs the real `arcoseg device`."""
+    volume, truth = phantom_volume()
+    logic = EngineLogic({"ARCOSEG_HOME": str(tmp_path / "home")}, mrml=StandInMRML(),
+                        python=sys.executable)
+    ui, timer, errors = standin_ui(), StandInTimer(), []
+    panel = Panel(ui, logic, timer, show_error=errors.append, choose_folder=lambda: "")
+    panel.parameters = SimpleNamespace(
+        inputVolume=volume, roi=None, outputSegmentation=None,
+        annotationSegmentation=painted(truth, DRAWN), useCpu=True, showUncertainty=False,
+        fromScratch=True, timeBudgetSeconds=600)
+    panel.on_adapt()
+    job = panel.job
+    assert ui.adaptButton.text == "Cancel", errors
+    # training has begun and the device check is over
+    drive(panel, timer, until=lambda: ui.progressBar.maximum > 0 and not panel.queries)
+    started = time.monotonic()
+    panel.on_adapt()
+    drive(panel, timer, until=lambda: panel.job is None)
+    # the engine finishes its iteration and exits by itself (about 1.5 s here), before the
+    # grace period after which it would be killed
+    assert time.monotonic() - started < job.process.grace_seconds
+    assert job.process.returncode == EXIT_CANCELLED
+    assert ui.statusLabel.text == "Cancelled." and errors == []
+    assert ui.adaptButton.text == "Adapt model"
+    with pytest.raises(ProcessLookupError):
+        os.killpg(job.process.pid, 0)  # no process of the engine's group is left
+    assert logic.listModels() == []  # `arcoseg models list`
+    assert ui.deviceLabel.text.startswith("CPU · torch ") and ui.cpuWarningLabel.visible

@@ -69,6 +69,14 @@ def test_registry_commands_are_checked():
         models.models_args("delete", "liver")
 
 
+def test_new_models_are_named_after_their_classes_within_the_registrys_rules():
+    assert models.model_name_for(["Left kidney", "Liver"]) == "Left_kidney-Liver"
+    assert models.model_name_for([" Blob "]) == "Blob"
+    assert models.model_name_for([".hidden", "Léber/2"]) == "hidden-L_ber_2"
+    assert models.model_name_for(["?"]) == "model"
+    assert len(models.model_name_for(["x" * 80, "y" * 80])) == 100
+
+
 def write_model_json(folder, classes):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.json").write_text(json.dumps({"classes": classes}))
@@ -123,9 +131,3 @@ def test_annotation_segments_match_classes_by_name():
         segments.match_annotation_segments({"s1": "Liver", "s2": "Tumour"}, ["Liver"])
     with pytest.raises(ValueError, match="no segment named"):
         segments.match_annotation_segments({}, ["Liver"])
-
-
-def test_classes_for_a_new_model_come_from_the_drawn_segments():
-    classes = segments.classes_from_segments(["A", "B"], [(1, 0, 0), (0, 0.5, 1)])
-    assert [(c.name, c.value, c.color) for c in classes] == [("A", 1, (1, 0, 0)),
-                                                             ("B", 2, (0, 0.5, 1))]

@@ -12,8 +12,10 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QWidget
 
 import ui_preview
+from ARCOSegmentLib.panel import CONNECTIONS, Panel
 
 MODULE_FILE = ui_preview.REPO / "ARCOSegment" / "ARCOSegment.py"
+PANEL_FILE = ui_preview.REPO / "ARCOSegment" / "ARCOSegmentLib" / "panel.py"
 SELECTORS = ("qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox")
 
 
@@ -30,7 +32,11 @@ def ui_tree():
 
 
 def names_used_by_the_module() -> set[str]:
-    return set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text(encoding="utf-8")))
+    """Widgets the module file and the panel touch (`self.ui.NAME`) or connect (CONNECTIONS)."""
+    used = {widget for widget, _, _ in CONNECTIONS}
+    for path in (MODULE_FILE, PANEL_FILE):
+        used |= set(re.findall(r"self\.ui\.(\w+)", path.read_text(encoding="utf-8")))
+    return used
 
 
 def parameter_node_fields() -> set[str]:
@@ -53,6 +59,17 @@ def test_every_widget_the_module_uses_exists_in_the_loaded_panel(panel):
     assert len(used) > 20  # the parse found the widget references
     missing = sorted(n for n in used if panel.findChild(QWidget, n) is None)
     assert missing == []
+
+
+def test_every_connection_joins_a_real_signal_to_a_panel_method(panel):
+    for widget, signal, slot in CONNECTIONS:
+        meta = panel.findChild(QWidget, widget).metaObject()
+        name = signal.split("(")[0]
+        signals = {bytes(meta.method(i).methodSignature()).decode().split("(")[0]
+                   for i in range(meta.methodCount())}
+        if meta.className() in ("QPushButton", "QToolButton", "QCheckBox", "QListWidget"):
+            assert name in signals, (widget, signal)  # Slicer widgets load as their Qt base
+        assert callable(getattr(Panel, slot)), slot
 
 
 def test_parameter_node_fields_and_widgets_are_bound_both_ways(ui_tree, panel):

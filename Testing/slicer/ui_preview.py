@@ -21,6 +21,16 @@ from PySide6.QtUiTools import QUiLoader  # noqa: E402
 from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "ARCOSegment") not in sys.path:  # run as a script: the module's Lib package
+    sys.path.insert(0, str(REPO / "ARCOSegment"))
+
+import numpy as np  # noqa: E402
+
+from ARCOSegmentLib.conversions import describe_annotations  # noqa: E402
+from ARCOSegmentLib.device import DeviceInfo, describe  # noqa: E402
+from ARCOSegmentLib.engine import AdaptOutput  # noqa: E402
+from ARCOSegmentLib.models import ModelEntry, format_entry  # noqa: E402
+from ARCOSegmentLib.panel import suggestion_text  # noqa: E402
 UI_FILE = REPO / "ARCOSegment" / "Resources" / "UI" / "ARCOSegment.ui"
 SCREENSHOT = REPO / "Resources" / "Screenshots" / "panel.png"
 
@@ -30,7 +40,7 @@ LOOK_ALIKES = {"ctkCollapsibleButton": "QGroupBox", "qMRMLNodeComboBox": "QCombo
                "qMRMLWidget": "QWidget"}
 SAMPLE_NODES = {"inputSelector": "CT abdomen", "roiSelector": "Whole volume",
                 "outputSegmentationSelector": "CT abdomen segmentation",
-                "annotationSegmentationSelector": "CT abdomen segmentation",
+                "annotationSegmentationSelector": "CT abdomen annotations",
                 "unlabelledVolumesComboBox": "CT abdomen 2, CT abdomen 3"}
 KEPT_PROPERTIES = {"toolTip", "enabled", "title"}
 
@@ -99,26 +109,33 @@ def render_preview(out: Path, width: int = 440) -> Path:
 
 
 def fill_sample_content(widget: QWidget) -> None:
-    """What the panel shows after an adaptation on a GPU workstation."""
+    """What the panel shows after an adaptation on a GPU workstation, worded by the module's own
+    formatting functions."""
     find = lambda name: widget.findChild(QWidget, name)  # noqa: E731
-    for line in ("★ abdomen v3 · adapted from abdomen@2 · 2026-03-02 14:03 · active",
-                 "abdomen v2 · adapted from abdomen@1 · 2026-03-02 11:40",
-                 "abdomen v1 · base · 2026-02-20 09:12"):
-        find("modelsListWidget").addItem(line)
+    versions = [ModelEntry("abdomen", "v3", True, "2026-03-02T14:03", "abdomen@v2", "", "adapted"),
+                ModelEntry("abdomen", "v2", False, "2026-03-02T11:40", "abdomen@v1", "", "adapted"),
+                ModelEntry("abdomen", "v1", False, "2026-02-20T09:12")]
+    for entry in versions:
+        find("modelsListWidget").addItem(format_entry(entry))
     find("modelsListWidget").setCurrentRow(0)
     find("modelFolderPathLineEdit").setPlaceholderText("(use the selection above)")
-    find("deviceLabel").setText("NVIDIA RTX A6000 (cuda) · torch 2.13.0 · CUDA 12.8")
+    find("deviceLabel").setText(describe(DeviceInfo("cuda", "NVIDIA RTX A6000", "2.13.0", "12.8",
+                                                    False)))
     find("cpuWarningLabel").setVisible(False)
-    find("annotationSummaryLabel").setText("4 slices annotated along K (axial): 12, 17, 30, 41")
-    find("heldoutLabel").setText("abdomen@3: held-out Dice 0.712 → 0.804 (activated)")
-    for index in (23, 35, 8):
-        find("suggestedSlicesListWidget").addItem(f"Slice {index} along K")
+    axial = np.diag([-0.8, -0.8, 2.5, 1.0])
+    find("annotationSummaryLabel").setText(describe_annotations(0, [12, 17, 30, 41], axial))
+    adapted = AdaptOutput(versions[0], heldout_slice=30, parent_dice=0.712, adapted_dice=0.804,
+                          activated=True, axis=0, suggested_slices=[23, 35, 8])
+    find("heldoutLabel").setText(adapted.summary())
+    for index in adapted.suggested_slices:
+        find("suggestedSlicesListWidget").addItem(suggestion_text(adapted.axis, index))
     find("segmentButton").setEnabled(True)
     find("adaptButton").setEnabled(True)
     find("progressBar").setValue(100)
-    find("statusLabel").setText("Adapted: abdomen@3.")
-    for line in ("Adapting abdomen@2 on 4 annotated slices (GPU)", "iteration 400/400  loss 0.214",
-                 "held-out Dice: parent 0.712, adapted 0.804 → activated"):
+    find("statusLabel").setText(f"Adapted: {versions[0].ref}.")
+    for line in ("Adapting abdomen on 3 annotated slice(s) along axis 0 (budget 300 s)",
+                 "Device: NVIDIA RTX A6000 (cuda), torch 2.13.0",
+                 "Next slices to annotate (axis 0): [23, 35, 8]"):
         find("logTextEdit").appendPlainText(line)
 
 

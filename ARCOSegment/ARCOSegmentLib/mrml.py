@@ -1,0 +1,167 @@
+"""The only helpers that touch Slicer's scene: segmentation nodes, result import, slice views,
+loading and saving. Each function imports `slicer` inside, so this module loads anywhere.
+
+The Logic, the panel, the batch loop and the self-test call these through an injected object
+(this module inside Slicer; `Testing/slicer/standins.StandInMRML`, built from real vtk objects,
+in the tests), so everything around them is exercised without Slicer. Keep them thin: the array
+and geometry work lives in `scene` and `conversions`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ARCOSegmentLib import conversions as cv
+from ARCOSegmentLib import scene
+from ARCOSegmentLib.segments import ClassInfo, plan_segments
+
+
+def segments_of(segmentation_node) -> dict[str, str]:
+    """Segment ID → name, in segment order."""
+    segmentation = segmentation_node.GetSegmentation()
+    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    return {sid: segmentation.GetSegment(sid).GetName() for sid in ids}
+
+
+def segment_masks(segmentation_node, indexed_ids: Sequence[tuple[str, int]],
+                  reference_volume) -> list[tuple[int, np.ndarray]]:
+    """(class index, boolean mask on the reference volume's grid) for each (segment ID, index)."""
+    import slicer
+    return [(index, slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, sid,
+                                                                 reference_volume) > 0)
+            for sid, index in indexed_ids]
+
+
+def new_segmentation(volume_node, name: str | None = None):
+    """A segmentation node for results on `volume_node` (same grid and parent transform)."""
+    import slicer
+    node = slicer.mrmlScene.AddNewNodeByClass(
+        "vtkMRMLSegmentationNode", name or f"{volume_node.GetName()} segmentation")
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    return node
+
+
+def import_labels(labels_path: str | Path, exported: scene.ExportedVolume,
+                  classes: Sequence[ClassInfo], segmentation_node, volume_node):
+    """Load a result label map into `segmentation_node`: one segment per class, stable IDs."""
+    import slicer
+    import vtk
+    indices = scene.result_indices(labels_path, exported, classes)
+    segmentation = segmentation_node.GetSegmentation()
+    ids = vtk.vtkStringArray()
+    for spec in plan_segments(classes, segments_of(segmentation_node)):
+        if not spec.exists:
+            segmentation.AddEmptySegment(spec.segment_id, spec.name, list(spec.color))
+        segment = segmentation.GetSegment(spec.segment_id)
+        segment.SetName(spec.name)
+        segment.SetColor(*spec.color)
+        ids.InsertNextValue(spec.segment_id)
+    labelmap = slicer.util.addVolumeFromArray(indices, ijkToRAS=exported.ijk_to_ras,
+                                              name="ARCOSegment labels",
+                                              nodeClassName="vtkMRMLLabelMapVolumeNode")
+    try:
+        labelmap.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+        if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(
+                labelmap, segmentation_node, ids):
+            raise RuntimeError("Slicer could not import the segmentation result.")
+    finally:
+        slicer.mrmlScene.RemoveNode(labelmap)
+    return segmentation_node
+
+
+def import_scalar_volume(path: str | Path, exported: scene.ExportedVolume, name: str,
+                         volume_node):
+    """Load a float map (e.g. uncertainty) on the volume's grid, updating a node of that name."""
+    import slicer
+    array = scene.result_volume(path, exported)
+    node = slicer.mrmlScene.GetFirstNodeByName(name)
+    if node is None or not node.IsA("vtkMRMLScalarVolumeNode"):
+        node = slicer.util.addVolumeFromArray(array, ijkToRAS=exported.ijk_to_ras, name=name)
+    else:
+        slicer.util.updateVolumeFromArray(node, array)
+        node.SetIJKToRASMatrix(cv.numpy_to_vtk_matrix(exported.ijk_to_ras))
+    node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    return node
+
+
+def jump_to_slice(volume_node, axis: int, index: int) -> None:
+    """Centre the slice views on slice `index` along array axis `axis` (0 = K) of the volume."""
+    import slicer
+    import vtk
+    point = cv.slice_center_ras(scene.volume_ijk_to_ras(volume_node),
+                                scene.volume_shape(volume_node), axis, index)
+    transform_node = volume_node.GetParentTransformNode()
+    if transform_node is not None:  # the grid is in the transform's space: go to world
+        to_world = vtk.vtkGeneralTransform()
+        transform_node.GetTransformToWorld(to_world)
+        point = to_world.TransformPoint(point)
+    slicer.modules.markups.logic().JumpSlicesToLocation(*point, True)
+
+
+def add_volume(array: np.ndarray, ijk_to_ras: np.ndarray, name: str):
+    """A new scalar volume node holding a (K, J, I) array with its IJK-to-RAS geometry."""
+    import slicer
+    return slicer.util.addVolumeFromArray(array, ijkToRAS=ijk_to_ras, name=name)
+
+
+def add_annotations(volume_node, name: str,
+                    segments: Sequence[tuple[str, tuple[float, float, float], np.ndarray]]):
+    """A segmentation node on the volume's grid with one segment per (name, colour, mask), as
+    a clinician would paint them."""
+    import slicer
+    node = new_segmentation(volume_node, name)
+    for segment_name, color, mask in segments:
+        segment_id = node.GetSegmentation().AddEmptySegment(segment_name, segment_name,
+                                                            list(color))
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), node,
+                                                         segment_id, volume_node)
+    return node
+
+
+def load_volume(path: str | Path):
+    """Load a volume file into the scene."""
+    import slicer
+    return slicer.util.loadVolume(str(path))
+
+
+def load_segmentation(path: str | Path):
+    """Load a segmentation file (.seg.nrrd) into the scene."""
+    import slicer
+    return slicer.util.loadSegmentation(str(path))
+
+
+def clear_scene() -> None:
+    """Remove every node (between batch cases)."""
+    import slicer
+    slicer.mrmlScene.Clear()
+
+
+def save_segmentation(segmentation_node, segment_ids: Sequence[str], reference_volume,
+                      path: str | Path) -> Path:
+    """Save as a Slicer segmentation (.seg.nrrd) or as a label map on the volume's grid, where
+    segment `segment_ids[n]` gets label value n + 1."""
+    import slicer
+    import vtk
+    path = Path(path)
+    if path.name.lower().endswith(".seg.nrrd"):
+        saved = slicer.util.saveNode(segmentation_node, str(path))
+    else:
+        ids = vtk.vtkStringArray()
+        for sid in segment_ids:
+            ids.InsertNextValue(sid)
+        labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+        try:
+            slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
+                segmentation_node, ids, labelmap, reference_volume)
+            saved = slicer.util.saveNode(labelmap, str(path))
+        finally:
+            slicer.mrmlScene.RemoveNode(labelmap)
+    if not saved:
+        raise RuntimeError(f"Could not write {path}. Check that the folder is writable.")
+    return path

@@ -1,0 +1,84 @@
+"""The Logic's work outside Slicer (ARCOSegmentLib.logic.EngineLogic) on stand-in nodes: the
+annotation count, model resolution, where Adapt's slice numbers land, and the self-test's
+scenario pieces. The engine runs in test_slicer_real_engine.py."""
+
+from __future__ import annotations
+
+import sys
+import unittest
+
+import numpy as np
+import pytest
+
+from ARCOSegmentLib import scene, selftest
+from ARCOSegmentLib.engine import parse_adapt_result
+from ARCOSegmentLib.logic import MODULE_DIR, EngineLogic, on_full_grid
+from ARCOSegmentLib.models import ModelEntry
+from standins import ADAPT_RESULT, OBLIQUE, StandInMRML, StandInSegmentationNode, StandInSegment
+
+
+@pytest.fixture
+def logic():
+    return EngineLogic(mrml=StandInMRML(), python=sys.executable)
+
+
+def test_defaults_are_slicers_scene_and_the_module_folder():
+    from ARCOSegmentLib import mrml
+    logic = EngineLogic()
+    assert logic.mrml is mrml and logic.moduleDir == MODULE_DIR and logic.engineEnvironment == {}
+    assert (MODULE_DIR / "ARCOSegment.py").is_file()
+    assert logic.dependencyPlan().needed is False  # this checkout's engine is installed
+
+
+def test_annotation_summary_counts_the_painted_slices_of_every_segment(logic):
+    volume = logic.mrml.add_volume(np.zeros((6, 7, 8), np.int16), OBLIQUE, "CT")
+    node = StandInSegmentationNode("Annotations")
+    for name, k in (("Liver", 1), ("Spleen", 4)):
+        mask = np.zeros((6, 7, 8), bool)
+        mask[k, 2:5, 3:6] = True
+        node.segments[name] = StandInSegment(name, (1, 0, 0), mask)
+    assert logic.annotationSummary(volume, node) == "2 slices annotated along K (axial): 1, 4"
+    assert logic.annotationSummary(volume, node, axis=2).startswith("3 slices annotated along I")
+    with pytest.raises(ValueError, match="Paint the structures"):
+        logic.annotationSummary(volume, StandInSegmentationNode("empty"))
+
+
+def test_models_are_resolved_from_a_folder_or_a_registry_entry(logic, tmp_path):
+    folder = tmp_path / "liver"
+    folder.mkdir()
+    (folder / "model.json").write_text('{"classes": []}')
+    assert logic.resolveModel(str(folder)) == (folder, str(folder))
+    entry = ModelEntry("liver", "v2", True, path=str(folder))
+    assert logic.resolveModel(entry) == (folder, "liver@v2")
+    with pytest.raises(RuntimeError, match="'liver@v3' has no usable model folder"):
+        logic.resolveModel(ModelEntry("liver", "v3", path=str(tmp_path / "gone")))
+
+
+def test_adapts_slice_numbers_move_from_the_roi_crop_to_the_whole_volume(tmp_path):
+    exported = scene.ExportedVolume(tmp_path / "i.nii.gz", (40, 50, 60), np.eye(4),
+                                    box=(slice(10, 30), slice(0, 50), slice(5, 60)))
+    out = on_full_grid(parse_adapt_result(ADAPT_RESULT), exported)
+    assert out.axis == 0 and out.heldout_slice == 27 and out.suggested_slices == [33, 17, 51]
+    assert "held-out slice 27" in out.summary()
+    whole = scene.ExportedVolume(tmp_path / "i.nii.gz", (40, 50, 60), np.eye(4))
+    assert on_full_grid(parse_adapt_result(ADAPT_RESULT), whole).suggested_slices == [23, 7, 41]
+
+
+def test_the_self_tests_phantom_and_drawing_give_two_annotated_axial_slices(logic):
+    array, truth = selftest.phantom()
+    assert array.shape == truth.shape == selftest.PHANTOM_SHAPE and array.dtype == np.int16
+    assert array[truth].mean() > array[~truth].mean() + 200  # a bright blob
+    volume = logic.mrml.add_volume(array, selftest.PHANTOM_IJK_TO_RAS, "Phantom")
+    node = selftest.draw(unittest.TestCase(), logic, volume, truth, selftest.FIRST_SLICES)
+    [(_, mask)] = logic.mrml.segment_masks(node, [(selftest.SEGMENT_NAME, 1)], volume)
+    assert (mask == selftest.painted(truth, selftest.FIRST_SLICES)).all()
+    # the drawing alone would not pass the self-test's Dice check
+    assert selftest.dice(truth, truth) == 1.0 and selftest.dice(mask, truth) < selftest.MIN_DICE
+
+
+@pytest.mark.slow
+def test_the_self_test_scenario_passes_against_the_real_engine(logic, tmp_path):
+    """ARCOSegmentTest's whole scenario (two adaptations of 60 s, CPU) on stand-in nodes."""
+    logic.engineEnvironment = {"ARCOSEG_HOME": str(tmp_path / "home")}
+    selftest.segment_and_adapt(unittest.TestCase(), logic)
+    assert [j[1:3] for j in logic.mrml.jumps]  # the suggestions were visited
