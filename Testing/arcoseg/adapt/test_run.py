@@ -111,3 +111,15 @@ def test_cli_refuses_classes_without_from_scratch(case, capsys):
     code = main(["adapt", "--image", str(case["image"]), "--annotations", str(case["ann"]),
                  "--model", "x", "--classes", "a", "--progress", "json"])
     assert code == 2
+
+
+def test_a_folder_parent_is_imported_once_and_reused(case, tmp_path):
+    first = adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
+    folder = tmp_path / "exported"
+    Registry().export("adapted@v1", folder)
+    for _ in range(2):
+        adapt(_request(case, tmp_path, classes=None, model=str(folder)), Reporter(quiet=True),
+              lambda: False)
+    versions = {(v["name"], v["version"], v.get("parent")) for v in Registry().list()}
+    assert first["model"]["ref"] == "adapted@v1"
+    assert {v for _, v, _ in versions} == {"v1", "v2", "v3"}  # no second import of the folder

@@ -28,7 +28,7 @@ from arcoseg.device import resolve_device
 from arcoseg.errors import ArcosegError, InputError
 from arcoseg.inference import segment_channels
 from arcoseg.io.images import array_to_image, read_image, read_label, write_image
-from arcoseg.modelfile import ModelMetadata, load_model, save_model
+from arcoseg.modelfile import ModelMetadata, load_metadata, load_model, save_model
 from arcoseg.networks.model import NetworkConfig, SegmentationModel
 from arcoseg.progress import Reporter
 from arcoseg.registry import Registry, VersionRef, check_name
@@ -86,15 +86,27 @@ def choose_parent(registry: Registry, request: AdaptRequest) -> Parent:
         return Parent(check_name(request.name or "adapted"), None, None, None, names,
                       list(range(len(names))))
     ref = registry.lookup(request.model)
-    if ref is None:  # a folder outside the registry becomes a base model first
+    if ref is None:  # a folder outside the registry becomes a base model first (once)
         folder = Path(request.model).expanduser()
-        ref = registry.import_model(folder, name=request.name or folder.name)
+        ref = (registered_copy(registry, folder)
+               or registry.import_model(folder, name=request.name or folder.name))
     model, metadata = load_model(registry.resolve(str(ref)))
     if metadata.plan.get("dims") != 2:
         raise ArcosegError(f"Model {ref} is a 3D model; Adapt fine-tunes 2D models for now. "
                            "Train a 2D model (--dims 2) or adapt --from-scratch.")
     return Parent(ref.name, ref, model, metadata, metadata.class_names,
                   [int(c["value"]) for c in metadata.classes])
+
+
+def registered_copy(registry: Registry, folder: Path) -> VersionRef | None:
+    """A registered version with the same weights as `folder` (so adapting repeatedly from one
+    folder chains versions instead of importing it again)."""
+    digest = load_metadata(folder).weights_sha256
+    for version in registry.list():
+        ref = VersionRef(version["name"], version["version"])
+        if load_metadata(registry.resolve(str(ref))).weights_sha256 == digest:
+            return ref
+    return None
 
 
 @dataclass
