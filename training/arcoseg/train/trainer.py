@@ -157,7 +157,8 @@ class Trainer:
         self.labelled_sampler = _sampler(data.labelled, options, options.batch, options.seed)
         self.unlabelled_sampler = (_sampler(data.unlabelled, options,
                                             options.unlabelled_batch or options.batch,
-                                            options.seed + 1) if data.unlabelled else None)
+                                            options.seed + 1)
+                                   if data.unlabelled and options.semi_supervised else None)
         self.state = RunState()
         self.log = MetricsLog(out_dir / "training" / "metrics.jsonl")
         self.convergence = Convergence()
