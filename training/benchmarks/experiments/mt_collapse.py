@@ -2,7 +2,9 @@
 
 One variant per run, 1 000 iterations, validation Dice of the shipped network every 200:
     python training/benchmarks/experiments/mt_collapse.py VARIANT [--data DIR] [--out DIR]
-VARIANT: spec (as specified), mask (only pixels with teacher confidence >= 0.97 contribute to
+    python training/benchmarks/experiments/mt_collapse.py pseudo --model MODEL_DIR [--data DIR]
+VARIANT: pseudo (check that a trained teacher's CutMix-mixed pseudo-labels on unlabelled training
+cases agree with their hidden ground truth, i.e. that the targets are built aligned), spec (as specified), mask (only pixels with teacher confidence >= 0.97 contribute to
 the pseudo-label loss), ramp (ramp-up over 40 %), warmup (no unlabelled term for the first
 300 iterations, then a 200-iteration ramp-up), sup4 (supervised with the semi-supervised runs'
 labelled batch of 4). Variants patch the method's functions in this process only.
@@ -12,13 +14,21 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 import arcoseg.arco.step as step
+from arcoseg.arco.cutmix import cutmix_box, mix_like
+from arcoseg.arco.step import ArcoConfig, SemiSupervisedMethod
+from arcoseg.data.dataset import load_dataset
+from arcoseg.data.preprocess import Plan, load_cases
+from arcoseg.data.sampling import SliceSampler
+from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.trainer import train
+from arcoseg.train.validation import class_dice
 
 
 def confident_only(logits, pseudo, confidence, valid, threshold=0.97):
@@ -33,13 +43,35 @@ def delayed_rampup(iteration, length, start=300):
     return 0.0 if iteration < start else _RAMPUP(iteration - start, 200)
 
 
+def check_pseudo_labels(model_dir: Path, data: Path, batches: int = 5) -> None:
+    """Mean Dice per class of the mixed pseudo-labels against the mixed hidden ground truth."""
+    teacher, meta = load_model(model_dir)
+    dataset = load_dataset(data)
+    unlabelled = dataset.unlabelled_cases(dataset.labelled_cases(3))[:10]
+    cases = load_cases(dataset, unlabelled, Plan.from_dict(meta.plan))
+    sampler = SliceSampler(cases, (128, 128), 8, seed=3)  # these labels are the hidden truth
+    method = SemiSupervisedMethod(teacher, ArcoConfig(method="mean_teacher"), num_classes=4,
+                                  spatial_dims=2, device=torch.device("cpu"))
+    scores = []
+    for _ in range(batches):
+        x, y = sampler.sample()
+        box, partner = cutmix_box(x.shape[0], tuple(x.shape[2:]), method.generator, 0.5)
+        view = method._teacher_pass(x, torch.cat([x, x]), box, partner)
+        scores.append(class_dice(view.pseudo, mix_like(y, box, partner), 4))
+    print("pseudo-label Dice per class:", np.nanmean(np.stack(scores), 0).round(3).tolist())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("variant", choices=("spec", "mask", "ramp", "warmup", "sup4"))
+    p.add_argument("variant", choices=("pseudo", "spec", "mask", "ramp", "warmup", "sup4"))
     p.add_argument("--data", type=Path, default=Path("../shared/data/ACDC"))
     p.add_argument("--out", type=Path, default=Path("results/mt_collapse"))
+    p.add_argument("--model", type=Path, help="with 'pseudo': a trained model folder")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.variant == "pseudo":
+        check_pseudo_labels(args.model, args.data)
+        return
     if args.variant == "mask":
         step.unsupervised_loss = confident_only
     if args.variant == "warmup":
