@@ -3,7 +3,8 @@
 One variant per run, 1 000 iterations, validation Dice of the shipped network every 200:
     python training/benchmarks/experiments/mt_collapse.py VARIANT [--data DIR] [--out DIR]
     python training/benchmarks/experiments/mt_collapse.py pseudo --model MODEL_DIR [--data DIR]
-VARIANT: pseudo (check that a trained teacher's CutMix-mixed pseudo-labels on unlabelled training
+VARIANT: balanced (confident pixels only, classes weighted by inverse pseudo-label frequency),
+pseudo (check that a trained teacher's CutMix-mixed pseudo-labels on unlabelled training
 cases agree with their hidden ground truth, i.e. that the targets are built aligned), spec (as specified), mask (only pixels with teacher confidence >= 0.97 contribute to
 the pseudo-label loss), ramp (ramp-up over 40 %), warmup (no unlabelled term for the first
 300 iterations, then a 200-iteration ramp-up), sup4 (supervised with the semi-supervised runs'
@@ -36,6 +37,16 @@ def confident_only(logits, pseudo, confidence, valid, threshold=0.97):
     return (ce * ((confidence >= threshold) & valid)).sum() / valid.sum().clamp(min=1)
 
 
+def class_balanced(logits, pseudo, confidence, valid, threshold=0.97):
+    """Confident pixels only, each pseudo-class weighted by its inverse frequency in the batch."""
+    keep = (confidence >= threshold) & valid
+    counts = torch.bincount(pseudo[keep].long().flatten(), minlength=logits.shape[1]).float()
+    weights = torch.where(counts > 0, counts.sum() / (counts.clamp(min=1) * logits.shape[1]),
+                          torch.zeros_like(counts))
+    ce = F.cross_entropy(logits.float(), pseudo.long(), weight=weights, reduction="none")
+    return (ce * keep).sum() / keep.sum().clamp(min=1)
+
+
 _RAMPUP = step.sigmoid_rampup
 
 
@@ -63,17 +74,21 @@ def check_pseudo_labels(model_dir: Path, data: Path, batches: int = 5) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("variant", choices=("pseudo", "spec", "mask", "ramp", "warmup", "sup4"))
+    p.add_argument("variant", choices=("pseudo", "spec", "mask", "balanced", "ramp", "warmup",
+                                       "sup4"))
     p.add_argument("--data", type=Path, default=Path("../shared/data/ACDC"))
     p.add_argument("--out", type=Path, default=Path("results/mt_collapse"))
     p.add_argument("--model", type=Path, help="with 'pseudo': a trained model folder")
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     if args.variant == "pseudo":
         check_pseudo_labels(args.model, args.data)
         return
     if args.variant == "mask":
         step.unsupervised_loss = confident_only
+    if args.variant == "balanced":
+        step.unsupervised_loss = class_balanced
     if args.variant == "warmup":
         step.sigmoid_rampup = delayed_rampup
     options = TrainOptions(dims=2, method="supervised" if args.variant == "sup4" else "arco",
