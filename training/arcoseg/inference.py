@@ -58,9 +58,14 @@ class Segmentation:
 
     def entropy(self) -> sitk.Image:
         """Normalised predictive entropy in [0, 1] (uncertainty map) on the input grid."""
-        p = np.clip(self.probabilities, 1e-8, 1.0)
-        ent = -(p * np.log(p)).sum(axis=0) / math.log(p.shape[0])
-        return array_to_image(ent.astype(np.float32), self.labels, np.float32)
+        return array_to_image(normalized_entropy(self.probabilities).astype(np.float32),
+                              self.labels, np.float32)
+
+
+def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:
+    """Predictive entropy of (K, ...) class probabilities divided by log K, in [0, 1]."""
+    p = np.clip(probabilities, 1e-8, 1.0)
+    return -(p * np.log(p)).sum(axis=0) / math.log(p.shape[0])
 
 
 def segment_channels(model: SegmentationModel, metadata: ModelMetadata,

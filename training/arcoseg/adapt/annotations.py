@@ -19,6 +19,13 @@ class Annotations:
     slices: list[int]  # annotated slice indices along `axis`
 
 
+def along(axis: int, slices: list[int]) -> tuple:
+    """Index selecting `slices` along array `axis` of a (z, y, x) array."""
+    index: list = [slice(None)] * 3
+    index[axis] = slices
+    return tuple(index)
+
+
 def detect_axis(labels: np.ndarray) -> int:
     """The axis along which the labelled voxels occupy the fewest slices (drawn slices are
     thin along the axis they were drawn on and wide along the other two)."""
@@ -67,9 +74,7 @@ def make_annotations(labels: np.ndarray, num_classes: int, axis: int | None = No
     if not slices:
         raise InputError(f"No annotated slice found in {source}.")
     partial = np.full_like(labels, IGNORE_LABEL, dtype=np.uint8)
-    index = [slice(None)] * 3
-    index[axis] = slices
-    partial[tuple(index)] = labels[tuple(index)]
+    partial[along(axis, slices)] = labels[along(axis, slices)]
     return Annotations(partial, axis, slices)
 
 
@@ -82,11 +87,10 @@ def hold_out(annotations: Annotations) -> tuple[Annotations, Annotations | None]
         return annotations, None
     held = annotations.slices[len(annotations.slices) // 2]
     keep = [s for s in annotations.slices if s != held]
-    index = [slice(None)] * 3
-    index[annotations.axis] = [held]
+    index = along(annotations.axis, [held])
     train = annotations.labels.copy()
-    train[tuple(index)] = IGNORE_LABEL
+    train[index] = IGNORE_LABEL
     test = np.full_like(annotations.labels, IGNORE_LABEL)
-    test[tuple(index)] = annotations.labels[tuple(index)]
+    test[index] = annotations.labels[index]
     return (Annotations(train, annotations.axis, keep),
             Annotations(test, annotations.axis, [held]))

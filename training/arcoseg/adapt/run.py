@@ -26,14 +26,14 @@ from arcoseg.data.orientation import to_slicing_axis
 from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_image, resample
 from arcoseg.device import resolve_device
 from arcoseg.errors import ArcosegError, InputError
-from arcoseg.inference import segment_channels
+from arcoseg.inference import Segmentation, segment_channels
 from arcoseg.io.images import array_to_image, read_image, read_label, write_image
 from arcoseg.modelfile import ModelMetadata, load_metadata, load_model, save_model
 from arcoseg.networks.model import NetworkConfig, SegmentationModel
 from arcoseg.progress import Reporter
 from arcoseg.registry import Registry, VersionRef, check_name
 from arcoseg.train.options import PATCH_DIVISOR, TrainOptions
-from arcoseg.train.trainer import RunData, Trainer, extra_unlabelled
+from arcoseg.train.trainer import RunData, Trainer, extra_unlabelled, without_label
 from arcoseg.train.validation import class_dice
 
 MAX_PATCH = 128
@@ -174,7 +174,7 @@ def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedIm
                            log_every=5, val_every=10**9, checkpoint_every=10**9,
                            rampup=max(1, request.iterations // 10))
     labelled = [preprocess_annotated(item, plan) for item in items]
-    unlabelled = [PreprocessedCase(c.case_id, c.image, None, c.spacing_zyx) for c in labelled]
+    unlabelled = [without_label(c) for c in labelled]
     unlabelled += extra_unlabelled(request.unlabelled, plan, reporter)
     data = RunData(plan, parent.class_names, parent.class_values, 1, labelled, unlabelled, [],
                    provenance={"parent": str(parent.ref) if parent.ref else None})
@@ -186,23 +186,22 @@ def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedIm
     return trainer
 
 
-def held_out_dice(model: SegmentationModel, metadata: ModelMetadata, item: AnnotatedImage,
-                  device: torch.device) -> float | None:
-    """Mean foreground Dice of a model on the held-out slice (None when nothing to score)."""
-    seg = segment_channels(model, metadata, [item.image], device)
+def held_out_dice(seg: Segmentation, item: AnnotatedImage) -> float | None:
+    """Mean foreground Dice of a segmentation on the held-out slice (None: nothing to score)."""
     pred = torch.from_numpy(seg.probabilities.argmax(axis=0))
-    dice = class_dice(pred, torch.from_numpy(item.held_out.labels), len(metadata.classes))
+    dice = class_dice(pred, torch.from_numpy(item.held_out.labels), seg.probabilities.shape[0])
     return float(np.nanmean(dice)) if np.isfinite(dice).any() else None
 
 
-def heldout_check(parent: Parent, adapted: SegmentationModel, metadata: ModelMetadata,
-                  item: AnnotatedImage, device: torch.device) -> dict[str, Any]:
+def heldout_check(parent: Parent, adapted: Segmentation, item: AnnotatedImage,
+                  device: torch.device) -> dict[str, Any]:
     """Parent vs adapted Dice on the held-out slice; activate unless the adapted one is worse."""
     if item.held_out is None:
         return {"slice": None, "parent_dice": None, "adapted_dice": None, "activated": True,
                 "note": "single annotated slice: no held-out check"}
-    adapted_dice = held_out_dice(adapted, metadata, item, device)
-    parent_dice = (held_out_dice(parent.model.to(device), parent.metadata, item, device)
+    adapted_dice = held_out_dice(adapted, item)
+    parent_dice = (held_out_dice(segment_channels(parent.model.to(device), parent.metadata,
+                                                  [item.image], device), item)
                    if parent.model is not None else None)
     worse = (parent_dice is not None and adapted_dice is not None
              and adapted_dice < parent_dice)
@@ -239,7 +238,9 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     with tempfile.TemporaryDirectory(prefix="arcoseg-adapt-") as work:
         trainer = train_adapted(request, parent, items, plan, reporter, stop, Path(work))
     adapted = trainer.method.eval_model()
-    check = heldout_check(parent, adapted, trainer.metadata(), items[0], device)
+    segmentations = [segment_channels(adapted, trainer.metadata(), [item.image], device)
+                     for item in items]
+    check = heldout_check(parent, segmentations[0], items[0], device)
     metadata = trainer.metadata(
         parent=str(parent.ref) if parent.ref else None, held_out=check,
         images=[{"file": str(i.path), "sha256": fingerprint(i.path), "axis": axis,
@@ -251,17 +252,15 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     with registry.stage_version(parent.name, parent.ref) as staged:
         save_model(staged.path, adapted, metadata)
         staged.activate = check["activated"]
-    return finish(request, registry, staged.ref, items, check, trainer, device, reporter)
+    return finish(request, registry, staged.ref, items, segmentations, check, trainer, reporter)
 
 
 def finish(request: AdaptRequest, registry: Registry, ref: VersionRef,
-           items: list[AnnotatedImage], check: dict[str, Any], trainer: Trainer,
-           device: torch.device, reporter: Reporter) -> dict[str, Any]:
-    """Segment the adapted images with the new version, suggest slices, build the result."""
-    model, metadata = load_model(registry.resolve(str(ref)), device=device)
+           items: list[AnnotatedImage], segmentations: list[Segmentation],
+           check: dict[str, Any], trainer: Trainer, reporter: Reporter) -> dict[str, Any]:
+    """Write the adapted images' segmentations, suggest slices, build the result."""
     outputs, suggestions = [], []
-    for i, item in enumerate(items):
-        seg = segment_channels(model, metadata, [item.image], device)
+    for i, (item, seg) in enumerate(zip(items, segmentations)):
         annotated = item.annotations.slices + (item.held_out.slices if item.held_out else [])
         if i == 0:
             suggestions = suggest_slices(seg.probabilities, item.annotations.axis, annotated,

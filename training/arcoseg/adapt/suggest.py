@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import binary_dilation
 
+from arcoseg.inference import normalized_entropy
+
 
 def slice_uncertainty(probabilities: np.ndarray, axis: int, border: int = 2) -> np.ndarray:
     """Mean predictive entropy per slice along `axis`, inside the predicted foreground and a
     `border`-voxel rim around it (0 for slices with no foreground nearby)."""
-    p = np.clip(probabilities, 1e-8, 1.0)
-    entropy = -(p * np.log(p)).sum(axis=0) / np.log(p.shape[0])
+    entropy = normalized_entropy(probabilities)
     region = probabilities.argmax(axis=0) > 0
     if border and region.any():
         region = binary_dilation(region, iterations=border)

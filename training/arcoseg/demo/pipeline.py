@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from arcoseg.adapt.annotations import along
 from arcoseg.adapt.run import AdaptRequest, adapt
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.evaluation.evaluate import evaluate, format_summary_table
@@ -36,9 +37,7 @@ def pick_slices(labels: np.ndarray, axis: int, count: int) -> list[int]:
 def simulate_annotations(labels: np.ndarray, axis: int, slices: list[int]) -> np.ndarray:
     """The clinician's drawing: full labels on `slices`, every other voxel unannotated (255)."""
     drawn = np.full_like(labels, IGNORE_LABEL)
-    index = [slice(None)] * 3
-    index[axis] = slices
-    drawn[tuple(index)] = labels[tuple(index)]
+    drawn[along(axis, slices)] = labels[along(axis, slices)]
     return drawn
 
 
@@ -46,9 +45,7 @@ def unannotated_dice(prediction: np.ndarray, labels: np.ndarray, axis: int, slic
                      num_classes: int) -> list[float]:
     """Dice per foreground class on the slices nobody drew (what adaptation had to infer)."""
     gt = labels.copy()
-    index = [slice(None)] * 3
-    index[axis] = slices
-    gt[tuple(index)] = IGNORE_LABEL
+    gt[along(axis, slices)] = IGNORE_LABEL
     return [float(d) for d in class_dice(torch.from_numpy(prediction.astype(np.int64)),
                                          torch.from_numpy(gt.astype(np.int64)), num_classes)]
 

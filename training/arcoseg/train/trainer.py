@@ -97,7 +97,7 @@ def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) 
 
     unlabelled: list[PreprocessedCase] = []
     if options.semi_supervised:
-        unlabelled = [_without_label(c) for c in load(dataset.unlabelled_cases(labelled), "unlabelled")]
+        unlabelled = [without_label(c) for c in load(dataset.unlabelled_cases(labelled), "unlabelled")]
         unlabelled += extra_unlabelled(options.unlabelled, plan, reporter)
         if not unlabelled:
             raise ArcosegError(f"--method {options.method} needs unlabelled data, but every "
@@ -121,7 +121,8 @@ def extra_unlabelled(paths: list[Path], plan: Plan, reporter: Reporter) -> list[
     return cases
 
 
-def _without_label(case: PreprocessedCase) -> PreprocessedCase:
+def without_label(case: PreprocessedCase) -> PreprocessedCase:
+    """The same case as unlabelled data (its labels hidden)."""
     return PreprocessedCase(case.case_id, case.image, None, case.spacing_zyx)
 
 
