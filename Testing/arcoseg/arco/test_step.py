@@ -1,5 +1,7 @@
 """SemiSupervisedMethod: one iteration of mean teacher / ARCO with a tiny stand-in network."""
 
+import math
+
 import pytest
 import torch
 from safetensors.torch import load, save
@@ -72,10 +74,11 @@ def batches(dims: int, count: int, seed: int = 1):
 
 
 CONFIGS = {"mean_teacher": dict(method="mean_teacher"),
-           "mean_teacher-jitter-no-cutmix": dict(method="mean_teacher", cutmix=False,
+           "mean_teacher-jitter-no-cutmix": dict(method="mean_teacher", mix="none",
                                                  intensity_aug=True),
            "arco-ns": dict(method="arco", sampler="ns"),
            "arco-sg": dict(method="arco", sampler="sg"),
+           "arco-sg-bidirectional": dict(method="arco", sampler="sg", mix="bidirectional"),
            "arco-sag-jitter": dict(method="arco", sampler="sag", intensity_aug=True)}
 
 
@@ -206,8 +209,47 @@ def test_arco_without_a_representation_head_is_refused():
         method.training_step(model, *batches(2, 1)[0], 0, 10)
 
 
+def test_supervised_warm_up_then_the_teacher_starts_as_a_copy_of_the_student():
+    model, method, optimizer = build(2, method="arco", warmup_iters=2, rampup_iters=4,
+                                     anchors=32, negatives=16)
+    model.train()
+    data = batches(2, 3)
+    for it in (0, 1):
+        terms = step(model, method, optimizer, data[it], it)
+        assert set(terms) == {"loss", "loss_sup", "rampup"} and terms["rampup"] == 0.0
+        for a, b in zip(method.teacher.state_dict().values(), model.state_dict().values()):
+            assert torch.equal(a, b)
+    terms = step(model, method, optimizer, data[2], 2)
+    assert terms["rampup"] == pytest.approx(math.exp(-5))  # the ramp-up starts after warm-up
+    assert float(terms["loss_contrast"]) > 0
+    assert any(not torch.equal(a, b) for a, b in zip(method.teacher.parameters(),
+                                                     model.parameters()))  # EMA again
+
+
+@pytest.mark.parametrize("norm", ["batch", "running"])
+def test_the_pseudo_labelling_pass_keeps_the_teachers_running_statistics(norm):
+    model, method, optimizer = build(2, method="mean_teacher", teacher_norm=norm)
+    model.train()
+    captured = {}
+    original = method._teacher_pass
+
+    def spy(*args):
+        captured["bn_training"] = method.teacher.body[1].training
+        captured["running"] = method.teacher.body[1].running_mean.clone()
+        view = original(*args)
+        captured["after"] = method.teacher.body[1].running_mean.clone()
+        return view
+
+    method._teacher_pass = spy
+    step(model, method, optimizer, batches(2, 1)[0], 0)
+    assert captured["bn_training"] is (norm == "batch")
+    assert torch.equal(captured["running"], captured["after"])
+    assert not method.teacher.body[1].training
+
+
 @pytest.mark.parametrize("bad", [dict(method="supervised"), dict(sampler="grid"),
-                                 dict(ema=1.0), dict(anchors=0), dict(tau=0.0)])
+                                 dict(ema=1.0), dict(anchors=0), dict(tau=0.0),
+                                 dict(mix="labelled"), dict(teacher_norm="instance")])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ArcosegError):
         ArcoConfig(**bad)

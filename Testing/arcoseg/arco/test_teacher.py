@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from arcoseg.arco.teacher import ema_update, make_teacher, sigmoid_rampup
+from arcoseg.arco.teacher import batch_statistics, ema_update, make_teacher, sigmoid_rampup
 
 
 def net() -> nn.Module:
@@ -51,3 +51,25 @@ def test_sigmoid_rampup():
     assert sigmoid_rampup(50, 100) == math.exp(-5 * 0.25)
     assert sigmoid_rampup(100, 100) == sigmoid_rampup(500, 100) == 1.0
     assert sigmoid_rampup(0, 0) == 1.0
+
+
+def test_batch_statistics_normalise_by_the_batch_and_leave_running_statistics_alone():
+    teacher = make_teacher(net())
+    x = 5.0 + 3.0 * torch.randn(6, 1, 8, 8)  # far from the initial running mean 0 / var 1
+    running = {k: v.clone() for k, v in teacher.state_dict().items()}
+    with torch.no_grad(), batch_statistics(teacher):
+        features = teacher[1](teacher[0](x))
+        mean = features.mean((0, 2, 3))
+        assert torch.equal(teacher(x), teacher(x))  # dropout stays off
+    assert torch.allclose(mean, teacher[1].bias, atol=1e-4)  # normalised by the batch mean
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, running[key]), key
+    assert not teacher.training and not teacher[1].training and teacher[1].momentum == 0.1
+
+
+def test_batch_statistics_can_be_switched_off():
+    teacher = make_teacher(net())
+    x = torch.randn(2, 1, 8, 8)
+    expected = teacher(x)
+    with batch_statistics(teacher, enabled=False):
+        assert torch.equal(teacher(x), expected) and not teacher[1].training

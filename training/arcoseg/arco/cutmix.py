@@ -1,10 +1,18 @@
-"""The strong view of the unlabelled batch: CutMix between images of the batch and an optional
-intensity jitter (spec section 2, step 2).
+"""The strong view: CutMix boxes between images of the batch and an optional intensity jitter
+(spec section 2, step 2).
 
-Every image gets a box from another image of the batch (a random cyclic shift of the batch, so no
-image is mixed with itself when B > 1); the same box mixes images, pseudo-labels, confidences and
-anything else passed through `mix_like`, so they stay aligned. 2D: a box of `area` of the image.
-3D: a box of `area` of the in-plane (y, x) area over a slab of `slab` of the slices (z).
+Mixing modes (`mixing_plan`), over the pool of labelled then unlabelled images of one step:
+- "unlabelled" (the spec): each unlabelled image gets a box from another unlabelled image (a
+  random cyclic shift of that batch, so none is mixed with itself when B > 1); labelled images
+  stay as they are.
+- "bidirectional" (BCP, Bai et al., CVPR 2023): each unlabelled image gets a box from a labelled
+  image and each labelled image a box from an unlabelled one. Every input then holds labelled
+  and unlabelled anatomy with ground truth in one part and pseudo-labels in the other, so the
+  student cannot learn "labelled patients vs the rest" (the collapse seen on ACDC, RESULTS.md).
+- "none": no mixing.
+The same plan mixes images, annotations, pseudo-labels and confidences, so they stay aligned.
+2D: a box of `area` of the image. 3D: a box of `area` of the in-plane (y, x) area over a slab of
+`slab` of the slices (z).
 
 Hand-written rather than MONAI's CutMix transforms: those mix per sample on the CPU side and do
 not return the box, which the pseudo-labels and confidences must share.
@@ -17,19 +25,26 @@ from typing import NamedTuple
 
 import torch
 
+MIX_MODES = ("none", "unlabelled", "bidirectional")
 
-class CutMixResult(NamedTuple):
-    images: torch.Tensor
-    pseudo: torch.Tensor
-    confidence: torch.Tensor
-    box: torch.Tensor  # (B, *spatial) bool: True where the pixel comes from `partner`
-    partner: torch.Tensor  # (B,) index of the image each image borrows its box from
+
+class MixPlan(NamedTuple):
+    """Output image k = pool[base[k]] with the box `box[k]` taken from pool[partner[k]]."""
+
+    base: torch.Tensor  # (B,) index into the pool
+    partner: torch.Tensor  # (B,) index into the pool
+    box: torch.Tensor  # (B, *spatial) bool
+
+    def apply(self, pool: torch.Tensor) -> torch.Tensor:
+        """Mix a pool tensor (P, *spatial) or (P, C, *spatial) by the plan."""
+        mask = self.box if pool.ndim == self.box.ndim else self.box.unsqueeze(1)
+        return torch.where(mask, pool[self.partner], pool[self.base])
 
 
 def cutmix_box(batch: int, spatial: tuple[int, ...], generator: torch.Generator | None = None,
                area: float = 0.5, slab: float = 0.5,
-               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """A random box per image, (B, *spatial) bool, and the partner image of each image (B,)."""
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """A random box per image, (B, *spatial) bool."""
     if len(spatial) not in (2, 3):
         raise ValueError(f"CutMix needs 2D or 3D images, got spatial shape {spatial}.")
     side = math.sqrt(area)
@@ -43,25 +58,30 @@ def cutmix_box(batch: int, spatial: tuple[int, ...], generator: torch.Generator 
         view = [batch] + [1] * len(spatial)
         view[axis + 1] = size
         box &= inside.view(view)
-    shift = torch.randint(1, max(2, batch), (1,), generator=generator, device=device)
-    partner = (torch.arange(batch, device=device) + shift) % batch
-    return box, partner
+    return box
 
 
-def mix_like(tensor: torch.Tensor, box: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
-    """Apply a CutMix box to `tensor` (B, *spatial) or (B, C, *spatial)."""
-    mask = box if tensor.ndim == box.ndim else box.unsqueeze(1)
-    return torch.where(mask, tensor[partner], tensor)
-
-
-def cutmix(images: torch.Tensor, pseudo: torch.Tensor, confidence: torch.Tensor,
-           generator: torch.Generator | None = None, area: float = 0.5,
-           slab: float = 0.5) -> CutMixResult:
-    """Mix each image (B, C, *spatial), its pseudo-labels and confidences (B, *spatial) alike."""
-    box, partner = cutmix_box(images.shape[0], tuple(images.shape[2:]), generator, area, slab,
-                              images.device)
-    return CutMixResult(mix_like(images, box, partner), mix_like(pseudo, box, partner),
-                        mix_like(confidence, box, partner), box, partner)
+def mixing_plan(n_labelled: int, n_unlabelled: int, spatial: tuple[int, ...], mode: str,
+                generator: torch.Generator | None = None, area: float = 0.5,
+                device: torch.device | str = "cpu") -> MixPlan:
+    """The mixing of one step's pool [labelled..., unlabelled...] (see the module doc)."""
+    if mode not in MIX_MODES:
+        raise ValueError(f"Unknown mixing mode {mode!r}; choose one of {', '.join(MIX_MODES)}.")
+    n_l, n_u = n_labelled, n_unlabelled
+    box = cutmix_box(n_l + n_u, spatial, generator, area, device=device)
+    base = torch.arange(n_l + n_u, device=device)
+    partner = base.clone()
+    labelled, unlabelled = base[:n_l], base[n_l:] - n_l
+    if mode == "unlabelled" and n_u:
+        shift = torch.randint(1, max(2, n_u), (1,), generator=generator, device=device)
+        partner[n_l:] = n_l + (unlabelled + shift) % n_u
+        box[:n_l] = False
+    elif mode == "bidirectional" and n_l and n_u:
+        partner[:n_l] = n_l + labelled % n_u
+        partner[n_l:] = unlabelled % n_l
+    else:
+        box[:] = False
+    return MixPlan(base, partner, box)
 
 
 def intensity_jitter(images: torch.Tensor, generator: torch.Generator | None = None,

@@ -1,9 +1,14 @@
 """One semi-supervised training iteration: mean teacher, and ARCO on top of it (spec section 2).
 
 Per iteration (`SemiSupervisedMethod.training_step`):
+0. during an optional supervised warm-up (`warmup_iters`) only L_sup on the labelled batch, and
+   the teacher is a copy of the student: the semi-supervised terms then start from a teacher
+   that has learnt something (an EMA of a barely trained student teaches "background" to every
+   unseen patient, the collapse in RESULTS.md);
 1. the teacher predicts the raw unlabelled batch: pseudo-labels (argmax) and confidences (max p);
-2. strong view: CutMix inside the unlabelled batch (images, pseudo-labels, confidences and any
-   partial annotations share the box), optional intensity jitter;
+2. strong view: CutMix (`cutmix.mixing_plan`: inside the unlabelled batch as specified, or
+   bidirectional between labelled and unlabelled images); images, annotations, pseudo-labels and
+   confidences share the boxes; optional intensity jitter;
 3. one student forward on labelled + strong unlabelled images; for ARCO the teacher also sees
    them (embeddings and probabilities). The two teacher passes are one batched forward (the
    mixed images do not depend on the teacher's output; the teacher is in eval mode, so batching
@@ -38,11 +43,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from arcoseg.arco.contrastive import PixelSelection, contrastive_loss, select_pixels
-from arcoseg.arco.cutmix import cutmix_box, intensity_jitter, mix_like
+from arcoseg.arco.cutmix import MIX_MODES, MixPlan, intensity_jitter, mixing_plan
 from arcoseg.arco.memory_bank import ClassMemoryBank, RingBuffer
 from arcoseg.arco.nn_loss import QUEUE_SIZE, TOP_K, image_embeddings, nearest_neighbour_loss
 from arcoseg.arco.samplers import SAMPLERS
-from arcoseg.arco.teacher import ema_update, make_teacher, sigmoid_rampup
+from arcoseg.arco.teacher import (TEACHER_NORMS, batch_statistics, ema_update, make_teacher,
+                                  sigmoid_rampup)
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import ArcosegError
 from arcoseg.train.losses import supervised_loss
@@ -59,11 +65,13 @@ class ArcoConfig:
     sampler: str = "sg"  # 'ns' | 'sg' | 'sag'
     grid: int = 4  # SG/SAG grid cells per axis
     ema: float = 0.99  # teacher momentum
+    teacher_norm: str = "batch"  # BatchNorm of the pseudo-labelling pass: 'batch' | 'running'
     conf_threshold: float = 0.97  # ReCo weighting of L_unsup; negatives have p(c) below it
     lambda_u: float = 1.0
     lambda_c: float = 0.01
     lambda_nn: float = 1.0  # 0 disables the nearest-neighbour loss
-    rampup_iters: int = 0  # sigmoid ramp-up of the unlabelled terms; 0 = none
+    warmup_iters: int = 0  # supervised-only iterations first; the teacher then starts as a copy
+    rampup_iters: int = 0  # sigmoid ramp-up of the unlabelled terms after the warm-up; 0 = none
     anchors: int = 256  # anchors per class
     negatives: int = 512  # negatives per anchor
     tau: float = 0.5
@@ -74,7 +82,7 @@ class ArcoConfig:
     reliable_percent: float = 20.0  # alpha_0: lowest-entropy % of unannotated pixels kept
     nn_queue: int = QUEUE_SIZE
     nn_topk: int = TOP_K
-    cutmix: bool = True
+    mix: str = "unlabelled"  # CutMix mode: 'unlabelled' (spec), 'bidirectional' (BCP), 'none'
     cutmix_area: float = 0.5
     intensity_aug: bool = False
 
@@ -82,6 +90,12 @@ class ArcoConfig:
         if self.method not in SEMI_SUPERVISED_METHODS:
             raise ArcosegError(f"Unknown semi-supervised method {self.method!r}; choose one of "
                                f"{', '.join(SEMI_SUPERVISED_METHODS)}.")
+        if self.mix not in MIX_MODES:
+            raise ArcosegError(f"Unknown mixing mode {self.mix!r}; choose one of "
+                               f"{', '.join(MIX_MODES)}.")
+        if self.teacher_norm not in TEACHER_NORMS:
+            raise ArcosegError(f"Unknown teacher normalisation {self.teacher_norm!r}; choose one "
+                               f"of {', '.join(TEACHER_NORMS)}.")
         if self.sampler not in SAMPLERS:
             raise ArcosegError(f"Unknown sampler {self.sampler!r}; choose one of "
                                f"{', '.join(SAMPLERS)}.")
@@ -122,9 +136,10 @@ def _pool_probabilities(probs: torch.Tensor, size: tuple[int, ...]) -> torch.Ten
 
 
 class _TeacherView(NamedTuple):
-    pseudo: torch.Tensor  # mixed pseudo-labels of the unlabelled batch (B_u, *spatial)
-    confidence: torch.Tensor  # mixed max probabilities (B_u, *spatial)
-    logits: torch.Tensor | None  # teacher logits of labelled + strong unlabelled (ARCO only)
+    pseudo: torch.Tensor  # mixed pseudo-labels of the student's inputs (B, *spatial)
+    confidence: torch.Tensor  # mixed max probabilities (B, *spatial)
+    has_pseudo: torch.Tensor  # bool (B, *spatial): where the pixel comes from an unlabelled image
+    logits: torch.Tensor | None  # teacher logits of the student's inputs (ARCO only)
     embeddings: torch.Tensor | None  # their embeddings (B, D, *spatial/stride) (ARCO only)
     raw_embeddings: torch.Tensor | None  # embeddings of the raw unlabelled images (ARCO only)
 
@@ -143,6 +158,7 @@ class SemiSupervisedMethod:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(torch.randint(2 ** 62, (1,))))
         self.ema_updates = 0
+        self._warming_up = False
 
     @property
     def _contrast(self) -> bool:
@@ -160,19 +176,24 @@ class SemiSupervisedMethod:
                                "unlabelled cases or train with --method supervised.")
         cfg = self.config
         (x_l, y_l), (x_u, y_u) = labelled, unlabelled
+        self._warming_up = iteration < cfg.warmup_iters
+        if self._warming_up:
+            loss_sup = supervised_loss(student(x_l), y_l)
+            return loss_sup, {"loss": loss_sup.detach(), "loss_sup": loss_sup.detach(),
+                              "rampup": 0.0}
         n_l = x_l.shape[0]
         if y_u is None:
             y_u = torch.full((x_u.shape[0], *x_u.shape[2:]), IGNORE_LABEL, dtype=y_l.dtype,
                              device=x_u.device)
-        box, partner = cutmix_box(x_u.shape[0], tuple(x_u.shape[2:]), self.generator,
-                                  cfg.cutmix_area, device=x_u.device)
-        if not cfg.cutmix:
-            box = torch.zeros_like(box)
-        x_all = torch.cat([x_l, self._strong_view(x_u, box, partner)])
-        annotations = torch.cat([y_l, mix_like(y_u, box, partner).to(y_l.dtype)])
+        plan = mixing_plan(n_l, x_u.shape[0], tuple(x_u.shape[2:]), cfg.mix, self.generator,
+                           cfg.cutmix_area, device=x_u.device)
+        x_all = plan.apply(torch.cat([x_l, x_u]))
+        if cfg.intensity_aug:
+            x_all = torch.cat([x_all[:n_l], intensity_jitter(x_all[n_l:], self.generator)])
+        annotations = plan.apply(torch.cat([y_l, y_u.to(y_l.dtype)]))
         annotated = annotations != IGNORE_LABEL
-        with torch.no_grad():
-            teacher = self._teacher_pass(x_u, x_all, box, partner)
+        with torch.no_grad(), batch_statistics(self.teacher, cfg.teacher_norm == "batch"):
+            teacher = self._teacher_pass(x_u, x_all, plan, n_l)
             start = time.perf_counter()
             selection = (self._select(teacher, annotations, annotated,
                                       iteration / max(1, max_iterations))
@@ -184,8 +205,8 @@ class SemiSupervisedMethod:
         else:
             logits, z_s = student(x_all), None
         loss_sup = supervised_loss(logits, annotations)
-        loss_unsup = unsupervised_loss(logits[n_l:], teacher.pseudo, teacher.confidence,
-                                       ~annotated[n_l:], cfg.conf_threshold)
+        loss_unsup = unsupervised_loss(logits, teacher.pseudo, teacher.confidence,
+                                       teacher.has_pseudo & ~annotated, cfg.conf_threshold)
         terms: dict[str, Any] = {}
         loss_contrast = loss_nn = loss_sup.new_zeros(())
         if selection is not None:
@@ -201,7 +222,7 @@ class SemiSupervisedMethod:
             loss_nn = nearest_neighbour_loss(image_embeddings(z_s[n_l:]), self.queue.get(),
                                              cfg.nn_topk)
             self.queue.push(image_embeddings(teacher.raw_embeddings))
-        ramp = sigmoid_rampup(iteration, cfg.rampup_iters)
+        ramp = sigmoid_rampup(iteration - cfg.warmup_iters, cfg.rampup_iters)
         loss = loss_sup + ramp * (cfg.lambda_u * loss_unsup + cfg.lambda_c * loss_contrast
                                   + cfg.lambda_nn * loss_nn)
         terms.update({"loss": loss.detach(), "loss_sup": loss_sup.detach(),
@@ -209,15 +230,10 @@ class SemiSupervisedMethod:
                       "loss_nn": loss_nn.detach(), "rampup": ramp})
         return loss, terms
 
-    def _strong_view(self, x_u: torch.Tensor, box: torch.Tensor,
-                     partner: torch.Tensor) -> torch.Tensor:
-        mixed = mix_like(x_u, box, partner)
-        return intensity_jitter(mixed, self.generator) if self.config.intensity_aug else mixed
-
-    def _teacher_pass(self, x_u: torch.Tensor, x_all: torch.Tensor, box: torch.Tensor,
-                      partner: torch.Tensor) -> _TeacherView:
-        """Pseudo-labels of the raw unlabelled images (then mixed); for ARCO also the teacher's
-        logits and embeddings of the student's inputs: one batched forward."""
+    def _teacher_pass(self, x_u: torch.Tensor, x_all: torch.Tensor, plan: MixPlan,
+                      n_l: int) -> _TeacherView:
+        """Pseudo-labels of the raw unlabelled images, mixed like the student's inputs; for ARCO
+        also the teacher's logits and embeddings of the student's inputs: one batched forward."""
         if not (self._contrast or self._neighbours):
             raw, logits, embeddings, raw_embeddings = self.teacher(x_u), None, None, None
         else:
@@ -229,16 +245,25 @@ class SemiSupervisedMethod:
             raw, logits = both[:n_u], both[n_u:]
             raw_embeddings, embeddings = every[:n_u], every[n_u:]
         confidence, pseudo = torch.softmax(raw.float(), dim=1).max(dim=1)
-        return _TeacherView(mix_like(pseudo, box, partner), mix_like(confidence, box, partner),
+
+        def pooled(unlabelled: torch.Tensor, fill: float | bool) -> torch.Tensor:
+            """[fill for each labelled image, then `unlabelled`] mixed by the plan."""
+            labelled = torch.full((n_l, *unlabelled.shape[1:]), fill, dtype=unlabelled.dtype,
+                                  device=unlabelled.device)
+            return plan.apply(torch.cat([labelled, unlabelled]))
+
+        return _TeacherView(pooled(pseudo, 0), pooled(confidence, 0.0),
+                            pooled(torch.ones_like(pseudo, dtype=torch.bool), False),
                             logits, embeddings, raw_embeddings)
 
     def _select(self, teacher: _TeacherView, annotations: torch.Tensor,
                 annotated: torch.Tensor, progress: float) -> PixelSelection:
         """Teacher-side pixel selection at the embedding resolution. Labels: annotations where
-        annotated, else the mixed pseudo-labels (unlabelled) or the teacher's argmax (labelled)."""
+        annotated, else the mixed pseudo-labels (from unlabelled images) or the teacher's argmax
+        on the input itself (unannotated parts of labelled images)."""
         probs = torch.softmax(teacher.logits.float(), dim=1)
-        n_l = annotations.shape[0] - teacher.pseudo.shape[0]
-        guess = torch.cat([probs[:n_l].argmax(1), teacher.pseudo]).to(annotations.dtype)
+        guess = torch.where(teacher.has_pseudo, teacher.pseudo,
+                            probs.argmax(1)).to(annotations.dtype)
         labels = torch.where(annotated, annotations, guess)
         size = tuple(teacher.embeddings.shape[2:])
         return select_pixels(teacher.embeddings, _pool_probabilities(probs, size),
@@ -247,9 +272,11 @@ class SemiSupervisedMethod:
                              self.config.reliable_percent)
 
     def after_optimizer_step(self, student: nn.Module) -> None:
-        """EMA update of the teacher (momentum warm-up min(1 - 1/(n + 1), ema))."""
+        """EMA update of the teacher (momentum warm-up min(1 - 1/(n + 1), ema)); during the
+        supervised warm-up the teacher is a copy of the student."""
         self.ema_updates += 1
-        ema_update(self.teacher, student, min(self.config.ema, 1.0 - 1.0 / (self.ema_updates + 1)))
+        momentum = min(self.config.ema, 1.0 - 1.0 / (self.ema_updates + 1))
+        ema_update(self.teacher, student, 0.0 if self._warming_up else momentum)
 
     def eval_model(self) -> nn.Module:
         """The teacher: the network to validate and ship (see module docstring)."""

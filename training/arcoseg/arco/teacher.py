@@ -1,10 +1,16 @@
 """The mean teacher: an exponential moving average (EMA) of the student, and the ramp-up weight.
 
-BatchNorm buffers: the teacher always runs in eval mode, so its running mean/variance are what
-normalise its activations. They are averaged with the same momentum as the weights: the teacher's
-weights are an average of recent student weights, so the matching statistics are the average of
-the student's recent statistics; copying the student's latest buffers would pair averaged weights
-with the newest statistics. Integer buffers (`num_batches_tracked`) are copied.
+BatchNorm buffers: they are averaged with the same momentum as the weights: the teacher's weights
+are an average of recent student weights, so the matching statistics are the average of the
+student's recent statistics. Integer buffers (`num_batches_tracked`) are copied. The teacher is
+in eval mode (no dropout), and validation and export use these running statistics.
+
+Pseudo-labels, though, come from a pass that normalises by the batch's own statistics
+(`batch_statistics`, ARCO's default `teacher_norm="batch"`, as in SSL4MIS where the EMA model is
+never put in eval mode). With running statistics the pseudo-labels on ACDC shrank the predicted
+foreground to a third within 200 iterations, even from a 44 %-Dice teacher, and the student
+followed (the "collapse" in benchmarks/RESULTS.md); with batch statistics the predicted/true
+foreground ratio stayed between 0.8 and 1.3 (training/benchmarks/experiments/mt_collapse.py).
 
 Hand-written rather than `torch.optim.swa_utils.AveragedModel`: that wrapper renames every state
 dict key (`module.`), and averages integer buffers too; here the teacher stays a plain copy of the
@@ -15,9 +21,14 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
+
+
+TEACHER_NORMS = ("batch", "running")
 
 
 def make_teacher(student: nn.Module) -> nn.Module:
@@ -47,3 +58,22 @@ def sigmoid_rampup(iteration: int, length: int) -> float:
         return 1.0
     phase = 1.0 - min(max(iteration, 0), length) / length
     return math.exp(-5.0 * phase * phase)
+
+
+@contextmanager
+def batch_statistics(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Run `model` with its BatchNorm layers normalising by the statistics of the batch it sees,
+    leaving the running statistics untouched (momentum 0); everything else stays in eval mode."""
+    norms = [m for m in model.modules()
+             if enabled and isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.momentum, m.num_batches_tracked) for m in norms]
+    for m in norms:
+        m.train()
+        m.momentum = 0.0
+        m.num_batches_tracked = m.num_batches_tracked.clone()
+    try:
+        yield model
+    finally:
+        for m, (training, momentum, tracked) in zip(norms, saved):
+            m.train(training)
+            m.momentum, m.num_batches_tracked = momentum, tracked

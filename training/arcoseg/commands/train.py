@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from arcoseg.commands.common import add_device_arguments, existing_path
 from arcoseg.progress import Reporter
-from arcoseg.train.options import METHODS, SAMPLERS, TrainOptions
+from arcoseg.train.options import METHODS, MIX_MODES, SAMPLERS, TEACHER_NORMS, TrainOptions
 from arcoseg.train.trainer import train
 
 
@@ -53,6 +53,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="weight of the nearest-neighbour loss (0 switches it off)")
     p.add_argument("--rampup", type=int, help="ramp-up iterations of the unlabelled terms "
                                                "(default: a fifth of --iterations)")
+    p.add_argument("--warmup", type=int, default=0,
+                   help="supervised-only iterations before the semi-supervised terms start; the "
+                        "teacher then starts as a copy of the student")
+    p.add_argument("--mix", choices=MIX_MODES, default="unlabelled",
+                   help="CutMix of the semi-supervised methods: within the unlabelled batch "
+                        "(the paper), bidirectional between labelled and unlabelled images "
+                        "(BCP), or none")
+    p.add_argument("--teacher-norm", choices=TEACHER_NORMS, default="batch",
+                   help="BatchNorm statistics of the teacher's pseudo-labelling pass: the batch's "
+                        "own (default; running statistics made pseudo-labels collapse towards "
+                        "background on ACDC) or the running ones")
     p.add_argument("--grid", type=int, default=4, help="SG/SAG group grid size per axis")
     p.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: $ARCOSEG_CACHE "
                                                   "or ~/.cache/arcoseg)")
@@ -71,7 +82,9 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         spacing=tuple(args.spacing) if args.spacing else None, lr=args.lr, seed=args.seed,
         device=args.device, amp=args.amp, val_every=args.val_every,
         checkpoint_every=args.checkpoint_every, lambda_u=args.lambda_u, lambda_c=args.lambda_c,
-        lambda_nn=args.lambda_nn, rampup=args.rampup, grid=args.grid, cache_dir=args.cache_dir,
+        lambda_nn=args.lambda_nn, rampup=args.rampup, warmup=args.warmup, mix=args.mix,
+        teacher_norm=args.teacher_norm,
+        grid=args.grid, cache_dir=args.cache_dir,
         log_every=max(1, min(10, args.iterations // 100)))
 
 

@@ -65,7 +65,8 @@ def make_method(options: TrainOptions, student: SegmentationModel, num_classes: 
 
     config = ArcoConfig(method=options.method, sampler=options.sampler, grid=options.grid,
                         lambda_u=options.lambda_u, lambda_c=options.lambda_c,
-                        lambda_nn=options.lambda_nn,
+                        lambda_nn=options.lambda_nn, warmup_iters=options.warmup,
+                        mix=options.mix, teacher_norm=options.teacher_norm,
                         rampup_iters=options.rampup if options.rampup is not None
                         else max(1, options.iterations // 5))
     return SemiSupervisedMethod(student, config, num_classes=num_classes,

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from arcoseg.arco.cutmix import MIX_MODES
+from arcoseg.arco.teacher import TEACHER_NORMS
 from arcoseg.errors import ArcosegError
 
 METHODS = ("supervised", "mean_teacher", "arco")
@@ -40,6 +42,9 @@ class TrainOptions:
     lambda_c: float = 0.01
     lambda_nn: float = 1.0
     rampup: int | None = None
+    warmup: int = 0  # supervised-only iterations before the semi-supervised terms start
+    mix: str = "unlabelled"  # CutMix mode of the semi-supervised methods (arco.cutmix)
+    teacher_norm: str = "batch"  # BatchNorm of the teacher's pseudo-labelling pass (arco.teacher)
     grid: int = 4
     cache_dir: Path | None = None
     budget_seconds: float | None = None  # shorten the schedule to fit this training time
@@ -52,6 +57,13 @@ class TrainOptions:
             raise ArcosegError(f"Unknown --method '{self.method}'. Choose one of: {', '.join(METHODS)}.")
         if self.sampler not in SAMPLERS:
             raise ArcosegError(f"Unknown --sampler '{self.sampler}'. Choose one of: {', '.join(SAMPLERS)}.")
+        if self.mix not in MIX_MODES:
+            raise ArcosegError(f"Unknown --mix '{self.mix}'. Choose one of: {', '.join(MIX_MODES)}.")
+        if self.teacher_norm not in TEACHER_NORMS:
+            raise ArcosegError(f"Unknown --teacher-norm '{self.teacher_norm}'. Choose one of: "
+                               f"{', '.join(TEACHER_NORMS)}.")
+        if self.warmup < 0:
+            raise ArcosegError(f"--warmup must be 0 or more iterations, not {self.warmup}.")
         if self.iterations < 1 or self.batch < 1:
             raise ArcosegError("--iterations and --batch must be at least 1.")
         self.patch = tuple(self.patch) if self.patch else DEFAULT_PATCH[self.dims]

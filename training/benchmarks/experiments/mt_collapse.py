@@ -12,6 +12,7 @@ labelled batch of 4). Variants patch the method's functions in this process only
 """
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import arcoseg.arco.step as step
-from arcoseg.arco.cutmix import cutmix_box, mix_like
+from arcoseg.arco.cutmix import mixing_plan
 from arcoseg.arco.step import ArcoConfig, SemiSupervisedMethod
 from arcoseg.data.dataset import load_dataset
 from arcoseg.data.preprocess import Plan, load_cases
@@ -48,6 +49,8 @@ def class_balanced(logits, pseudo, confidence, valid, threshold=0.97):
 
 
 _RAMPUP = step.sigmoid_rampup
+# supervised warm-up whose end makes the teacher a copy of the student, then a short ramp-up
+PRETRAIN = {"warmup": 400, "rampup": 100}
 
 
 def delayed_rampup(iteration, length, start=300):
@@ -66,16 +69,16 @@ def check_pseudo_labels(model_dir: Path, data: Path, batches: int = 5) -> None:
     scores = []
     for _ in range(batches):
         x, y = sampler.sample()
-        box, partner = cutmix_box(x.shape[0], tuple(x.shape[2:]), method.generator, 0.5)
-        view = method._teacher_pass(x, torch.cat([x, x]), box, partner)
-        scores.append(class_dice(view.pseudo, mix_like(y, box, partner), 4))
+        plan = mixing_plan(0, x.shape[0], tuple(x.shape[2:]), "unlabelled", method.generator)
+        view = method._teacher_pass(x, plan.apply(x), plan, 0)
+        scores.append(class_dice(view.pseudo, plan.apply(y), 4))
     print("pseudo-label Dice per class:", np.nanmean(np.stack(scores), 0).round(3).tolist())
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("variant", choices=("pseudo", "spec", "mask", "balanced", "ramp", "warmup",
-                                       "sup4"))
+                                       "sup4", "pretrain", "bcp", "bcp-pretrain"))
     p.add_argument("--data", type=Path, default=Path("../shared/data/ACDC"))
     p.add_argument("--out", type=Path, default=Path("results/mt_collapse"))
     p.add_argument("--model", type=Path, help="with 'pseudo': a trained model folder")
@@ -95,6 +98,10 @@ def main() -> None:
                            sampler="sg", labelled=3, iterations=1000, batch=4, patch=(128, 128),
                            spacing=(1.0, 2.0, 2.0), device="cpu", val_every=200,
                            checkpoint_every=10**6, rampup=400 if args.variant == "ramp" else None)
+    if args.variant.endswith("pretrain"):
+        options = dataclasses.replace(options, **PRETRAIN)
+    if args.variant.startswith("bcp"):
+        options = dataclasses.replace(options, mix="bidirectional")
     result = train(args.data, options, args.out / args.variant, Reporter(quiet=True))
     print(json.dumps(result["validation"]))
 
