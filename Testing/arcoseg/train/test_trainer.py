@@ -85,6 +85,9 @@ def test_resume_with_different_options_is_refused(dataset, tmp_path):
     ({"patch": (30, 30)}, "multiple of 16"),
     ({"method": "magic"}, "Unknown --method"),
     ({"dims": 4}, "--dims"),
+    ({"mix": "sideways"}, "Unknown --mix"),
+    ({"teacher_norm": "layer"}, "Unknown --teacher-norm"),
+    ({"warmup": -1}, "--warmup"),
 ])
 def test_bad_options_are_refused(tmp_path, kw, message):
     with pytest.raises(ArcosegError, match=message):
@@ -129,6 +132,19 @@ def test_semi_supervised_methods_train_in_2d_and_log_their_terms(dataset, tmp_pa
         assert {"loss_contrast", "loss_nn", "anchors/class1"} <= set(records[-1])
     meta = json.loads((out / "model.json").read_text())
     assert meta["provenance"]["method"] == method
+
+
+def test_warm_up_and_bidirectional_mixing_reach_the_method(dataset, tmp_path):
+    out = tmp_path / "m"
+    train(dataset, _options(tmp_path, method="arco", labelled=1, iterations=4, warmup=2,
+                            mix="bidirectional"), out, Reporter(quiet=True))
+    records = [json.loads(line) for line in (out / "training/metrics.jsonl").read_text().splitlines()]
+    by_iteration = {r["iteration"]: r for r in records if "loss" in r}
+    assert "loss_unsup" not in by_iteration[2] and by_iteration[2]["rampup"] == 0.0
+    assert "loss_unsup" in by_iteration[3]
+    options = json.loads((out / "model.json").read_text())["provenance"]["options"]
+    assert (options["warmup"], options["mix"], options["teacher_norm"]) == (2, "bidirectional",
+                                                                           "batch")
 
 
 @pytest.mark.parametrize("method", ["supervised", "arco"])
