@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +124,24 @@ def test_a_folder_parent_is_imported_once_and_reused(case, tmp_path):
     versions = {(v["name"], v["version"], v.get("parent")) for v in Registry().list()}
     assert first["model"]["ref"] == "adapted@v1"
     assert {v for _, v, _ in versions} == {"v1", "v2", "v3"}  # no second import of the folder
+
+
+def test_a_3d_parent_is_fine_tuned_on_patches_around_the_annotated_slices(case, tmp_path):
+    from arcoseg.data.synthetic import make_phantom_dataset
+    from arcoseg.train.options import TrainOptions
+    from arcoseg.train.trainer import train
+
+    dataset = make_phantom_dataset(tmp_path / "Phantom3D", num_cases=3, shape_zyx=(8, 32, 32),
+                                   val_cases=1)
+    parent = tmp_path / "parent3d"
+    train(dataset, TrainOptions(dims=3, iterations=2, batch=1, patch=(16, 32, 32), device="cpu",
+                                val_every=10**6, cache_dir=tmp_path / "cache"),
+          parent, Reporter(quiet=True))
+    result = adapt(_request(case, tmp_path, classes=None, model=str(parent), method="arco"),
+                   Reporter(quiet=True), lambda: False)
+    assert result["axis"] == 1 and result["iterations"] == 3
+    meta = json.loads((Path(result["model"]["path"]) / "model.json").read_text())
+    assert meta["plan"]["dims"] == 3 and meta["network"]["arch"] == "vnet3d"
+    assert meta["provenance"]["parent"] == result["model"]["parent"]
+    seg = sitk.ReadImage(str(tmp_path / "seg.nii.gz"))
+    assert seg.GetSize() == sitk.ReadImage(str(case["image"])).GetSize()

@@ -1,7 +1,8 @@
 """`arcoseg adapt`: annotated slices + unlabelled images → a new, checked model version.
 
 Flow: read images and partial annotations → choose the parent (registry model, folder, or a new
-model) → hold one annotated slice out → train ARCO on the annotated slices (supervised) and on
+2D model; 2D parents train on slices along the annotation axis, 3D parents on patches centred
+on annotated voxels) → hold one annotated slice out → train ARCO on the annotated slices (supervised) and on
 every other slice and extra image (mean teacher + contrastive) within a time budget → compare
 parent and adapted model on the held-out slice → commit a new registry version (activated only
 if it is not worse) → segment the images and suggest the next slices to annotate.
@@ -91,9 +92,6 @@ def choose_parent(registry: Registry, request: AdaptRequest) -> Parent:
         ref = (registered_copy(registry, folder)
                or registry.import_model(folder, name=request.name or folder.name))
     model, metadata = load_model(registry.resolve(str(ref)))
-    if metadata.plan.get("dims") != 2:
-        raise ArcosegError(f"Model {ref} is a 3D model; Adapt fine-tunes 2D models for now. "
-                           "Train a 2D model (--dims 2) or adapt --from-scratch.")
     return Parent(ref.name, ref, model, metadata, metadata.class_names,
                   [int(c["value"]) for c in metadata.classes])
 
@@ -141,11 +139,12 @@ def read_annotated(request: AdaptRequest, num_classes: int) -> list[AnnotatedIma
 
 
 def make_plan(parent: Parent, items: list[AnnotatedImage], axis: int) -> Plan:
-    """The parent's preprocessing along the annotation axis, or a plan fitted to the image."""
+    """The parent's preprocessing (a 2D parent along the annotation axis; a 3D parent sees
+    whole patches, so its orientation stays), or a 2D plan fitted to the image."""
     oriented = to_slicing_axis(items[0].image, axis)
     if parent.metadata is not None:
         plan = Plan.from_dict(parent.metadata.plan)
-        return replace(plan, slice_axis=axis)
+        return replace(plan, slice_axis=axis) if plan.dims == 2 else plan
     spacing_zyx = tuple(reversed(oriented.GetSpacing()))
     size_yx = tuple(reversed(oriented.GetSize()))[1:]
     patch = tuple(min(MAX_PATCH, math.ceil(s / PATCH_DIVISOR) * PATCH_DIVISOR) for s in size_yx)
@@ -159,7 +158,8 @@ def preprocess_annotated(item: AnnotatedImage, plan: Plan) -> PreprocessedCase:
     array, _ = preprocess_image([oriented], plan)
     labels = to_slicing_axis(array_to_image(item.annotations.labels, item.image, np.uint8),
                              plan.slice_axis)
-    resampled = resample(labels, plan.target_spacing, is_label=True, in_plane_only=True)
+    resampled = resample(labels, plan.target_spacing, is_label=True,
+                         in_plane_only=plan.dims == 2)
     return PreprocessedCase(item.path.name, array, sitk.GetArrayFromImage(resampled),
                             tuple(plan.target_spacing))
 
@@ -167,8 +167,9 @@ def preprocess_annotated(item: AnnotatedImage, plan: Plan) -> PreprocessedCase:
 def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedImage], plan: Plan,
                   reporter: Reporter, stop: Callable[[], bool], work: Path) -> Trainer:
     """Run the ARCO training with partial labels inside the time budget."""
-    options = TrainOptions(dims=2, method=request.method, sampler=request.sampler,
-                           iterations=request.iterations, batch=4, patch=plan.patch_size,
+    options = TrainOptions(dims=plan.dims, method=request.method, sampler=request.sampler,
+                           iterations=request.iterations, batch=4 if plan.dims == 2 else 2,
+                           patch=plan.patch_size,
                            device=request.device, amp=request.amp, seed=request.seed,
                            budget_seconds=request.budget, early_stop=True,
                            log_every=5, val_every=10**9, checkpoint_every=10**9,

@@ -1,18 +1,31 @@
-"""Experiment: why mean teacher / ARCO collapse towards background on ACDC (3 patients, CPU).
+"""Experiment: why mean teacher / ARCO collapsed towards background on ACDC (3 patients, CPU).
 
 One variant per run, 1 000 iterations, validation Dice of the shipped network every 200:
     python training/benchmarks/experiments/mt_collapse.py VARIANT [--data DIR] [--out DIR]
     python training/benchmarks/experiments/mt_collapse.py pseudo --model MODEL_DIR [--data DIR]
-VARIANT: balanced (confident pixels only, classes weighted by inverse pseudo-label frequency),
-pseudo (check that a trained teacher's CutMix-mixed pseudo-labels on unlabelled training
-cases agree with their hidden ground truth, i.e. that the targets are built aligned), spec (as specified), mask (only pixels with teacher confidence >= 0.97 contribute to
-the pseudo-label loss), ramp (ramp-up over 40 %), warmup (no unlabelled term for the first
-300 iterations, then a 200-iteration ramp-up), sup4 (supervised with the semi-supervised runs'
-labelled batch of 4). Variants patch the method's functions in this process only.
+    python training/benchmarks/experiments/mt_collapse.py drift --model MODEL_DIR \
+        [--teacher-norm batch|running] [--lambda-u 1.0]
+Training variants (arco-sg unless said otherwise):
+- spec: as specified, with the current defaults (teacher pseudo-labels with batch statistics);
+- running-bn: the teacher pseudo-labels with its running BatchNorm statistics (before the fix);
+- pretrain: 400 supervised iterations, the teacher starts as a copy of the student, 100-iteration
+  ramp-up; bcp: bidirectional CutMix between labelled and unlabelled images; bcp-pretrain: both;
+- sup4: supervised with the semi-supervised runs' labelled batch of 4;
+- run before the fix, so they use the running-statistics teacher: mask (only pixels with teacher
+  confidence >= 0.97 in the pseudo-label loss), balanced (confident pixels only, classes weighted
+  by inverse pseudo-label frequency), ramp (ramp-up over 40 %), warmup (no unlabelled term for the
+  first 300 iterations, then a 200-iteration ramp-up, the teacher an EMA all along).
+Checks:
+- pseudo: a trained teacher's CutMix-mixed pseudo-labels on unlabelled training cases against
+  their hidden ground truth (are the targets built aligned?);
+- drift: from a trained model, mean-teacher steps; every 25 steps the teacher's predicted / true
+  foreground ratio per class and Dice on fixed unlabelled slices (does the foreground shrink?).
+Variants patch the method's functions in this process only.
 """
 
 import argparse
 import dataclasses
+import tempfile
 import json
 from pathlib import Path
 
@@ -29,7 +42,7 @@ from arcoseg.data.sampling import SliceSampler
 from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter
 from arcoseg.train.options import TrainOptions
-from arcoseg.train.trainer import train
+from arcoseg.train.trainer import Trainer, prepare_data, train
 from arcoseg.train.validation import class_dice
 
 
@@ -51,6 +64,8 @@ def class_balanced(logits, pseudo, confidence, valid, threshold=0.97):
 _RAMPUP = step.sigmoid_rampup
 # supervised warm-up whose end makes the teacher a copy of the student, then a short ramp-up
 PRETRAIN = {"warmup": 400, "rampup": 100}
+# the variants run before the teacher_norm fix: they reproduce with the running-statistics teacher
+OLD_VARIANTS = ("mask", "balanced", "ramp", "warmup")
 
 
 def delayed_rampup(iteration, length, start=300):
@@ -75,18 +90,55 @@ def check_pseudo_labels(model_dir: Path, data: Path, batches: int = 5) -> None:
     print("pseudo-label Dice per class:", np.nanmean(np.stack(scores), 0).round(3).tolist())
 
 
+def foreground_drift(model_dir: Path, data: Path, teacher_norm: str, lambda_u: float,
+                     steps: int = 200) -> None:
+    """From a trained model (teacher = student = it), run mean-teacher steps (ARCO without its
+    contrastive and nearest-neighbour terms) and print, every 25 steps, the teacher's predicted /
+    true pixel count per class and its Dice on 32 fixed unlabelled slices with hidden labels."""
+    options = TrainOptions(dims=2, method="arco", labelled=3, iterations=1000, batch=4,
+                           patch=(128, 128), spacing=(1.0, 2.0, 2.0), device="cpu",
+                           val_every=10**6, checkpoint_every=10**6, rampup=1, lambda_u=lambda_u,
+                           lambda_c=0.0, lambda_nn=0.0, teacher_norm=teacher_norm)
+    run = dataclasses.replace(prepare_data(data, options, Reporter(quiet=True)), val=[])
+    model, _ = load_model(model_dir)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(run, options, Path(out), Reporter(quiet=True),
+                          init_weights=model.state_dict())
+        trainer.state.iteration = 400  # the learning rate of the pretrain variant's switch
+        dataset = load_dataset(data)
+        probe = load_cases(dataset, dataset.unlabelled_cases(dataset.labelled_cases(3))[:12],
+                           run.plan)
+        x, y = SliceSampler(probe, (128, 128), 32, seed=5, augment=False, fg_fraction=0.7).sample()
+        for k in range(steps + 1):
+            if k % 25 == 0:
+                teacher = trainer.method.eval_model().eval()
+                with torch.no_grad():
+                    pred = teacher(x).argmax(1)
+                ratio = [(pred == c).sum().item() / max(1, (y == c).sum().item()) for c in (1, 2, 3)]
+                print(k, "predicted/true", np.round(ratio, 2).tolist(),
+                      "Dice", np.round(class_dice(pred, y, 4), 3).tolist(), flush=True)
+            if k < steps:
+                trainer._step()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("variant", choices=("pseudo", "spec", "mask", "balanced", "ramp", "warmup",
-                                       "sup4", "pretrain", "bcp", "bcp-pretrain"))
+                                       "sup4", "pretrain", "bcp", "bcp-pretrain", "drift",
+                                       "running-bn"))
     p.add_argument("--data", type=Path, default=Path("../shared/data/ACDC"))
     p.add_argument("--out", type=Path, default=Path("results/mt_collapse"))
-    p.add_argument("--model", type=Path, help="with 'pseudo': a trained model folder")
+    p.add_argument("--model", type=Path, help="with 'pseudo' and 'drift': a trained model folder")
+    p.add_argument("--teacher-norm", default="batch", help="with 'drift': batch or running")
+    p.add_argument("--lambda-u", type=float, default=1.0, help="with 'drift'")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.variant == "pseudo":
         check_pseudo_labels(args.model, args.data)
+        return
+    if args.variant == "drift":
+        foreground_drift(args.model, args.data, args.teacher_norm, args.lambda_u)
         return
     if args.variant == "mask":
         step.unsupervised_loss = confident_only
@@ -100,6 +152,8 @@ def main() -> None:
                            checkpoint_every=10**6, rampup=400 if args.variant == "ramp" else None)
     if args.variant.endswith("pretrain"):
         options = dataclasses.replace(options, **PRETRAIN)
+    if args.variant in ("running-bn", *OLD_VARIANTS):  # the teacher as before the fix
+        options = dataclasses.replace(options, teacher_norm="running")
     if args.variant.startswith("bcp"):
         options = dataclasses.replace(options, mix="bidirectional")
     result = train(args.data, options, args.out / args.variant, Reporter(quiet=True))
