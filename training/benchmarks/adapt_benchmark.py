@@ -35,7 +35,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--k", default="1,2,3", help="annotated slice counts")
-    p.add_argument("--cases", type=int, default=4, help="validation cases to use")
+    p.add_argument("--cases", type=int, default=4, help="validation cases to use (the first N)")
+    p.add_argument("--case-ids", help="comma-separated validation case ids instead of --cases")
+    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--budget", type=float, default=60.0)
     p.add_argument("--base", type=Path, help="base model folder (2D) to adapt from")
     p.add_argument("--methods", default="arco,supervised")
@@ -82,8 +84,12 @@ def run_one(args: argparse.Namespace, case, k: int, method: str, start: str, wor
 
 def main() -> None:
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data)
-    cases = dataset.split_cases("val")[: args.cases]
+    cases = dataset.split_cases("val")
+    cases = ([c for c in cases if c.id in args.case_ids.split(",")] if args.case_ids
+             else cases[: args.cases])
     starts = ["scratch"] + (["base"] if args.base else [])
     rows = []
     args.out.mkdir(parents=True, exist_ok=True)

@@ -182,15 +182,7 @@ class SemiSupervisedMethod:
             return loss_sup, {"loss": loss_sup.detach(), "loss_sup": loss_sup.detach(),
                               "rampup": 0.0}
         n_l = x_l.shape[0]
-        if y_u is None:
-            y_u = torch.full((x_u.shape[0], *x_u.shape[2:]), IGNORE_LABEL, dtype=y_l.dtype,
-                             device=x_u.device)
-        plan = mixing_plan(n_l, x_u.shape[0], tuple(x_u.shape[2:]), cfg.mix, self.generator,
-                           cfg.cutmix_area, device=x_u.device)
-        x_all = plan.apply(torch.cat([x_l, x_u]))
-        if cfg.intensity_aug:
-            x_all = torch.cat([x_all[:n_l], intensity_jitter(x_all[n_l:], self.generator)])
-        annotations = plan.apply(torch.cat([y_l, y_u.to(y_l.dtype)]))
+        plan, x_all, annotations = self._student_inputs(x_l, y_l, x_u, y_u)
         annotated = annotations != IGNORE_LABEL
         with torch.no_grad(), batch_statistics(self.teacher, cfg.teacher_norm == "batch"):
             teacher = self._teacher_pass(x_u, x_all, plan, n_l)
@@ -229,6 +221,21 @@ class SemiSupervisedMethod:
                       "loss_unsup": loss_unsup.detach(), "loss_contrast": loss_contrast.detach(),
                       "loss_nn": loss_nn.detach(), "rampup": ramp})
         return loss, terms
+
+    def _student_inputs(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor,
+                        y_u: torch.Tensor | None
+                        ) -> tuple[MixPlan, torch.Tensor, torch.Tensor]:
+        """The mixing plan, the mixed images (strong view) and their mixed annotations."""
+        n_l = x_l.shape[0]
+        if y_u is None:
+            y_u = torch.full((x_u.shape[0], *x_u.shape[2:]), IGNORE_LABEL, dtype=y_l.dtype,
+                             device=x_u.device)
+        plan = mixing_plan(n_l, x_u.shape[0], tuple(x_u.shape[2:]), self.config.mix,
+                           self.generator, self.config.cutmix_area, device=x_u.device)
+        x_all = plan.apply(torch.cat([x_l, x_u]))
+        if self.config.intensity_aug:
+            x_all = torch.cat([x_all[:n_l], intensity_jitter(x_all[n_l:], self.generator)])
+        return plan, x_all, plan.apply(torch.cat([y_l, y_u.to(y_l.dtype)]))
 
     def _teacher_pass(self, x_u: torch.Tensor, x_all: torch.Tensor, plan: MixPlan,
                       n_l: int) -> _TeacherView:

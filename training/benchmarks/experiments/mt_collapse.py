@@ -1,13 +1,14 @@
 """Experiment: why mean teacher / ARCO collapsed towards background on ACDC (3 patients, CPU).
 
 One variant per run, 1 000 iterations, validation Dice of the shipped network every 200:
-    python training/benchmarks/experiments/mt_collapse.py VARIANT [--data DIR] [--out DIR]
+    python training/benchmarks/experiments/mt_collapse.py VARIANT [--teacher-norm batch|running]
+        [--data DIR] [--out DIR]
     python training/benchmarks/experiments/mt_collapse.py pseudo --model MODEL_DIR [--data DIR]
     python training/benchmarks/experiments/mt_collapse.py drift --model MODEL_DIR \
-        [--teacher-norm batch|running] [--lambda-u 1.0]
+        [--teacher-norm batch|running] [--lambda-u 1.0] [--mix unlabelled|none]
 Training variants (arco-sg unless said otherwise):
-- spec: as specified, with the current defaults (teacher pseudo-labels with batch statistics);
-- running-bn: the teacher pseudo-labels with its running BatchNorm statistics (before the fix);
+- spec: as specified, with the current defaults (teacher pseudo-labels with batch statistics;
+  `--teacher-norm running` for its running BatchNorm statistics, as before the fix);
 - pretrain: 400 supervised iterations, the teacher starts as a copy of the student, 100-iteration
   ramp-up; bcp: bidirectional CutMix between labelled and unlabelled images; bcp-pretrain: both;
 - sup4: supervised with the semi-supervised runs' labelled batch of 4;
@@ -91,14 +92,15 @@ def check_pseudo_labels(model_dir: Path, data: Path, batches: int = 5) -> None:
 
 
 def foreground_drift(model_dir: Path, data: Path, teacher_norm: str, lambda_u: float,
-                     steps: int = 200) -> None:
+                     mix: str, steps: int = 200) -> None:
     """From a trained model (teacher = student = it), run mean-teacher steps (ARCO without its
     contrastive and nearest-neighbour terms) and print, every 25 steps, the teacher's predicted /
     true pixel count per class and its Dice on 32 fixed unlabelled slices with hidden labels."""
     options = TrainOptions(dims=2, method="arco", labelled=3, iterations=1000, batch=4,
                            patch=(128, 128), spacing=(1.0, 2.0, 2.0), device="cpu",
                            val_every=10**6, checkpoint_every=10**6, rampup=1, lambda_u=lambda_u,
-                           lambda_c=0.0, lambda_nn=0.0, teacher_norm=teacher_norm)
+                           lambda_c=0.0, lambda_nn=0.0, teacher_norm=teacher_norm,
+                           mix=mix)
     run = dataclasses.replace(prepare_data(data, options, Reporter(quiet=True)), val=[])
     model, _ = load_model(model_dir)
     with tempfile.TemporaryDirectory() as out:
@@ -124,13 +126,14 @@ def foreground_drift(model_dir: Path, data: Path, teacher_norm: str, lambda_u: f
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("variant", choices=("pseudo", "spec", "mask", "balanced", "ramp", "warmup",
-                                       "sup4", "pretrain", "bcp", "bcp-pretrain", "drift",
-                                       "running-bn"))
+                                       "sup4", "pretrain", "bcp", "bcp-pretrain", "drift"))
     p.add_argument("--data", type=Path, default=Path("../shared/data/ACDC"))
     p.add_argument("--out", type=Path, default=Path("results/mt_collapse"))
     p.add_argument("--model", type=Path, help="with 'pseudo' and 'drift': a trained model folder")
-    p.add_argument("--teacher-norm", default="batch", help="with 'drift': batch or running")
+    p.add_argument("--teacher-norm", default="batch", choices=("batch", "running"),
+                   help="the teacher's pseudo-labelling BatchNorm statistics")
     p.add_argument("--lambda-u", type=float, default=1.0, help="with 'drift'")
+    p.add_argument("--mix", default="unlabelled", help="with 'drift': CutMix mode (or none)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -138,7 +141,7 @@ def main() -> None:
         check_pseudo_labels(args.model, args.data)
         return
     if args.variant == "drift":
-        foreground_drift(args.model, args.data, args.teacher_norm, args.lambda_u)
+        foreground_drift(args.model, args.data, args.teacher_norm, args.lambda_u, args.mix)
         return
     if args.variant == "mask":
         step.unsupervised_loss = confident_only
@@ -152,8 +155,8 @@ def main() -> None:
                            checkpoint_every=10**6, rampup=400 if args.variant == "ramp" else None)
     if args.variant.endswith("pretrain"):
         options = dataclasses.replace(options, **PRETRAIN)
-    if args.variant in ("running-bn", *OLD_VARIANTS):  # the teacher as before the fix
-        options = dataclasses.replace(options, teacher_norm="running")
+    options = dataclasses.replace(
+        options, teacher_norm="running" if args.variant in OLD_VARIANTS else args.teacher_norm)
     if args.variant.startswith("bcp"):
         options = dataclasses.replace(options, mix="bidirectional")
     result = train(args.data, options, args.out / args.variant, Reporter(quiet=True))
