@@ -226,6 +226,15 @@ def test_supervised_warm_up_then_the_teacher_starts_as_a_copy_of_the_student():
                                                      model.parameters()))  # EMA again
 
 
+def test_default_ramp_up_is_a_fifth_of_the_schedule_left_after_warm_up():
+    model, method, optimizer = build(2, method="mean_teacher", warmup_iters=10, rampup_iters=None)
+    model.train()
+    terms = step(model, method, optimizer, batches(2, 1)[0], 20, total=110)
+    assert terms["rampup"] == pytest.approx(math.exp(-5 * 0.5 ** 2))  # 10 of (110 - 10) / 5
+    terms = step(model, method, optimizer, batches(2, 1)[0], 20, total=60)  # budget shortened
+    assert terms["rampup"] == 1.0
+
+
 @pytest.mark.parametrize("norm", ["batch", "running"])
 def test_the_pseudo_labelling_pass_keeps_the_teachers_running_statistics(norm):
     model, method, optimizer = build(2, method="mean_teacher", teacher_norm=norm)

@@ -172,8 +172,7 @@ def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedIm
                            patch=plan.patch_size,
                            device=request.device, amp=request.amp, seed=request.seed,
                            budget_seconds=request.budget, early_stop=True,
-                           log_every=5, val_every=10**9, checkpoint_every=10**9,
-                           rampup=max(1, request.iterations // 10))
+                           log_every=5, val_every=10**9, checkpoint_every=10**9)
     labelled = [preprocess_annotated(item, plan) for item in items]
     unlabelled = [without_label(c) for c in labelled]
     unlabelled += extra_unlabelled(request.unlabelled, plan, reporter)

@@ -71,7 +71,9 @@ class ArcoConfig:
     lambda_c: float = 0.01
     lambda_nn: float = 1.0  # 0 disables the nearest-neighbour loss
     warmup_iters: int = 0  # supervised-only iterations first; the teacher then starts as a copy
-    rampup_iters: int = 0  # sigmoid ramp-up of the unlabelled terms after the warm-up; 0 = none
+    # sigmoid ramp-up of the unlabelled terms after the warm-up; 0 = none; None = a fifth of the
+    # rest of the schedule, following it when a time budget shortens it
+    rampup_iters: int | None = 0
     anchors: int = 256  # anchors per class
     negatives: int = 512  # negatives per anchor
     tau: float = 0.5
@@ -214,7 +216,9 @@ class SemiSupervisedMethod:
             loss_nn = nearest_neighbour_loss(image_embeddings(z_s[n_l:]), self.queue.get(),
                                              cfg.nn_topk)
             self.queue.push(image_embeddings(teacher.raw_embeddings))
-        ramp = sigmoid_rampup(iteration - cfg.warmup_iters, cfg.rampup_iters)
+        length = (cfg.rampup_iters if cfg.rampup_iters is not None
+                  else max(1, (max_iterations - cfg.warmup_iters) // 5))
+        ramp = sigmoid_rampup(iteration - cfg.warmup_iters, length)
         loss = loss_sup + ramp * (cfg.lambda_u * loss_unsup + cfg.lambda_c * loss_contrast
                                   + cfg.lambda_nn * loss_nn)
         terms.update({"loss": loss.detach(), "loss_sup": loss_sup.detach(),

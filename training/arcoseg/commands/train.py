@@ -52,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--lambda-nn", type=float, default=1.0,
                    help="weight of the nearest-neighbour loss (0 switches it off)")
     p.add_argument("--rampup", type=int, help="ramp-up iterations of the unlabelled terms "
-                                               "(default: a fifth of --iterations)")
+                                               "(default: a fifth of the iterations after --warmup)")
     p.add_argument("--warmup", type=int, default=0,
                    help="supervised-only iterations before the semi-supervised terms start; the "
                         "teacher then starts as a copy of the student")

@@ -67,7 +67,6 @@ def make_method(options: TrainOptions, student: SegmentationModel, num_classes: 
                         lambda_u=options.lambda_u, lambda_c=options.lambda_c,
                         lambda_nn=options.lambda_nn, warmup_iters=options.warmup,
                         mix=options.mix, teacher_norm=options.teacher_norm,
-                        rampup_iters=options.rampup if options.rampup is not None
-                        else max(1, options.iterations // 5))
+                        rampup_iters=options.rampup)
     return SemiSupervisedMethod(student, config, num_classes=num_classes,
                                 spatial_dims=options.dims, device=device)

@@ -41,7 +41,7 @@ class TrainOptions:
     lambda_u: float = 1.0
     lambda_c: float = 0.01
     lambda_nn: float = 1.0
-    rampup: int | None = None
+    rampup: int | None = None  # None: a fifth of the schedule after the warm-up (ArcoConfig)
     warmup: int = 0  # supervised-only iterations before the semi-supervised terms start
     mix: str = "unlabelled"  # CutMix mode of the semi-supervised methods (arco.cutmix)
     teacher_norm: str = "batch"  # BatchNorm of the teacher's pseudo-labelling pass (arco.teacher)
