@@ -8,7 +8,8 @@ Mixing modes (`mixing_plan`), over the pool of labelled then unlabelled images o
 - "bidirectional" (BCP, Bai et al., CVPR 2023): each unlabelled image gets a box from a labelled
   image and each labelled image a box from an unlabelled one. Every input then holds labelled
   and unlabelled anatomy with ground truth in one part and pseudo-labels in the other, so the
-  student cannot learn "labelled patients vs the rest" (the collapse seen on ACDC, RESULTS.md).
+  student cannot tell labelled patients from the rest by the image alone (an option; on ACDC it
+  made no clear difference, RESULTS.md).
 - "none": no mixing.
 The same plan mixes images, annotations, pseudo-labels and confidences, so they stay aligned.
 2D: a box of `area` of the image. 3D: a box of `area` of the in-plane (y, x) area over a slab of

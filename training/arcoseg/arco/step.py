@@ -2,17 +2,18 @@
 
 Per iteration (`SemiSupervisedMethod.training_step`):
 0. during an optional supervised warm-up (`warmup_iters`) only L_sup on the labelled batch, and
-   the teacher is a copy of the student: the semi-supervised terms then start from a teacher
-   that has learnt something (an EMA of a barely trained student teaches "background" to every
-   unseen patient, the collapse in RESULTS.md);
+   the teacher is a copy of the student, so the semi-supervised terms start from a teacher that
+   has learnt something (off by default: it made no clear difference on ACDC, RESULTS.md);
 1. the teacher predicts the raw unlabelled batch: pseudo-labels (argmax) and confidences (max p);
 2. strong view: CutMix (`cutmix.mixing_plan`: inside the unlabelled batch as specified, or
    bidirectional between labelled and unlabelled images); images, annotations, pseudo-labels and
    confidences share the boxes; optional intensity jitter;
 3. one student forward on labelled + strong unlabelled images; for ARCO the teacher also sees
    them (embeddings and probabilities). The two teacher passes are one batched forward (the
-   mixed images do not depend on the teacher's output; the teacher is in eval mode, so batching
-   does not change its predictions);
+   mixed images do not depend on the teacher's output). With `teacher_norm="batch"` (default)
+   that forward normalises by the statistics of the whole batch it sees (raw unlabelled +
+   student inputs for ARCO, raw unlabelled only for mean teacher); with "running", by the
+   running statistics, so batching changes nothing;
 4. L = L_sup + ramp(t) * (lambda_u L_unsup + lambda_c L_contrast + lambda_nn L_nn). L_nn pulls
    the student's pooled embedding of each strong unlabelled image towards its nearest entries of
    a FIFO of teacher embeddings of the raw unlabelled images (pushed after the loss is taken).
