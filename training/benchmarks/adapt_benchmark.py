@@ -41,6 +41,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=60.0)
     p.add_argument("--base", type=Path, help="base model folder (2D) to adapt from")
     p.add_argument("--methods", default="arco,supervised")
+    p.add_argument("--warmup", type=float,
+                   help="supervised-only fraction (default: Adapt's, half from scratch)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("results/adapt_benchmark"))
     return p.parse_args()
@@ -70,7 +72,7 @@ def run_one(args: argparse.Namespace, case, k: int, method: str, start: str, wor
     request = AdaptRequest(images=[case.images[0]], annotations=[ann], axis=0,
                            model=str(args.base) if start == "base" else None,
                            classes=None if start == "base" else class_names[1:],
-                           name=f"bench-{start}", method=method, budget=args.budget,
+                           name=f"bench-{start}", method=method, budget=args.budget, warmup=args.warmup,
                            holdout=False, output=work / f"{case.id}_seg.nii.gz",
                            device=args.device, home=work / "registry")
     t0 = time.perf_counter()

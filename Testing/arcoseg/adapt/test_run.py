@@ -72,6 +72,24 @@ def test_adapting_a_registry_model_adds_a_child_and_leaves_the_parent_untouched(
     assert (parent_dir / "model.safetensors").read_bytes() == before
 
 
+def test_from_scratch_the_first_half_is_supervised_only_and_from_a_parent_none(case, tmp_path):
+    def warmup(name):
+        meta = json.loads((Registry().resolve(name) / "model.json").read_text())
+        return meta["provenance"]["options"]["warmup_fraction"]
+
+    adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
+    assert warmup("adapted@v1") == adapt_run.SCRATCH_WARMUP == 0.5
+    adapt(_request(case, tmp_path, classes=None, model="adapted"), Reporter(quiet=True),
+          lambda: False)
+    assert warmup("adapted@v2") == 0.0
+    adapt(_request(case, tmp_path, name="sup", method="supervised"), Reporter(quiet=True),
+          lambda: False)
+    assert warmup("sup") == 0.0  # nothing semi-supervised to warm up for
+    adapt(_request(case, tmp_path, name="asked", warmup=0.25), Reporter(quiet=True),
+          lambda: False)
+    assert warmup("asked") == 0.25
+
+
 def test_a_worse_adapted_model_is_saved_but_not_activated(case, tmp_path, monkeypatch):
     adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
     scores = iter([0.2, 0.9])  # adapted first, then parent

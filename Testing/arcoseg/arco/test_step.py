@@ -226,6 +226,26 @@ def test_supervised_warm_up_then_the_teacher_starts_as_a_copy_of_the_student():
                                                      model.parameters()))  # EMA again
 
 
+def test_a_warm_up_fraction_follows_the_schedule_and_once_over_stays_over():
+    model, method, optimizer = build(2, method="mean_teacher", warmup_fraction=0.5,
+                                     rampup_iters=None)
+    model.train()
+    data = batches(2, 1)[0]
+    assert set(step(model, method, optimizer, data, 4, total=10)) == {"loss", "loss_sup",
+                                                                      "rampup"}
+    terms = step(model, method, optimizer, data, 5, total=10)  # half of 10: warm-up over
+    assert "loss_unsup" in terms and terms["rampup"] == pytest.approx(math.exp(-5))
+    terms = step(model, method, optimizer, data, 6, total=40)  # a budget lengthens the schedule
+    assert "loss_unsup" in terms  # no second warm-up (it would reset the teacher)
+    assert terms["rampup"] == pytest.approx(math.exp(-5 * (1 - 1 / 7) ** 2))  # (40 - 5) / 5
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0])
+def test_a_warm_up_fraction_outside_0_to_1_is_refused(fraction):
+    with pytest.raises(ArcosegError, match="Warm-up fraction"):
+        ArcoConfig(warmup_fraction=fraction)
+
+
 def test_default_ramp_up_is_a_fifth_of_the_schedule_left_after_warm_up():
     model, method, optimizer = build(2, method="mean_teacher", warmup_iters=10, rampup_iters=None)
     model.train()

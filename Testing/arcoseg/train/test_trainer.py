@@ -111,6 +111,10 @@ def test_convergence_needs_a_flat_loss_and_enough_of_the_schedule():
         flat.add(0.5)
     assert flat.converged(40, 100) and not falling.converged(40, 100)
     assert not flat.converged(10, 100)  # before 30 % of the schedule
+    late = Convergence(window=5, min_fraction=0.8)  # e.g. after a warm-up of half
+    for _ in range(40):
+        late.add(0.5)
+    assert not late.converged(40, 100) and late.converged(80, 100)
 
 
 @pytest.fixture(scope="module")

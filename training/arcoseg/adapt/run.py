@@ -38,6 +38,7 @@ from arcoseg.train.trainer import RunData, Trainer, extra_unlabelled, without_la
 from arcoseg.train.validation import class_dice
 
 MAX_PATCH = 128
+SCRATCH_WARMUP = 0.5  # fraction of an adaptation from scratch that is supervised only
 
 
 @dataclass
@@ -56,6 +57,9 @@ class AdaptRequest:
     iterations: int = 2000
     method: str = "arco"
     sampler: str = "sg"
+    # supervised-only fraction of the schedule before the semi-supervised terms; None: half
+    # from scratch (a random teacher's pseudo-labels wreck it, RESULTS.md), none from a parent
+    warmup: float | None = None
     holdout: bool = True
     suggestions: int = 3
     output: Path | None = None
@@ -172,6 +176,7 @@ def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedIm
                            patch=plan.patch_size,
                            device=request.device, amp=request.amp, seed=request.seed,
                            budget_seconds=request.budget, early_stop=True,
+                           warmup_fraction=warmup_fraction(request, parent),
                            log_every=5, val_every=10**9, checkpoint_every=10**9)
     labelled = [preprocess_annotated(item, plan) for item in items]
     unlabelled = [without_label(c) for c in labelled]
@@ -184,6 +189,14 @@ def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedIm
                       network=network)
     trainer.run()
     return trainer
+
+
+def warmup_fraction(request: AdaptRequest, parent: Parent) -> float:
+    """The request's warm-up fraction, or its default: half the schedule from scratch (none for
+    supervised-only fine-tunes, which have no semi-supervised part)."""
+    if request.warmup is not None:
+        return request.warmup
+    return SCRATCH_WARMUP if parent.model is None and request.method != "supervised" else 0.0
 
 
 def held_out_dice(seg: Segmentation, item: AnnotatedImage) -> float | None:

@@ -1,9 +1,11 @@
 """One semi-supervised training iteration: mean teacher, and ARCO on top of it (spec section 2).
 
 Per iteration (`SemiSupervisedMethod.training_step`):
-0. during an optional supervised warm-up (`warmup_iters`) only L_sup on the labelled batch, and
-   the teacher is a copy of the student, so the semi-supervised terms start from a teacher that
-   has learnt something (off by default: it made no clear difference on ACDC, RESULTS.md);
+0. during an optional supervised warm-up (`warmup_iters`, or `warmup_fraction` of a schedule
+   that a time budget may still shorten) only L_sup on the labelled batch, and the teacher is a
+   copy of the student, so the semi-supervised terms start from a teacher that has learnt
+   something (off by default: it made no clear difference on ACDC from 3 patients; Adapt from
+   scratch uses it, RESULTS.md);
 1. the teacher predicts the raw unlabelled batch: pseudo-labels (argmax) and confidences (max p);
 2. strong view: CutMix (`cutmix.mixing_plan`: inside the unlabelled batch as specified, or
    bidirectional between labelled and unlabelled images); images, annotations, pseudo-labels and
@@ -72,6 +74,7 @@ class ArcoConfig:
     lambda_c: float = 0.01
     lambda_nn: float = 1.0  # 0 disables the nearest-neighbour loss
     warmup_iters: int = 0  # supervised-only iterations first; the teacher then starts as a copy
+    warmup_fraction: float = 0.0  # or this fraction of the (possibly budget-shortened) schedule
     # sigmoid ramp-up of the unlabelled terms after the warm-up; 0 = none; None = a fifth of the
     # rest of the schedule, following it when a time budget shortens it
     rampup_iters: int | None = 0
@@ -102,6 +105,8 @@ class ArcoConfig:
         if self.sampler not in SAMPLERS:
             raise ArcosegError(f"Unknown sampler {self.sampler!r}; choose one of "
                                f"{', '.join(SAMPLERS)}.")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ArcosegError(f"Warm-up fraction must be in [0, 1), got {self.warmup_fraction}.")
         if not 0.0 <= self.ema < 1.0:
             raise ArcosegError(f"EMA momentum must be in [0, 1), got {self.ema}.")
         counts = {"grid": self.grid, "anchors": self.anchors, "negatives": self.negatives,
@@ -162,6 +167,7 @@ class SemiSupervisedMethod:
         self.generator.manual_seed(int(torch.randint(2 ** 62, (1,))))
         self.ema_updates = 0
         self._warming_up = False
+        self._warmup_end: int | None = None  # iteration the warm-up ended at, once it has
 
     @property
     def _contrast(self) -> bool:
@@ -179,7 +185,7 @@ class SemiSupervisedMethod:
                                "unlabelled cases or train with --method supervised.")
         cfg = self.config
         (x_l, y_l), (x_u, y_u) = labelled, unlabelled
-        self._warming_up = iteration < cfg.warmup_iters
+        self._warming_up = self._in_warmup(iteration, max_iterations)
         if self._warming_up:
             loss_sup = supervised_loss(student(x_l), y_l)
             return loss_sup, {"loss": loss_sup.detach(), "loss_sup": loss_sup.detach(),
@@ -217,15 +223,27 @@ class SemiSupervisedMethod:
             loss_nn = nearest_neighbour_loss(image_embeddings(z_s[n_l:]), self.queue.get(),
                                              cfg.nn_topk)
             self.queue.push(image_embeddings(teacher.raw_embeddings))
+        warmed = self._warmup_end or 0
         length = (cfg.rampup_iters if cfg.rampup_iters is not None
-                  else max(1, (max_iterations - cfg.warmup_iters) // 5))
-        ramp = sigmoid_rampup(iteration - cfg.warmup_iters, length)
+                  else max(1, (max_iterations - warmed) // 5))
+        ramp = sigmoid_rampup(iteration - warmed, length)
         loss = loss_sup + ramp * (cfg.lambda_u * loss_unsup + cfg.lambda_c * loss_contrast
                                   + cfg.lambda_nn * loss_nn)
         terms.update({"loss": loss.detach(), "loss_sup": loss_sup.detach(),
                       "loss_unsup": loss_unsup.detach(), "loss_contrast": loss_contrast.detach(),
                       "loss_nn": loss_nn.detach(), "rampup": ramp})
         return loss, terms
+
+    def _in_warmup(self, iteration: int, max_iterations: int) -> bool:
+        """Whether `iteration` is still supervised-only. Once over, the warm-up stays over even
+        if a re-estimated time budget lengthens the schedule (the teacher must not be reset)."""
+        if self._warmup_end is None:
+            end = max(self.config.warmup_iters,
+                      int(self.config.warmup_fraction * max_iterations))
+            if iteration < end:
+                return True
+            self._warmup_end = end
+        return False
 
     def _student_inputs(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor,
                         y_u: torch.Tensor | None

@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=2000, help="at most this many iterations")
     p.add_argument("--method", choices=("arco", "mean_teacher", "supervised"), default="arco")
     p.add_argument("--sampler", choices=SAMPLERS, default="sg")
+    p.add_argument("--warmup", type=float,
+                   help="fraction of the schedule trained supervised-only before the "
+                        "semi-supervised terms start (default: 0.5 with --from-scratch, else 0)")
     p.add_argument("--no-holdout", dest="holdout", action="store_false",
                    help="train on every annotated slice (no held-out check)")
     p.add_argument("--suggest", type=int, default=3, help="how many next slices to suggest")
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
         name=args.name, axis=None if args.axis == "auto" else int(args.axis),
         slices=parse_slices(args.slices), unlabelled=list(args.unlabelled), budget=args.budget,
         iterations=args.iterations, method=args.method, sampler=args.sampler,
-        holdout=args.holdout, suggestions=args.suggest, output=args.out, device=args.device,
+        warmup=args.warmup, holdout=args.holdout, suggestions=args.suggest, output=args.out, device=args.device,
         amp=args.amp, seed=args.seed)
     if not args.from_scratch and args.model is None:
         raise InputError("Give --model NAME|PATH to adapt, or --from-scratch --classes A,B.")

@@ -43,6 +43,7 @@ class TrainOptions:
     lambda_nn: float = 1.0
     rampup: int | None = None  # None: a fifth of the schedule after the warm-up (ArcoConfig)
     warmup: int = 0  # supervised-only iterations before the semi-supervised terms start
+    warmup_fraction: float = 0.0  # or this fraction of the schedule (follows a time budget)
     mix: str = "unlabelled"  # CutMix mode of the semi-supervised methods (arco.cutmix)
     teacher_norm: str = "batch"  # BatchNorm of the teacher's pseudo-labelling pass (arco.teacher)
     grid: int = 4

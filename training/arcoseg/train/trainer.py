@@ -162,7 +162,8 @@ class Trainer:
                                    if data.unlabelled and options.semi_supervised else None)
         self.state = RunState()
         self.log = MetricsLog(out_dir / "training" / "metrics.jsonl")
-        self.convergence = Convergence()
+        # never converged inside the supervised warm-up: the semi-supervised part must run
+        self.convergence = Convergence(min_fraction=0.3 + options.warmup_fraction)
         self.max_iterations = options.iterations
         self._budget_mark = (0, 0.0)  # (iteration, seconds) of the last budget estimate
 
