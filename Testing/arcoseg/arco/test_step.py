@@ -231,8 +231,10 @@ def test_a_warm_up_fraction_follows_the_schedule_and_once_over_stays_over():
                                      rampup_iters=None)
     model.train()
     data = batches(2, 1)[0]
-    assert set(step(model, method, optimizer, data, 4, total=10)) == {"loss", "loss_sup",
-                                                                      "rampup"}
+    assert not method.uses_unlabelled(4, 10)
+    terms = step(model, method, optimizer, (data[0], None), 4, total=10)  # none sampled
+    assert set(terms) == {"loss", "loss_sup", "rampup"}
+    assert method.uses_unlabelled(5, 10)
     terms = step(model, method, optimizer, data, 5, total=10)  # half of 10: warm-up over
     assert "loss_unsup" in terms and terms["rampup"] == pytest.approx(math.exp(-5))
     terms = step(model, method, optimizer, data, 6, total=40)  # a budget lengthens the schedule

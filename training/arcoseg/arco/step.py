@@ -180,16 +180,16 @@ class SemiSupervisedMethod:
     def training_step(self, student: nn.Module, labelled: Batch, unlabelled: Batch | None,
                       iteration: int, max_iterations: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """Total loss (with gradient) of one iteration and its terms/diagnostics (detached)."""
+        cfg = self.config
+        self._warming_up = not self.uses_unlabelled(iteration, max_iterations)
+        if self._warming_up:
+            loss_sup = supervised_loss(student(labelled[0]), labelled[1])
+            return loss_sup, {"loss": loss_sup.detach(), "loss_sup": loss_sup.detach(),
+                              "rampup": 0.0}
         if unlabelled is None:
             raise ArcosegError(f"Method {self.config.method!r} needs unlabelled images; add "
                                "unlabelled cases or train with --method supervised.")
-        cfg = self.config
         (x_l, y_l), (x_u, y_u) = labelled, unlabelled
-        self._warming_up = self._in_warmup(iteration, max_iterations)
-        if self._warming_up:
-            loss_sup = supervised_loss(student(x_l), y_l)
-            return loss_sup, {"loss": loss_sup.detach(), "loss_sup": loss_sup.detach(),
-                              "rampup": 0.0}
         n_l = x_l.shape[0]
         plan, x_all, annotations = self._student_inputs(x_l, y_l, x_u, y_u)
         annotated = annotations != IGNORE_LABEL
@@ -234,16 +234,16 @@ class SemiSupervisedMethod:
                       "loss_nn": loss_nn.detach(), "rampup": ramp})
         return loss, terms
 
-    def _in_warmup(self, iteration: int, max_iterations: int) -> bool:
-        """Whether `iteration` is still supervised-only. Once over, the warm-up stays over even
-        if a re-estimated time budget lengthens the schedule (the teacher must not be reset)."""
+    def uses_unlabelled(self, iteration: int, max_iterations: int) -> bool:
+        """False during the supervised warm-up. Once over, the warm-up stays over even if a
+        re-estimated time budget lengthens the schedule (the teacher must not be reset)."""
         if self._warmup_end is None:
             end = max(self.config.warmup_iters,
                       int(self.config.warmup_fraction * max_iterations))
             if iteration < end:
-                return True
+                return False
             self._warmup_end = end
-        return False
+        return True
 
     def _student_inputs(self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor,
                         y_u: torch.Tensor | None

@@ -20,6 +20,9 @@ class Method(Protocol):
                       iteration: int, max_iterations: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """Total loss (with gradient) and a dict of loss terms/diagnostics."""
 
+    def uses_unlabelled(self, iteration: int, max_iterations: int) -> bool:
+        """Whether this iteration's step takes an unlabelled batch (to skip sampling one)."""
+
     def after_optimizer_step(self, student: SegmentationModel) -> None:
         """Update anything that follows the student (e.g. the EMA teacher)."""
 
@@ -42,6 +45,9 @@ class SupervisedMethod:
         images, labels = labelled
         loss = supervised_loss(student(images), labels)
         return loss, {"loss_sup": loss.detach()}
+
+    def uses_unlabelled(self, iteration: int, max_iterations: int) -> bool:
+        return False
 
     def after_optimizer_step(self, student: SegmentationModel) -> None:
         pass

@@ -236,8 +236,8 @@ class Trainer:
             group["lr"] = lr
         self.model.train()
         labelled = tuple(t.to(self.device, non_blocking=True) for t in self.labelled_sampler.sample())
-        unlabelled = None
-        if self.unlabelled_sampler is not None:
+        unlabelled = None  # none sampled while the method does not use it (warm-up)
+        if self.unlabelled_sampler and self.method.uses_unlabelled(it, opts.iterations):
             images, labels = self.unlabelled_sampler.sample()
             unlabelled = (images.to(self.device, non_blocking=True),
                           labels.to(self.device, non_blocking=True))
