@@ -39,7 +39,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--case-ids", help="comma-separated validation case ids instead of --cases")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--budget", type=float, default=60.0)
-    p.add_argument("--base", type=Path, help="base model folder (2D) to adapt from")
+    p.add_argument("--base", type=Path, help="base model folder (2D or 3D) to adapt from")
     p.add_argument("--methods", default="arco,supervised")
     p.add_argument("--warmup", type=float,
                    help="supervised-only fraction (default: Adapt's, half from scratch)")
