@@ -72,7 +72,8 @@ def run_one(args: argparse.Namespace, case, k: int, method: str, start: str, wor
     request = AdaptRequest(images=[case.images[0]], annotations=[ann], axis=0,
                            model=str(args.base) if start == "base" else None,
                            classes=None if start == "base" else class_names[1:],
-                           name=f"bench-{start}", method=method, budget=args.budget, warmup=args.warmup,
+                           name=f"bench-{start}", method=method, budget=args.budget,
+                           warmup=args.warmup,
                            holdout=False, output=work / f"{case.id}_seg.nii.gz",
                            device=args.device, home=work / "registry")
     t0 = time.perf_counter()

@@ -132,6 +132,14 @@ def test_cli_refuses_classes_without_from_scratch(case, capsys):
     assert code == 2
 
 
+@pytest.mark.parametrize("warmup", ["1", "-0.2"])
+def test_cli_refuses_a_warm_up_that_is_not_a_fraction(case, capsys, warmup):
+    code = main(["adapt", "--image", str(case["image"]), "--annotations", str(case["ann"]),
+                 "--from-scratch", "--classes", "a,b", "--warmup", warmup, "--progress", "json"])
+    assert code == 2 and "--warmup" in capsys.readouterr().out
+    assert Registry().list() == []
+
+
 def test_a_folder_parent_is_imported_once_and_reused(case, tmp_path):
     first = adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
     folder = tmp_path / "exported"

@@ -68,14 +68,17 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     """Adapt and return the new version, held-out check and suggestions."""
     if args.from_scratch == (args.classes is None):
         raise InputError("Use --classes together with --from-scratch (and only then).")
+    if args.warmup is not None and not 0 <= args.warmup < 1:
+        raise InputError(f"--warmup {args.warmup} must be a fraction of the schedule in [0, 1), "
+                         "e.g. 0.5.")
     request = AdaptRequest(
         images=list(args.image), annotations=list(args.annotations), model=args.model,
         classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
         name=args.name, axis=None if args.axis == "auto" else int(args.axis),
         slices=parse_slices(args.slices), unlabelled=list(args.unlabelled), budget=args.budget,
         iterations=args.iterations, method=args.method, sampler=args.sampler,
-        warmup=args.warmup, holdout=args.holdout, suggestions=args.suggest, output=args.out, device=args.device,
-        amp=args.amp, seed=args.seed)
+        warmup=args.warmup, holdout=args.holdout, suggestions=args.suggest, output=args.out,
+        device=args.device, amp=args.amp, seed=args.seed)
     if not args.from_scratch and args.model is None:
         raise InputError("Give --model NAME|PATH to adapt, or --from-scratch --classes A,B.")
     return adapt(request, reporter, stop)
