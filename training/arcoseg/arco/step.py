@@ -166,8 +166,7 @@ class SemiSupervisedMethod:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(torch.randint(2 ** 62, (1,))))
         self.ema_updates = 0
-        self._warming_up = False
-        self._warmup_end: int | None = None  # iteration the warm-up ended at, once it has
+        self._warmup_end: int | None = None  # iteration the warm-up ended at; None: not yet
 
     @property
     def _contrast(self) -> bool:
@@ -181,8 +180,7 @@ class SemiSupervisedMethod:
                       iteration: int, max_iterations: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """Total loss (with gradient) of one iteration and its terms/diagnostics (detached)."""
         cfg = self.config
-        self._warming_up = not self.uses_unlabelled(iteration, max_iterations)
-        if self._warming_up:
+        if not self.uses_unlabelled(iteration, max_iterations):  # supervised warm-up
             loss_sup = supervised_loss(student(labelled[0]), labelled[1])
             return loss_sup, {"loss": loss_sup.detach(), "loss_sup": loss_sup.detach(),
                               "rampup": 0.0}
@@ -306,7 +304,7 @@ class SemiSupervisedMethod:
         supervised warm-up the teacher is a copy of the student."""
         self.ema_updates += 1
         momentum = min(self.config.ema, 1.0 - 1.0 / (self.ema_updates + 1))
-        ema_update(self.teacher, student, 0.0 if self._warming_up else momentum)
+        ema_update(self.teacher, student, 0.0 if self._warmup_end is None else momentum)
 
     def eval_model(self) -> nn.Module:
         """The teacher: the network to validate and ship (see module docstring)."""
