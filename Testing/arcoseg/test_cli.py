@@ -188,6 +188,22 @@ def test_evaluate_refuses_mismatched_geometry(dataset, tmp_path, capsys):
     assert not (tmp_path / "ev" / "summary.md").exists()
 
 
+def test_threads_limits_torch_to_that_many_cpu_threads(capsys):
+    before = torch.get_num_threads()
+    try:
+        code, _ = run_json(capsys, "device", "--device", "cpu", "--threads", "1")
+        assert code == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_threads_must_be_a_positive_whole_number(capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["device", "--threads", value])
+    assert exit_info.value.code == 2 and "--threads" in capsys.readouterr().err
+
+
 def test_module_entry_point_exits_with_code_and_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "arcoseg", "segment", str(tmp_path / "nomodel"),
                            str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "o.nii.gz")],

@@ -10,6 +10,7 @@ from types import FrameType
 
 from arcoseg import __version__
 from arcoseg.commands import adapt, demo, device, evaluate, models, segment, train
+from arcoseg.commands.common import apply_threads
 from arcoseg.errors import EXIT_CANCELLED, EXIT_INTERNAL, ArcosegError
 from arcoseg.progress import Reporter, make_reporter
 
@@ -72,6 +73,7 @@ def run_with_signals(args: argparse.Namespace, stop: StopFlag) -> int:
 def run_command(args: argparse.Namespace, reporter: Reporter, stop: StopFlag) -> int:
     """Run a parsed command, report its result or error, and return the exit code."""
     try:
+        apply_threads(getattr(args, "threads", None))  # commands without --device have none
         result = args.handler(args, reporter, stop)
         reporter.result(**result)
         return 0

@@ -275,7 +275,13 @@ def test_report_merges_seeds_and_puts_the_paper_numbers_next_to_ours():
            "ACDC/cpu-2d-2000it/labelled-3/mean_teacher/seed-0" in text
 
 
-def test_threads_option_sets_the_training_process_thread_count():
-    assert paper.child_environment(None) is None
-    env = paper.child_environment(1)
-    assert env["OMP_NUM_THREADS"] == "1" and "PATH" in env
+def test_threads_option_is_passed_to_each_training_process(dataset, tmp_path):
+    for extra, expected in (([], None), (["--threads", "1"], "1")):
+        args = paper.parse_args(["--data", str(dataset), "--out", str(tmp_path), *SMOKE,
+                                 "--setting", "2", "--methods", "supervised", *extra])
+        (spec,) = paper.plan_runs(args, load_dataset(dataset))
+        command = paper.train_command(spec, load_dataset(dataset), args, False)
+        threads = command[command.index("--threads") + 1] if "--threads" in command else None
+        assert threads == expected
+    with pytest.raises(SystemExit):
+        paper.parse_args(["--data", str(dataset), *SMOKE, "--setting", "2", "--threads", "0"])

@@ -46,7 +46,7 @@ from arcoseg.benchmarks.profiles import (ALL_LABELS, METHODS, PROFILES, DatasetS
                                          get_profile, settings_for)
 from arcoseg.benchmarks.report import format_results
 from arcoseg.cli import StopFlag, run_with_signals
-from arcoseg.commands.common import add_device_arguments
+from arcoseg.commands.common import add_device_arguments, apply_threads, positive_int
 from arcoseg.data.dataset import Case, DatasetInfo, load_dataset
 from arcoseg.device import describe_device, resolve_device
 from arcoseg.errors import EXIT_CANCELLED, ArcosegError, Cancelled
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="; ".join(f"{p.name}: {p.description}" for p in PROFILES.values()))
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder")
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds")
-    p.add_argument("--iterations", type=int, help="override the profile's iteration count")
+    p.add_argument("--iterations", type=positive_int, help="override the profile's iteration count")
     p.add_argument("--dims", type=int, choices=(2, 3),
                    help="override the model dimension (default: ACDC 2, LA 3, other datasets "
                         "2 if their median spacing is more than 3x anisotropic, else 3)")
@@ -156,9 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-split", action="append", default=[],
                    help=f"split of each --eval-data (one for all, or one per --eval-data; "
                         f"default '{ALL_CASES}' = every case)")
-    p.add_argument("--threads", type=int, help="CPU threads of training and evaluation (sets "
-                                               "OMP_NUM_THREADS; default: torch's choice). On a "
-                                               "CPU shared with other jobs, 1 can be much faster")
     p.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: the trainer's)")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and commands")
     p.add_argument("--progress", choices=("text", "json", "none"), default="text")
@@ -173,9 +170,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for the records
     if not args.settings and any(m != ALL_LABELS for m in args.methods):
         parser.error(f"--setting is required unless --methods is only {ALL_LABELS}")
-    for name in ("iterations", "threads"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
     if args.eval_split and not args.eval_data:
         parser.error("--eval-split goes with --eval-data (the val split of --data is always "
                      "evaluated)")
@@ -239,6 +233,7 @@ def train_command(spec: RunSpec, dataset: DatasetInfo, args: argparse.Namespace,
                   resume: bool) -> list[str]:
     """The training process's command line."""
     runtime = ["--device", args.device, *([] if args.amp else ["--no-amp"]),
+               *(["--threads", str(args.threads)] if args.threads else []),
                *(["--cache-dir", str(args.cache_dir)] if args.cache_dir else []),
                "--progress", "json", *(["--resume"] if resume else [])]
     return [sys.executable, "-m", "arcoseg", "train", str(dataset.root.resolve()),
@@ -310,22 +305,15 @@ class ChildOutcome:
     peak_rss_mb: float | None
 
 
-def child_environment(threads: int | None) -> dict[str, str] | None:
-    """The training process's environment: ours, with the thread count if one is given."""
-    if threads is None:
-        return None
-    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-
-
 def run_training_process(command: list[str], spec: RunSpec, reporter: Reporter,
-                         stop: ChildStop, env: dict[str, str] | None = None) -> ChildOutcome:
+                         stop: ChildStop) -> ChildOutcome:
     """Run `arcoseg train` in a child process, relaying its progress; log its output."""
     start = time.monotonic()
     result, error = None, None
     with (spec.run_dir / "train.log").open("a", encoding="utf-8") as log, \
             (spec.run_dir / "train.stderr").open("a", encoding="utf-8") as err:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True,
-                                env=env, start_new_session=True)
+                                start_new_session=True)
         stop.child_pid = proc.pid
         try:
             for line in proc.stdout:  # type: ignore[union-attr]
@@ -377,7 +365,7 @@ def train_run(spec: RunSpec, record: dict[str, Any], dataset: DatasetInfo,
     command = train_command(spec, dataset, args, resume)
     reporter.log(f"{'Resuming' if resume else 'Training'} {spec.key}")
     started = _now()
-    outcome = run_training_process(command, spec, reporter, stop, child_environment(args.threads))
+    outcome = run_training_process(command, spec, reporter, stop)
     record["command"] = shlex.join(command)
     record["segments"].append({"started": started, "resumed": resume,
                                "exit_code": outcome.exit_code,
@@ -450,8 +438,7 @@ def write_results(out: Path, command: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ main
 def run(args: argparse.Namespace, reporter: Reporter, stop: ChildStop) -> dict[str, Any]:
     """Plan, then train and evaluate every run not done yet; write the results after each."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     dataset = load_dataset(args.data)
     specs = plan_runs(args, dataset)
     targets = eval_targets(args, dataset)
@@ -496,8 +483,7 @@ def format_plan(specs: list[RunSpec], statuses: dict[str, str], dataset: Dataset
         status = statuses[spec.key]
         lines.append(f"[{status}] {spec.key}")
         if status in ("train", "resume"):
-            env = f"OMP_NUM_THREADS={args.threads} " if args.threads else ""
-            lines.append("  " + env + shlex.join(train_command(spec, dataset, args,
+            lines.append("  " + shlex.join(train_command(spec, dataset, args,
                                                                status == "resume")))
         if status != "done":
             lines.append("  then evaluate on " + ", ".join(
