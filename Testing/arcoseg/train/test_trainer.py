@@ -115,6 +115,10 @@ def test_convergence_needs_a_flat_loss_and_enough_of_the_schedule():
     for _ in range(40):
         late.add(0.5)
     assert not late.converged(40, 100) and late.converged(80, 100)
+    after_iterations = Convergence(window=5, min_iterations=50)  # a warm-up of 50 iterations
+    for _ in range(40):
+        after_iterations.add(0.5)
+    assert not after_iterations.converged(70, 100) and after_iterations.converged(80, 100)
 
 
 @pytest.fixture(scope="module")

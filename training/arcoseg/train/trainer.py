@@ -40,8 +40,9 @@ BUDGET_WINDOW = 5  # iterations between re-estimates of how many fit the time bu
 class Convergence:
     """Windowed mean of the supervised loss; converged when two windows bring < 2 % gain."""
 
-    def __init__(self, window: int = 25, min_fraction: float = 0.3) -> None:
-        self.window, self.min_fraction = window, min_fraction
+    def __init__(self, window: int = 25, min_fraction: float = 0.3, min_iterations: int = 0
+                 ) -> None:
+        self.window, self.min_fraction, self.min_iterations = window, min_fraction, min_iterations
         self.losses: list[float] = []
 
     def add(self, loss: float) -> None:
@@ -49,9 +50,11 @@ class Convergence:
         self.losses.append(loss)
 
     def converged(self, iteration: int, total: int) -> bool:
-        """Whether training can stop (never before `min_fraction` of the schedule)."""
+        """Whether training can stop (never before `min_iterations` + `min_fraction` of the
+        schedule)."""
         w = self.window
-        if iteration < self.min_fraction * total or len(self.losses) < 4 * w:
+        if (iteration < self.min_iterations + self.min_fraction * total
+                or len(self.losses) < 4 * w):
             return False
         means = [sum(self.losses[i - w:i]) / w for i in range(len(self.losses), 0, -w)][:4]
         recent, earlier = min(means[:2]), min(means[2:])
@@ -163,7 +166,8 @@ class Trainer:
         self.state = RunState()
         self.log = MetricsLog(out_dir / "training" / "metrics.jsonl")
         # never converged inside the supervised warm-up: the semi-supervised part must run
-        self.convergence = Convergence(min_fraction=0.3 + options.warmup_fraction)
+        self.convergence = Convergence(min_fraction=0.3 + options.warmup_fraction,
+                                       min_iterations=options.warmup)
         self.max_iterations = options.iterations
         self._budget_mark = (0, 0.0)  # (iteration, seconds) of the last budget estimate
 

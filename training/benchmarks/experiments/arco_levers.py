@@ -10,6 +10,12 @@ validation every 100), with settings overridden by name, and prints the validati
         [--arco FIELD=VALUE ...]    # ArcoConfig: lambda_c, conf_threshold, anchors, ...
         [--network FIELD=VALUE ...]  # NetworkConfig: head_stride, head_dim
         [--train FIELD=VALUE ...]    # TrainOptions: lr, seed, iterations, batch, rampup, ...
+        [--unsup reco|ce-dice]       # the pseudo-label loss (below)
+        [--jitter S]                 # strength of intensity_aug's jitter (default 0.1)
+
+Pseudo-label losses: `reco` is the spec's (per-pixel CE, each image weighted by its fraction of
+pixels with confidence >= conf_threshold); `ce-dice` is the supervised loss (CE + soft Dice) on
+the pixels with confidence >= conf_threshold only, as UniMatch and BCP do on ACDC.
 
 Values are parsed as JSON (so `rampup=null`, `intensity_aug=true`). The run writes its model
 folder and `curve.json` (validation Dice per class every 100 iterations) under OUT/NAME.
@@ -25,7 +31,9 @@ import torch
 
 import arcoseg.arco.step as step
 import arcoseg.train.trainer as trainer
+from arcoseg.constants import IGNORE_LABEL
 from arcoseg.progress import Reporter
+from arcoseg.train.losses import supervised_loss
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.trainer import train
 
@@ -59,6 +67,13 @@ def patch_class(module, name: str, changes: dict) -> None:
     setattr(module, name, build)
 
 
+def confident_ce_dice(logits: torch.Tensor, pseudo: torch.Tensor, confidence: torch.Tensor,
+                      valid: torch.Tensor, threshold: float) -> torch.Tensor:
+    """CE + soft Dice against the pseudo-labels of the pixels with confidence >= threshold."""
+    keep = valid & (confidence >= threshold)
+    return supervised_loss(logits, torch.where(keep, pseudo.long(), IGNORE_LABEL))
+
+
 def curve(model_dir: Path) -> list[dict]:
     """The validation rows of a run's metrics log."""
     rows = [json.loads(line) for line in open(model_dir / "training" / "metrics.jsonl")]
@@ -77,8 +92,14 @@ def main() -> None:
     p.add_argument("--arco", nargs="*", default=[])
     p.add_argument("--network", nargs="*", default=[])
     p.add_argument("--train", nargs="*", default=[])
+    p.add_argument("--unsup", choices=("reco", "ce-dice"), default="reco")
+    p.add_argument("--jitter", type=float)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.unsup == "ce-dice":
+        step.unsupervised_loss = confident_ce_dice
+    if args.jitter is not None:
+        step.intensity_jitter = functools.partial(step.intensity_jitter, strength=args.jitter)
     patch_class(step, "ArcoConfig", overrides(args.arco))
     patch_class(trainer, "NetworkConfig", overrides(args.network))
     options = TrainOptions(**{**BASE, "method": args.method, **overrides(args.train)})
@@ -86,7 +107,7 @@ def main() -> None:
     train(args.data, options, out, Reporter(quiet=True))
     rows = curve(out)
     (out / "curve.json").write_text(json.dumps(
-        {"arco": args.arco, "network": args.network, "train": args.train, "curve": rows},
+        {"unsup": args.unsup, "jitter": args.jitter, "arco": args.arco, "network": args.network, "train": args.train, "curve": rows},
         indent=1))
     print(json.dumps({"name": args.name, "best": max(r["val_dice"] for r in rows),
                       "last": rows[-1]["val_dice"]}))
