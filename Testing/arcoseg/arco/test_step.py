@@ -74,12 +74,11 @@ def batches(dims: int, count: int, seed: int = 1):
 
 
 CONFIGS = {"mean_teacher": dict(method="mean_teacher"),
-           "mean_teacher-jitter-no-cutmix": dict(method="mean_teacher", mix="none",
-                                                 intensity_aug=True),
+           "mean_teacher-no-cutmix": dict(method="mean_teacher", mix="none"),
            "arco-ns": dict(method="arco", sampler="ns"),
            "arco-sg": dict(method="arco", sampler="sg"),
            "arco-sg-bidirectional": dict(method="arco", sampler="sg", mix="bidirectional"),
-           "arco-sag-jitter": dict(method="arco", sampler="sag", intensity_aug=True)}
+           "arco-sag-no-jitter": dict(method="arco", sampler="sag", jitter=0.0)}
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -181,6 +180,15 @@ def test_annotations_on_unlabelled_images_replace_pseudo_labels():
     assert float(with_labels["loss_sup"]) != float(without["loss_sup"])
 
 
+@pytest.mark.parametrize("jitter", [0.0, 0.5])
+def test_jitter_changes_only_the_students_view_of_unlabelled_images(jitter):
+    _, method, _ = build(2, method="mean_teacher", mix="none", jitter=jitter)
+    (x_l, y_l), (x_u, _) = batches(2, 1)[0]
+    _, x_all, _ = method._student_inputs(x_l, y_l, x_u, None)
+    assert torch.equal(x_all[:2], x_l)
+    assert torch.equal(x_all[2:], x_u) is (jitter == 0.0)
+
+
 def test_unsupervised_loss_weights_each_image_by_its_confident_fraction():
     logits = torch.zeros(2, 2, 1, 4)
     pseudo = torch.zeros(2, 1, 4, dtype=torch.long)
@@ -280,7 +288,8 @@ def test_the_pseudo_labelling_pass_keeps_the_teachers_running_statistics(norm):
 
 @pytest.mark.parametrize("bad", [dict(method="supervised"), dict(sampler="grid"),
                                  dict(ema=1.0), dict(anchors=0), dict(tau=0.0),
-                                 dict(mix="labelled"), dict(teacher_norm="instance")])
+                                 dict(mix="labelled"), dict(teacher_norm="instance"),
+                                 dict(jitter=1.0), dict(jitter=-0.1)])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ArcosegError):
         ArcoConfig(**bad)

@@ -87,6 +87,21 @@ def test_state_round_trip_through_json_resumes_exactly(sampler, patch):
 
 
 @pytest.mark.parametrize("sampler, patch", [(SliceSampler, (16, 16)), (PatchSampler, (4, 8, 8))])
+def test_jitter_changes_each_images_contrast_and_brightness_only(sampler, patch):
+    cases = [_random_case("a", seed=1), _random_case("b", seed=2)]
+    plain, _ = sampler(cases, patch, batch_size=4, seed=7).sample()
+    s = sampler(cases, patch, batch_size=4, seed=7, jitter=0.5)
+    jittered, _ = s.sample()
+    assert not torch.equal(jittered, plain)
+    for x, y in zip(plain.flatten(1), jittered.flatten(1)):  # y = a x + b per image
+        a = (y[x == 3].mean() - y[x == 0].mean()) / 3
+        assert 0.5 <= float(a) <= 1.5 and torch.allclose(y, a * x + (y - a * x).mean(), atol=1e-5)
+    resumed = sampler(cases, patch, batch_size=4, seed=0, jitter=0.5)
+    resumed.load_state_dict(json.loads(json.dumps(s.state_dict())))
+    assert _batches_equal(s.sample(), resumed.sample())
+
+
+@pytest.mark.parametrize("sampler, patch", [(SliceSampler, (16, 16)), (PatchSampler, (4, 8, 8))])
 def test_unlabelled_cases_give_all_ignore_labels(sampler, patch):
     case = _random_case()
     unlabelled = PreprocessedCase("u", case.image, None, SPACING)

@@ -1,5 +1,5 @@
-"""The strong view: CutMix boxes between images of the batch and an optional intensity jitter
-(spec section 2, step 2).
+"""The strong view: CutMix boxes between images of the batch (spec section 2, step 2; the
+intensity jitter that follows is `data.intensity`).
 
 Mixing modes (`mixing_plan`), over the pool of labelled then unlabelled images of one step:
 - "unlabelled" (the spec): each unlabelled image gets a box from another unlabelled image (a
@@ -83,12 +83,3 @@ def mixing_plan(n_labelled: int, n_unlabelled: int, spatial: tuple[int, ...], mo
     else:
         box[:] = False
     return MixPlan(base, partner, box)
-
-
-def intensity_jitter(images: torch.Tensor, generator: torch.Generator | None = None,
-                     strength: float = 0.1) -> torch.Tensor:
-    """Per-image random contrast (x (1 ± s)) and brightness (± s) on normalised intensities."""
-    shape = (images.shape[0],) + (1,) * (images.ndim - 1)
-    scale = 1.0 + strength * (2 * torch.rand(shape, generator=generator, device=images.device) - 1)
-    shift = strength * (2 * torch.rand(shape, generator=generator, device=images.device) - 1)
-    return images * scale.to(images.dtype) + shift.to(images.dtype)

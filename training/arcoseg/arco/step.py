@@ -9,7 +9,7 @@ Per iteration (`SemiSupervisedMethod.training_step`):
 1. the teacher predicts the raw unlabelled batch: pseudo-labels (argmax) and confidences (max p);
 2. strong view: CutMix (`cutmix.mixing_plan`: inside the unlabelled batch as specified, or
    bidirectional between labelled and unlabelled images); images, annotations, pseudo-labels and
-   confidences share the boxes; optional intensity jitter;
+   confidences share the boxes; then an intensity jitter of the unlabelled images (`jitter`);
 3. one student forward on labelled + strong unlabelled images; for ARCO the teacher also sees
    them (embeddings and probabilities). The two teacher passes are one batched forward (the
    mixed images do not depend on the teacher's output). With `teacher_norm="batch"` (default)
@@ -46,13 +46,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from arcoseg.arco.contrastive import PixelSelection, contrastive_loss, select_pixels
-from arcoseg.arco.cutmix import MIX_MODES, MixPlan, intensity_jitter, mixing_plan
+from arcoseg.arco.cutmix import MIX_MODES, MixPlan, mixing_plan
 from arcoseg.arco.memory_bank import ClassMemoryBank, RingBuffer
 from arcoseg.arco.nn_loss import QUEUE_SIZE, TOP_K, image_embeddings, nearest_neighbour_loss
 from arcoseg.arco.samplers import SAMPLERS
 from arcoseg.arco.teacher import (TEACHER_NORMS, batch_statistics, ema_update, make_teacher,
                                   sigmoid_rampup)
 from arcoseg.constants import IGNORE_LABEL
+from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter, intensity_jitter
 from arcoseg.errors import ArcosegError
 from arcoseg.train.losses import supervised_loss
 
@@ -90,7 +91,8 @@ class ArcoConfig:
     nn_topk: int = TOP_K
     mix: str = "unlabelled"  # CutMix mode: 'unlabelled' (spec), 'bidirectional' (BCP), 'none'
     cutmix_area: float = 0.5
-    intensity_aug: bool = False
+    # intensity jitter of the student's view of the unlabelled images (data.intensity); 0 = none
+    jitter: float = DEFAULT_JITTER
 
     def __post_init__(self) -> None:
         if self.method not in SEMI_SUPERVISED_METHODS:
@@ -107,6 +109,7 @@ class ArcoConfig:
                                f"{', '.join(SAMPLERS)}.")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ArcosegError(f"Warm-up fraction must be in [0, 1), got {self.warmup_fraction}.")
+        check_jitter(self.jitter)
         if not 0.0 <= self.ema < 1.0:
             raise ArcosegError(f"EMA momentum must be in [0, 1), got {self.ema}.")
         counts = {"grid": self.grid, "anchors": self.anchors, "negatives": self.negatives,
@@ -254,8 +257,9 @@ class SemiSupervisedMethod:
         plan = mixing_plan(n_l, x_u.shape[0], tuple(x_u.shape[2:]), self.config.mix,
                            self.generator, self.config.cutmix_area, device=x_u.device)
         x_all = plan.apply(torch.cat([x_l, x_u]))
-        if self.config.intensity_aug:
-            x_all = torch.cat([x_all[:n_l], intensity_jitter(x_all[n_l:], self.generator)])
+        if self.config.jitter > 0:
+            x_all = torch.cat([x_all[:n_l], intensity_jitter(x_all[n_l:], self.generator,
+                                                             self.config.jitter)])
         return plan, x_all, plan.apply(torch.cat([y_l, y_u.to(y_l.dtype)]))
 
     def _teacher_pass(self, x_u: torch.Tensor, x_all: torch.Tensor, plan: MixPlan,

@@ -48,6 +48,7 @@ from arcoseg.benchmarks.report import format_results
 from arcoseg.cli import StopFlag, run_with_signals
 from arcoseg.commands.common import add_device_arguments, apply_threads, positive_int
 from arcoseg.data.dataset import Case, DatasetInfo, load_dataset
+from arcoseg.data.intensity import DEFAULT_JITTER
 from arcoseg.device import describe_device, resolve_device
 from arcoseg.errors import EXIT_CANCELLED, ArcosegError, Cancelled
 from arcoseg.evaluation.model_eval import ALL_CASES, evaluate_model_on_cases, split_cases
@@ -192,6 +193,9 @@ def train_arguments(settings: DatasetSettings, method: str, labelled: int | None
     args += ["--unlabelled-batch", str(settings.unlabelled_batch)] if semi else []
     args += ["--patch", *map(str, settings.patch)]
     args += ["--spacing", *map(str, settings.spacing)] if settings.spacing else []
+    # explicit, so that runs trained before intensity augmentation (0.5) became the default are
+    # refused as "other options" instead of being taken for these runs
+    args += ["--jitter", str(DEFAULT_JITTER)]
     args += ["--seed", str(seed), "--val-every", str(settings.val_every),
              "--checkpoint-every", str(settings.checkpoint_every)]
     return tuple(args)

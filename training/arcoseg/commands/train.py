@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import add_device_arguments, existing_path
+from arcoseg.data.intensity import DEFAULT_JITTER
 from arcoseg.progress import Reporter
 from arcoseg.train.options import METHODS, MIX_MODES, SAMPLERS, TEACHER_NORMS, TrainOptions
 from arcoseg.train.trainer import train
@@ -64,6 +65,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="BatchNorm statistics of the teacher's pseudo-labelling pass: the batch's "
                         "own (default; running statistics made pseudo-labels collapse towards "
                         "background on ACDC) or the running ones")
+    p.add_argument("--jitter", type=float, default=DEFAULT_JITTER,
+                   help="intensity augmentation of the labelled batches and of the student's "
+                        "view of unlabelled images: contrast x(1 +- S), brightness +- S on "
+                        f"normalised intensities, per image; 0 switches it off (default "
+                        f"{DEFAULT_JITTER})")
     p.add_argument("--grid", type=int, default=4, help="SG/SAG group grid size per axis")
     p.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: $ARCOSEG_CACHE "
                                                   "or ~/.cache/arcoseg)")
@@ -83,7 +89,7 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         device=args.device, amp=args.amp, val_every=args.val_every,
         checkpoint_every=args.checkpoint_every, lambda_u=args.lambda_u, lambda_c=args.lambda_c,
         lambda_nn=args.lambda_nn, rampup=args.rampup, warmup=args.warmup, mix=args.mix,
-        teacher_norm=args.teacher_norm,
+        teacher_norm=args.teacher_norm, jitter=args.jitter,
         grid=args.grid, cache_dir=args.cache_dir,
         log_every=max(1, min(10, args.iterations // 100)))
 

@@ -4,7 +4,8 @@ Every random choice comes from one numpy Generator, so a sampler is deterministi
 and `state_dict()` / `load_state_dict()` resume it exactly. Labels: contiguous classes,
 IGNORE_LABEL = unannotated; cases without labels give all-IGNORE_LABEL label patches. Patches
 that stick out of the volume are padded with 0 (image, i.e. the mean after z-scoring) and 0
-(label, background).
+(label, background). With `jitter` > 0 each image of a batch also gets a random contrast and
+brightness (`data.intensity`; its draws are seeded from the sampler's Generator).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from arcoseg.constants import IGNORE_LABEL
+from arcoseg.data.intensity import check_jitter, intensity_jitter
 from arcoseg.data.preprocess import PreprocessedCase
 from arcoseg.errors import InputError
 
@@ -76,7 +78,8 @@ class _PatchSamplerBase:
 
     def __init__(self, cases: list[PreprocessedCase], patch_zyx: tuple[int, int, int],
                  batch_size: int, seed: int, augment: bool, fg_fraction: float, axis: int,
-                 slice_mode: bool) -> None:
+                 slice_mode: bool, jitter: float) -> None:
+        check_jitter(jitter)
         if not cases:
             raise InputError("No cases to sample training batches from.")
         volumes = [_prepare(c, axis) for c in cases]
@@ -87,6 +90,7 @@ class _PatchSamplerBase:
         self.patch_zyx = patch_zyx
         self.batch_size = batch_size
         self.augment = augment
+        self.jitter = jitter
         self.fg_fraction = fg_fraction
         self._slice_mode = slice_mode
         self._rng = np.random.default_rng(seed)
@@ -97,6 +101,9 @@ class _PatchSamplerBase:
                  for _ in range(self.batch_size)]
         images = torch.from_numpy(np.stack([np.ascontiguousarray(p[0]) for p in pairs]))
         labels = torch.from_numpy(np.stack([np.ascontiguousarray(p[1]) for p in pairs]))
+        if self.jitter > 0:
+            generator = torch.Generator().manual_seed(int(self._rng.integers(2 ** 62)))
+            images = intensity_jitter(images.float(), generator, self.jitter)
         return images.float(), labels.long()
 
     def state_dict(self) -> dict[str, Any]:
@@ -149,9 +156,9 @@ class SliceSampler(_PatchSamplerBase):
 
     def __init__(self, cases: list[PreprocessedCase], patch_size: tuple[int, int],
                  batch_size: int, seed: int, augment: bool = True, fg_fraction: float = 0.33,
-                 axis: int = 0) -> None:
+                 axis: int = 0, jitter: float = 0.0) -> None:
         super().__init__(cases, (1, *patch_size), batch_size, seed, augment, fg_fraction, axis,
-                         slice_mode=True)
+                         slice_mode=True, jitter=jitter)
 
     def _augment(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         square = self.patch_zyx[1] == self.patch_zyx[2]
@@ -168,9 +175,9 @@ class PatchSampler(_PatchSamplerBase):
 
     def __init__(self, cases: list[PreprocessedCase], patch_size: tuple[int, int, int],
                  batch_size: int, seed: int, augment: bool = True,
-                 fg_fraction: float = 0.33) -> None:
+                 fg_fraction: float = 0.33, jitter: float = 0.0) -> None:
         super().__init__(cases, tuple(patch_size), batch_size, seed, augment,  # type: ignore
-                         fg_fraction, axis=0, slice_mode=False)
+                         fg_fraction, axis=0, slice_mode=False, jitter=jitter)
 
     def _augment(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         for axis in (0, 1, 2):

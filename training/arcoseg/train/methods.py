@@ -73,7 +73,7 @@ def make_method(options: TrainOptions, student: SegmentationModel, num_classes: 
                         lambda_u=options.lambda_u, lambda_c=options.lambda_c,
                         lambda_nn=options.lambda_nn, warmup_iters=options.warmup,
                         warmup_fraction=options.warmup_fraction,
-                        mix=options.mix, teacher_norm=options.teacher_norm,
+                        mix=options.mix, teacher_norm=options.teacher_norm, jitter=options.jitter,
                         rampup_iters=options.rampup)
     return SemiSupervisedMethod(student, config, num_classes=num_classes,
                                 spatial_dims=options.dims, device=device)

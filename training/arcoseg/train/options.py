@@ -8,6 +8,7 @@ from pathlib import Path
 
 from arcoseg.arco.cutmix import MIX_MODES
 from arcoseg.arco.teacher import TEACHER_NORMS
+from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter
 from arcoseg.errors import ArcosegError
 
 METHODS = ("supervised", "mean_teacher", "arco")
@@ -46,6 +47,7 @@ class TrainOptions:
     warmup_fraction: float = 0.0  # or this fraction of the schedule (follows a time budget)
     mix: str = "unlabelled"  # CutMix mode of the semi-supervised methods (arco.cutmix)
     teacher_norm: str = "batch"  # BatchNorm of the teacher's pseudo-labelling pass (arco.teacher)
+    jitter: float = DEFAULT_JITTER  # intensity jitter of all the student sees (data.intensity)
     grid: int = 4
     cache_dir: Path | None = None
     budget_seconds: float | None = None  # shorten the schedule to fit this training time
@@ -63,6 +65,7 @@ class TrainOptions:
         if self.teacher_norm not in TEACHER_NORMS:
             raise ArcosegError(f"Unknown --teacher-norm '{self.teacher_norm}'. Choose one of: "
                                f"{', '.join(TEACHER_NORMS)}.")
+        check_jitter(self.jitter)
         if self.warmup < 0:
             raise ArcosegError(f"--warmup must be 0 or more iterations, not {self.warmup}.")
         if self.iterations < 1 or self.batch < 1:

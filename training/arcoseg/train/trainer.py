@@ -129,9 +129,10 @@ def without_label(case: PreprocessedCase) -> PreprocessedCase:
     return PreprocessedCase(case.case_id, case.image, None, case.spacing_zyx)
 
 
-def _sampler(cases: list[PreprocessedCase], options: TrainOptions, batch: int, seed: int):
+def _sampler(cases: list[PreprocessedCase], options: TrainOptions, batch: int, seed: int,
+             jitter: float = 0.0):
     cls = SliceSampler if options.dims == 2 else PatchSampler
-    return cls(cases, tuple(options.patch), batch, seed=seed)
+    return cls(cases, tuple(options.patch), batch, seed=seed, jitter=jitter)
 
 
 class Trainer:
@@ -158,7 +159,9 @@ class Trainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=options.lr, momentum=0.9,
                                          weight_decay=1e-4, nesterov=True)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self._fp16())
-        self.labelled_sampler = _sampler(data.labelled, options, options.batch, options.seed)
+        # the teacher labels the unlabelled batches unjittered; the method jitters its own view
+        self.labelled_sampler = _sampler(data.labelled, options, options.batch, options.seed,
+                                         options.jitter)
         self.unlabelled_sampler = (_sampler(data.unlabelled, options,
                                             options.unlabelled_batch or options.batch,
                                             options.seed + 1)
