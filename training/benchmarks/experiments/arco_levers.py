@@ -11,15 +11,17 @@ validation every 100), with settings overridden by name, and prints the validati
         [--network FIELD=VALUE ...]  # NetworkConfig: head_stride, head_dim
         [--train FIELD=VALUE ...]    # TrainOptions: lr, seed, iterations, batch, rampup, ...
         [--unsup reco|ce-dice]       # the pseudo-label loss (below)
-        [--jitter S]                 # strength of intensity_aug's jitter (default 0.1)
-        [--labelled-jitter S]        # the same jitter on every labelled batch (any method)
 
 Pseudo-label losses: `reco` is the spec's (per-pixel CE, each image weighted by its fraction of
 pixels with confidence >= conf_threshold); `ce-dice` is the supervised loss (CE + soft Dice) on
 the pixels with confidence >= conf_threshold only, as UniMatch and BCP do on ACDC.
 
-Values are parsed as JSON (so `rampup=null`, `intensity_aug=true`). The run writes its model
-folder and `curve.json` (validation Dice per class every 100 iterations) under OUT/NAME.
+Intensity augmentation: `--train jitter=S` sets it for the labelled batches and the student's
+unlabelled view together (the product's --jitter, default 0.5); `--train jitter=0 --arco
+jitter=0.5` jitters only the unlabelled view.
+
+Values are parsed as JSON (so `rampup=null`). The run writes its model folder and `curve.json`
+(validation Dice per class every 100 iterations) under OUT/NAME.
 """
 
 import argparse
@@ -32,7 +34,6 @@ import torch
 
 import arcoseg.arco.step as step
 import arcoseg.train.trainer as trainer
-from arcoseg.arco.cutmix import intensity_jitter
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.progress import Reporter
 from arcoseg.train.losses import supervised_loss
@@ -76,23 +77,6 @@ def confident_ce_dice(logits: torch.Tensor, pseudo: torch.Tensor, confidence: to
     return supervised_loss(logits, torch.where(keep, pseudo.long(), IGNORE_LABEL))
 
 
-def jitter_labelled_batches(strength: float) -> None:
-    """Make every Trainer jitter the intensities of its labelled batches (global torch RNG)."""
-    original_init = trainer.Trainer.__init__
-
-    def init(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        sample = self.labelled_sampler.sample
-
-        def jittered():
-            images, labels = sample()
-            return intensity_jitter(images, strength=strength), labels
-
-        self.labelled_sampler.sample = jittered
-
-    trainer.Trainer.__init__ = init
-
-
 def curve(model_dir: Path) -> list[dict]:
     """The validation rows of a run's metrics log."""
     rows = [json.loads(line) for line in open(model_dir / "training" / "metrics.jsonl")]
@@ -112,16 +96,10 @@ def main() -> None:
     p.add_argument("--network", nargs="*", default=[])
     p.add_argument("--train", nargs="*", default=[])
     p.add_argument("--unsup", choices=("reco", "ce-dice"), default="reco")
-    p.add_argument("--jitter", type=float)
-    p.add_argument("--labelled-jitter", type=float)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.unsup == "ce-dice":
         step.unsupervised_loss = confident_ce_dice
-    if args.jitter is not None:
-        step.intensity_jitter = functools.partial(step.intensity_jitter, strength=args.jitter)
-    if args.labelled_jitter is not None:
-        jitter_labelled_batches(args.labelled_jitter)
     patch_class(step, "ArcoConfig", overrides(args.arco))
     patch_class(trainer, "NetworkConfig", overrides(args.network))
     options = TrainOptions(**{**BASE, "method": args.method, **overrides(args.train)})
@@ -129,8 +107,7 @@ def main() -> None:
     train(args.data, options, out, Reporter(quiet=True))
     rows = curve(out)
     (out / "curve.json").write_text(json.dumps(
-        {"unsup": args.unsup, "jitter": args.jitter,
-         "labelled_jitter": args.labelled_jitter, "arco": args.arco, "network": args.network, "train": args.train, "curve": rows},
+        {"unsup": args.unsup, "arco": args.arco, "network": args.network, "train": args.train, "curve": rows},
         indent=1))
     print(json.dumps({"name": args.name, "best": max(r["val_dice"] for r in rows),
                       "last": rows[-1]["val_dice"]}))
