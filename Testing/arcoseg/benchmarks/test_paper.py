@@ -285,3 +285,18 @@ def test_threads_option_is_passed_to_each_training_process(dataset, tmp_path):
         assert threads == expected
     with pytest.raises(SystemExit):
         paper.parse_args(["--data", str(dataset), *SMOKE, "--setting", "2", "--threads", "0"])
+
+
+def test_jitter_is_stated_in_every_run_and_a_non_default_one_gets_its_own_folder(dataset,
+                                                                                tmp_path):
+    def plan(*extra):
+        args = paper.parse_args(["--data", str(dataset), "--out", str(tmp_path), *SMOKE,
+                                 "--setting", "2", "--methods", "supervised,arco-sg", *extra])
+        return paper.plan_runs(args, load_dataset(dataset))
+
+    default, off = plan(), plan("--jitter", "0")
+    assert all(s.train_args[s.train_args.index("--jitter") + 1] == "0.5" for s in default)
+    assert all(s.train_args[s.train_args.index("--jitter") + 1] == "0.0" for s in off)
+    assert "-jitter0/" in off[0].key and "jitter" not in default[0].key
+    with pytest.raises(SystemExit):
+        plan("--jitter", "1")

@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder")
     p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds")
     p.add_argument("--iterations", type=positive_int, help="override the profile's iteration count")
+    p.add_argument("--jitter", type=float, default=DEFAULT_JITTER,
+                   help="intensity augmentation strength of every method (arcoseg train "
+                        f"--jitter; default {DEFAULT_JITTER}; 0 = the tables before it existed)")
     p.add_argument("--dims", type=int, choices=(2, 3),
                    help="override the model dimension (default: ACDC 2, LA 3, other datasets "
                         "2 if their median spacing is more than 3x anisotropic, else 3)")
@@ -171,6 +174,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for the records
     if not args.settings and any(m != ALL_LABELS for m in args.methods):
         parser.error(f"--setting is required unless --methods is only {ALL_LABELS}")
+    if not 0 <= args.jitter < 1:
+        parser.error("--jitter must be in [0, 1)")
     if args.eval_split and not args.eval_data:
         parser.error("--eval-split goes with --eval-data (the val split of --data is always "
                      "evaluated)")
@@ -181,7 +186,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ------------------------------------------------------------------------------------ planning
 def train_arguments(settings: DatasetSettings, method: str, labelled: int | None, seed: int,
-                    iterations: int) -> tuple[str, ...]:
+                    iterations: int, jitter: float = DEFAULT_JITTER) -> tuple[str, ...]:
     """The `arcoseg train` options of one run (data, schedule, seed, method)."""
     base, sampler = METHODS[method]
     semi = base != "supervised"
@@ -193,9 +198,9 @@ def train_arguments(settings: DatasetSettings, method: str, labelled: int | None
     args += ["--unlabelled-batch", str(settings.unlabelled_batch)] if semi else []
     args += ["--patch", *map(str, settings.patch)]
     args += ["--spacing", *map(str, settings.spacing)] if settings.spacing else []
-    # explicit, so that runs trained before intensity augmentation (0.5) became the default are
-    # refused as "other options" instead of being taken for these runs
-    args += ["--jitter", str(DEFAULT_JITTER)]
+    # always explicit, so that runs trained before intensity augmentation became the default
+    # are refused as "other options" instead of being taken for these runs
+    args += ["--jitter", str(jitter)]
     args += ["--seed", str(seed), "--val-every", str(settings.val_every),
              "--checkpoint-every", str(settings.checkpoint_every)]
     return tuple(args)
@@ -209,6 +214,7 @@ def plan_runs(args: argparse.Namespace, dataset: DatasetInfo) -> list[RunSpec]:
     for n in args.settings:
         dataset.labelled_cases(n)  # InputError now rather than in every training process
     group = f"{profile.name}-{settings.dims}d-{iterations}it"
+    group += "" if args.jitter == DEFAULT_JITTER else f"-jitter{args.jitter:g}"
     pairs = [(n, m) for n in args.settings for m in args.methods if m != ALL_LABELS]
     pairs += [(None, ALL_LABELS)] if ALL_LABELS in args.methods else []
     specs = []
@@ -218,7 +224,7 @@ def plan_runs(args: argparse.Namespace, dataset: DatasetInfo) -> list[RunSpec]:
                             f"labelled-{labelled}", method, f"seed-{seed}"))
             specs.append(RunSpec(key, args.out / key, dataset.name, profile.name, labelled,
                                  method, seed, train_arguments(settings, method, labelled, seed,
-                                                               iterations)))
+                                                               iterations, args.jitter)))
     return specs
 
 
