@@ -22,6 +22,7 @@ import SimpleITK as sitk
 import torch
 
 from arcoseg.adapt.run import AdaptRequest, adapt
+from arcoseg.data.intensity import DEFAULT_JITTER
 from arcoseg.data.dataset import load_dataset
 from arcoseg.demo.pipeline import pick_slices, simulate_annotations, unannotated_dice
 from arcoseg.device import resolve_device
@@ -41,6 +42,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=60.0)
     p.add_argument("--base", type=Path, help="base model folder (2D or 3D) to adapt from")
     p.add_argument("--methods", default="arco,supervised")
+    p.add_argument("--jitter", type=float, default=DEFAULT_JITTER,
+                   help=f"intensity augmentation strength (default {DEFAULT_JITTER}; 0 = the "
+                        "measurements made before it existed)")
     p.add_argument("--warmup", type=float,
                    help="supervised-only fraction (default: Adapt's, half from scratch)")
     p.add_argument("--device", default="auto")
@@ -73,7 +77,7 @@ def run_one(args: argparse.Namespace, case, k: int, method: str, start: str, wor
                            model=str(args.base) if start == "base" else None,
                            classes=None if start == "base" else class_names[1:],
                            name=f"bench-{start}", method=method, budget=args.budget,
-                           warmup=args.warmup,
+                           warmup=args.warmup, jitter=args.jitter,
                            holdout=False, output=work / f"{case.id}_seg.nii.gz",
                            device=args.device, home=work / "registry")
     t0 = time.perf_counter()

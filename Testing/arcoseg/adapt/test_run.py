@@ -15,6 +15,7 @@ import SimpleITK as sitk
 import arcoseg.adapt.run as adapt_run
 from arcoseg.adapt.run import AdaptRequest, adapt
 from arcoseg.cli import main
+from arcoseg.data.intensity import DEFAULT_JITTER
 from arcoseg.data.synthetic import make_phantom
 from arcoseg.errors import Cancelled
 from arcoseg.progress import Reporter
@@ -88,6 +89,15 @@ def test_from_scratch_the_first_half_is_supervised_only_and_from_a_parent_none(c
     adapt(_request(case, tmp_path, name="asked", warmup=0.25), Reporter(quiet=True),
           lambda: False)
     assert warmup("asked") == 0.25
+
+
+def test_intensity_augmentation_is_on_unless_the_request_turns_it_off(case, tmp_path):
+    for name, jitter in (("plain", 0.0), ("jittered", None)):
+        extra = {} if jitter is None else {"jitter": jitter}
+        adapt(_request(case, tmp_path, name=name, **extra), Reporter(quiet=True), lambda: False)
+    for name, expected in (("plain", 0.0), ("jittered", DEFAULT_JITTER)):
+        meta = json.loads((Registry().resolve(name) / "model.json").read_text())
+        assert meta["provenance"]["options"]["jitter"] == expected
 
 
 def test_a_worse_adapted_model_is_saved_but_not_activated(case, tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ import torch
 
 from arcoseg.adapt.annotations import Annotations, hold_out, make_annotations
 from arcoseg.adapt.suggest import suggest_slices
+from arcoseg.data.intensity import DEFAULT_JITTER
 from arcoseg.data.orientation import to_slicing_axis
 from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_image, resample
 from arcoseg.device import resolve_device
@@ -60,6 +61,7 @@ class AdaptRequest:
     # supervised-only fraction of the schedule before the semi-supervised terms; None: half
     # from scratch (a random teacher's pseudo-labels wreck it, RESULTS.md), none from a parent
     warmup: float | None = None
+    jitter: float = DEFAULT_JITTER  # intensity augmentation (data.intensity)
     holdout: bool = True
     suggestions: int = 3
     output: Path | None = None
@@ -177,6 +179,7 @@ def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedIm
                            device=request.device, amp=request.amp, seed=request.seed,
                            budget_seconds=request.budget, early_stop=True,
                            warmup_fraction=warmup_fraction(request, parent),
+                           jitter=request.jitter,
                            log_every=5, val_every=10**9, checkpoint_every=10**9)
     labelled = [preprocess_annotated(item, plan) for item in items]
     unlabelled = [without_label(c) for c in labelled]
