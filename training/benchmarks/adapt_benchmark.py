@@ -22,7 +22,6 @@ import SimpleITK as sitk
 import torch
 
 from arcoseg.adapt.run import AdaptRequest, adapt
-from arcoseg.data.intensity import DEFAULT_JITTER
 from arcoseg.data.dataset import load_dataset
 from arcoseg.demo.pipeline import pick_slices, simulate_annotations, unannotated_dice
 from arcoseg.device import resolve_device
@@ -42,9 +41,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=60.0)
     p.add_argument("--base", type=Path, help="base model folder (2D or 3D) to adapt from")
     p.add_argument("--methods", default="arco,supervised")
-    p.add_argument("--jitter", type=float, default=DEFAULT_JITTER,
-                   help=f"intensity augmentation strength (default {DEFAULT_JITTER}; 0 = the "
-                        "measurements made before it existed)")
+    p.add_argument("--jitter", type=float, default=0.0,
+                   help="intensity augmentation strength (default 0, as in Adapt)")
     p.add_argument("--warmup", type=float,
                    help="supervised-only fraction (default: Adapt's, half from scratch)")
     p.add_argument("--device", default="auto")

@@ -91,8 +91,8 @@ def test_from_scratch_the_first_half_is_supervised_only_and_from_a_parent_none(c
     assert warmup("asked") == 0.25
 
 
-def test_intensity_augmentation_is_on_unless_the_request_turns_it_off(case, tmp_path):
-    for name, jitter in (("plain", 0.0), ("jittered", None)):
+def test_intensity_augmentation_is_off_unless_the_request_asks_for_it(case, tmp_path):
+    for name, jitter in (("plain", None), ("jittered", DEFAULT_JITTER)):
         extra = {} if jitter is None else {"jitter": jitter}
         adapt(_request(case, tmp_path, name=name, **extra), Reporter(quiet=True), lambda: False)
     for name, expected in (("plain", 0.0), ("jittered", DEFAULT_JITTER)):

@@ -4,7 +4,8 @@ Everything the student sees is jittered: the labelled batches (SliceSampler / Pa
 the strong view of the unlabelled images (arco.step); the teacher labels unjittered images. With
 3 labelled ACDC patients, strength 0.5 lifted supervised training from 52-58 to about 69 mean
 Dice at the cpu profile: patients' MR intensities differ more than z-scoring removes
-(training/benchmarks/RESULTS.md).
+(training/benchmarks/RESULTS.md). `arcoseg train` and the benchmarks use it by default; Adapt
+does not (it trains on the image it segments, and the jitter cost it 3-11 Dice points).
 
 Hand-written rather than MONAI's RandScaleIntensity + RandShiftIntensity: those draw per sample
 from their own numpy RandomState, outside the generators that checkpoints save (so a resumed run
