@@ -48,7 +48,7 @@ from arcoseg.benchmarks.report import format_results
 from arcoseg.cli import StopFlag, run_with_signals
 from arcoseg.commands.common import add_device_arguments, apply_threads, positive_int
 from arcoseg.data.dataset import Case, DatasetInfo, load_dataset
-from arcoseg.data.intensity import DEFAULT_JITTER
+from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter
 from arcoseg.device import describe_device, resolve_device
 from arcoseg.errors import EXIT_CANCELLED, ArcosegError, Cancelled
 from arcoseg.evaluation.model_eval import ALL_CASES, evaluate_model_on_cases, split_cases
@@ -174,8 +174,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for the records
     if not args.settings and any(m != ALL_LABELS for m in args.methods):
         parser.error(f"--setting is required unless --methods is only {ALL_LABELS}")
-    if not 0 <= args.jitter < 1:
-        parser.error("--jitter must be in [0, 1)")
+    try:
+        check_jitter(args.jitter)
+    except ArcosegError as err:
+        parser.error(f"--jitter: {err}")
     if args.eval_split and not args.eval_data:
         parser.error("--eval-split goes with --eval-data (the val split of --data is always "
                      "evaluated)")

@@ -99,12 +99,12 @@ class _PatchSamplerBase:
         """One batch: images (B, C, *patch) float32 and labels (B, *patch) int64."""
         pairs = [self._augment(*self._draw()) if self.augment else self._draw()
                  for _ in range(self.batch_size)]
-        images = torch.from_numpy(np.stack([np.ascontiguousarray(p[0]) for p in pairs]))
+        images = torch.from_numpy(np.stack([np.ascontiguousarray(p[0]) for p in pairs])).float()
         labels = torch.from_numpy(np.stack([np.ascontiguousarray(p[1]) for p in pairs]))
         if self.jitter > 0:
             generator = torch.Generator().manual_seed(int(self._rng.integers(2 ** 62)))
-            images = intensity_jitter(images.float(), generator, self.jitter)
-        return images.float(), labels.long()
+            images = intensity_jitter(images, generator, self.jitter)
+        return images, labels.long()
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-safe random state."""
