@@ -7,6 +7,8 @@ file, what is wrong and what to do. The CLI prints it (or emits an `error` event
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1  # a bug: unexpected exception (traceback shown)
 EXIT_USER = 2  # bad input, bad arguments, missing files: fix the input and rerun
@@ -39,3 +41,10 @@ class Cancelled(ArcosegError):
     """The run was cancelled (SIGINT/SIGTERM)."""
 
     exit_code = EXIT_CANCELLED
+
+
+def check_choice(value: str, choices: Collection[str], setting: str,
+                 error: type[ArcosegError] = ArcosegError) -> None:
+    """Raise `error` naming `setting` and the choices unless `value` is one of `choices`."""
+    if value not in choices:
+        raise error(f"Unknown {setting} '{value}'. Choose one of: {', '.join(choices)}.")

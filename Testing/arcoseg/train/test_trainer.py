@@ -84,6 +84,7 @@ def test_resume_with_different_options_is_refused(dataset, tmp_path):
 @pytest.mark.parametrize("kw, message", [
     ({"patch": (30, 30)}, "multiple of 16"),
     ({"method": "magic"}, "Unknown --method"),
+    ({"sampler": "xx"}, "Unknown --sampler"),
     ({"dims": 4}, "--dims"),
     ({"mix": "sideways"}, "Unknown --mix"),
     ({"teacher_norm": "layer"}, "Unknown --teacher-norm"),

@@ -54,7 +54,7 @@ from arcoseg.arco.teacher import (TEACHER_NORMS, batch_statistics, ema_update, m
                                   sigmoid_rampup)
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter, intensity_jitter
-from arcoseg.errors import ArcosegError
+from arcoseg.errors import ArcosegError, check_choice
 from arcoseg.train.losses import supervised_loss
 
 SEMI_SUPERVISED_METHODS = ("mean_teacher", "arco")
@@ -95,18 +95,12 @@ class ArcoConfig:
     jitter: float = DEFAULT_JITTER
 
     def __post_init__(self) -> None:
-        if self.method not in SEMI_SUPERVISED_METHODS:
-            raise ArcosegError(f"Unknown semi-supervised method {self.method!r}; choose one of "
-                               f"{', '.join(SEMI_SUPERVISED_METHODS)}.")
-        if self.mix not in MIX_MODES:
-            raise ArcosegError(f"Unknown mixing mode {self.mix!r}; choose one of "
-                               f"{', '.join(MIX_MODES)}.")
-        if self.teacher_norm not in TEACHER_NORMS:
-            raise ArcosegError(f"Unknown teacher normalisation {self.teacher_norm!r}; choose one "
-                               f"of {', '.join(TEACHER_NORMS)}.")
-        if self.sampler not in SAMPLERS:
-            raise ArcosegError(f"Unknown sampler {self.sampler!r}; choose one of "
-                               f"{', '.join(SAMPLERS)}.")
+        for setting, value, choices in (("semi-supervised method", self.method,
+                                         SEMI_SUPERVISED_METHODS),
+                                        ("mixing mode", self.mix, MIX_MODES),
+                                        ("teacher normalisation", self.teacher_norm, TEACHER_NORMS),
+                                        ("sampler", self.sampler, SAMPLERS)):
+            check_choice(value, choices, setting)
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ArcosegError(f"Warm-up fraction must be in [0, 1), got {self.warmup_fraction}.")
         check_jitter(self.jitter)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from arcoseg.data.dataset import DatasetInfo
-from arcoseg.errors import ArcosegError
+from arcoseg.errors import check_choice
 from arcoseg.io.images import read_spacing_zyx
 
 # The benchmark's methods: name -> (`arcoseg train --method`, `--sampler`). "supervised-all" is
@@ -106,8 +106,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
 
 def get_profile(name: str) -> Profile:
     """The profile called `name`; ArcosegError listing the choices otherwise."""
-    if name not in PROFILES:
-        raise ArcosegError(f"Unknown profile '{name}'. Choose one of: {', '.join(PROFILES)}.")
+    check_choice(name, PROFILES, "profile")
     return PROFILES[name]
 
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arcoseg.arco.cutmix import MIX_MODES
+from arcoseg.arco.samplers import SAMPLERS
 from arcoseg.arco.teacher import TEACHER_NORMS
 from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter
-from arcoseg.errors import ArcosegError
+from arcoseg.errors import ArcosegError, check_choice
 
 METHODS = ("supervised", "mean_teacher", "arco")
-SAMPLERS = ("ns", "sg", "sag")
 DEFAULT_PATCH = {2: (128, 128), 3: (48, 64, 64)}
 PATCH_DIVISOR = 16  # four 2x downsamplings in both networks
 
@@ -56,15 +56,11 @@ class TrainOptions:
     def __post_init__(self) -> None:
         if self.dims not in (2, 3):
             raise ArcosegError(f"--dims must be 2 or 3, not {self.dims}.")
-        if self.method not in METHODS:
-            raise ArcosegError(f"Unknown --method '{self.method}'. Choose one of: {', '.join(METHODS)}.")
-        if self.sampler not in SAMPLERS:
-            raise ArcosegError(f"Unknown --sampler '{self.sampler}'. Choose one of: {', '.join(SAMPLERS)}.")
-        if self.mix not in MIX_MODES:
-            raise ArcosegError(f"Unknown --mix '{self.mix}'. Choose one of: {', '.join(MIX_MODES)}.")
-        if self.teacher_norm not in TEACHER_NORMS:
-            raise ArcosegError(f"Unknown --teacher-norm '{self.teacher_norm}'. Choose one of: "
-                               f"{', '.join(TEACHER_NORMS)}.")
+        for setting, value, choices in (("--method", self.method, METHODS),
+                                        ("--sampler", self.sampler, SAMPLERS),
+                                        ("--mix", self.mix, MIX_MODES),
+                                        ("--teacher-norm", self.teacher_norm, TEACHER_NORMS)):
+            check_choice(value, choices, setting)
         check_jitter(self.jitter)
         if self.warmup < 0:
             raise ArcosegError(f"--warmup must be 0 or more iterations, not {self.warmup}.")
