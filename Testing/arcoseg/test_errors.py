@@ -3,7 +3,7 @@
 import pytest
 
 from arcoseg.arco.step import ArcoConfig
-from arcoseg.errors import ArcosegError, DeviceError, check_choice
+from arcoseg.errors import ArcosegError, check_choice
 
 
 def test_a_listed_value_passes():
@@ -13,11 +13,6 @@ def test_a_listed_value_passes():
 def test_an_unknown_value_names_the_setting_and_the_choices():
     with pytest.raises(ArcosegError, match=r"Unknown --sampler 'xx'\. Choose one of: ns, sg, sag\."):
         check_choice("xx", ("ns", "sg", "sag"), "--sampler")
-
-
-def test_the_error_class_can_be_chosen():
-    with pytest.raises(DeviceError):
-        check_choice("tpu", ("cpu", "cuda"), "device", DeviceError)
 
 
 @pytest.mark.parametrize("field, value, setting", [

@@ -43,8 +43,7 @@ class Cancelled(ArcosegError):
     exit_code = EXIT_CANCELLED
 
 
-def check_choice(value: str, choices: Collection[str], setting: str,
-                 error: type[ArcosegError] = ArcosegError) -> None:
-    """Raise `error` naming `setting` and the choices unless `value` is one of `choices`."""
+def check_choice(value: str, choices: Collection[str], setting: str) -> None:
+    """Raise ArcosegError naming `setting` and the choices unless `value` is one of `choices`."""
     if value not in choices:
-        raise error(f"Unknown {setting} '{value}'. Choose one of: {', '.join(choices)}.")
+        raise ArcosegError(f"Unknown {setting} '{value}'. Choose one of: {', '.join(choices)}.")
