@@ -41,8 +41,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=60.0)
     p.add_argument("--base", type=Path, help="base model folder (2D or 3D) to adapt from")
     p.add_argument("--methods", default="arco,supervised")
-    p.add_argument("--jitter", type=float, default=0.0,
-                   help="intensity augmentation strength (default 0, as in Adapt)")
+    p.add_argument("--jitter", type=float, default=AdaptRequest.jitter,
+                   help=f"intensity augmentation strength (default: Adapt's, {AdaptRequest.jitter})")
     p.add_argument("--warmup", type=float,
                    help="supervised-only fraction (default: Adapt's, half from scratch)")
     p.add_argument("--device", default="auto")

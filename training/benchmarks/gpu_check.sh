@@ -32,5 +32,10 @@ run() {  # NAME STEP_COST_ARGS...: the table and JSON land in OUT as NAME.md, NA
     cp "$work/$name/step_cost.md" "$out/$name.md"
     cp "$work/$name/step_cost.json" "$out/$name.json"
 }
-run acdc-paper --dims 2 --patch 256 256 --batch 4
-run la-paper --dims 3 --patch 80 112 112 --batch 2
+paper() {  # DATASET -> the paper profile's dims, patch and batch as step_cost.py arguments
+    python3 -c "from arcoseg.benchmarks.profiles import PROFILES
+s = PROFILES['paper'].datasets['$1']
+print('--dims', s.dims, '--patch', *s.patch, '--batch', s.batch)"
+}
+run acdc-paper $(paper ACDC)
+run la-paper $(paper LA)
