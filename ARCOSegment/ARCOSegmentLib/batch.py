@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ARCOSegmentLib.segments import read_model_classes, segment_values
+
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 ANNOTATION_SUFFIXES = (".seg.nrrd",)
 OUTPUT_FORMATS = (".nii.gz", ".seg.nrrd")
@@ -41,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=300.0,
                    help="time budget of each adaptation in seconds (default 300)")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default=".nii.gz",
-                   help="output: label map (class indices 1..N in model order) or Slicer "
-                        "segmentation (default .nii.gz)")
+                   help="output: label map (the model's class values) or Slicer segmentation "
+                        "(segments named and coloured after the model's classes; default "
+                        ".nii.gz)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is available")
     return p
 
@@ -109,7 +112,8 @@ def run_batch(args: argparse.Namespace, process_case: ProcessCase,
 
 def case_processor(logic: Any, args: argparse.Namespace) -> ProcessCase:
     """One case through the Logic, blocking and without dialogs: a case with annotations first
-    adapts the model (`--model`, `--budget`), then its segmentation is saved to `output`."""
+    adapts the model (`--model`, `--budget`), then its segmentation is saved to `output` (a label
+    map holds the model's class values, as `arcoseg segment` writes them)."""
     mrml = logic.mrml
 
     def process_case(case: str, image: Path, annotation: Path | None, output: Path) -> str:
@@ -119,9 +123,12 @@ def case_processor(logic: Any, args: argparse.Namespace) -> ProcessCase:
             result = logic.adapt(volume, mrml.load_segmentation(annotation), model=args.model,
                                  budgetSeconds=args.budget, cpuOnly=args.cpu)
             segmentation, message = result.segmentation, result.output.summary()
+            model_dir = Path(result.output.model.path)
         else:
-            segmentation = logic.segment(volume, model=args.model, cpuOnly=args.cpu)
+            model_dir, _ = logic.resolveModel(args.model)
+            segmentation = logic.segment(volume, model=model_dir, cpuOnly=args.cpu)
             message = "segmented"
-        mrml.save_segmentation(segmentation, list(mrml.segments_of(segmentation)), volume, output)
+        values = segment_values(read_model_classes(model_dir), mrml.segments_of(segmentation))
+        mrml.save_segmentation(segmentation, values, volume, output)
         return message
     return process_case

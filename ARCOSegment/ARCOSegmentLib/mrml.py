@@ -1,10 +1,10 @@
 """The only helpers that touch Slicer's scene: segmentation nodes, result import, slice views,
 loading and saving. Each function imports `slicer` inside, so this module loads anywhere.
 
-The Logic, the panel, the batch loop and the self-test call these through an injected object
-(this module inside Slicer; `Testing/slicer/standins.StandInMRML`, built from real vtk objects,
-in the tests), so everything around them is exercised without Slicer. Keep them thin: the array
-and geometry work lives in `scene` and `conversions`.
+The Logic, the panel, the batch loop and the self-test call these through `logic.mrml` (this
+module). The tests run them on Slicer's real scene, nodes and logics from the slicer-core wheel
+(Testing/slicer/real_slicer.py). Keep them thin: the array and geometry work lives in `scene` and
+`conversions`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from ARCOSegmentLib import conversions as cv
 from ARCOSegmentLib import scene
-from ARCOSegmentLib.segments import ClassInfo, plan_segments
+from ARCOSegmentLib.segments import ClassInfo, indices_to_values, plan_segments
 
 
 def segments_of(segmentation_node) -> dict[str, str]:
@@ -142,23 +142,29 @@ def clear_scene() -> None:
     slicer.mrmlScene.Clear()
 
 
-def save_segmentation(segmentation_node, segment_ids: Sequence[str], reference_volume,
-                      path: str | Path) -> Path:
-    """Save as a Slicer segmentation (.seg.nrrd) or as a label map on the volume's grid, where
-    segment `segment_ids[n]` gets label value n + 1."""
+def save_segmentation(segmentation_node, segment_values: Sequence[tuple[str, int]],
+                      reference_volume, path: str | Path) -> Path:
+    """Save as a Slicer segmentation (.seg.nrrd: every segment with its name and colour) or as a
+    label map on the volume's grid where segment `sid` of each (sid, value) holds `value` (the
+    model's class values, as `arcoseg segment` writes them)."""
     import slicer
     import vtk
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # Slicer's writers do not create folders
     if path.name.lower().endswith(".seg.nrrd"):
         saved = slicer.util.saveNode(segmentation_node, str(path))
     else:
         ids = vtk.vtkStringArray()
-        for sid in segment_ids:
+        for sid, _ in segment_values:
             ids.InsertNextValue(sid)
         labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
         try:
-            slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-                segmentation_node, ids, labelmap, reference_volume)
+            if not slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
+                    segmentation_node, ids, labelmap, reference_volume):
+                raise RuntimeError(f"Slicer could not export the segments to {path}.")
+            indices = slicer.util.arrayFromVolume(labelmap)  # segment n → n + 1
+            slicer.util.updateVolumeFromArray(
+                labelmap, indices_to_values(indices, [value for _, value in segment_values]))
             saved = slicer.util.saveNode(labelmap, str(path))
         finally:
             slicer.mrmlScene.RemoveNode(labelmap)

@@ -1,10 +1,10 @@
 """Volume nodes ↔ engine files, without `slicer`: export a volume (optionally cropped to an
 ROI) for the engine and read the engine's outputs back onto the volume's grid.
 
-Only documented node methods are used (GetImageData, GetIJKToRASMatrix, GetName, GetRASBounds),
-so a stand-in node built from real vtk objects exercises everything here; the geometry and array
-work lives in `conversions`. What needs Slicer's scene (segmentation nodes, import, views) is in
-`mrml`.
+Only node methods are used (GetImageData, GetIJKToRASMatrix, GetName, GetParentTransformNode,
+GetRASBounds), no `slicer` module; the tests run it on Slicer's real nodes (slicer-core). The
+geometry and array work lives in `conversions`. What needs Slicer's scene (segmentation nodes,
+import, views) is in `mrml`.
 """
 
 from __future__ import annotations
@@ -65,6 +65,26 @@ def volume_ijk_to_ras(volume_node) -> np.ndarray:
     return cv.vtk_matrix_to_numpy(matrix)
 
 
+def volume_ijk_to_world(volume_node) -> np.ndarray:
+    """IJK to world (RAS after the node's parent transforms), where ROIs and views live.
+
+    ValueError for a non-linear (warping) parent transform: a box in world space is no box of
+    voxels then."""
+    import vtk
+    ijk_to_ras = volume_ijk_to_ras(volume_node)
+    transform_node = volume_node.GetParentTransformNode()
+    if transform_node is None:
+        return ijk_to_ras
+    if not transform_node.IsTransformToWorldLinear():
+        raise ValueError(f"Volume '{volume_node.GetName()}' is under the non-linear transform "
+                         f"'{transform_node.GetName()}', so an ROI cannot select a box of its "
+                         "voxels. Harden the transform on the volume (Data module, right-click "
+                         "→ Harden transform) or segment without an ROI.")
+    to_world = vtk.vtkMatrix4x4()
+    transform_node.GetMatrixTransformToWorld(to_world)
+    return cv.vtk_matrix_to_numpy(to_world) @ ijk_to_ras
+
+
 def volume_shape(volume_node) -> tuple[int, int, int]:
     """The (K, J, I) shape of the node's voxels."""
     image_data = volume_node.GetImageData()
@@ -86,11 +106,13 @@ def volume_array(volume_node) -> np.ndarray:
 
 def export_volume(volume_node, path: str | Path,
                   ras_bounds: Sequence[float] | None = None) -> ExportedVolume:
-    """Write the volume (cropped to RAS bounds if given) with its geometry for the engine."""
+    """Write the volume (cropped to world RAS bounds if given, e.g. an ROI's) with its own
+    geometry (its parent transform's space, like the volume node's grid) for the engine."""
     array, ijk_to_ras = volume_array(volume_node), volume_ijk_to_ras(volume_node)
     exported = ExportedVolume(Path(path), array.shape, ijk_to_ras)
     if ras_bounds is not None:
-        exported.box = cv.ijk_box_for_ras_bounds(ijk_to_ras, array.shape, ras_bounds)
+        exported.box = cv.ijk_box_for_ras_bounds(volume_ijk_to_world(volume_node), array.shape,
+                                                 ras_bounds)
     write_on_grid(array, exported, exported.path)
     return exported
 
@@ -101,7 +123,7 @@ def write_on_grid(full: np.ndarray, exported: ExportedVolume, path: str | Path) 
 
 
 def roi_ras_bounds(roi_node) -> list[float] | None:
-    """The RAS bounding box of an ROI node, or None without one."""
+    """The world RAS bounding box of an ROI node, or None without one."""
     if roi_node is None:
         return None
     bounds = [0.0] * 6

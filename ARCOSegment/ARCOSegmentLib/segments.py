@@ -80,6 +80,23 @@ def labels_to_indices(labels: np.ndarray, classes: Sequence[ClassInfo]) -> np.nd
     return lookup[labels]
 
 
+def indices_to_values(indices: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """Segment indices 1..N (0 = none) → label values[n - 1]; uint8, or uint16 above 255."""
+    dtype = np.uint8 if max(values, default=0) <= 255 else np.uint16
+    lookup = np.array([0, *values], dtype)
+    if indices.size and int(indices.max()) >= len(lookup):
+        raise ValueError(f"Label map holds segment index {int(indices.max())}, but only "
+                         f"{len(values)} segment(s) were exported.")
+    return lookup[indices]
+
+
+def segment_values(classes: Sequence[ClassInfo],
+                   existing: Mapping[str, str]) -> list[tuple[str, int]]:
+    """(segment ID, class value) of each class that has a segment in `existing` (ID → name)."""
+    return [(spec.segment_id, cls.value)
+            for spec, cls in zip(plan_segments(classes, existing), classes) if spec.exists]
+
+
 def match_annotation_segments(segments: Mapping[str, str],
                               class_names: Sequence[str]) -> list[tuple[str, int]]:
     """(segment ID, class index 1..n) for each annotation segment, matched by name.

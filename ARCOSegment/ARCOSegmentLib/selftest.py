@@ -59,14 +59,15 @@ def check_segments(check, logic, segmentation, volume, truth: np.ndarray) -> Non
     check.assertGreater(dice(mask, truth), MIN_DICE)
 
 
-def segment_and_adapt(check, logic, budgetSeconds: float = 60.0,
-                      say: Callable[[str], Any] = print) -> None:
-    """The whole self-test (CPU, a few minutes with the default budget)."""
+def segment_and_adapt(check, logic, budgetSeconds: float = 60.0, iterations: int | None = None,
+                      say: Callable[[str], Any] = print):
+    """The whole self-test (CPU, a few minutes with the default budget); each adaptation stops
+    at `budgetSeconds` or after `iterations`. Returns the second adaptation's AdaptResult."""
     array, truth = phantom()
     volume = logic.mrml.add_volume(array, PHANTOM_IJK_TO_RAS, "Phantom")
     say("Training a model from two drawn slices")
     first = logic.adapt(volume, draw(check, logic, volume, truth, FIRST_SLICES), fromScratch=True,
-                        budgetSeconds=budgetSeconds, cpuOnly=True)
+                        budgetSeconds=budgetSeconds, iterations=iterations, cpuOnly=True)
     model = first.output.model
     check.assertTrue(is_model_folder(model.path), model.path)
     check.assertEqual((model.name, model.kind, first.output.axis), (SEGMENT_NAME, "adapted", 0))
@@ -82,7 +83,8 @@ def segment_and_adapt(check, logic, budgetSeconds: float = 60.0,
 
     say("Adapting it from two more slices")
     second = logic.adapt(volume, draw(check, logic, volume, truth, MORE_SLICES), model=model,
-                         budgetSeconds=budgetSeconds, segmentationNode=segmentation, cpuOnly=True)
+                         budgetSeconds=budgetSeconds, iterations=iterations,
+                         segmentationNode=segmentation, cpuOnly=True)
     check.assertEqual(second.output.model.parent, model.ref)
     check.assertNotEqual(second.output.model.ref, model.ref)
     check.assertIs(second.segmentation, segmentation)
@@ -92,3 +94,4 @@ def segment_and_adapt(check, logic, budgetSeconds: float = 60.0,
     for index in second.suggestedSlices:
         check.assertTrue(0 <= index < PHANTOM_SHAPE[0] and index not in MORE_SLICES, index)
         logic.jumpToSlice(volume, second.output.axis, index)
+    return second

@@ -29,3 +29,19 @@ def one_thread_per_engine_process():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OMP_NUM_THREADS", "1")
         yield
+
+
+@pytest.fixture
+def slicer_core(monkeypatch):
+    """Slicer's real MRML scene and module logics (the slicer-core wheel) as `slicer.mrmlScene`,
+    `slicer.modules.X.logic()` and `slicer.app.coreIOManager()`, fresh for each test."""
+    from real_slicer import install
+    return install(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_slicer_core():
+    """`slicer_core` shared by a test module's module-scoped fixtures (one scene for them all)."""
+    from real_slicer import install
+    with pytest.MonkeyPatch.context() as patch:
+        yield install(patch)

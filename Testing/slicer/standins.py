@@ -1,5 +1,6 @@
-"""Stand-ins for what Slicer provides, built from real vtk objects: volume, ROI and segmentation
-nodes, the `mrml` functions on them, and the panel's widgets as PythonQt shows them."""
+"""Stand-ins for what the slicer-core wheel lacks: the panel's Qt widgets as PythonQt shows them
+and the Qt timer. (The scene, nodes and logics are Slicer's real ones: real_slicer.py.) Also the
+shared test data: an oblique grid and the shape of an `adapt` result."""
 
 from __future__ import annotations
 
@@ -9,42 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import vtk
-
-from ARCOSegmentLib import conversions as cv
-from ARCOSegmentLib import scene
-from ARCOSegmentLib.segments import plan_segments
 
 UI_FILE = Path(__file__).resolve().parents[2] / "ARCOSegment/Resources/UI/ARCOSegment.ui"
-
-
-class StandInVolumeNode:
-    """The methods of vtkMRMLScalarVolumeNode that the export uses: voxels in a vtkImageData
-    with unit spacing and zero origin, geometry in an IJK-to-RAS vtkMatrix4x4."""
-
-    def __init__(self, array: np.ndarray, ijk_to_ras: np.ndarray, name: str = "CT") -> None:
-        self._image = cv.image_data_from_array(array)
-        self._matrix = cv.numpy_to_vtk_matrix(ijk_to_ras)
-        self._name = name
-
-    def GetImageData(self):
-        return self._image
-
-    def GetIJKToRASMatrix(self, matrix: vtk.vtkMatrix4x4) -> None:
-        matrix.DeepCopy(self._matrix)
-
-    def GetName(self) -> str:
-        return self._name
-
-
-class StandInROINode:
-    """vtkMRMLMarkupsROINode.GetRASBounds."""
-
-    def __init__(self, bounds) -> None:
-        self._bounds = list(bounds)
-
-    def GetRASBounds(self, bounds) -> None:
-        bounds[:] = self._bounds
 
 
 # I → A (0.8 mm), J → -R (0.6 mm), K → -S (2.5 mm): oblique to the file axes, anisotropic
@@ -67,83 +34,6 @@ ADAPT_RESULT = {
                     {"slice": 41, "uncertainty": 0.2}],
     "iterations": 400, "seconds": 118.4,
     "outputs": [{"image": "/w/image.nii.gz", "labels": "/w/labels.nii.gz"}]}
-
-
-# -- the scene: segmentation nodes and the `mrml` functions --------------------------------------
-
-
-class StandInSegment:
-    """A segment: name, colour and its binary labelmap as a vtkImageData on the volume's grid."""
-
-    def __init__(self, name: str, color, mask: np.ndarray) -> None:
-        self.name, self.color = name, tuple(color)
-        self.labelmap = cv.image_data_from_array(mask.astype(np.uint8))
-
-    @property
-    def mask(self) -> np.ndarray:
-        return cv.array_from_image_data(self.labelmap) > 0
-
-
-class StandInSegmentationNode:
-    """A segmentation node on one volume's grid: segment ID → StandInSegment, in order."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.segments: dict[str, StandInSegment] = {}
-
-    def GetName(self) -> str:
-        return self.name
-
-
-class StandInMRML:
-    """ARCOSegmentLib.mrml's functions on stand-in nodes. The array and geometry work is the
-    module's own (scene.result_indices, segments.plan_segments, conversions.slice_center_ras);
-    only what Slicer's scene would store is replaced."""
-
-    def __init__(self) -> None:
-        self.nodes: list = []
-        self.jumps: list[tuple[object, int, int, np.ndarray]] = []  # (volume, axis, index, RAS)
-
-    def segments_of(self, node) -> dict[str, str]:
-        return {sid: s.name for sid, s in node.segments.items()}
-
-    def segment_masks(self, node, indexed_ids, reference_volume):
-        shape = scene.volume_shape(reference_volume)
-        masks = [(index, node.segments[sid].mask) for sid, index in indexed_ids]
-        assert all(m.shape == shape for _, m in masks)
-        return masks
-
-    def new_segmentation(self, volume_node, name=None):
-        node = StandInSegmentationNode(name or f"{volume_node.GetName()} segmentation")
-        self.nodes.append(node)
-        return node
-
-    def import_labels(self, labels_path, exported, classes, node, volume_node):
-        indices = scene.result_indices(labels_path, exported, classes)
-        for n, spec in enumerate(plan_segments(classes, self.segments_of(node)), start=1):
-            node.segments[spec.segment_id] = StandInSegment(spec.name, spec.color, indices == n)
-        return node
-
-    def import_scalar_volume(self, path, exported, name, volume_node):
-        node = StandInVolumeNode(scene.result_volume(path, exported), exported.ijk_to_ras, name)
-        self.nodes.append(node)
-        return node
-
-    def jump_to_slice(self, volume_node, axis, index):
-        point = cv.slice_center_ras(scene.volume_ijk_to_ras(volume_node),
-                                    scene.volume_shape(volume_node), axis, index)
-        self.jumps.append((volume_node, axis, index, point))
-
-    def add_volume(self, array, ijk_to_ras, name):
-        node = StandInVolumeNode(array, ijk_to_ras, name)
-        self.nodes.append(node)
-        return node
-
-    def add_annotations(self, volume_node, name, segments):
-        node = self.new_segmentation(volume_node, name)
-        for segment_name, color, mask in segments:
-            node.segments[segment_name] = StandInSegment(segment_name, color, mask)
-        return node
 
 
 # -- the panel's widgets, as PythonQt shows them -------------------------------------------------

@@ -1,16 +1,21 @@
-"""The headless batch entry point: arguments, cases, per-case loop and exit codes."""
+"""The headless batch entry point: arguments, cases, per-case loop and exit codes; one case
+through the Logic on Slicer's real scene (slicer-core), with the engine's answers written at once."""
 
 from __future__ import annotations
 
-import inspect
+import json
+import shutil
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ARCOSegmentLib import batch
-from ARCOSegmentLib.engine import parse_adapt_result
-from ARCOSegmentLib.logic import AdaptResult, EngineLogic
-from standins import ADAPT_RESULT
+from ARCOSegmentLib import conversions as cv
+from ARCOSegmentLib import mrml
+from ARCOSegmentLib.logic import EngineLogic
+from standins import ADAPT_RESULT, OBLIQUE
 
 SCRIPT = Path(__file__).resolve().parents[2] / "ARCOSegment" / "Scripts" / "batch_segment.py"
 
@@ -85,67 +90,82 @@ def test_all_cases_done_is_exit_code_0_and_bad_input_exit_code_2(tmp_path):
     assert "does not exist" in lines[0]
 
 
-class RecordingLogic:
-    """The Logic and its scene access as the batch uses them, recording every call."""
+class AnsweringLogic(EngineLogic):
+    """The Logic on Slicer's real scene, with the engine answered at once: `segment` and `adapt`
+    write LABELS (class values 3 and 7) on the grid of the image they were given, as the engine
+    does; `adapt` reports a new version of the same model."""
 
-    def __init__(self) -> None:
-        self.calls = []
-        self.mrml = self
+    def __init__(self, model_dir: Path) -> None:
+        super().__init__(python=sys.executable)
+        self.model_dir, self.commands = model_dir, []
 
-    def clear_scene(self):
-        self.calls.append(("clear",))
-
-    def load_volume(self, path):
-        self.calls.append(("load_volume", path.name))
-        return "volume"
-
-    def load_segmentation(self, path):
-        self.calls.append(("load_segmentation", path.name))
-        return "annotations"
-
-    def segment(self, volume, **options):
-        inspect.signature(EngineLogic.segment).bind(self, volume, **options)  # the real API
-        self.calls.append(("segment", volume, options))
-        return "segmentation"
-
-    def adapt(self, volume, annotations, **options):
-        inspect.signature(EngineLogic.adapt).bind(self, volume, annotations, **options)
-        self.calls.append(("adapt", volume, annotations, options))
-        return AdaptResult("adapted segmentation", parse_adapt_result(ADAPT_RESULT))
-
-    def segments_of(self, node):
-        return {"ARCOSegment_liver": "liver", "ARCOSegment_spleen": "spleen"}
-
-    def save_segmentation(self, node, segment_ids, volume, path):
-        self.calls.append(("save", node, segment_ids, volume, path.name))
+    def engine(self, args, cpuOnly=False, finish=None, workDir=None, *callbacks):
+        self.commands.append(args)
+        image = args[args.index("--image") + 1] if args[0] == "adapt" else args[2]
+        output = args[args.index("-o") + 1]
+        _, ijk_to_ras = cv.read_volume(image)
+        cv.write_volume(LABELS, ijk_to_ras, output)
+        result = {"outputs": [{"image": image, "labels": output}], "device": "cpu"}
+        if args[0] == "adapt":
+            result = {**ADAPT_RESULT, **result,
+                      "model": {**ADAPT_RESULT["model"], "path": str(self.model_dir)}}
+        try:
+            return finish(result)
+        finally:
+            shutil.rmtree(workDir)
 
 
-def test_a_case_is_segmented_through_the_logic_and_saved_with_segments_in_order(tmp_path):
-    logic = RecordingLogic()
-    args = batch.parse_args(["--input", "in", "--output", "out", "--model", "liver", "--cpu"])
-    message = batch.case_processor(logic, args)("a", Path("in/a.nii.gz"), None,
-                                                Path("out/a.nii.gz"))
-    assert message == "segmented"
-    assert logic.calls == [
-        ("clear",), ("load_volume", "a.nii.gz"),
-        ("segment", "volume", {"model": "liver", "cpuOnly": True}),
-        ("save", "segmentation", ["ARCOSegment_liver", "ARCOSegment_spleen"], "volume",
-         "a.nii.gz")]
+LABELS = np.zeros((4, 5, 6), np.uint8)
+LABELS[1, 1:4, 1:5], LABELS[2, 2:4, 2:4] = 3, 7
+CLASSES = [{"name": "background", "value": 0, "color": [0, 0, 0]},
+           {"name": "Left kidney", "value": 3, "color": [255, 128, 0]},
+           {"name": "Liver", "value": 7, "color": [0, 64, 255]}]
 
 
-def test_a_case_with_annotations_adapts_first_and_reports_the_heldout_check(tmp_path):
-    logic = RecordingLogic()
-    args = batch.parse_args(["--input", "in", "--output", "out", "--adapt-from", "ann",
-                             "--budget", "90", "--format", ".seg.nrrd"])
-    message = batch.case_processor(logic, args)("b", Path("in/b.nrrd"), Path("ann/b.seg.nrrd"),
-                                                Path("out/b.seg.nrrd"))
+@pytest.fixture
+def case(tmp_path, slicer_core):
+    """(the Logic, the model folder, the case's volume file on an oblique grid)."""
+    model = tmp_path / "organs"
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps({"classes": CLASSES}))
+    image = cv.write_volume(np.zeros(LABELS.shape, np.int16), OBLIQUE, tmp_path / "in" / "a.nrrd")
+    return AnsweringLogic(model), model, image
+
+
+def test_a_case_is_segmented_through_the_logic_into_a_label_map_of_class_values(case, tmp_path):
+    logic, model, image = case
+    args = batch.parse_args(["--input", "in", "--output", "out", "--model", str(model), "--cpu"])
+    output = tmp_path / "out" / "a.nii.gz"
+    assert batch.case_processor(logic, args)("a", image, None, output) == "segmented"
+    [command] = logic.commands
+    assert command[:2] == ["segment", str(model)] and command[-2:] == ["--device", "cpu"]
+    array, ijk_to_ras = cv.read_volume(output)
+    # the engine's labels, on the grid Slicer's reader made of OBLIQUE's left-handed one (K
+    # reversed, the same physical places)
+    assert (array == LABELS).all() and set(np.unique(array)) == {0, 3, 7}
+    np.testing.assert_allclose(ijk_to_ras @ [0, 0, 3, 1], OBLIQUE @ [0, 0, 0, 1], atol=1e-5)
+
+
+def test_a_case_with_annotations_adapts_first_and_saves_a_slicer_segmentation(case, tmp_path):
+    logic, model, image = case
+    drawing = tmp_path / "ann" / "a.seg.nrrd"
+    volume = mrml.load_volume(image)
+    mrml.save_segmentation(mrml.add_annotations(
+        volume, "drawn", [("Liver", (1.0, 0.0, 0.0), LABELS == 7)]), [], volume, drawing)
+    args = batch.parse_args(["--input", "in", "--output", "out", "--model", str(model),
+                             "--adapt-from", "ann", "--budget", "90", "--format", ".seg.nrrd"])
+    output = tmp_path / "out" / "a.seg.nrrd"
+    message = batch.case_processor(logic, args)("a", image, drawing, output)
     assert message == "liver@v4: held-out slice 17, Dice 0.710 → 0.802 (activated)"
-    assert logic.calls[2:] == [
-        ("load_segmentation", "b.seg.nrrd"),
-        ("adapt", "volume", "annotations", {"model": None, "budgetSeconds": 90.0,
-                                            "cpuOnly": False}),
-        ("save", "adapted segmentation", ["ARCOSegment_liver", "ARCOSegment_spleen"], "volume",
-         "b.seg.nrrd")]
+    [command] = logic.commands
+    assert command[0] == "adapt" and command[command.index("--budget") + 1] == "90"
+    assert command[command.index("--model") + 1] == str(model)
+    segmentation = mrml.load_segmentation(output)
+    assert list(mrml.segments_of(segmentation).values()) == ["Left kidney", "Liver"]
+    volume = mrml.load_volume(image)
+    [(_, kidney), (_, liver)] = mrml.segment_masks(segmentation, [
+        ("ARCOSegment_Left_kidney", 1), ("ARCOSegment_Liver", 2)], volume)
+    assert (kidney == (LABELS == 3)).all() and (liver == (LABELS == 7)).all()
 
 
 def test_the_slicer_batch_script_is_valid_python():

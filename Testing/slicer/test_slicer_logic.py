@@ -1,6 +1,6 @@
-"""The Logic's work outside Slicer (ARCOSegmentLib.logic.EngineLogic) on stand-in nodes: the
-annotation count, model resolution, where Adapt's slice numbers land, and the self-test's
-scenario pieces. The engine runs in test_slicer_real_engine.py."""
+"""The Logic's work outside the Slicer application (ARCOSegmentLib.logic.EngineLogic) on Slicer's
+real scene and nodes (slicer-core): the annotation count, model resolution, where Adapt's slice
+numbers land, and the self-test's scenario, whole, with the real engine."""
 
 from __future__ import annotations
 
@@ -10,20 +10,23 @@ import unittest
 import numpy as np
 import pytest
 
-from ARCOSegmentLib import scene, selftest
+from ARCOSegmentLib import conversions as cv
+from ARCOSegmentLib import mrml, scene, selftest
 from ARCOSegmentLib.engine import parse_adapt_result
 from ARCOSegmentLib.logic import MODULE_DIR, EngineLogic, on_full_grid
 from ARCOSegmentLib.models import ModelEntry
-from standins import ADAPT_RESULT, OBLIQUE, StandInMRML, StandInSegmentationNode, StandInSegment
+from standins import ADAPT_RESULT, OBLIQUE
+
+
+SELFTEST_BUDGET = 20.0  # seconds per adaptation: the whole scenario takes about a minute
 
 
 @pytest.fixture
-def logic():
-    return EngineLogic(mrml=StandInMRML(), python=sys.executable)
+def logic(slicer_core):
+    return EngineLogic(python=sys.executable)
 
 
 def test_defaults_are_slicers_scene_and_the_module_folder():
-    from ARCOSegmentLib import mrml
     logic = EngineLogic()
     assert logic.mrml is mrml and logic.moduleDir == MODULE_DIR and logic.engineEnvironment == {}
     assert (MODULE_DIR / "ARCOSegment.py").is_file()
@@ -32,15 +35,16 @@ def test_defaults_are_slicers_scene_and_the_module_folder():
 
 def test_annotation_summary_counts_the_painted_slices_of_every_segment(logic):
     volume = logic.mrml.add_volume(np.zeros((6, 7, 8), np.int16), OBLIQUE, "CT")
-    node = StandInSegmentationNode("Annotations")
+    drawn = []
     for name, k in (("Liver", 1), ("Spleen", 4)):
         mask = np.zeros((6, 7, 8), bool)
         mask[k, 2:5, 3:6] = True
-        node.segments[name] = StandInSegment(name, (1, 0, 0), mask)
+        drawn.append((name, (1, 0, 0), mask))
+    node = logic.mrml.add_annotations(volume, "Annotations", drawn)
     assert logic.annotationSummary(volume, node) == "2 slices annotated along K (axial): 1, 4"
     assert logic.annotationSummary(volume, node, axis=2).startswith("3 slices annotated along I")
     with pytest.raises(ValueError, match="Paint the structures"):
-        logic.annotationSummary(volume, StandInSegmentationNode("empty"))
+        logic.annotationSummary(volume, logic.mrml.new_segmentation(volume, "empty"))
 
 
 def test_models_are_resolved_from_a_folder_or_a_registry_entry(logic, tmp_path):
@@ -76,9 +80,21 @@ def test_the_self_tests_phantom_and_drawing_give_two_annotated_axial_slices(logi
     assert selftest.dice(truth, truth) == 1.0 and selftest.dice(mask, truth) < selftest.MIN_DICE
 
 
-@pytest.mark.slow
-def test_the_self_test_scenario_passes_against_the_real_engine(logic, tmp_path):
-    """ARCOSegmentTest's whole scenario (two adaptations of 60 s, CPU) on stand-in nodes."""
+def test_the_self_test_scenario_passes_on_real_mrml_with_the_real_engine(logic, slicer_core,
+                                                                        tmp_path):
+    """ARCOSegmentTest's whole scenario (CPU; each adaptation capped at SELFTEST_BUDGET seconds)
+    on Slicer's real scene: a model from two drawn slices, segment twice into the same segments,
+    adapt from two more slices, and the slice views jump to the suggested slices."""
     logic.engineEnvironment = {"ARCOSEG_HOME": str(tmp_path / "home")}
-    selftest.segment_and_adapt(unittest.TestCase(), logic)
-    assert [j[1:3] for j in logic.mrml.jumps]  # the suggestions were visited
+    said = []
+    result = selftest.segment_and_adapt(unittest.TestCase(), logic, budgetSeconds=SELFTEST_BUDGET,
+                                        say=said.append)
+    assert said == ["Training a model from two drawn slices", "Segmenting with it",
+                    "Adapting it from two more slices"]
+    volume = slicer_core.scene.GetFirstNodeByName("Phantom")
+    last = cv.slice_center_ras(selftest.PHANTOM_IJK_TO_RAS, selftest.PHANTOM_SHAPE,
+                               result.output.axis, result.suggestedSlices[-1])
+    for name, centre in slicer_core.slice_offsets().items():
+        np.testing.assert_allclose(centre, last, atol=1e-6, err_msg=name)
+    assert volume is not None and slicer_core.scene.GetNumberOfNodesByClass(
+        "vtkMRMLSegmentationNode") == 4  # two drawings, the first result, the segmentation

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from ARCOSegmentLib import mrml
 from ARCOSegmentLib.engine import EngineJob, parse_adapt_result
 from ARCOSegmentLib.logic import AdaptResult, EngineLogic
 from ARCOSegmentLib.panel import NO_REGISTRY, Panel
 from ARCOSegmentLib.process import EngineError
-from standins import (ADAPT_RESULT, OBLIQUE, StandInSegmentationNode, StandInTimer,
-                      StandInVolumeNode, drive, standin_ui)
+from standins import ADAPT_RESULT, OBLIQUE, StandInTimer, drive, standin_ui
 
 LISTING = {"versions": [
     {"name": "liver", "version": "v1", "created": "2026-01-01T10:00:00", "kind": "base",
@@ -90,13 +90,15 @@ class FakeLogic:
 
 
 @pytest.fixture
-def setup(fake_engine):
-    """(panel, its stand-in widgets, the fake logic, the timer, the error dialogs shown)."""
+def setup(fake_engine, slicer_core):
+    """(panel, its stand-in widgets, the fake logic, the timer, the error dialogs shown); the
+    parameter node's volume and annotations are real MRML nodes."""
     ui, logic, timer, errors = standin_ui(), FakeLogic(fake_engine), StandInTimer(), []
     panel = Panel(ui, logic, timer, show_error=errors.append, choose_folder=lambda: "/models/m")
+    volume = mrml.add_volume(np.zeros((4, 5, 6), np.int16), OBLIQUE, "CT")
     panel.parameters = SimpleNamespace(
-        inputVolume=StandInVolumeNode(np.zeros((4, 5, 6), np.int16), OBLIQUE, "CT"), roi=None,
-        outputSegmentation=None, annotationSegmentation=StandInSegmentationNode("Annotations"),
+        inputVolume=volume, roi=None, outputSegmentation=None,
+        annotationSegmentation=mrml.new_segmentation(volume, "Annotations"),
         useCpu=True, showUncertainty=False, fromScratch=False, timeBudgetSeconds=120)
     panel.update_buttons()
     return panel, ui, logic, timer, errors
@@ -195,7 +197,7 @@ def test_nothing_runs_until_the_dependencies_are_installed(setup):
 
 def test_adapt_gets_the_panels_settings(setup):
     panel, ui, logic, timer, _ = setup
-    unlabelled = StandInVolumeNode(np.zeros((2, 2, 2)), np.eye(4), "CT 2")
+    unlabelled = mrml.add_volume(np.zeros((2, 2, 2)), np.eye(4), "CT 2")
     ui.unlabelledVolumesComboBox.nodes = [unlabelled]
     ui.annotatedSlicesLineEdit.text = "3, 5-6"
     ui.axisComboBox.currentIndex = 2  # J

@@ -1,6 +1,7 @@
-"""The module's pipeline against the real engine (`python -m arcoseg`, CPU), without Slicer:
-stand-in nodes → engine files → `segment` / `adapt` → the results back on the volume's grid;
-Cancel during Adapt; the model registry as the panel lists it."""
+"""The module's pipeline against the real engine (`python -m arcoseg`, CPU) on Slicer's real MRML
+(slicer-core), without the application: volume nodes → engine files → `segment` / `adapt` → the
+results back in segmentation nodes on the volume's grid; Cancel during Adapt; the model registry
+as the panel lists it."""
 
 from __future__ import annotations
 
@@ -16,15 +17,14 @@ import SimpleITK as sitk
 import torch
 
 from ARCOSegmentLib import conversions as cv
-from ARCOSegmentLib import scene
+from ARCOSegmentLib import mrml, scene
 from ARCOSegmentLib.engine import EngineJob, parse_segment_result, segment_args
 from ARCOSegmentLib.logic import EngineLogic
 from ARCOSegmentLib.models import format_entry, is_model_folder
 from ARCOSegmentLib.panel import Panel
 from ARCOSegmentLib.process import EXIT_CANCELLED, engine_command, engine_environment
 from ARCOSegmentLib.segments import labels_to_indices, read_model_classes
-from standins import (OBLIQUE, StandInMRML, StandInROINode, StandInSegment,
-                      StandInSegmentationNode, StandInTimer, StandInVolumeNode, drive, standin_ui)
+from standins import OBLIQUE, StandInTimer, drive, standin_ui
 
 CLASSES = ["background", "Left kidney", "Liver"]
 
@@ -46,13 +46,14 @@ def tiny_model(tmp_path_factory) -> Path:
     return folder
 
 
-def test_segment_through_the_real_engine_lands_on_the_volume_grid(tiny_model, tmp_path):
+def test_segment_through_the_real_engine_lands_on_the_volume_grid(tiny_model, tmp_path,
+                                                                  slicer_core):
     rng = np.random.default_rng(0)
     array = rng.normal(100, 30, size=(6, 20, 24)).astype(np.int16)
-    node = StandInVolumeNode(array, OBLIQUE)
+    node = mrml.add_volume(array, OBLIQUE, "CT")
     work = tmp_path / "work"
-    exported = scene.export_volume(node, work / "image.nii.gz",
-                                   scene.roi_ras_bounds(StandInROINode([2, 9, -18.5, -5, 29, 40])))
+    exported = scene.export_volume(node, work / "image.nii.gz", scene.roi_ras_bounds(
+        slicer_core.add_roi([2, 9, -18.5, -5, 29, 40])))
     classes = read_model_classes(tiny_model)
 
     def finish(result):
@@ -81,32 +82,32 @@ def test_segment_through_the_real_engine_lands_on_the_volume_grid(tiny_model, tm
 DRAWN = [4, 6]  # the two painted slices (along K); both hold classes a and b
 
 
-def phantom_volume() -> tuple[StandInVolumeNode, np.ndarray]:
+def phantom_volume():
     """The engine's phantom (8 × 32 × 32, classes 1 and 2) as a volume node, with its truth."""
     from arcoseg.data.synthetic import make_phantom
     image, labels = make_phantom((8, 32, 32))
-    return (StandInVolumeNode(sitk.GetArrayFromImage(image), cv.image_ijk_to_ras(image), "Phantom"),
+    return (mrml.add_volume(sitk.GetArrayFromImage(image), cv.image_ijk_to_ras(image), "Phantom"),
             sitk.GetArrayFromImage(labels))
 
 
-def painted(truth: np.ndarray, slices) -> StandInSegmentationNode:
-    """Segments 'a' (class 1) and 'b' (class 2) painted on `slices` only."""
-    node = StandInSegmentationNode("Annotations")
+def painted(volume, truth: np.ndarray, slices):
+    """A segmentation node with segments 'a' (class 1) and 'b' (class 2) painted on `slices`."""
+    segments = []
     for name, value, color in (("a", 1, (1.0, 0.0, 0.0)), ("b", 2, (0.0, 0.0, 1.0))):
         mask = np.zeros(truth.shape, bool)
         mask[slices] = truth[slices] == value
-        node.segments[name] = StandInSegment(name, color, mask)
-    return node
+        segments.append((name, color, mask))
+    return mrml.add_annotations(volume, "Annotations", segments)
 
 
-def roi_around_slices(volume: StandInVolumeNode, first: int, last: int) -> StandInROINode:
-    """An ROI holding whole slices first..last (along K)."""
+def roi_around_slices(core, volume, first: int, last: int):
+    """An ROI node holding whole slices first..last (along K)."""
     shape = scene.volume_shape(volume)
     corners = np.array([[i, j, k, 1.0] for i in (0, shape[2] - 1) for j in (0, shape[1] - 1)
                         for k in (first, last)])
     ras = (scene.volume_ijk_to_ras(volume) @ corners.T)[:3]
     lo, hi = ras.min(axis=1) - 0.5, ras.max(axis=1) + 0.5
-    return StandInROINode([lo[0], hi[0], lo[1], hi[1], lo[2], hi[2]])
+    return core.add_roi([lo[0], hi[0], lo[1], hi[1], lo[2], hi[2]])
 
 
 def option(command: list[str], name: str) -> str:
@@ -114,16 +115,16 @@ def option(command: list[str], name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def adapted(tmp_path_factory):
+def adapted(tmp_path_factory, module_slicer_core):
     """One `adapt --from-scratch` run through the Logic, inside an ROI (slices 1..7): what it was
     given, the command it ran, its progress events and its AdaptResult."""
     volume, truth = phantom_volume()
     home = tmp_path_factory.mktemp("registry")
-    run = SimpleNamespace(volume=volume, truth=truth, annotations=painted(truth, DRAWN),
-                          mrml=StandInMRML(), home=home, progress=[])
-    run.logic = EngineLogic({"ARCOSEG_HOME": str(home)}, mrml=run.mrml, python=sys.executable)
+    run = SimpleNamespace(volume=volume, truth=truth, annotations=painted(volume, truth, DRAWN),
+                          home=home, progress=[])
+    run.logic = EngineLogic({"ARCOSEG_HOME": str(home)}, python=sys.executable)
     job = run.logic.adapt(volume, run.annotations, fromScratch=True, budgetSeconds=600,
-                          iterations=3, roiNode=roi_around_slices(volume, 1, 7),
+                          iterations=3, roiNode=roi_around_slices(module_slicer_core, volume, 1, 7),
                           segmentationNode=run.annotations, cpuOnly=True, wait=False,
                           progress=run.progress.append)
     run.command, run.env = job.process.command, job.process.env
@@ -161,13 +162,14 @@ def test_adapt_result_is_loaded_back_into_a_new_segmentation_not_the_drawing(ada
     segmentation, truth = adapted.result.segmentation, adapted.truth
     assert segmentation is not adapted.annotations
     assert segmentation.GetName() == "Phantom segmentation"
-    assert adapted.mrml.segments_of(segmentation) == {"ARCOSegment_a": "a", "ARCOSegment_b": "b"}
-    masks = [s.mask for s in segmentation.segments.values()]
+    assert mrml.segments_of(segmentation) == {"ARCOSegment_a": "a", "ARCOSegment_b": "b"}
+    masks = [m for _, m in mrml.segment_masks(
+        segmentation, [("ARCOSegment_a", 1), ("ARCOSegment_b", 2)], adapted.volume)]
     assert all(m.shape == truth.shape for m in masks)
     assert not any(m[0].any() for m in masks)  # outside the ROI
     assert not (masks[0] & masks[1]).any()
-    for name, value in (("a", 1), ("b", 2)):  # the drawing is untouched
-        drawn = adapted.annotations.segments[name].mask
+    drawing = mrml.segment_masks(adapted.annotations, [("a", 1), ("b", 2)], adapted.volume)
+    for value, drawn in drawing:  # the drawing is untouched
         assert (drawn[DRAWN] == (truth[DRAWN] == value)).all() and not drawn[[0, 5]].any()
 
 
@@ -179,18 +181,18 @@ def test_registry_lists_the_adapted_version_with_its_folder(adapted):
     assert format_entry(entry).startswith("★ a-b v1 · adapted · ")
 
 
-def test_cancel_during_adapt_stops_the_engine_within_seconds_and_registers_nothing(tmp_path):
+def test_cancel_during_adapt_stops_the_engine_within_seconds_and_registers_nothing(tmp_path,
+                                                                                  slicer_core):
     """The panel's Cancel while the real engine trains: the engine stops itself within seconds
     (exit code 3), nothing stays in its process group, and the registry is still empty. On the
     way, the panel's device check runs the real `arcoseg device`."""
     volume, truth = phantom_volume()
-    logic = EngineLogic({"ARCOSEG_HOME": str(tmp_path / "home")}, mrml=StandInMRML(),
-                        python=sys.executable)
+    logic = EngineLogic({"ARCOSEG_HOME": str(tmp_path / "home")}, python=sys.executable)
     ui, timer, errors = standin_ui(), StandInTimer(), []
     panel = Panel(ui, logic, timer, show_error=errors.append, choose_folder=lambda: "")
     panel.parameters = SimpleNamespace(
         inputVolume=volume, roi=None, outputSegmentation=None,
-        annotationSegmentation=painted(truth, DRAWN), useCpu=True, showUncertainty=False,
+        annotationSegmentation=painted(volume, truth, DRAWN), useCpu=True, showUncertainty=False,
         fromScratch=True, timeBudgetSeconds=600)
     panel.on_adapt()
     job = panel.job

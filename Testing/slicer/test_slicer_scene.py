@@ -1,5 +1,5 @@
-"""Volume export for the engine and mapping results back, with a stand-in volume node made of
-real vtk objects (vtkImageData voxels + vtkMatrix4x4 geometry, as vtkMRMLScalarVolumeNode has)."""
+"""Volume export for the engine and mapping results back, on Slicer's real volume and ROI nodes
+(slicer-core): oblique and anisotropic grids, ROI crops, volumes under a parent transform."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ import SimpleITK as sitk
 import vtk
 
 from ARCOSegmentLib import conversions as cv
-from ARCOSegmentLib import scene
-from standins import OBLIQUE, StandInROINode, StandInVolumeNode
+from ARCOSegmentLib import mrml, scene
+from standins import OBLIQUE
+
+ROI_BOUNDS = [7.0, 9.0, -18.5, -16.0, 29.0, 36.0]  # holds voxels K 2..4, J 2..5, I 2..5
 
 
 @pytest.fixture
-def volume():
+def volume(slicer_core):
+    """A vtkMRMLScalarVolumeNode on the oblique, anisotropic OBLIQUE grid, and its voxels."""
     array = np.arange(6 * 7 * 8, dtype=np.int16).reshape(6, 7, 8)
-    return StandInVolumeNode(array, OBLIQUE), array
+    return mrml.add_volume(array, OBLIQUE, "CT"), array
 
 
 def test_exported_volume_puts_every_voxel_at_its_scene_position(tmp_path, volume):
@@ -31,9 +34,10 @@ def test_exported_volume_puts_every_voxel_at_its_scene_position(tmp_path, volume
     assert exported.box is None and exported.shape == (6, 7, 8)
 
 
-def test_roi_crop_is_written_in_place_and_results_map_back_to_the_full_grid(tmp_path, volume):
+def test_roi_crop_is_written_in_place_and_results_map_back_to_the_full_grid(tmp_path, volume,
+                                                                           slicer_core):
     node, array = volume
-    roi = StandInROINode([7.0, 9.0, -18.5, -16.0, 29.0, 36.0])
+    roi = slicer_core.add_roi(ROI_BOUNDS)
     exported = scene.export_volume(node, tmp_path / "image.nii.gz", scene.roi_ras_bounds(roi))
     written, written_matrix = cv.read_volume(exported.path)
     assert exported.box == (slice(2, 5), slice(2, 6), slice(2, 6))
@@ -49,9 +53,9 @@ def test_roi_crop_is_written_in_place_and_results_map_back_to_the_full_grid(tmp_
     assert exported.index_in_full(0, 0) == exported.box[0].start
 
 
-def test_annotations_are_written_on_the_same_grid_as_the_image(tmp_path, volume):
+def test_annotations_are_written_on_the_same_grid_as_the_image(tmp_path, volume, slicer_core):
     node, array = volume
-    roi = StandInROINode([7.0, 9.0, -18.5, -16.0, 29.0, 36.0])
+    roi = slicer_core.add_roi(ROI_BOUNDS)
     exported = scene.export_volume(node, tmp_path / "image.nii.gz", scene.roi_ras_bounds(roi))
     full_labels = np.full(array.shape, cv.UNANNOTATED, np.uint8)
     full_labels[exported.box] = 1
@@ -72,15 +76,43 @@ def test_outputs_with_another_geometry_are_refused(tmp_path, volume):
         exported.to_full(np.zeros((1, 2, 3), np.uint8), OBLIQUE)
 
 
-def test_volumes_without_voxels_or_with_colour_are_refused(tmp_path):
-    empty = StandInVolumeNode(np.zeros((1, 1, 1)), np.eye(4), "empty")
-    empty._image = vtk.vtkImageData()
+def test_volumes_without_voxels_or_with_colour_are_refused(tmp_path, slicer_core):
+    empty = slicer_core.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
     with pytest.raises(ValueError, match="'empty' has no voxels"):
         scene.export_volume(empty, tmp_path / "x.nii.gz")
-    rgb = StandInVolumeNode(np.zeros((2, 2, 2)), np.eye(4), "photo")
-    rgb._image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
+    rgb = slicer_core.scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "photo")
+    image = vtk.vtkImageData()
+    image.SetDimensions(2, 2, 2)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
+    rgb.SetAndObserveImageData(image)
     with pytest.raises(ValueError, match="several components"):
         scene.export_volume(rgb, tmp_path / "x.nii.gz")
+
+
+def test_roi_in_world_space_crops_a_volume_under_a_parent_transform(tmp_path, volume, slicer_core):
+    """The ROI is drawn in world space; the volume's grid is in its parent transform's space.
+    The crop holds the voxels whose world positions lie in the ROI."""
+    node, array = volume
+    shift = np.eye(4)
+    shift[:3, 3] = [5.0, -3.0, 12.0]  # parent → world
+    node.SetAndObserveTransformNodeID(slicer_core.add_linear_transform(shift).GetID())
+    world_bounds = [b + shift[i // 2, 3] for i, b in enumerate(ROI_BOUNDS)]
+    exported = scene.export_volume(node, tmp_path / "image.nii.gz",
+                                   scene.roi_ras_bounds(slicer_core.add_roi(world_bounds)))
+    assert exported.box == (slice(2, 5), slice(2, 6), slice(2, 6))
+    # the engine's files stay in the volume's own (parent) space, as the volume node's grid
+    np.testing.assert_allclose(exported.ijk_to_ras, OBLIQUE)
+    written, _ = cv.read_volume(exported.path)
+    assert (written == array[exported.box]).all()
+
+
+def test_volumes_under_a_warping_transform_are_refused_with_a_remedy(tmp_path, volume,
+                                                                      slicer_core):
+    node, _ = volume
+    warp = slicer_core.scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "warp")
+    node.SetAndObserveTransformNodeID(warp.GetID())
+    with pytest.raises(ValueError, match="Harden"):
+        scene.export_volume(node, tmp_path / "image.nii.gz", ROI_BOUNDS)
 
 
 def test_no_roi_means_no_bounds():

@@ -123,6 +123,18 @@ def test_result_label_values_map_to_segment_order(tmp_path):
     assert segments.labels_to_indices(labels, classes).tolist() == [[[0, 1, 2, 2]]]
 
 
+def test_exported_segment_indices_become_the_classes_label_values(tmp_path):
+    classes = segments.read_model_classes(write_model_json(tmp_path / "m", CLASSES))
+    existing = {"ARCOSegment_Liver": "Liver", "Segment_1": "left kidney", "x": "Tumour"}
+    values = segments.segment_values(classes, existing)
+    assert values == [("Segment_1", 3), ("ARCOSegment_Liver", 7)]
+    indices = np.array([[[0, 1, 2, 2]]], np.uint8)
+    assert segments.indices_to_values(indices, [3, 7]).tolist() == [[[0, 3, 7, 7]]]
+    assert segments.indices_to_values(indices, [3, 300]).dtype == np.uint16
+    with pytest.raises(ValueError, match="segment index 2"):
+        segments.indices_to_values(indices, [3])
+
+
 def test_annotation_segments_match_classes_by_name():
     matched = segments.match_annotation_segments({"s1": "liver", "s2": "Left Kidney"},
                                                  ["Left kidney", "Liver"])
