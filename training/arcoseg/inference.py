@@ -20,6 +20,7 @@ from arcoseg.data.orientation import array_from_slicing_axis, to_slicing_axis
 from arcoseg.data.preprocess import Plan, preprocess_image, resample_to_reference
 from arcoseg.device import autocast
 from arcoseg.io.images import array_to_image, geometry_difference, read_image, write_image
+from arcoseg.io.segnrrd import is_seg_nrrd, write_segmentation
 from arcoseg.modelfile import ModelMetadata
 from arcoseg.networks.model import SegmentationModel
 
@@ -99,7 +100,10 @@ def segment_file(model: SegmentationModel, metadata: ModelMetadata, channel_path
     """Read a case, segment it, and write the label map (and optional maps) atomically."""
     channels = [read_image(p) for p in channel_paths]
     seg = segment_channels(model, metadata, channels, device, batch_size=batch_size, amp=amp)
-    write_image(seg.labels, output)
+    if is_seg_nrrd(output):  # a Slicer segmentation: segments named and coloured by class
+        write_segmentation(seg.labels, metadata.classes, output)
+    else:
+        write_image(seg.labels, output)
     if probabilities is not None:
         vector = sitk.GetImageFromArray(np.moveaxis(seg.probabilities, 0, -1), isVector=True)
         vector.CopyInformation(seg.labels)

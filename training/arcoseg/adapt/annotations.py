@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+import SimpleITK as sitk
 
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import InputError
+from arcoseg.io.images import read_label
+from arcoseg.io.segnrrd import ClassSpec, is_seg_nrrd, read_segmentation
 
 
 @dataclass
@@ -50,6 +55,19 @@ def _drawn(labels: np.ndarray) -> np.ndarray:
     if (labels == IGNORE_LABEL).any():
         return labels != IGNORE_LABEL
     return labels > 0
+
+
+def read_annotation_map(path: Path, image: sitk.Image, image_name: str,
+                        class_names: Sequence[str], class_values: Sequence[int]) -> np.ndarray:
+    """(z, y, x) class indices of an annotation file on `image`'s grid: a label map of class
+    indices (255 = unannotated), or a Slicer .seg.nrrd whose segments are matched to the classes
+    (`class_names`/`class_values`, background first) by name, then by value, its cropped extent
+    put back on the image's grid. InputError for a file that does not fit the image or model."""
+    if is_seg_nrrd(path):
+        classes = [ClassSpec(n, int(v)) for n, v in zip(class_names[1:], class_values[1:])]
+        return sitk.GetArrayFromImage(read_segmentation(path, classes, reference=image))
+    return sitk.GetArrayFromImage(read_label(path, reference=image, partial=True,
+                                             reference_name=image_name))
 
 
 def make_annotations(labels: np.ndarray, num_classes: int, axis: int | None = None,

@@ -21,14 +21,15 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from arcoseg.adapt.annotations import Annotations, hold_out, make_annotations
+from arcoseg.adapt.annotations import (Annotations, hold_out, make_annotations,
+                                      read_annotation_map)
 from arcoseg.adapt.suggest import suggest_slices
 from arcoseg.data.orientation import to_slicing_axis
 from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_image, resample
 from arcoseg.device import resolve_device
 from arcoseg.errors import ArcosegError, InputError
 from arcoseg.inference import Segmentation, segment_channels
-from arcoseg.io.images import array_to_image, read_image, read_label, write_image
+from arcoseg.io.images import array_to_image, read_image, write_image
 from arcoseg.modelfile import ModelMetadata, load_metadata, load_model, save_model
 from arcoseg.networks.model import NetworkConfig, SegmentationModel
 from arcoseg.progress import Reporter
@@ -125,18 +126,20 @@ class AnnotatedImage:
     held_out: Annotations | None = None
 
 
-def read_annotated(request: AdaptRequest, num_classes: int) -> list[AnnotatedImage]:
-    """Read every image with its annotation map; all maps must share one slice axis."""
+def read_annotated(request: AdaptRequest, parent: Parent) -> list[AnnotatedImage]:
+    """Read every image with its annotation map (label map or .seg.nrrd, matched to the parent's
+    classes); all maps must share one slice axis."""
     if len(request.images) != len(request.annotations):
         raise InputError(f"{len(request.images)} --image but {len(request.annotations)} "
                          "--annotations: give one annotation label map per image.")
     items = []
     for image_path, label_path in zip(request.images, request.annotations):
         image = read_image(image_path)
-        labels = sitk.GetArrayFromImage(read_label(label_path, reference=image, partial=True,
-                                                   reference_name=str(image_path)))
+        labels = read_annotation_map(label_path, image, str(image_path), parent.class_names,
+                                     parent.class_values)
         items.append(AnnotatedImage(image_path, image, make_annotations(
-            labels, num_classes, request.axis, request.slices, source=str(label_path))))
+            labels, len(parent.class_names), request.axis, request.slices,
+            source=str(label_path))))
     axes = {item.annotations.axis for item in items}
     if len(axes) > 1:
         raise InputError(f"The annotations lie along different axes {sorted(axes)}; annotate "
@@ -248,7 +251,7 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     device = resolve_device(request.device)
     registry = Registry(request.home)
     parent = choose_parent(registry, request)
-    items = read_annotated(request, len(parent.class_names))
+    items = read_annotated(request, parent)
     axis = items[0].annotations.axis
     plan = make_plan(parent, items, axis)
     reporter.log(f"Adapting {parent.name} on {sum(len(i.annotations.slices) for i in items)} "

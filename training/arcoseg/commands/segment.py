@@ -14,11 +14,14 @@ from arcoseg.errors import Cancelled, InputError, OutputError
 from arcoseg.fileutil import ensure_parent_writable, full_suffix
 from arcoseg.inference import segment_file
 from arcoseg.io.images import SUPPORTED_OUTPUT_SUFFIXES, is_image_path, list_images
+from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
+from arcoseg.io.segnrrd import is_seg_nrrd
 from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter
 from arcoseg.registry import Registry
 
 _CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
+OUTPUT_SUFFIXES = (*SUPPORTED_OUTPUT_SUFFIXES, SEG_NRRD)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,12 +30,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description="Segment one or more images (files, folders of images, or "
                                    "DICOM series folders). OUT is a file for one image, a folder "
                                    "for several; the format follows the extension "
-                                   "(.nii.gz, .nii, .nrrd, .mha).")
+                                   "(.nii.gz, .nii, .nrrd, .mha: a label map of class values; "
+                                   ".seg.nrrd: a Slicer segmentation, one segment per class "
+                                   "named and coloured after the model).")
     p.add_argument("model", help="model: a registry name (name or name@version, see "
                                  "`arcoseg models list`) or a model folder")
     p.add_argument("images", type=existing_path, nargs="+", help="image files or folders")
     p.add_argument("-o", "--out", type=Path, required=True, help="output file or folder")
-    p.add_argument("--ext", default=".nii.gz", choices=SUPPORTED_OUTPUT_SUFFIXES,
+    p.add_argument("--ext", default=".nii.gz", choices=OUTPUT_SUFFIXES,
                    help="file format when OUT is a folder (default .nii.gz)")
     p.add_argument("--probabilities", action="store_true",
                    help="also write per-class probabilities (<name>_probabilities)")
@@ -65,9 +70,9 @@ def collect_cases(inputs: list[Path], channels: int) -> list[tuple[str, list[Pat
 
 def output_paths(out: Path, case_ids: list[str], ext: str) -> dict[str, Path]:
     """One image to a file named OUT; several (or OUT without an image suffix) into folder OUT."""
-    if len(case_ids) == 1 and is_image_path(out):
-        if full_suffix(out) not in SUPPORTED_OUTPUT_SUFFIXES:
-            raise OutputError(f"Cannot write {out}: use one of {', '.join(SUPPORTED_OUTPUT_SUFFIXES)}.")
+    if len(case_ids) == 1 and (is_image_path(out) or is_seg_nrrd(out)):
+        if full_suffix(out) not in OUTPUT_SUFFIXES:
+            raise OutputError(f"Cannot write {out}: use one of {', '.join(OUTPUT_SUFFIXES)}.")
         return {case_ids[0]: out}
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} is a file, but {len(case_ids)} images need an output folder.")
@@ -75,8 +80,10 @@ def output_paths(out: Path, case_ids: list[str], ext: str) -> dict[str, Path]:
 
 
 def _sibling(path: Path, tag: str) -> Path:
+    """Extra maps beside the label map; beside a .seg.nrrd they are plain .nrrd volumes."""
     suffix = full_suffix(path)
-    return path.with_name(f"{path.name[: -len(suffix)]}_{tag}{suffix}")
+    return path.with_name(f"{path.name[: -len(suffix)]}_{tag}"
+                          f"{'.nrrd' if suffix == SEG_NRRD else suffix}")
 
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:

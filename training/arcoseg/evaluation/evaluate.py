@@ -24,6 +24,8 @@ from arcoseg.errors import InputError
 from arcoseg.evaluation.metrics import METRICS, case_metrics
 from arcoseg.fileutil import full_suffix, write_text_atomic
 from arcoseg.io.images import READABLE_SUFFIXES, image_spacing_zyx, list_images, read_label
+from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
+from arcoseg.io.segnrrd import ClassSpec, is_seg_nrrd, read_segmentation
 from arcoseg.progress import Reporter
 
 CHANNEL_SUFFIX = "_0000"  # nnU-Net's first-channel suffix on image file names
@@ -41,7 +43,8 @@ def case_id(path: Path) -> str:
 def _cases_in(folder: Path) -> dict[str, Path]:
     """{case id: file} for the image files in `folder`; InputError if two files share an id."""
     cases: dict[str, Path] = {}
-    for path in list_images(folder):
+    segmentations = sorted(p for p in folder.iterdir() if p.is_file() and is_seg_nrrd(p))
+    for path in sorted([*list_images(folder), *segmentations]):
         cid = case_id(path)
         if cid in cases:
             raise InputError(f"Files {cases[cid].name} and {path.name} in {folder} are the same "
@@ -66,8 +69,9 @@ def pair_files(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
         raise InputError(f"Give two files or two folders to compare, got {pred} and {gt}.")
     preds, gts = _cases_in(pred), _cases_in(gt)
     if not gts:
-        raise InputError(f"No label files ({', '.join(READABLE_SUFFIXES)}) in ground-truth "
-                         f"folder {gt}. Check the path.")
+        suffixes = ", ".join((*READABLE_SUFFIXES, SEG_NRRD))
+        raise InputError(f"No label files ({suffixes}) in ground-truth folder {gt}. "
+                         "Check the path.")
     missing = sorted(set(gts) - set(preds))
     if len(missing) == len(gts):
         raise InputError(f"No prediction in {pred} matches a ground-truth case in {gt} "
@@ -83,6 +87,10 @@ def _infer_classes(gt_paths: Iterable[Path]) -> dict[str, int]:
     """Classes named "1", "2", … from the foreground values found in the ground-truth files."""
     found: set[int] = set()
     for path in gt_paths:
+        if is_seg_nrrd(path):
+            raise InputError(f"{path} is a Slicer segmentation: give the classes with --labels "
+                             "(a model folder, a dataset.json or 'name=value,…') so that its "
+                             "segments can be matched to the prediction's label values.")
         found.update(np.unique(sitk.GetArrayFromImage(read_label(path))).tolist())
     values = sorted(found - {0})
     if not values:
@@ -102,8 +110,7 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] 
         classes = _infer_classes(gt for _, _, gt in pairs)
     rows: list[Row] = []
     for i, (cid, pred_path, gt_path) in enumerate(pairs, start=1):
-        gt_image = read_label(gt_path)
-        pred_image = read_label(pred_path, reference=gt_image, reference_name=str(gt_path))
+        pred_image, gt_image = read_pair(pred_path, gt_path, classes)
         per_class = case_metrics(sitk.GetArrayViewFromImage(pred_image),
                                  sitk.GetArrayViewFromImage(gt_image), classes,
                                  image_spacing_zyx(gt_image))
@@ -111,6 +118,31 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] 
         if reporter is not None:
             reporter.progress(i, len(pairs), "Evaluating", case=cid)
     return rows
+
+
+def read_pair(pred: Path, gt: Path, classes: dict[str, int]) -> tuple[sitk.Image, sitk.Image]:
+    """(prediction, ground truth) as label maps of class values on one grid. A Slicer .seg.nrrd
+    (either side) has its segments matched to `classes` by name, then by value, and is put on
+    the other file's grid (a label map's, or, both .seg.nrrd, the ground truth's)."""
+    if is_seg_nrrd(gt) and not is_seg_nrrd(pred):
+        pred_image = read_label(pred)
+        return pred_image, _read_segmentation_values(gt, classes, pred_image)
+    gt_image = (_read_segmentation_values(gt, classes, None) if is_seg_nrrd(gt)
+                else read_label(gt))
+    if is_seg_nrrd(pred):
+        return _read_segmentation_values(pred, classes, gt_image), gt_image
+    return read_label(pred, reference=gt_image, reference_name=str(gt)), gt_image
+
+
+def _read_segmentation_values(path: Path, classes: dict[str, int],
+                              reference: sitk.Image | None) -> sitk.Image:
+    """A .seg.nrrd as a label map of the classes' values."""
+    specs = [ClassSpec(name, value) for name, value in classes.items()]
+    positions = read_segmentation(path, specs, reference)
+    lookup = np.array([0, *classes.values()], np.uint8)
+    values = sitk.GetImageFromArray(lookup[sitk.GetArrayViewFromImage(positions)])
+    values.CopyInformation(positions)
+    return values
 
 
 def _stats(values: Iterable[float]) -> dict[str, float | int | None]:

@@ -163,6 +163,11 @@ def _read_3d(path: str | os.PathLike) -> sitk.Image:
             image = sitk.ReadImage(str(p))
         except RuntimeError as err:
             raise _unreadable(p, err) from err
+    if image.GetNumberOfComponentsPerPixel() != 1 and full_suffix(p) == ".seg.nrrd":
+        raise InputError(f"{p} is a Slicer segmentation with overlapping segments (one layer "
+                         "per component), not an image. Give it as annotations (adapt "
+                         "--annotations) or ground truth (evaluate), or export it from Slicer "
+                         "as a label map (Segmentations module → Export to files).")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"Image {p} has {image.GetNumberOfComponentsPerPixel()} components per "
                          "voxel (e.g. RGB or vector data); a scalar image is expected. "
