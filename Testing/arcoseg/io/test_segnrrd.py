@@ -142,7 +142,7 @@ def test_evaluate_reads_a_folder_of_slicer_segmentations(tmp_path, image, capsys
         sitk.WriteImage(pred, str(tmp_path / "pred" / f"{case}.nrrd"))
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--labels", "LV=3",
                  "-o", str(tmp_path / "scores")]) == 0
-    assert "66.7" in (tmp_path / "scores" / "summary.md").read_text()  # Dice 2·2/(2+4)
+    assert "66.7" in (tmp_path / "scores" / "summary.md").read_text(encoding="utf-8")  # Dice 2·2/(2+4)
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"),
                  "-o", str(tmp_path / "scores2")]) == 2
     assert "give the classes with --labels" in capsys.readouterr().err
