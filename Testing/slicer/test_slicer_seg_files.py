@@ -18,6 +18,7 @@ from ARCOSegmentLib import mrml, scene
 from arcoseg.adapt.annotations import read_annotation_map
 from arcoseg.cli import main
 from arcoseg.data.synthetic import make_phantom
+from arcoseg.io.segnrrd import ClassSpec, read_segmentation
 
 # right-handed and oblique: rotated 20° about z and 10° about x; anisotropic spacing
 _A, _B = np.radians(20), np.radians(10)
@@ -71,9 +72,16 @@ def test_a_cropped_slicer_segmentation_is_read_onto_the_image_grid_by_class_name
     image_path, truth = phantom
     seg = tmp_path / "drawn.seg.nrrd"
     slicer_segmentation(slicer_core, image_path, truth, DRAWN, seg)
-    labels = read_annotation_map(seg, sitk.ReadImage(str(image_path)), str(image_path),
-                                 ["background", *MODEL_CLASSES], [0, 1, 2, 3])
+    image = sitk.ReadImage(str(image_path))
+    labels = read_annotation_map(seg, image, str(image_path), ["background", *MODEL_CLASSES],
+                                 [0, 1, 2, 3])
     assert (labels == expected_indices(truth, DRAWN)).all()
+    # without the image: on the grid Slicer recorded as the segmentation's reference geometry
+    alone = read_segmentation(seg, [ClassSpec(n, v) for n, v in zip(MODEL_CLASSES, (1, 2, 3))])
+    assert (sitk.GetArrayFromImage(alone) == expected_indices(truth, DRAWN)).all()
+    assert alone.GetSize() == image.GetSize()
+    np.testing.assert_allclose(alone.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(alone.GetDirection(), image.GetDirection(), atol=1e-6)
 
 
 def test_a_slicer_segmentation_adapts_a_model(slicer_core, phantom, tmp_path, capsys):

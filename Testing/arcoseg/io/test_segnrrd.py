@@ -56,8 +56,8 @@ def positions(path, image, classes=CLASSES) -> np.ndarray:
 def test_segments_are_matched_by_name_and_a_cropped_file_lands_on_the_image_grid(tmp_path, image):
     lv, rv = box(2, slice(3, 6), slice(4, 8)), box(3, slice(5, 7), slice(2, 5))
     path = write(tmp_path / "a.seg.nrrd", image, {"lv": lv, "RV ": rv},
-                 crop=(slice(2, 4), slice(3, 7), slice(2, 8)))
-    assert slicerio.read_segmentation(str(path))["voxels"].shape == (6, 4, 2)  # cropped
+                 crop=(slice(1, 4), slice(3, 7), slice(2, 8)))
+    assert slicerio.read_segmentation(str(path))["voxels"].shape == (6, 4, 3)  # cropped (i, j, k)
     result = read_segmentation(path, CLASSES, reference=image)
     assert result.GetSize() == image.GetSize() and result.GetOrigin() == image.GetOrigin()
     assert (positions(path, image) == 3 * lv + 1 * rv).all()
