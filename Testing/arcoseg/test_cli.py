@@ -218,3 +218,24 @@ def test_segment_accepts_a_registry_name(model, oblique_image, tmp_path, capsys)
     code, events = run_json(capsys, "segment", "phantom", str(oblique_image),
                             "-o", str(tmp_path / "s.nii.gz"), "--device", "cpu")
     assert code == 0 and (tmp_path / "s.nii.gz").is_file()
+
+
+def test_importing_the_command_line_loads_no_torch_or_monai():
+    """`arcoseg --help`, `--version` and `models list` must answer without torch and MONAI
+    (seconds of import time); the commands import them when they run."""
+    code = ("import sys, arcoseg.cli; arcoseg.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_models_list_prints_its_table_on_stdout(model, capsys, home):
+    assert main(["models", "import", str(model), "--name", "heart", "--progress", "none"]) == 0
+    capsys.readouterr()
+    assert main(["models", "list"]) == 0
+    captured = capsys.readouterr()
+    first = captured.out.splitlines()[0]
+    assert first.startswith("* heart@v1") and "base" in first
+    assert f"home: {home}" in captured.out
+    assert "versions: 1 entries (full detail: --progress json)" in captured.out
+    assert "heart@v1" not in captured.err

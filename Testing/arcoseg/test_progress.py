@@ -47,3 +47,11 @@ def test_text_result_is_one_short_line_per_field(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "model: m" and lines[2] == "n: 3"
     assert lines[1].startswith("summary: {") and len(lines[1]) <= 210
+
+
+def test_text_result_counts_a_long_list_and_show_prints_on_stdout(capsys):
+    rep = Reporter(io.StringIO())
+    rep.show("table row")
+    rep.result(versions=[{"ref": f"m@v{i}"} for i in range(40)], short=[1, 2])
+    assert capsys.readouterr().out.splitlines() == [
+        "table row", "versions: 40 entries (full detail: --progress json)", "short: [1, 2]"]

@@ -8,3 +8,17 @@ IGNORE_LABEL = 255
 # GetArrayFromImage returns them; spacings stored next to arrays are (z, y, x) too.
 # Images carry a leading channel axis: (C, z, y, x). Batches for 2D nets are (B, C, y, x);
 # for 3D nets (B, C, z, y, x). Label batches drop the channel axis.
+
+# Choices the command line offers, here rather than next to the code that implements them so
+# that building the parser (`arcoseg --help`, `models list`) imports no torch or MONAI.
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+METHODS = ("supervised", "mean_teacher", "arco")
+SAMPLERS = ("ns", "sg", "sag")  # ARCO pixel samplers: naive, stratified group, antithetic
+MIX_MODES = ("none", "unlabelled", "bidirectional")  # CutMix of the semi-supervised methods
+TEACHER_NORMS = ("batch", "running")  # BatchNorm statistics of the teacher's pass
+DEFAULT_JITTER = 0.5  # intensity augmentation strength (arcoseg.data.intensity)
+
+# A model folder's files (arcoseg.modelfile); model.json is replaced last: it commits a save.
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "model.json"
+MODEL_FILES = (WEIGHTS_FILE, METADATA_FILE)

@@ -7,9 +7,8 @@ from typing import ContextManager
 
 import torch
 
+from arcoseg.constants import DEVICE_CHOICES
 from arcoseg.errors import DeviceError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

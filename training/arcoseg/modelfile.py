@@ -26,15 +26,13 @@ import torch
 from torch import nn
 
 from arcoseg import __version__
+from arcoseg.constants import METADATA_FILE, MODEL_FILES, WEIGHTS_FILE
 from arcoseg.errors import DeviceError, ModelFileError, OutputError
 from arcoseg.networks import NetworkConfig, SegmentationModel, build_model
 from arcoseg.networks.model import is_integer
 from arcoseg.progress import to_jsonable
 
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-METADATA_FILE = "model.json"
-MODEL_FILES = (WEIGHTS_FILE, METADATA_FILE)  # replacement order: model.json commits
 _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
 _METADATA_KEYS = ("format_version", "network", "classes", "plan", "provenance", "weights_sha256")
 _CLASS_KEYS = ("name", "value", "color")

@@ -71,11 +71,20 @@ class Reporter:
         else:
             print(message, file=self.stream, flush=True)
 
+    def show(self, text: str) -> None:
+        """Human-readable output that is the result itself (e.g. a table): stdout, also with
+        --progress none; programs read the result event instead (--progress json)."""
+        self.close()
+        print(text, file=sys.stdout, flush=True)
+
     def result(self, **fields: Any) -> None:
-        """The command's final result on stdout, one line per field (full detail: --progress json)."""
+        """The command's final result on stdout, one short line per field: a list too long for
+        a line is counted (full detail: --progress json)."""
         self.close()
         for key, value in to_jsonable(fields).items():
             text = value if isinstance(value, str) else json.dumps(value)
+            if len(text) > 200 and isinstance(value, list):
+                text = f"{len(value)} entries (full detail: --progress json)"
             print(f"{key}: {text if len(text) <= 200 else text[:197] + '...'}", flush=True)
 
     def error(self, message: str, **fields: Any) -> None:
@@ -106,6 +115,9 @@ class JsonReporter(Reporter):
 
     def log(self, message: str, **fields: Any) -> None:
         self._emit("log", message=message, **fields)
+
+    def show(self, text: str) -> None:
+        pass  # the result event carries the same data
 
     def result(self, **fields: Any) -> None:
         self._emit("result", **fields)

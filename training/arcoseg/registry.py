@@ -31,9 +31,9 @@ from typing import Any, Iterator
 
 from filelock import FileLock, Timeout
 
+from arcoseg.constants import METADATA_FILE, MODEL_FILES
 from arcoseg.errors import ArcosegError, ModelFileError, OutputError
 from arcoseg.fileutil import atomic_path, full_suffix, write_text_atomic
-from arcoseg.modelfile import METADATA_FILE, MODEL_FILES, check_classes, load_metadata, model_info
 
 INDEX_VERSION = 1
 INDEX_FILE = "registry.json"
@@ -136,7 +136,7 @@ class Registry:
         """`modelfile.model_info` of the model `spec` names, plus its registry fields."""
         index = self._read_index()
         folder, ref = self._locate(spec, index)
-        info = model_info(folder)
+        info = _modelfile().model_info(folder)
         if ref is None:
             return {**info, "registered": False}
         described = self._describe(index, ref.name, self._version(index, ref))
@@ -156,7 +156,7 @@ class Registry:
         src = Path(src).expanduser()
         is_zip = src.is_file() and full_suffix(src) == ".zip"
         if not is_zip:
-            model_info(src)  # errors name the user's folder; the copy is checked again below
+            _modelfile().model_info(src)  # errors name the user's folder; the copy is checked again
         hint = ""
         if name is None:
             folder = src.parent if src.is_file() and not is_zip else src
@@ -279,12 +279,14 @@ class Registry:
         if not staged.is_dir():
             raise ModelFileError(f"No model was saved into the staging folder {staged}; save "
                                  "one with arcoseg.modelfile.save_model before the block ends.")
-        info = model_info(staged)
+        info = _modelfile().model_info(staged)
         with self._locked() as index:
             model = index["models"].get(name)
             if model is not None:
-                check_classes(load_metadata(staged), model["versions"][-1]["classes"],
-                              f"Adding a version to model {name!r}")
+                modelfile = _modelfile()
+                modelfile.check_classes(modelfile.load_metadata(staged),
+                                        model["versions"][-1]["classes"],
+                                        f"Adding a version to model {name!r}")
             else:
                 model = {"active": None, "history": [], "next": 1, "versions": []}
             number = max(model["next"], self._next_free_number(name))
@@ -545,3 +547,10 @@ def _write_model_zip(folder: Path, dest: Path, label: str) -> None:
             # JSON compresses well; weights hardly do, so they are stored as is (faster).
             method = zipfile.ZIP_DEFLATED if path.name == METADATA_FILE else zipfile.ZIP_STORED
             zf.write(path, f"{label}/{path.relative_to(folder).as_posix()}", compress_type=method)
+
+
+def _modelfile():
+    """arcoseg.modelfile, imported on first use: it needs torch, which `models list` does not."""
+    import arcoseg.modelfile
+
+    return arcoseg.modelfile

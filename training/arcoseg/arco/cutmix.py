@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import torch
 
-MIX_MODES = ("none", "unlabelled", "bidirectional")
+from arcoseg.constants import MIX_MODES
 
 
 class MixPlan(NamedTuple):

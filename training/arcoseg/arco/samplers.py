@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-SAMPLERS = ("ns", "sg", "sag")
+from arcoseg.constants import SAMPLERS
 
 
 def ranks(order: torch.Tensor) -> torch.Tensor:

@@ -27,8 +27,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-
-TEACHER_NORMS = ("batch", "running")
+from arcoseg.constants import TEACHER_NORMS
 
 
 def make_teacher(student: nn.Module) -> nn.Module:

@@ -6,11 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from arcoseg.adapt.run import AdaptRequest, adapt
 from arcoseg.commands.common import add_device_arguments, existing_path
+from arcoseg.constants import SAMPLERS
 from arcoseg.errors import InputError
 from arcoseg.progress import Reporter
-from arcoseg.train.options import SAMPLERS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -66,6 +65,8 @@ def parse_slices(text: str | None) -> list[int] | None:
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Adapt and return the new version, held-out check and suggestions."""
+    from arcoseg.adapt.run import AdaptRequest, adapt  # torch, MONAI: only when run
+
     if args.from_scratch == (args.classes is None):
         raise InputError("Use --classes together with --from-scratch (and only then).")
     if args.warmup is not None and not 0 <= args.warmup < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from arcoseg.device import DEVICE_CHOICES
+from arcoseg.constants import DEVICE_CHOICES
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import add_device_arguments
-from arcoseg.data.synthetic import make_phantom
-from arcoseg.demo.brain import CLASSES, NOTICE, load_brain
-from arcoseg.demo.pipeline import run_demo
 from arcoseg.progress import Reporter
 
 
@@ -35,6 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
+    from arcoseg.data.synthetic import make_phantom  # torch, MONAI: only when run
+    from arcoseg.demo.brain import CLASSES, NOTICE, load_brain
+    from arcoseg.demo.pipeline import run_demo
+
     """Load the data, then run the demo pipeline into a fresh output folder."""
     if args.source == "brain":
         image, labels = load_brain()

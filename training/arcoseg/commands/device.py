@@ -6,7 +6,6 @@ import argparse
 from typing import Any, Callable
 
 from arcoseg.commands.common import add_device_arguments
-from arcoseg.device import describe_device, resolve_device
 from arcoseg.progress import Reporter
 
 
@@ -19,4 +18,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Describe the resolved device."""
+    from arcoseg.device import describe_device, resolve_device  # torch: only when run
+
     return describe_device(resolve_device(args.device))

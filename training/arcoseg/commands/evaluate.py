@@ -7,14 +7,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import add_device_arguments, existing_path
-from arcoseg.data.dataset import load_dataset
-from arcoseg.device import resolve_device
 from arcoseg.errors import ArcosegError, InputError
-from arcoseg.evaluation.evaluate import evaluate, format_summary_table
-from arcoseg.evaluation.model_eval import evaluate_model_on_cases, split_cases
-from arcoseg.modelfile import load_metadata
 from arcoseg.progress import Reporter
-from arcoseg.registry import Registry
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -41,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def parse_labels(spec: str | None) -> dict[str, int] | None:
     """Class name → label value from a dataset.json, a model folder, or 'name=value,…'."""
+    from arcoseg.data.dataset import load_dataset  # heavy imports only when run
+    from arcoseg.modelfile import load_metadata
+
     if spec is None:
         return None
     path = Path(spec).expanduser()
@@ -59,6 +56,8 @@ def parse_labels(spec: str | None) -> dict[str, int] | None:
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Evaluate files/folders, or segment a dataset split with a model and evaluate that."""
+    from arcoseg.evaluation.evaluate import evaluate, format_summary_table  # only when run
+
     if args.model is not None:
         return _evaluate_model(args, reporter, stop)
     if args.pred is None or args.gt is None:
@@ -70,6 +69,12 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
 
 def _evaluate_model(args: argparse.Namespace, reporter: Reporter,
                     stop: Callable[[], bool]) -> dict[str, Any]:
+    from arcoseg.data.dataset import load_dataset  # torch, MONAI: only when run
+    from arcoseg.device import resolve_device
+    from arcoseg.evaluation.evaluate import format_summary_table
+    from arcoseg.evaluation.model_eval import evaluate_model_on_cases, split_cases
+    from arcoseg.registry import Registry
+
     if args.dataset is None:
         raise ArcosegError("--model needs --dataset (the dataset folder to evaluate on).")
     dataset = load_dataset(args.dataset)

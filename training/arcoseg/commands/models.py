@@ -59,11 +59,11 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
 
 def _list(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     versions = registry.list()
-    for v in versions:
-        held_out = f"  held-out {json.dumps(v['held_out'])}" if "held_out" in v else ""
-        reporter.log(f"{'*' if v['active'] else ' '} {v['ref']:<28} {v['kind']:<8} "
-                     f"{v['created']}  parent {v['parent'] or '-'}  {v.get('method', '')}"
-                     f"{held_out}")
+    reporter.show("\n".join(
+        f"{'*' if v['active'] else ' '} {v['ref']:<28} {v['kind']:<8} {v['created']}  parent "
+        f"{v['parent'] or '-'}  {v.get('method', '')}"
+        + (f"  held-out {json.dumps(v['held_out'])}" if "held_out" in v else "")
+        for v in versions) or "No models registered yet.")
     return {"versions": versions}
 
 

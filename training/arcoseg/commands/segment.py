@@ -9,16 +9,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import add_device_arguments, existing_path
-from arcoseg.device import describe_device, resolve_device
 from arcoseg.errors import Cancelled, InputError, OutputError
 from arcoseg.fileutil import ensure_parent_writable, full_suffix
-from arcoseg.inference import segment_file
 from arcoseg.io.images import SUPPORTED_OUTPUT_SUFFIXES, is_image_path, list_images
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 from arcoseg.io.segnrrd import is_seg_nrrd
-from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter
-from arcoseg.registry import Registry
 
 _CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
 OUTPUT_SUFFIXES = (*SUPPORTED_OUTPUT_SUFFIXES, SEG_NRRD)
@@ -88,6 +84,11 @@ def _sibling(path: Path, tag: str) -> Path:
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Segment every case; return the written files and timings."""
+    from arcoseg.device import describe_device, resolve_device  # torch, MONAI: only when run
+    from arcoseg.inference import segment_file
+    from arcoseg.modelfile import load_model
+    from arcoseg.registry import Registry
+
     device = resolve_device(args.device)
     model, metadata = load_model(Registry().resolve(args.model), device=device)
     cases = collect_cases(args.images, metadata.network["in_channels"])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from arcoseg.commands.common import add_device_arguments, existing_path
-from arcoseg.data.intensity import DEFAULT_JITTER
+from arcoseg.constants import DEFAULT_JITTER, METHODS, MIX_MODES, SAMPLERS, TEACHER_NORMS
 from arcoseg.progress import Reporter
-from arcoseg.train.options import METHODS, MIX_MODES, SAMPLERS, TEACHER_NORMS, TrainOptions
-from arcoseg.train.trainer import train
+
+if TYPE_CHECKING:
+    from arcoseg.train.options import TrainOptions
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -80,6 +81,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace) -> TrainOptions:
     """Build TrainOptions from parsed arguments."""
+    from arcoseg.train.options import TrainOptions  # torch: only when run
+
     return TrainOptions(
         dims=args.dims, method=args.method, sampler=args.sampler, labelled=args.labelled,
         labelled_list=args.labelled_list, unlabelled=list(args.unlabelled),
@@ -96,5 +99,7 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Train and return the result summary."""
+    from arcoseg.train.trainer import train  # torch, MONAI: only when run
+
     return train(args.dataset, options_from_args(args), args.out, reporter,
                  resume=args.resume, should_stop=stop)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from arcoseg.constants import DEFAULT_JITTER
 from arcoseg.errors import ArcosegError
 
-DEFAULT_JITTER = 0.5
 
 
 def check_jitter(strength: float) -> None:

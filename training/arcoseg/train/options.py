@@ -9,10 +9,10 @@ from pathlib import Path
 from arcoseg.arco.cutmix import MIX_MODES
 from arcoseg.arco.samplers import SAMPLERS
 from arcoseg.arco.teacher import TEACHER_NORMS
+from arcoseg.constants import METHODS
 from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter
 from arcoseg.errors import ArcosegError, check_choice
 
-METHODS = ("supervised", "mean_teacher", "arco")
 DEFAULT_PATCH = {2: (128, 128), 3: (48, 64, 64)}
 PATCH_DIVISOR = 16  # four 2x downsamplings in both networks
 
