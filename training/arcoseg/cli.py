@@ -37,9 +37,10 @@ class StopFlag:
         self.requested = True
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
+                 ) -> argparse.ArgumentParser:
     """The full parser; every command documents itself with --help."""
-    parser = argparse.ArgumentParser(
+    parser = parser_class(
         prog="arcoseg",
         description="ARCOSegment engine: train, segment, evaluate label-efficient segmentation "
                     "models (ARCO semi-supervised contrastive learning).")
@@ -51,12 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="text: progress bars (default); json: one JSON object per line on "
                             "stdout for programs; none: only the result")
         p.set_defaults(handler=command.run)
+    from arcoseg import serve  # here: serve's lanes run commands through this module
+
+    serve.add_parser(sub).set_defaults(serve=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code (0 ok, 2 bad input, 3 cancelled, 1 bug)."""
-    return run_with_signals(build_parser().parse_args(argv), StopFlag())
+    args = build_parser().parse_args(argv)
+    if getattr(args, "serve", False):
+        from arcoseg.serve import run_server
+
+        return run_server(args)
+    return run_with_signals(args, StopFlag())
 
 
 def run_with_signals(args: argparse.Namespace, stop: StopFlag) -> int:

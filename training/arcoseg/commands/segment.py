@@ -86,8 +86,8 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     """Segment every case; return the written files and timings."""
     from arcoseg.device import describe_device, resolve_device  # torch, MONAI: only when run
     from arcoseg.inference import segment_file
-    from arcoseg.modelfile import load_model
     from arcoseg.registry import Registry
+    from arcoseg.serve_cache import load_model  # kept loaded inside `arcoseg serve`
 
     device = resolve_device(args.device)
     model, metadata = load_model(Registry().resolve(args.model), device=device)

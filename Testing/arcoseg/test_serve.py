@@ -1,0 +1,259 @@
+"""`arcoseg serve` against a real worker process (`python -m arcoseg serve`): request ids, event
+order, bad requests, cancel, shutdown, and what a killed worker leaves behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from arcoseg.cli import main
+from arcoseg.data.synthetic import make_phantom
+from arcoseg.errors import EXIT_CANCELLED, EXIT_USER
+
+TRAINING = Path(__file__).resolve().parents[2] / "training"
+
+
+class Worker:
+    """A real `arcoseg serve` child; events are collected by a reader thread."""
+
+    def __init__(self, home: Path, *extra: str) -> None:
+        env = {**os.environ, "ARCOSEG_HOME": str(home), "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": os.pathsep.join([str(TRAINING), os.environ.get("PYTHONPATH", "")])}
+        self.proc = subprocess.Popen([sys.executable, "-m", "arcoseg", "serve", *extra],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1)
+        self.events: queue.Queue = queue.Queue()
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self.events.put(json.loads(line))  # every stdout line must be a JSON event
+        self.events.put(None)
+
+    def send(self, request: dict | str) -> None:
+        self.proc.stdin.write((request if isinstance(request, str) else json.dumps(request)) + "\n")
+        self.proc.stdin.flush()
+
+    def next(self, timeout: float = 60) -> dict:
+        event = self.events.get(timeout=timeout)
+        assert event is not None, "the worker closed its stdout"
+        return event
+
+    def until(self, predicate, timeout: float = 60) -> list[dict]:
+        """Events up to and including the first that satisfies `predicate`."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while not seen or not predicate(seen[-1]):
+            seen.append(self.next(max(0.1, deadline - time.monotonic())))
+        return seen
+
+    def final(self, request_id, timeout: float = 60) -> tuple[dict, list[dict]]:
+        """(final event, every event of `request_id`) once `request_id` has ended."""
+        events = self.until(lambda e: e.get("id") == request_id and "exit_code" in e, timeout)
+        mine = [e for e in events if e.get("id") == request_id]
+        return mine[-1], mine
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    """A tiny image, annotations on three coronal slices, and a registry home."""
+    root = tmp_path_factory.mktemp("serve")
+    image, labels = make_phantom((6, 32, 32), seed=2)
+    full = sitk.GetArrayFromImage(labels)
+    drawn = np.zeros_like(full)
+    drawn[:, [10, 16, 22], :] = full[:, [10, 16, 22], :]
+    annotations = sitk.GetImageFromArray(drawn)
+    annotations.CopyInformation(labels)
+    paths = {"image": root / "img.nii.gz", "ann": root / "ann.nii.gz", "home": root / "home",
+             "root": root}
+    sitk.WriteImage(image, str(paths["image"]))
+    sitk.WriteImage(annotations, str(paths["ann"]))
+    return paths
+
+
+def adapt_argv(data, out: Path, iterations: int, name: str = "organs") -> list[str]:
+    return ["adapt", "--image", str(data["image"]), "--annotations", str(data["ann"]),
+            "--from-scratch", "--classes", "a,b", "--name", name, "--iterations",
+            str(iterations), "--budget", "600", "--device", "cpu", "--threads", "1",
+            "-o", str(out)]
+
+
+@pytest.fixture(scope="module")
+def worker(data):
+    w = Worker(data["home"], "--no-warmup")
+    assert w.next()["event"] == "ready"
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def model(worker, data) -> str:
+    """organs@v1, adapted from scratch through the worker (3 iterations)."""
+    worker.send({"id": "setup", "argv": adapt_argv(data, data["root"] / "setup.nii.gz", 3)})
+    final, _ = worker.final("setup", timeout=300)
+    assert final["event"] == "result" and final["exit_code"] == 0, final
+    return final["model"]["path"]
+
+
+def test_bad_requests_get_an_error_and_the_worker_keeps_serving(worker):
+    worker.send("not json")
+    malformed = worker.next()
+    assert (malformed["event"], malformed["id"], malformed["exit_code"]) == ("error", None,
+                                                                             EXIT_USER)
+    assert "not JSON" in malformed["message"]
+    worker.send({"id": "u", "argv": ["frobnicate"]})
+    unknown, _ = worker.final("u")
+    assert unknown["event"] == "error" and unknown["exit_code"] == EXIT_USER
+    assert "invalid choice: 'frobnicate'" in unknown["message"]
+    worker.send({"id": "b", "argv": ["segment", "m", "img.nii.gz", "-o", "x", "--batch", "x"]})
+    bad, _ = worker.final("b")
+    assert bad["exit_code"] == EXIT_USER and "--batch" in bad["message"]
+    worker.send({"argv": ["models", "list"]})
+    assert "needs an \"id\"" in worker.next()["message"]
+    worker.send({"id": "v", "argv": ["--version"]})
+    assert worker.final("v")[0] == {"event": "result", "id": "v", "text": "arcoseg 0.1.0\n",
+                                    "exit_code": 0}
+    worker.send({"id": "after", "argv": ["models", "list"]})
+    listed, events = worker.final("after")
+    assert listed["event"] == "result" and listed["exit_code"] == 0 and "versions" in listed
+    assert len(events) == 1
+
+
+def test_segment_matches_the_one_shot_command_and_events_are_ordered(worker, model, data,
+                                                                     tmp_path, monkeypatch):
+    outs = [tmp_path / f"warm{i}.nii.gz" for i in range(2)]
+    for i, out in enumerate(outs):
+        worker.send({"id": f"s{i}", "argv": ["segment", model, str(data["image"]), "-o",
+                                             str(out), "--device", "cpu"]})
+    for i, out in enumerate(outs):
+        final, events = worker.final(f"s{i}")
+        kinds = [e["event"] for e in events]
+        assert kinds[-1] == "result" and "progress" in kinds and set(kinds[:-1]) <= {"log",
+                                                                                    "progress"}
+        assert final["exit_code"] == 0 and final["outputs"][0]["labels"] == str(out)
+        assert final["classes"] == ["background", "a", "b"] and final["device"] == "cpu"
+    monkeypatch.setenv("ARCOSEG_HOME", str(data["home"]))
+    cold = tmp_path / "cold.nii.gz"
+    assert main(["segment", model, str(data["image"]), "-o", str(cold), "--device", "cpu",
+                 "--progress", "none"]) == 0
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(cold)))
+    for out in outs:
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out))), expected)
+
+
+def test_models_list_is_not_queued_behind_a_running_adapt(worker, model, data, tmp_path):
+    worker.send({"id": "long", "argv": adapt_argv(data, tmp_path / "long.nii.gz", 100000,
+                                                   name="cancelled")})
+    worker.until(lambda e: e.get("id") == "long" and e.get("message") == "training")
+    worker.send({"id": "q", "argv": ["segment", model, str(data["image"]), "-o",
+                                     str(tmp_path / "queued.nii.gz")]})
+    worker.send({"id": "l", "argv": ["models", "list"]})
+    listed, _ = worker.final("l")
+    assert [v["ref"] for v in listed["versions"]] == ["organs@v1"]
+    worker.send({"id": "c1", "cancel": "q"})
+    queued, _ = worker.final("q")
+    assert (queued["event"], queued["exit_code"]) == ("error", EXIT_CANCELLED)
+    assert worker.final("c1")[0]["state"] == "queued"
+    asked = time.monotonic()
+    worker.send({"id": "c2", "cancel": "long"})
+    cancelled, _ = worker.final("long")
+    assert time.monotonic() - asked < 10
+    assert cancelled["event"] == "error" and cancelled["exit_code"] == EXIT_CANCELLED
+    worker.send({"id": "l2", "argv": ["models", "list"]})
+    assert [v["ref"] for v in worker.final("l2")[0]["versions"]] == ["organs@v1"]
+    assert not (tmp_path / "long.nii.gz").exists() and not (tmp_path / "queued.nii.gz").exists()
+    worker.send({"id": "c3", "cancel": "nothing"})
+    assert worker.final("c3")[0]["state"] == "not found"
+
+
+def test_shutdown_cancels_the_running_request_and_ends_the_worker(data, tmp_path):
+    worker = Worker(tmp_path / "home", "--no-warmup")
+    try:
+        worker.send({"id": "a", "argv": adapt_argv(data, tmp_path / "a.nii.gz", 100000)})
+        worker.until(lambda e: e.get("message") == "training", timeout=300)
+        worker.send({"id": "bye", "shutdown": True})
+        events = worker.until(lambda e: e.get("shutdown") is True, timeout=30)
+        assert [(e["id"], e["exit_code"]) for e in events if "exit_code" in e] == [
+            ("a", EXIT_CANCELLED), ("bye", 0)]
+        assert worker.proc.wait(timeout=10) == 0
+    finally:
+        worker.close()
+
+
+def test_end_of_input_finishes_queued_requests_then_exits(data, tmp_path):
+    worker = Worker(tmp_path / "home", "--no-warmup")
+    try:
+        worker.send({"id": 1, "argv": ["models", "list"]})
+        worker.send({"id": 2, "argv": ["device", "--device", "cpu"]})
+        worker.proc.stdin.close()
+        assert worker.proc.wait(timeout=120) == 0
+        finals = [e for e in iter(worker.events.get, None) if "exit_code" in e]
+        assert sorted((e["id"] or 0, e["exit_code"]) for e in finals) == [(0, 0), (1, 0), (2, 0)]
+        assert finals[-1]["shutdown"] is True
+    finally:
+        worker.close()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGKILL")
+def test_a_killed_worker_leaves_no_partial_output_and_no_partial_version(data, tmp_path):
+    home = tmp_path / "home"
+    worker = Worker(home, "--no-warmup")
+    out = tmp_path / "seg.nii.gz"
+    try:
+        worker.send({"id": "a", "argv": adapt_argv(data, out, 100000)})
+        worker.until(lambda e: e.get("message") == "training", timeout=300)
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait(timeout=10)
+    finally:
+        worker.close()
+    assert not out.exists() and list(tmp_path.glob("seg*")) == []
+    env = {**os.environ, "ARCOSEG_HOME": str(home)}
+    listed = subprocess.run([sys.executable, "-m", "arcoseg", "models", "list", "--progress",
+                             "json"], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(listed.stdout)["versions"] == []
+
+
+def test_the_model_cache_reuses_an_unchanged_folder_and_reloads_a_rewritten_one(tmp_path):
+    import torch
+
+    from arcoseg.modelfile import ModelMetadata, make_classes, save_model
+    from arcoseg.networks import NetworkConfig, build_model
+    from arcoseg.serve_cache import ModelCache
+
+    config = NetworkConfig(arch="unet2d", in_channels=1, num_classes=2, features=(4, 8, 16, 32, 64))
+    metadata = ModelMetadata(network=config, classes=make_classes(["background", "organ"]))
+
+    def save(folder: Path, seed: int) -> Path:
+        torch.manual_seed(seed)
+        save_model(folder, build_model(config), metadata)
+        return folder
+
+    cache = ModelCache(capacity=1)
+    first = save(tmp_path / "m1", 0)
+    model, _ = cache.load(first, "cpu")
+    assert cache.load(first, "cpu")[0] is model and (cache.loads, cache.hits) == (1, 1)
+    time.sleep(0.01)
+    save(first, 1)  # rewritten in place: never served stale
+    reloaded, _ = cache.load(first, "cpu")
+    assert reloaded is not model and cache.loads == 2
+    assert not torch.equal(next(reloaded.parameters()), next(model.parameters()))
+    cache.load(save(tmp_path / "m2", 2), "cpu")  # capacity 1: m1 is evicted
+    assert cache.load(first, "cpu")[0] is not reloaded and cache.loads == 4

@@ -1,0 +1,138 @@
+"""The worker's lanes (`arcoseg serve`): a queue of parsed requests run one at a time by a thread.
+
+Each request runs exactly as the one-shot command does (arcoseg.cli.run_command: same handler,
+same errors and exit codes), with its own stop flag, which `cancel` sets: the command's long loops
+poll it and stop within an iteration, leaving files and the registry as a cancelled one-shot run
+does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import threading
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from arcoseg.cli import StopFlag, run_command
+from arcoseg.errors import EXIT_CANCELLED, EXIT_INTERNAL
+from arcoseg.progress import JsonReporter
+
+# Imported by the heavy lane before its first request, so that even that one finds torch and
+# MONAI loaded (seconds on a CPU machine).
+HEAVY_WARMUP = ("arcoseg.inference", "arcoseg.adapt.run", "arcoseg.train.trainer")
+
+
+@dataclass
+class Request:
+    """A parsed command line waiting for, or taking, its turn."""
+
+    id: Any
+    args: argparse.Namespace
+    reporter: JsonReporter
+    stop: StopFlag = field(default_factory=StopFlag)
+
+
+class Lane:
+    """One thread running its queue's requests in order; `finish` waits for the queue to drain."""
+
+    def __init__(self, name: str, channel: Any, warmup: tuple[str, ...]) -> None:
+        self.name, self.channel, self.warmup = name, channel, warmup
+        self._queue: deque[Request] = deque()
+        self._current: Request | None = None
+        self._closed = False
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"arcoseg-{name}", daemon=True)
+        self._default_threads: int | None = None
+
+    def start(self) -> None:
+        """Start the lane's thread."""
+        self._thread.start()
+
+    def put(self, request: Request) -> None:
+        """Queue `request` behind the others."""
+        with self._ready:
+            self._queue.append(request)
+            self._ready.notify()
+
+    def knows(self, request_id: Any) -> bool:
+        """True while `request_id` is queued or running here."""
+        with self._ready:
+            return any(r.id == request_id for r in self._all())
+
+    def cancel(self, request_id: Any) -> str | None:
+        """'running' (asked to stop), 'queued' (dropped, with a Cancelled error) or None."""
+        with self._ready:
+            if self._current is not None and self._current.id == request_id:
+                self._current.stop.requested = True
+                return "running"
+            dropped = [r for r in self._queue if r.id == request_id]
+            for request in dropped:
+                self._queue.remove(request)
+        for request in dropped:
+            request.reporter.error("Cancelled before it started.", exit_code=EXIT_CANCELLED,
+                                   kind="Cancelled")
+        return "queued" if dropped else None
+
+    def cancel_all(self) -> None:
+        """Cancel the running request and drop every queued one."""
+        with self._ready:
+            ids = [r.id for r in self._all()]
+        for request_id in ids:
+            self.cancel(request_id)
+
+    def finish(self) -> None:
+        """Accept nothing more, run what is queued, and wait for the thread to end."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join()
+
+    def _all(self) -> list[Request]:
+        return [*([self._current] if self._current else []), *self._queue]
+
+    def _run(self) -> None:
+        self._warm_up()
+        while True:
+            with self._ready:
+                while not self._queue and not self._closed:
+                    self._ready.wait()
+                if not self._queue:
+                    return
+                self._current = self._queue.popleft()
+            try:
+                self._execute(self._current)
+            finally:
+                with self._ready:
+                    self._current = None
+
+    def _warm_up(self) -> None:
+        for module in self.warmup:
+            try:
+                importlib.import_module(module)
+            except Exception as err:  # the request that needs it will report the problem
+                print(f"arcoseg serve: could not preload {module}: {err!r}", file=sys.stderr)
+        if self.warmup and "torch" in sys.modules:
+            self._default_threads = sys.modules["torch"].get_num_threads()
+
+    def _execute(self, request: Request) -> None:
+        """Run one request as the one-shot command would; always end with result or error."""
+        torch = sys.modules.get("torch")
+        if torch is not None and self.name == "heavy":
+            # --threads of an earlier request must not leak into this one
+            self._default_threads = self._default_threads or torch.get_num_threads()
+            torch.set_num_threads(self._default_threads)
+        try:
+            code = run_command(request.args, request.reporter, request.stop)
+        except BaseException as err:  # noqa: BLE001 - a request must never end the worker
+            traceback.print_exc(file=sys.stderr)
+            request.reporter.error(f"Internal error: {type(err).__name__}: {err}.",
+                                   exit_code=EXIT_INTERNAL, kind="internal")
+            code = EXIT_INTERNAL
+        if code == EXIT_INTERNAL:  # e.g. out of memory: give the memory back
+            from arcoseg.serve_cache import clear_cache
+
+            clear_cache()
