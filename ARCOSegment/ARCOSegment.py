@@ -78,6 +78,10 @@ class ARCOSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = ARCOSegmentLogic()
+        # One warm engine process for every command (Settings key ARCOSegment/UseEngineWorker:
+        # false runs a new process per command). It starts with the first query below.
+        self.logic.useWorker = slicer.util.settingsValue(
+            "ARCOSegment/UseEngineWorker", True, converter=slicer.util.toBool)
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
         self.panel = Panel(
@@ -104,6 +108,8 @@ class ARCOSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self):
         if self.panel is not None:
             self.panel.cancel_all()
+        if self.logic is not None:
+            self.logic.stopWorker()  # the warm engine process ends with the module
         self.removeObservers()
 
     def enter(self):

@@ -152,19 +152,24 @@ class EngineJob(Generic[T]):
                  progress: Callable[[dict[str, Any]], None] | None = None,
                  log: Callable[[str], None] | None = None,
                  on_done: Callable[[T | None, Exception | None], None] | None = None,
-                 grace_seconds: float = 5.0) -> None:
+                 grace_seconds: float = 5.0,
+                 runner: Callable[[EngineCallbacks], EngineProcess] | None = None) -> None:
+        """`runner(callbacks)`, if given, makes the process (e.g. a run in the warm worker,
+        ARCOSegmentLib.worker); else `command` runs as a one-shot child process."""
         self._finish_result = finish
         self._work_dir = Path(work_dir) if work_dir else None
         self._on_done = on_done
         self._value: T | None = None
         self._error: Exception | None = None
-        self.process = EngineProcess(command, env=env, grace_seconds=grace_seconds,
-                                     callbacks=EngineCallbacks(progress=progress, log=log,
-                                                               result=self._on_result,
-                                                               error=self._on_error))
+        self._started = False
+        callbacks = EngineCallbacks(progress=progress, log=log, result=self._on_result,
+                                    error=self._on_error)
+        self.process = runner(callbacks) if runner is not None else EngineProcess(
+            command, env=env, grace_seconds=grace_seconds, callbacks=callbacks)
 
     def start(self) -> EngineJob[T]:
         """Start the engine (non-blocking); EngineError (and no `on_done`) if it cannot start."""
+        self._started = True
         try:
             self.process.start()
         except EngineError:
@@ -178,7 +183,7 @@ class EngineJob(Generic[T]):
 
     def wait(self, timeout: float | None = None) -> T:
         """Run to completion (starting if needed); return the finished value or raise."""
-        if self.process.pid is None:
+        if not self.started:
             self.start()
         try:
             self.process.wait(timeout)
@@ -191,6 +196,11 @@ class EngineJob(Generic[T]):
     def cancel(self) -> None:
         """Stop the engine and its child processes."""
         self.process.cancel()
+
+    @property
+    def started(self) -> bool:
+        """True once `start` has run."""
+        return self._started
 
     @property
     def finished(self) -> bool:

@@ -2,7 +2,9 @@
 
 `ARCOSegment.ARCOSegmentLogic` is this class plus Slicer's parameter node. With wait=True a call
 blocks and returns its result (scripts, batch: no dialog); with wait=False it returns the started
-EngineJob, which the panel polls from a timer. The scene is reached only through `self.mrml`
+EngineJob, which the panel polls from a timer. Every command runs in one warm engine worker
+(`arcoseg serve`, ARCOSegmentLib.worker), started on first use and again if it stopped; with
+useWorker=False, or when a worker cannot start, each command is a one-shot process. The scene is reached only through `self.mrml`
 (ARCOSegmentLib.mrml inside Slicer; a stand-in built from real vtk objects in the tests).
 """
 
@@ -12,6 +14,7 @@ import contextlib
 import dataclasses
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -25,8 +28,10 @@ from ARCOSegmentLib.engine import (AdaptOutput, EngineJob, adapt_args, parse_ada
                                    parse_segment_result, segment_args)
 from ARCOSegmentLib.models import (ModelEntry, is_model_folder, model_name_for, models_args,
                                    parse_models_list)
-from ARCOSegmentLib.process import engine_command, engine_environment, python_executable
+from ARCOSegmentLib.process import (EngineError, engine_command, engine_environment,
+                                    python_executable)
 from ARCOSegmentLib.segments import match_annotation_segments, read_model_classes
+from ARCOSegmentLib.worker import EngineWorker
 
 MODULE_DIR = Path(__file__).resolve().parents[1]
 
@@ -63,12 +68,15 @@ class EngineLogic:
     outside it)."""
 
     def __init__(self, engineEnvironment: dict[str, str] | None = None, mrml: Any = None,
-                 python: str | None = None, moduleDir: str | Path | None = None) -> None:
+                 python: str | None = None, moduleDir: str | Path | None = None,
+                 useWorker: bool = True) -> None:
         super().__init__()  # cooperative: ARCOSegmentLogic also derives from Slicer's Logic
         self.engineEnvironment = dict(engineEnvironment or {})  # e.g. {"ARCOSEG_HOME": folder}
         self.mrml = slicer_mrml if mrml is None else mrml
         self.python = python or python_executable()
         self.moduleDir = Path(moduleDir) if moduleDir else MODULE_DIR
+        self.useWorker = useWorker
+        self.worker: EngineWorker | None = None
 
     # -- setup -----------------------------------------------------------------------------------
 
@@ -90,11 +98,42 @@ class EngineLogic:
                finish: Callable[[dict[str, Any]], Any] | None = None,
                workDir: Path | None = None, wait: bool = True, progress: Progress | None = None,
                log: Log | None = None, onDone: OnDone | None = None):
-        """Run `arcoseg ARGS`; return finish(result) (wait=True) or the started job."""
+        """Run `arcoseg ARGS` (in the worker if it is on); return finish(result) (wait=True) or
+        the started job."""
+        env = engine_environment(self.engineEnvironment, cpu_only=cpuOnly)
+        worker = self.startWorker(log) if self.useWorker else None
+        runner = None if worker is None else (
+            lambda callbacks: worker.run(args, callbacks, fallback_env=env))
         job = EngineJob(engine_command(args, self.python), finish or (lambda result: result),
-                        env=engine_environment(self.engineEnvironment, cpu_only=cpuOnly),
-                        work_dir=workDir, progress=progress, log=log, on_done=onDone)
+                        env=env, work_dir=workDir, progress=progress, log=log, on_done=onDone,
+                        runner=runner)
         return job.wait() if wait else job.start()
+
+    def startWorker(self, log: Log | None = None) -> EngineWorker | None:
+        """The running engine worker, started if there is none (or it stopped: then `log` says
+        so); None if it cannot start (the commands then run as one-shot processes)."""
+        env = engine_environment(self.engineEnvironment)
+        if self.worker is not None and self.worker.alive and self.worker.env == env:
+            return self.worker
+        previous, self.worker = self.worker, None
+        if previous is not None and previous.alive:  # the environment changed
+            previous.close()
+        elif previous is not None and previous.ready.is_set() and log is not None:
+            log(f"The engine worker had stopped (exit code {previous.returncode}); "
+                "starting a new one.")
+        try:
+            self.worker = EngineWorker(self.python, env).start()
+            weakref.finalize(self, self.worker.close)  # scripts: ends with the logic or Python
+        except EngineError as err:
+            if log is not None:
+                log(f"{err} Running each command as its own process instead.")
+        return self.worker
+
+    def stopWorker(self) -> None:
+        """End the engine worker (cancelling what it runs); the module calls this on close."""
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
 
     def deviceInfo(self, cpuOnly: bool = False) -> DeviceInfo:
         """The device a run would use."""
