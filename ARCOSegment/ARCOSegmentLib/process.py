@@ -136,10 +136,7 @@ class EngineProcess:
         if self._proc is not None:
             raise RuntimeError("This engine process was already started.")
         try:
-            self._proc = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1,
-                env=self.env, **_new_group_kwargs())
+            self._proc = launch(self.command, self.env, stdin=subprocess.DEVNULL)
         except OSError as err:
             raise EngineError(f"Cannot start the segmentation engine ({self.command[0]}): "
                               f"{err.strerror or err}. Check that Slicer's Python is installed "
@@ -285,6 +282,14 @@ class EngineProcess:
         if not self._stderr_tail:
             return "It printed nothing on stderr."
         return "Last messages:\n" + "\n".join(self._stderr_tail)
+
+
+def launch(command: Sequence[str], env: Mapping[str, str] | None, stdin: int) -> subprocess.Popen:
+    """A child in its own process group, stdout and stderr as UTF-8 text pipes; OSError if it
+    cannot start."""
+    return subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, encoding="utf-8", errors="replace", bufsize=1, env=env,
+                            **_new_group_kwargs())
 
 
 def _new_group_kwargs() -> dict[str, Any]:

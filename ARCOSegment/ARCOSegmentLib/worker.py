@@ -19,8 +19,7 @@ from collections import deque
 from typing import Any, Mapping, Sequence
 
 from ARCOSegmentLib.process import (EXIT_INTERNAL, EngineCallbacks, EngineError, EngineProcess,
-                                    _Exited, _new_group_kwargs, _terminate_tree, engine_command,
-                                    parse_line)
+                                    _Exited, _terminate_tree, engine_command, launch, parse_line)
 
 _STDERR_TAIL_LINES = 20
 
@@ -45,10 +44,7 @@ class EngineWorker:
     def start(self) -> EngineWorker:
         """Launch the worker; EngineError if it cannot be started."""
         try:
-            self._proc = subprocess.Popen(
-                self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True, encoding="utf-8", errors="replace", bufsize=1, env=self.env,
-                **_new_group_kwargs())
+            self._proc = launch(self.command, self.env, stdin=subprocess.PIPE)
         except OSError as err:
             raise EngineError(f"Cannot start the engine worker ({self.python}): "
                               f"{err.strerror or err}.") from err

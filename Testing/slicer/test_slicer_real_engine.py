@@ -187,7 +187,8 @@ def test_cancel_during_adapt_stops_the_engine_within_seconds_and_registers_nothi
     (exit code 3), nothing stays in its process group, and the registry is still empty. On the
     way, the panel's device check runs the real `arcoseg device`."""
     volume, truth = phantom_volume()
-    logic = EngineLogic({"ARCOSEG_HOME": str(tmp_path / "home")}, python=sys.executable)
+    logic = EngineLogic({"ARCOSEG_HOME": str(tmp_path / "home")}, python=sys.executable,
+                        useWorker=False)  # one-shot processes (the worker: test_slicer_worker.py)
     ui, timer, errors = standin_ui(), StandInTimer(), []
     panel = Panel(ui, logic, timer, show_error=errors.append, choose_folder=lambda: "")
     panel.parameters = SimpleNamespace(
