@@ -53,7 +53,7 @@ class Channel:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: the signal handler may emit mid-send
 
     def send(self, event: str, request_id: Any = None, **fields: Any) -> None:
         """Write {"event": event, "id": request_id, ...fields} as one line and flush it."""
