@@ -126,12 +126,29 @@ def test_negatives_are_pixels_of_other_classes_where_the_class_is_a_confusable_r
 
 
 def test_each_anchor_gets_its_own_cell_stratified_negatives():
-    tags = torch.tensor([0] * 60 + [1] * 30 + [3] * 10)
+    tags = torch.tensor([0] * 60 + [1] * 30 + [3] * 10 + [2] * 28)  # the last 28 slots are empty
     stored = F.one_hot(tags, D).float()  # an entry's vector says which cell it came from
     queries = F.one_hot(torch.tensor([0, 1, 3] * 20), D).float()
-    similarity = negative_similarity(queries, stored, tags, 4, 20, True, gen())
-    assert similarity.shape == (60, 20)
-    # every anchor gets 12 / 6 / 2 negatives from cells 0 / 1 / 3 (60 : 30 : 10 of 20)
-    assert similarity.sum(1).tolist() == [12.0, 6.0, 2.0] * 20
-    uniform = negative_similarity(queries, stored, tags, 4, 20, False, gen())
-    assert uniform.shape == (60, 20) and bool(((uniform == 0) | (uniform == 1)).all())
+    sizes = torch.tensor([100])
+    similarity = negative_similarity(queries[None], stored[None], tags[None], sizes, 4, 20, True,
+                                     gen())
+    assert similarity.shape == (1, 60, 20)
+    # every anchor gets 12 / 6 / 2 negatives from cells 0 / 1 / 3 (60 : 30 : 10 of 20), none
+    # from the empty slots
+    assert similarity[0].sum(1).tolist() == [12.0, 6.0, 2.0] * 20
+    uniform = negative_similarity(queries[None], stored[None], tags[None], sizes, 4, 20, False,
+                                  gen())
+    assert uniform.shape == (1, 60, 20) and bool(((uniform == 0) | (uniform == 1)).all())
+    # queries of cell 2 never meet a negative: cell-2 entries sit in empty slots
+    lonely = F.one_hot(torch.full((5,), 2), D).float()
+    assert float(negative_similarity(lonely[None], stored[None], tags[None], sizes, 4, 20,
+                                     False, gen()).abs().sum()) == 0.0
+
+
+def test_classes_are_scored_in_one_batch_with_their_own_banks():
+    labels, probs, clean = scene()
+    bank = ClassMemoryBank(K, size=500, background_size=500)
+    _, diag = run(clean, clean, probs, labels, bank=bank, push=7)
+    # every class pushed exactly 7 of its own negatives, the anchors capped by the candidates
+    assert bank.sizes.tolist() == [7, 7, 7] and int(diag["valid_classes"]) == K
+    assert diag["anchors"].tolist() == [96, 96, 96]

@@ -74,3 +74,16 @@ def test_empty_bank_state_round_trips():
     restored = ClassMemoryBank(2)
     restored.load_state_dict(load(save(ClassMemoryBank(2).state_dict())))
     assert restored.count(0) == 0 and restored.count(1) == 0
+
+
+def test_push_rows_appends_only_valid_entries_per_class():
+    bank = ClassMemoryBank(2, size=3, background_size=4)
+    feats = torch.arange(10.0).view(2, 5, 1).repeat(1, 1, 2)
+    valid = torch.tensor([[True, False, True, False, True], [True, True, True, True, True]])
+    bank.push_rows(feats, torch.arange(10).view(2, 5), valid)
+    assert bank.sizes.tolist() == [3, 3]
+    assert bank.get(0)[:, 0].tolist() == [0, 2, 4]
+    assert bank.get(1)[:, 0].tolist() == [7, 8, 9]  # the newest 3 of a push larger than the bank
+    assert bank.get_tags(1).tolist() == [7, 8, 9]
+    bank.push_rows(feats + 100, torch.zeros(2, 5, dtype=torch.long), valid)
+    assert bank.get(0)[:, 0].tolist() == [4, 100, 102, 104]  # background: capacity 4

@@ -4,8 +4,8 @@ the variance reduction of Thm 3.2."""
 import pytest
 import torch
 
-from arcoseg.arco.samplers import (GridLayout, allocate_counts, sample, sample_bank, sample_ns,
-                                   sample_sag, sample_sg)
+from arcoseg.arco.samplers import (GridLayout, allocate_counts, draw_rows, sample, sample_bank,
+                                   sample_ns, sample_pool, sample_sag, sample_sg)
 
 SAMPLERS = [("ns", lambda m, k, g, d: sample_ns(m, k, generator=g)),
             ("sg", lambda m, k, g, d: sample_sg(m, k, 4, g, spatial_dims=d)),
@@ -130,10 +130,43 @@ def test_sg_and_sag_estimate_a_group_dependent_mean_with_lower_variance_than_ns(
 
 
 def test_bank_draws_are_valid_and_stratified_per_row():
-    tags = torch.tensor([0] * 60 + [1] * 30 + [3] * 10)
-    rows = sample_bank(tags, 4, 20, 8, True, gen())
-    assert rows.shape == (8, 20)
-    for row in rows:
-        assert torch.bincount(tags[row], minlength=4).tolist() == [12, 6, 0, 2]
-    uniform = sample_bank(tags, 4, 20, 8, False, gen())
-    assert uniform.shape == (8, 20) and int(uniform.min()) >= 0 and int(uniform.max()) < 100
+    tags = torch.tensor([[0] * 60 + [1] * 30 + [3] * 10 + [2] * 10,
+                         [2] * 50 + [0] * 60])
+    sizes = torch.tensor([100, 50])  # row 0 ignores its last 10 slots, row 1 its last 60
+    draw = sample_bank(tags, sizes, 4, 20, True, gen())
+    assert draw.slots.shape == (2, 20)
+    assert torch.bincount(tags[0, draw.slots[0]], minlength=4).tolist() == [12, 6, 0, 2]
+    assert draw.alloc.tolist() == [[12, 6, 0, 2], [0, 0, 20, 0]]
+    assert bool((draw.slots < sizes[:, None]).all())
+    uniform = sample_bank(tags, sizes, 4, 20, False, gen())
+    assert bool((uniform.slots < sizes[:, None]).all()) and uniform.alloc.tolist() == [[20], [20]]
+
+
+def test_an_empty_bank_gives_no_allocation():
+    draw = sample_bank(torch.zeros(1, 8, dtype=torch.long), torch.tensor([0]), 4, 5, True, gen())
+    assert draw.alloc.tolist() == [[0, 0, 0, 0]]
+
+
+def test_pool_draws_follow_the_pools_groups():
+    alloc = torch.tensor([[6, 3, 0, 1]])  # pool: 6 entries of group 0, then 3, then 1
+    positions = sample_pool(alloc, 10, 4, gen())
+    assert positions.shape == (1, 4, 10)
+    group = torch.tensor([0] * 6 + [1] * 3 + [3])
+    for row in positions[0]:
+        assert torch.bincount(group[row], minlength=4).tolist() == [6, 3, 0, 1]
+
+
+@pytest.mark.parametrize("sampler", ["ns", "sg", "sag"])
+def test_rows_give_min_k_distinct_valid_draws_first_then_padding(sampler):
+    masks = torch.zeros(3, 2, 8, 8, dtype=torch.bool)
+    masks[0, :, :4] = True  # 64 candidates
+    masks[1, 0, 2, 3] = masks[1, 1, 5, 6] = True  # 2 candidates
+    indices, valid = draw_rows(sampler, masks, 10, 4, gen(), spatial_dims=2)
+    assert indices.shape == valid.shape == (3, 10)
+    assert valid.sum(1).tolist() == [10, 2, 0]
+    assert bool((valid == (torch.arange(10) < valid.sum(1, keepdim=True))).all())
+    for row, mask in enumerate(masks):
+        picked = indices[row][valid[row]]
+        assert bool(mask.flatten()[picked].all())
+        if sampler != "sag":  # SAG's reflections may coincide with their partners
+            assert len(set(picked.tolist())) == len(picked)

@@ -22,25 +22,28 @@ bank (so a SAG push contains antithetic pairs); each bank entry keeps its grid-c
 from the bank are stratified by cell for SG and SAG (each cell gets its share of the 512 draws,
 largest remainder), uniform for NS.
 
-Efficiency: only sampled pixels are gathered from the (B, D, *s) embedding maps (advanced
-indexing, no (B*N, D) copy), and only a pool of negatives (not anchors x negatives vectors);
-nothing is computed at full resolution. The only host synchronisation is one transfer of the
-per-class candidate counts (it decides the sample sizes and skips absent classes); on CUDA it is
-started asynchronously by `select_pixels`, so calling that before the student forward hides it.
-Everything runs in float32 with autocast off.
+Efficiency: all classes are sampled, gathered and scored at once with fixed shapes: a class with
+fewer than `anchors` candidates (or none, or an empty bank) gets padding draws whose weight is
+0, so the step never reads a count on the host and never waits for the GPU. Only sampled pixels
+are gathered from the (B, D, *s) embedding maps (advanced indexing, no (B*N, D) copy), and only
+a pool of negatives (not anchors x negatives vectors); nothing is computed at full resolution.
+Everything runs in float32 with autocast off. Under DDP the pushed negatives of every rank are
+gathered (`share`) so that all ranks hold the same banks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from arcoseg.arco.memory_bank import ClassMemoryBank
-from arcoseg.arco.samplers import GridLayout, draw, ranks, sample_bank
+from arcoseg.arco.samplers import GridLayout, draw_rows, ranks, sample_bank, sample_pool
 
 POOL_FACTOR = 8  # negatives of all anchors of a class come from a pool of 8 x `negatives` draws
+Share = Callable[[torch.Tensor], torch.Tensor]  # rows of all ranks, concatenated along dim 1
 
 
 @dataclass
@@ -51,24 +54,7 @@ class PixelSelection:
     anchor_mask: torch.Tensor  # (K, B*N) bool
     negative_mask: torch.Tensor  # (K, B*N) bool
     prototypes: torch.Tensor  # (K, D) unit length (zero for classes without reliable pixels)
-    counts: torch.Tensor  # (3, K): anchor candidates, negative candidates, reliable pixels
-    ready: torch.cuda.Event | None = None  # set while `counts` is still being copied to the host
-
-    def host_counts(self) -> list[list[int]]:
-        """`counts` as Python ints (waits for the asynchronous copy; the one host sync)."""
-        if self.ready is not None:
-            self.ready.synchronize()
-        return self.counts.tolist()
-
-
-def _to_host_async(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
-    if tensor.device.type != "cuda":
-        return tensor, None
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    host.copy_(tensor, non_blocking=True)
-    ready = torch.cuda.Event()
-    ready.record()
-    return host, ready
+    counts: torch.Tensor  # (3, K) on the device: anchor candidates, negatives, reliable pixels
 
 
 def _reliable(probs: torch.Tensor, annotated: torch.Tensor, percent: float) -> torch.Tensor:
@@ -105,8 +91,8 @@ def select_pixels(z_t: torch.Tensor, p_t: torch.Tensor, labels: torch.Tensor,
         sums = torch.einsum("kbn,bdn->kd", member_maps, z_t.float().flatten(2))
         sizes = members.sum(1)
         prototypes = F.normalize(sums / sizes.clamp(min=1)[:, None], dim=1)
-        counts, ready = _to_host_async(torch.stack([anchors.sum(1), negatives.sum(1), sizes]))
-    return PixelSelection(tuple(labels.shape), anchors, negatives, prototypes, counts, ready)
+        counts = torch.stack([anchors.sum(1), negatives.sum(1), sizes])
+    return PixelSelection(tuple(labels.shape), anchors, negatives, prototypes, counts)
 
 
 def _gather(embeddings: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
@@ -116,74 +102,78 @@ def _gather(embeddings: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     return maps[torch.div(flat, pixels, rounding_mode="floor"), :, flat % pixels]
 
 
-def info_nce(queries: torch.Tensor, positive: torch.Tensor, negative_similarity: torch.Tensor,
+def info_nce(queries: torch.Tensor, positives: torch.Tensor, negative_similarity: torch.Tensor,
              tau: float) -> torch.Tensor:
-    """InfoNCE, target = the positive: unit queries (k, D), unit positive (D,), cosine similarity
-    of each query to its own negatives (k, n)."""
-    logits = torch.cat([(queries @ positive)[:, None], negative_similarity], dim=1) / tau
-    return F.cross_entropy(logits, torch.zeros(len(queries), dtype=torch.long,
-                                               device=queries.device))
+    """InfoNCE per query, target = its row's positive: unit queries (R, k, D), unit positives
+    (R, D), cosine similarity of each query to its own negatives (R, k, n); returns (R, k)."""
+    positive = (queries * positives[:, None]).sum(-1, keepdim=True)
+    logits = torch.cat([positive, negative_similarity], dim=-1) / tau
+    return torch.logsumexp(logits, dim=-1) - logits[..., 0]
 
 
 def negative_similarity(queries: torch.Tensor, stored: torch.Tensor, tags: torch.Tensor,
-                        cells: int, negatives: int, stratified: bool,
+                        sizes: torch.Tensor, cells: int, negatives: int, stratified: bool,
                         generator: torch.Generator | None) -> torch.Tensor:
-    """Cosine similarity (k, negatives) of each unit query to its own bank draws.
+    """Cosine similarity (R, k, negatives) of each unit query (R, k, D) to its own draws from
+    its row's bank: stored (R, C, D) and tags (R, C) by slot, sizes (R,) filled slots.
 
-    The draws of all queries are taken from one pool of POOL_FACTOR x `negatives` bank entries
-    drawn the same way (stratified by cell, or uniform). A pool entry is a uniform draw from its
-    cell, so each query's negatives are still, marginally, per-cell uniform bank draws in
-    proportion to the cells; only the pool is gathered, not k x negatives vectors.
+    The draws of all queries of a row are taken from one pool of POOL_FACTOR x `negatives` bank
+    entries drawn the same way (stratified by cell, or uniform). A pool entry is a uniform draw
+    from its cell, so each query's negatives are still, marginally, per-cell uniform bank draws
+    in proportion to the cells; only the pool is gathered, not k x negatives vectors.
     """
-    pool = sample_bank(tags, cells, POOL_FACTOR * negatives, 1, stratified, generator)[0]
-    rows = sample_bank(tags[pool], cells, negatives, len(queries), stratified, generator)
-    return (queries @ stored[pool].T).gather(1, rows)
+    pool = sample_bank(tags, sizes, cells, POOL_FACTOR * negatives, stratified, generator)
+    pooled = stored.gather(1, pool.slots[..., None].expand(-1, -1, stored.shape[2]))
+    positions = sample_pool(pool.alloc, negatives, queries.shape[1], generator)
+    return torch.bmm(queries, pooled.transpose(1, 2)).gather(2, positions)
 
 
-def _push_negatives(z_t: torch.Tensor, selection: PixelSelection, counts: list[int],
-                    bank: ClassMemoryBank, sampler: str, layout: GridLayout, push: int,
-                    generator: torch.Generator | None) -> None:
+def _push_negatives(z_t: torch.Tensor, selection: PixelSelection, bank: ClassMemoryBank,
+                    sampler: str, layout: GridLayout, push: int,
+                    generator: torch.Generator | None, share: Share | None) -> None:
     """Push up to `push` sampled negative candidates of each class (unit teacher embeddings,
-    tagged with their grid cell) into that class's bank."""
-    for c, available in enumerate(counts):
-        if available:
-            picked = draw(sampler, selection.negative_mask[c].view(selection.shape),
-                          min(push, available), layout.grid, generator,
-                          spatial_dims=len(layout.shape))
-            bank.push(c, F.normalize(_gather(z_t, picked).float(), dim=1), layout.cell_of(picked))
+    tagged with their grid cell) into that class's bank; with `share`, those of every rank."""
+    classes = selection.negative_mask.shape[0]
+    picked, valid = draw_rows(sampler, selection.negative_mask.view(classes, *selection.shape),
+                              push, layout.grid, generator, spatial_dims=len(layout.shape))
+    feats = F.normalize(_gather(z_t, picked.view(-1)).float(), dim=1).view(classes, push, -1)
+    tags = layout.cell_of(picked)
+    if share is not None:
+        feats, tags, valid = share(feats), share(tags), share(valid)
+    bank.push_rows(feats, tags, valid)
 
 
 def contrastive_loss(z_s: torch.Tensor, z_t: torch.Tensor, selection: PixelSelection,
                      bank: ClassMemoryBank, sampler: str = "sg",
                      generator: torch.Generator | None = None, *, grid: int = 4,
                      anchors: int = 256, negatives: int = 512, tau: float = 0.5,
-                     push: int = 1024) -> tuple[torch.Tensor, dict[str, torch.Tensor | int]]:
+                     push: int = 1024, share: Share | None = None
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The contrastive loss of one batch; also feeds the memory bank.
 
-    z_s / z_t: student / teacher embeddings (B, D, *s). Returns the loss and diagnostics:
-    `anchors` (K,) anchors drawn per class, `valid_classes` (classes that entered the mean).
+    z_s / z_t: student / teacher embeddings (B, D, *s). Returns the loss and diagnostics (device
+    tensors): `anchors` (K,) anchors drawn per class (0 for a class left out), `valid_classes`
+    (classes that entered the mean). No host synchronisation.
     """
     with torch.autocast(z_s.device.type, enabled=False):
-        n_anchors, n_negatives, n_members = selection.host_counts()
         shape, dims = selection.shape, len(selection.shape) - 1
         layout = GridLayout.of(shape, grid, dims)
-        _push_negatives(z_t, selection, n_negatives, bank, sampler, layout, push, generator)
-        present = sum(n > 0 for n in n_members) >= 2
-        valid = [c for c, n in enumerate(n_anchors) if present and n and bank.count(c)]
-        sizes = [min(anchors, n_anchors[c]) for c in valid]
-        drawn = torch.zeros(len(n_anchors), dtype=torch.long)
-        drawn[valid] = torch.tensor(sizes, dtype=torch.long)
-        diagnostics = {"anchors": drawn, "valid_classes": len(valid)}
-        if not valid:
-            return z_s.float().sum() * 0.0, diagnostics
-        picked = [draw(sampler, selection.anchor_mask[c].view(shape), k, grid, generator,
-                       spatial_dims=dims) for c, k in zip(valid, sizes)]
+        _push_negatives(z_t, selection, bank, sampler, layout, push, generator, share)
+        classes = selection.anchor_mask.shape[0]
+        picked, drawn = draw_rows(sampler, selection.anchor_mask.view(classes, *shape), anchors,
+                                  grid, generator, spatial_dims=dims)
+        n_anchors, _, n_members = selection.counts
+        present = (n_members > 0).sum() >= 2
+        valid = present & (n_anchors > 0) & (bank.sizes > 0)
+        weight = (drawn & valid[:, None]).float()
         # One gather for all classes, so the backward pass scatters into the map only once.
-        queries = F.normalize(_gather(z_s, torch.cat(picked)).float(), dim=1)
-        losses = []
-        for c, rows in zip(valid, queries.split(sizes)):
-            similarity = negative_similarity(rows, bank.get(c), bank.get_tags(c),
-                                             layout.cells_per_image, negatives, sampler != "ns",
-                                             generator)
-            losses.append(info_nce(rows, selection.prototypes[c], similarity, tau))
-        return torch.stack(losses).mean(), diagnostics
+        queries = F.normalize(_gather(z_s, picked.view(-1)).float(), dim=1)
+        queries = queries.view(classes, anchors, -1)
+        stored, tags = bank.storage()
+        similarity = negative_similarity(queries, stored, tags, bank.sizes,
+                                         layout.cells_per_image, negatives, sampler != "ns",
+                                         generator)
+        loss = info_nce(queries, selection.prototypes, similarity, tau)
+        per_class = (loss * weight).sum(1) / weight.sum(1).clamp(min=1)
+        total = (per_class * valid).sum() / valid.sum().clamp(min=1)
+        return total, {"anchors": weight.sum(1).long(), "valid_classes": valid.sum()}

@@ -1,8 +1,8 @@
 """FIFO feature queues on the training device: the per-class negative memory bank of the
 contrastive loss and the image-embedding queue of the nearest-neighbour loss.
 
-Storage is a preallocated ring buffer (allocated at the first push, when the feature width is
-known); pushing overwrites the oldest entries. Each entry carries an integer tag (the grid cell it
+Storage is preallocated (at the first push, when the feature width is known); pushing overwrites
+the oldest entries. Each entry carries an integer tag (the grid cell it
 came from, used by the stratified samplers). State dicts hold tensors only, in oldest-first order,
 so they fit safetensors checkpoints and a reload behaves exactly like the saved queue.
 """
@@ -74,38 +74,114 @@ class RingBuffer:
 
 
 class ClassMemoryBank:
-    """One FIFO of feature vectors per class; class 0 (background) may have its own size."""
+    """One FIFO of feature vectors per class; class 0 (background) may have its own size.
+
+    All classes share one device tensor (K, max capacity + 1, D); the last slot of each row is
+    scratch that absorbs invalid entries. `push_rows` appends every class at once with validity
+    masks and keeps the write positions and sizes on the device, so the training step never
+    waits for the host. A class's entries fill slots 0 .. size-1 (wrapping only once full).
+    """
 
     def __init__(self, num_classes: int, dim: int | None = None, size: int = 30000,
                  background_size: int = 50000, device: torch.device | str = "cpu") -> None:
-        self.dim = dim
-        self.queues = [RingBuffer(background_size if c == 0 else size, device)
-                       for c in range(num_classes)]
+        if min(size, background_size) < 1:
+            raise ValueError(f"Memory bank sizes must be at least 1, got {size} and "
+                             f"{background_size}.")
+        self.dim, self.device = dim, torch.device(device)
+        self.capacities = [background_size if c == 0 else size for c in range(num_classes)]
+        self._capacity = torch.tensor(self.capacities, device=self.device)
+        self._feats: torch.Tensor | None = None
+        self._tags = torch.zeros(num_classes, max(self.capacities) + 1, dtype=torch.long,
+                                 device=self.device)
+        self._next = torch.zeros(num_classes, dtype=torch.long, device=self.device)
+        self._size = torch.zeros(num_classes, dtype=torch.long, device=self.device)
 
     def __len__(self) -> int:
-        return len(self.queues)
+        return len(self.capacities)
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        """(K,) entries held per class, on the device."""
+        return self._size
+
+    def storage(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (K, C, D) and tags (K, C) by slot (C = largest capacity); slots at or past
+        a class's size are empty. Zero-width features before the first push."""
+        slots = self._tags.shape[1] - 1
+        if self._feats is None:
+            return torch.zeros(len(self), slots, 0, device=self.device), self._tags[:, :slots]
+        return self._feats[:, :slots], self._tags[:, :slots]
+
+    def push_rows(self, feats: torch.Tensor, tags: torch.Tensor, valid: torch.Tensor) -> None:
+        """Append, per class c, the rows feats[c] (K, n, D) with tags[c] (K, n) where valid[c]
+        (K, n) bool, in order; a class keeps its newest `capacity` entries."""
+        classes, n = valid.shape
+        if feats.shape[:2] != (classes, n) or classes != len(self):
+            raise ValueError(f"Expected ({len(self)}, n, D) features with (K, n) tags and "
+                             f"validity, got {tuple(feats.shape)} and {tuple(valid.shape)}.")
+        self._allocate(feats.shape[2])
+        capacity = self._capacity[:, None]
+        order = torch.cumsum(valid.long(), 1) - 1
+        count = order[:, -1:] + 1 if n else torch.zeros_like(capacity)
+        keep = valid & (order >= count - capacity)  # only the newest `capacity` of this push
+        slot = (self._next[:, None] + order) % capacity
+        slot = torch.where(keep, slot, self._tags.shape[1] - 1)
+        flat = (slot + torch.arange(classes, device=self.device)[:, None] * self._tags.shape[1])
+        width = self._feats.shape[2]
+        self._feats.view(-1, width).index_copy_(
+            0, flat.view(-1), feats.detach().reshape(-1, width).to(self.device, torch.float32))
+        self._tags.view(-1).index_copy_(0, flat.view(-1), tags.reshape(-1).to(self.device).long())
+        self._next = (self._next + count[:, 0]) % self._capacity
+        self._size = torch.minimum(self._size + count[:, 0], self._capacity)
+
+    def _allocate(self, width: int) -> None:
+        if self.dim is not None and width != self.dim:
+            raise ValueError(f"Memory bank holds {self.dim}-d features, got {width}-d.")
+        if self._feats is None:
+            self._feats = torch.zeros(len(self), self._tags.shape[1], width, device=self.device)
+        elif self._feats.shape[2] != width:
+            raise ValueError(f"Features of width {width} pushed into a bank of width "
+                             f"{self._feats.shape[2]}.")
 
     def push(self, class_idx: int, feats: torch.Tensor, tags: torch.Tensor | None = None) -> None:
         """Append `feats` (n, D) of class `class_idx`, dropping that class's oldest entries."""
-        if self.dim is not None and feats.shape[-1] != self.dim:
-            raise ValueError(f"Memory bank holds {self.dim}-d features, got {feats.shape[-1]}-d.")
-        self.queues[class_idx].push(feats, tags)
+        if feats.ndim != 2:
+            raise ValueError(f"Expected features of shape (n, D), got {tuple(feats.shape)}.")
+        n, classes = feats.shape[0], len(self)
+        rows = feats.new_zeros(classes, n, feats.shape[1])
+        rows[class_idx] = feats
+        row_tags = torch.zeros(classes, n, dtype=torch.long, device=feats.device)
+        if tags is not None:
+            row_tags[class_idx] = tags
+        valid = torch.zeros(classes, n, dtype=torch.bool, device=feats.device)
+        valid[class_idx] = True
+        self.push_rows(rows, row_tags, valid)
+
+    def _ordered(self, class_idx: int, storage: torch.Tensor) -> torch.Tensor:
+        size, capacity = self.count(class_idx), self.capacities[class_idx]
+        if size < capacity:
+            return storage[class_idx, :size]
+        return torch.roll(storage[class_idx, :capacity], -int(self._next[class_idx]), dims=0)
 
     def get(self, class_idx: int) -> torch.Tensor:
-        """Stored features (n, D) of class `class_idx`, oldest first."""
-        return self.queues[class_idx].get()
+        """Stored features (n, D) of class `class_idx`, oldest first (reads sizes on the host)."""
+        feats, _ = self.storage()
+        return self._ordered(class_idx, feats)
 
     def get_tags(self, class_idx: int) -> torch.Tensor:
         """Tags (n,) of the stored features of class `class_idx`, oldest first."""
-        return self.queues[class_idx].get_tags()
+        return self._ordered(class_idx, self.storage()[1])
 
     def count(self, class_idx: int) -> int:
-        return len(self.queues[class_idx])
+        return int(self._size[class_idx])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"{c}.{key}": value for c, queue in enumerate(self.queues)
-                for key, value in queue.state_dict().items()}
+        return {f"{c}.{key}": value.clone() for c in range(len(self))
+                for key, value in (("feats", self.get(c)), ("tags", self.get_tags(c)))}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for c, queue in enumerate(self.queues):
-            queue.load_state_dict({key: state[f"{c}.{key}"] for key in ("feats", "tags")})
+        self._next.zero_()
+        self._size.zero_()
+        for c in range(len(self)):
+            if state[f"{c}.feats"].numel():
+                self.push(c, state[f"{c}.feats"].to(self.device), state[f"{c}.tags"].to(self.device))

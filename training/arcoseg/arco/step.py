@@ -32,14 +32,22 @@ accurate and less noisy from one validation to the next, so we validate and ship
 
 Reproducibility: the method's random draws (CutMix, samplers, jitter) use its own generator on
 the training device, seeded from the global torch RNG at construction (so `torch.manual_seed`
-fixes them), and saved in `state_dict` with the teacher, memory bank and queue.
+fixes them) plus the DDP rank (each rank mixes and samples its own shard differently), and saved
+in `state_dict` with the teacher, memory bank and queue.
+
+Host synchronisation: none. Every shape is fixed (see `contrastive`), the diagnostics stay device
+tensors, and the only reads the training loop makes are its logging every few iterations.
+Distributed (DDP): `share` (train.distributed) concatenates a tensor over the ranks; the
+negatives pushed into the memory bank and the image embeddings pushed into the queue go through
+it, so every rank holds the same bank and queue (the teacher is the same because the student's
+weights are).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -153,15 +161,16 @@ class SemiSupervisedMethod:
     """Mean teacher or ARCO around a student with `forward` / `forward_train` (see module doc)."""
 
     def __init__(self, student: nn.Module, config: ArcoConfig, num_classes: int,
-                 spatial_dims: int, device: torch.device | str) -> None:
+                 spatial_dims: int, device: torch.device | str, *, rank: int = 0,
+                 share: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.config, self.num_classes, self.spatial_dims = config, num_classes, spatial_dims
-        self.device = torch.device(device)
+        self.device, self.share = torch.device(device), share
         self.teacher = make_teacher(student)
         self.bank = ClassMemoryBank(num_classes, None, config.bank_size,
                                     config.background_bank_size, self.device)
         self.queue = RingBuffer(config.nn_queue, self.device)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(torch.randint(2 ** 62, (1,))))
+        self.generator.manual_seed(int(torch.randint(2 ** 62, (1,))) + rank)
         self.ema_updates = 0
         self._warmup_end: int | None = None  # iteration the warm-up ended at; None: not yet
 
@@ -210,14 +219,15 @@ class SemiSupervisedMethod:
             loss_contrast, diag = contrastive_loss(
                 z_s, teacher.embeddings, selection, self.bank, cfg.sampler, self.generator,
                 grid=cfg.grid, anchors=cfg.anchors, negatives=cfg.negatives, tau=cfg.tau,
-                push=cfg.bank_push)
-            terms.update({f"anchors/{c}": n for c, n in enumerate(diag["anchors"].tolist())})
+                push=cfg.bank_push, share=self.share)
+            terms.update({f"anchors/{c}": n for c, n in enumerate(diag["anchors"].unbind())})
             terms["valid_classes"] = diag["valid_classes"]
             terms["time_contrast"] = seconds + time.perf_counter() - start
         if self._neighbours:
             loss_nn = nearest_neighbour_loss(image_embeddings(z_s[n_l:]), self.queue.get(),
                                              cfg.nn_topk)
-            self.queue.push(image_embeddings(teacher.raw_embeddings))
+            pushed = image_embeddings(teacher.raw_embeddings)
+            self.queue.push(pushed if self.share is None else self.share(pushed[None])[0])
         warmed = self._warmup_end or 0
         length = (cfg.rampup_iters if cfg.rampup_iters is not None
                   else max(1, (max_iterations - warmed) // 5))
