@@ -76,6 +76,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                                   "or ~/.cache/arcoseg)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     add_device_arguments(p)
+    p.add_argument("--amp", action="store_true",
+                   help="bfloat16 mixed precision on CUDA (off by default until measured; "
+                        "nothing on the CPU)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="channels-last memory format for the networks and batches (off by default)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun on CUDA GPUs: BatchNorm over the global batch "
+                        "(SyncBatchNorm) instead of each process's shard")
+    p.set_defaults(amp=False)
     return p
 
 
@@ -89,7 +98,8 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         iterations=args.iterations, batch=args.batch, unlabelled_batch=args.unlabelled_batch,
         patch=tuple(args.patch) if args.patch else None,
         spacing=tuple(args.spacing) if args.spacing else None, lr=args.lr, seed=args.seed,
-        device=args.device, amp=args.amp, val_every=args.val_every,
+        device=args.device, amp=args.amp, channels_last=args.channels_last,
+        sync_bn=args.sync_bn, val_every=args.val_every,
         checkpoint_every=args.checkpoint_every, lambda_u=args.lambda_u, lambda_c=args.lambda_c,
         lambda_nn=args.lambda_nn, rampup=args.rampup, warmup=args.warmup, mix=args.mix,
         teacher_norm=args.teacher_norm, jitter=args.jitter,

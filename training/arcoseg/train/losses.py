@@ -19,12 +19,11 @@ def supervised_loss(logits: torch.Tensor, labels: torch.Tensor,
     """CE + soft Dice (softmax, one-hot incl. background) over annotated voxels only.
 
     logits: (B, K, *spatial); labels: (B, *spatial) integer, `ignore_index` = unannotated.
-    Returns 0 (with a gradient path) when no voxel is annotated.
+    Returns 0 (with a gradient path) when no voxel is annotated. No host synchronisation.
     """
     valid = labels != ignore_index
-    if not bool(valid.any()):
-        return logits.sum() * 0.0
-    ce = F.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index)
+    ce = F.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index,
+                         reduction="sum") / valid.sum().clamp(min=1)
     num_classes = logits.shape[1]
     mask = valid.unsqueeze(1).to(logits.dtype)
     probs = torch.softmax(logits.float(), dim=1) * mask

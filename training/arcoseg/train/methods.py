@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -63,8 +63,10 @@ class SupervisedMethod:
 
 
 def make_method(options: TrainOptions, student: SegmentationModel, num_classes: int,
-                device: torch.device) -> Method:
-    """Build the method named by `options.method` around `student`."""
+                device: torch.device, *, rank: int = 0,
+                share: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Method:
+    """Build the method named by `options.method` around `student`; under DDP `rank` offsets
+    its random draws and `share` gathers memory-bank entries from all ranks (arco.step)."""
     if not options.semi_supervised:
         return SupervisedMethod(student)
     from arcoseg.arco.step import ArcoConfig, SemiSupervisedMethod
@@ -76,4 +78,4 @@ def make_method(options: TrainOptions, student: SegmentationModel, num_classes: 
                         mix=options.mix, teacher_norm=options.teacher_norm, jitter=options.jitter,
                         rampup_iters=options.rampup)
     return SemiSupervisedMethod(student, config, num_classes=num_classes,
-                                spatial_dims=options.dims, device=device)
+                                spatial_dims=options.dims, device=device, rank=rank, share=share)

@@ -1,4 +1,10 @@
-"""The training loop: data, model, method, SGD with poly decay, validation, checkpoints, resume."""
+"""The training loop: data, model, method, SGD with poly decay, validation, checkpoints, resume.
+
+One iteration (`_step`) never waits for the GPU: the batch is copied asynchronously, every
+loss and diagnostic stays a device tensor, and the loop reads values on the host only every
+`log_every` iterations (one transfer for the whole log record) and every BUDGET_WINDOW
+iterations for early stopping. Under torchrun the run is data-parallel (`train.distributed`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 import arcoseg
 from arcoseg.data.dataset import load_dataset
@@ -18,7 +25,7 @@ from arcoseg.data.orientation import to_slicing_axis
 from arcoseg.data.preprocess import (Plan, PreprocessedCase, load_cases, make_plan,
                                      preprocess_image)
 from arcoseg.data.sampling import PatchSampler, SliceSampler
-from arcoseg.device import autocast, describe_device, resolve_device
+from arcoseg.device import describe_device, resolve_device
 from arcoseg.errors import ArcosegError, Cancelled
 from arcoseg.evaluation.plots import plot_training_curves
 from arcoseg.fileutil import write_text_atomic
@@ -27,38 +34,23 @@ from arcoseg.modelfile import ModelMetadata, default_colors, save_model
 from arcoseg.networks.model import (DEFAULT_HEAD_DIM, NetworkConfig, SegmentationModel,
                                     build_model, load_backbone_weights)
 from arcoseg.progress import Reporter
+from arcoseg.train import distributed
+from arcoseg.train.convergence import Convergence
+from arcoseg.train.distributed import (Distributed, DistributedStudent, ShardedBatches,
+                                       StudentForward)
 from arcoseg.train.methods import Method, make_method
 from arcoseg.train.metrics_log import MetricsLog
 from arcoseg.train.options import TrainOptions
+from arcoseg.train.precision import (memory_format, to_memory_format, training_autocast,
+                                     uses_grad_scaler)
 from arcoseg.train.state import load_checkpoint, save_checkpoint
 from arcoseg.train.validation import validate
 
+__all__ = ["Convergence", "RunData", "Trainer", "prepare_data", "train"]
 CHECKPOINT_STEM = "training/checkpoint"
 BUDGET_WINDOW = 5  # iterations between re-estimates of how many fit the time budget
-
-
-class Convergence:
-    """Windowed mean of the supervised loss; converged when two windows bring < 2 % gain."""
-
-    def __init__(self, window: int = 25, min_fraction: float = 0.3, min_iterations: int = 0
-                 ) -> None:
-        self.window, self.min_fraction, self.min_iterations = window, min_fraction, min_iterations
-        self.losses: list[float] = []
-
-    def add(self, loss: float) -> None:
-        """Record one iteration's loss."""
-        self.losses.append(loss)
-
-    def converged(self, iteration: int, total: int) -> bool:
-        """Whether training can stop (never before `min_iterations` + `min_fraction` of the
-        schedule)."""
-        w = self.window
-        if (iteration < self.min_iterations + self.min_fraction * total
-                or len(self.losses) < 4 * w):
-            return False
-        means = [sum(self.losses[i - w:i]) / w for i in range(len(self.losses), 0, -w)][:4]
-        recent, earlier = min(means[:2]), min(means[2:])
-        return recent > 0.98 * earlier
+# options that may change between an interrupted run and its resume
+RESUMABLE_CHANGES = ("iterations", "device", "amp", "channels_last")
 
 
 @dataclass
@@ -130,22 +122,28 @@ def without_label(case: PreprocessedCase) -> PreprocessedCase:
 
 
 def _sampler(cases: list[PreprocessedCase], options: TrainOptions, batch: int, seed: int,
-             jitter: float = 0.0):
+             ctx: Distributed, jitter: float = 0.0):
     cls = SliceSampler if options.dims == 2 else PatchSampler
-    return cls(cases, tuple(options.patch), batch, seed=seed, jitter=jitter)
+    sampler = cls(cases, tuple(options.patch), batch, seed=seed, jitter=jitter)
+    return ShardedBatches(sampler, ctx) if ctx.enabled else sampler
 
 
 class Trainer:
-    """One training run writing a model folder; `run()` trains (or resumes) to the end."""
+    """One training run writing a model folder; `run()` trains (or resumes) to the end.
+
+    `ctx`: this process's rank under torchrun (default: a single process). Every rank builds a
+    Trainer; only rank 0 writes files and reports (see `train.distributed`)."""
 
     def __init__(self, data: RunData, options: TrainOptions, out_dir: Path, reporter: Reporter,
                  should_stop: Callable[[], bool] = lambda: False,
                  init_weights: dict[str, torch.Tensor] | None = None,
-                 network: NetworkConfig | None = None) -> None:
-        self.data, self.options, self.out_dir, self.reporter = data, options, out_dir, reporter
+                 network: NetworkConfig | None = None, ctx: Distributed | None = None) -> None:
+        self.ctx = ctx or Distributed()
+        self.data, self.options, self.out_dir = data, options, out_dir
+        self.reporter = reporter if self.ctx.is_main else Reporter(quiet=True)
         self.should_stop = should_stop
-        self.device = resolve_device(options.device)
-        torch.manual_seed(options.seed)
+        self.device = distributed.start(self.ctx, resolve_device(options.device))
+        torch.manual_seed(options.seed)  # the same initial weights on every rank
         arch = "unet2d" if options.dims == 2 else "vnet3d"
         head_dim = DEFAULT_HEAD_DIM[arch] if options.method == "arco" else None
         self.config = (dataclasses.replace(network, head_dim=network.head_dim or head_dim)
@@ -155,32 +153,61 @@ class Trainer:
         self.model: SegmentationModel = build_model(self.config).to(self.device)
         if init_weights is not None:
             load_backbone_weights(self.model, init_weights)
-        self.method: Method = make_method(options, self.model, len(data.class_names), self.device)
+        self.memory_format = memory_format(options.dims, options.channels_last)
+        to_memory_format(self.model, self.memory_format)
+        if options.sync_bn:
+            self._convert_sync_bn()
+        share = distributed.gather_rows if self.ctx.enabled else None
+        self.method: Method = make_method(options, self.model, len(data.class_names), self.device,
+                                          rank=self.ctx.rank, share=share)
+        self.student = self._student()
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=options.lr, momentum=0.9,
                                          weight_decay=1e-4, nesterov=True)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self._fp16())
+        self.scaler = torch.amp.GradScaler("cuda",
+                                           enabled=uses_grad_scaler(self.device, options.amp))
         # the teacher labels the unlabelled batches unjittered; the method jitters its own view
         self.labelled_sampler = _sampler(data.labelled, options, options.batch, options.seed,
-                                         options.jitter)
+                                         self.ctx, options.jitter)
         self.unlabelled_sampler = (_sampler(data.unlabelled, options,
                                             options.unlabelled_batch or options.batch,
-                                            options.seed + 1)
+                                            options.seed + 1, self.ctx)
                                    if data.unlabelled and options.semi_supervised else None)
         self.state = RunState()
         self.log = MetricsLog(out_dir / "training" / "metrics.jsonl")
         # never converged inside the supervised warm-up: the semi-supervised part must run
         self.convergence = Convergence(min_fraction=0.3 + options.warmup_fraction,
                                        min_iterations=options.warmup)
+        self._pending_losses: list[torch.Tensor] = []  # read every BUDGET_WINDOW iterations
         self.max_iterations = options.iterations
         self._budget_mark = (0, 0.0)  # (iteration, seconds) of the last budget estimate
 
-    def _fp16(self) -> bool:
-        return (self.options.amp and self.device.type == "cuda"
-                and not torch.cuda.is_bf16_supported())
+    def _convert_sync_bn(self) -> None:
+        if not (self.ctx.enabled and self.device.type == "cuda"):
+            raise ArcosegError("--sync-bn needs a distributed run on CUDA GPUs (torchrun "
+                               "--nproc-per-node N ...): torch's SyncBatchNorm has no CPU "
+                               "kernel and one process has nothing to synchronise.")
+        self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+
+    def _student(self) -> Any:
+        """What the method calls: the model, or under torchrun the model through DDP."""
+        if not self.ctx.enabled:
+            return self.model
+        opts = self.options
+        always_embeds = (opts.method == "arco" and opts.lambda_c + opts.lambda_nn > 0
+                         and not opts.warmup and not opts.warmup_fraction)
+        ddp = DistributedDataParallel(
+            StudentForward(self.model), device_ids=[self.device] if self.device.type == "cuda"
+            else None, broadcast_buffers=False,  # averaged after each step instead
+            find_unused_parameters=self.model.head is not None and not always_embeds)
+        return DistributedStudent(ddp)
 
     # -- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        """Everything needed to continue exactly where the run is now."""
+        """Everything needed to continue exactly where the run is now (rank 0 writes it; every
+        rank must call this, to hand over its own random state)."""
+        generators = self._generator_states()
+        if not self.ctx.is_main:
+            return
         save_checkpoint(self.out_dir / CHECKPOINT_STEM, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict(), "scaler": self.scaler.state_dict(),
@@ -189,20 +216,35 @@ class Trainer:
                                    if self.unlabelled_sampler else None),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rank_generators": generators, "world_size": self.ctx.world_size,
             "state": vars(self.state), "options": self.options.to_dict()})
 
+    def _generator_states(self) -> list[torch.Tensor]:
+        generator = getattr(self.method, "generator", None)
+        if generator is None:
+            return []
+        return distributed.gather_states(self.ctx, generator.get_state(), self.device)
+
     def resume(self) -> None:
-        """Load the run's last checkpoint; refuse one written with different options."""
+        """Load the run's last checkpoint; refuse one written with different options or by
+        another number of processes."""
         ckpt = load_checkpoint(self.out_dir / CHECKPOINT_STEM)
-        saved = {k: v for k, v in ckpt["options"].items() if k not in ("iterations", "device")}
-        now = {k: v for k, v in self.options.to_dict().items() if k not in ("iterations", "device")}
+        saved = {k: v for k, v in ckpt["options"].items() if k not in RESUMABLE_CHANGES}
+        now = {k: v for k, v in self.options.to_dict().items() if k not in RESUMABLE_CHANGES}
         if saved != now:
             changed = sorted(k for k in now if saved.get(k) != now[k])
             raise ArcosegError(f"Cannot resume {self.out_dir}: the options differ from the "
                                f"interrupted run ({', '.join(changed)}). Rerun with the same options.")
+        world = ckpt.get("world_size", 1)
+        if world != self.ctx.world_size:
+            raise ArcosegError(f"Cannot resume {self.out_dir}: it was trained by {world} "
+                               f"process(es), this run has {self.ctx.world_size}. Resume with "
+                               f"torchrun --nproc-per-node {world} (or without torchrun for 1).")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.method.load_state_dict(ckpt["method"])
+        if ckpt.get("rank_generators"):
+            self.method.generator.set_state(ckpt["rank_generators"][self.ctx.rank].cpu())
         self.scaler.load_state_dict(ckpt["scaler"])
         self.labelled_sampler.load_state_dict(ckpt["labelled_sampler"])
         if self.unlabelled_sampler is not None:
@@ -211,29 +253,42 @@ class Trainer:
         if ckpt["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         self.state = RunState(**ckpt["state"])
-        self.log.truncate_after(self.state.iteration)
+        if self.ctx.is_main:
+            self.log.truncate_after(self.state.iteration)
         self.reporter.log(f"Resuming at iteration {self.state.iteration}")
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Train to `options.iterations`, validating and checkpointing on the way."""
         opts = self.options
-        write_text_atomic(self.out_dir / "training" / "options.json",
-                          json.dumps(opts.to_dict(), indent=2))
-        self.reporter.log(_device_line(self.device))
+        if self.ctx.is_main:
+            write_text_atomic(self.out_dir / "training" / "options.json",
+                              json.dumps(opts.to_dict(), indent=2))
+        self.reporter.log(_device_line(self.device, self.ctx))
+        stop = False
         while self.state.iteration < opts.iterations:
-            if self.should_stop():
+            if stop or (not self.ctx.enabled and self.should_stop()):
                 self.save_checkpoint()
                 raise Cancelled(f"Training stopped at iteration {self.state.iteration}; the "
                                 f"checkpoint is saved. Continue with --resume --out {self.out_dir}.")
             self._step()
-            self._fit_budget()
+            stop = self._fit_budget()
         self.reporter.progress(self.state.iteration, self.state.iteration, "training")
         self.save_checkpoint()
-        if not self.data.val:
-            self._save_model()
-        plot_training_curves(self.log.records(), self.out_dir / "training" / "curves.png")
+        if self.ctx.is_main:
+            if not self.data.val:
+                self._save_model()
+            plot_training_curves(self.log.records(), self.out_dir / "training" / "curves.png")
         return self._result()
+
+    def _batch(self, sampler: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch on the device, copied without waiting (pinned memory on CUDA)."""
+        images, labels = sampler.sample()
+        if self.device.type == "cuda":
+            images, labels = images.pin_memory(), labels.pin_memory()
+        images = images.to(self.device, non_blocking=True)
+        return (images.contiguous(memory_format=self.memory_format),
+                labels.to(self.device, non_blocking=True))
 
     def _step(self) -> None:
         opts, it = self.options, self.state.iteration
@@ -242,57 +297,80 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        labelled = tuple(t.to(self.device, non_blocking=True) for t in self.labelled_sampler.sample())
+        labelled = self._batch(self.labelled_sampler)
         unlabelled = None  # none sampled while the method does not use it (warm-up)
         if self.unlabelled_sampler and self.method.uses_unlabelled(it, opts.iterations):
-            images, labels = self.unlabelled_sampler.sample()
-            unlabelled = (images.to(self.device, non_blocking=True),
-                          labels.to(self.device, non_blocking=True))
-        with autocast(self.device, opts.amp):
-            loss, terms = self.method.training_step(self.model, labelled, unlabelled,
+            unlabelled = self._batch(self.unlabelled_sampler)
+        with training_autocast(self.device, opts.amp):
+            loss, terms = self.method.training_step(self.student, labelled, unlabelled,
                                                     it, opts.iterations)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ctx.enabled:
+            distributed.average_buffers(self.model)  # the same teacher on every rank
         self.method.after_optimizer_step(self.model)
         self.state.iteration = it = it + 1
         self.state.seconds += time.perf_counter() - start
         if self.options.early_stop:
-            self.convergence.add(float(terms.get("loss_sup", loss)))
+            self._pending_losses.append(terms.get("loss_sup", loss).detach())
         self._after_step(it, loss, terms, lr, time.perf_counter() - start)
 
-    def _fit_budget(self) -> None:
-        """Fit the schedule to `budget_seconds`, re-estimated every few iterations from the
-        recent speed (machines are noisy), and end it early once the supervised loss stops
-        improving (`early_stop`)."""
+    def _fit_budget(self) -> bool:
+        """Every BUDGET_WINDOW iterations: fit the schedule to `budget_seconds` (re-estimated
+        from the recent speed: machines are noisy), end it early once the supervised loss stops
+        improving (`early_stop`), and, under torchrun, take rank 0's decisions (also whether to
+        stop on request) on every rank. Returns whether to stop now."""
         opts, it = self.options, self.state.iteration
-        if opts.budget_seconds and it % BUDGET_WINDOW == 0:
+        if it % BUDGET_WINDOW:
+            return False
+        if opts.budget_seconds:
             recent = (self.state.seconds - self._budget_mark[1]) / (it - self._budget_mark[0])
             self._budget_mark = (it, self.state.seconds)
             left = max(0.0, opts.budget_seconds - self.state.seconds)
             opts.iterations = max(it + 1, min(self.max_iterations, it + int(left / recent)))
             if left <= 0:
                 opts.iterations = it
+        if self._pending_losses:
+            for value in torch.stack(self._pending_losses).tolist():
+                self.convergence.add(value)
+            self._pending_losses.clear()
         if opts.early_stop and self.convergence.converged(it, opts.iterations):
             self.reporter.log(f"Converged at iteration {it}")
             opts.iterations = it
+        if not self.ctx.enabled:
+            return False
+        opts.iterations, stop = distributed.agree(
+            self.ctx, [opts.iterations, int(self.should_stop())], self.device)
+        return bool(stop)
 
     def _after_step(self, it: int, loss: torch.Tensor, terms: dict[str, Any], lr: float,
                     seconds: float) -> None:
         opts, last = self.options, it == self.options.iterations
         record: dict[str, Any] = {}
         if it % opts.log_every == 0 or last:
-            record = {"iteration": it, "loss": loss.item(), "lr": lr, "seconds_per_iteration": seconds,
-                      **{self._term_name(k): float(v) for k, v in terms.items()}}
-        if self.data.val and (it % opts.val_every == 0 or last):
+            record = {"iteration": it, "lr": lr, "seconds_per_iteration": seconds,
+                      **self._read_terms({"loss": loss, **terms})}
+        if self.ctx.is_main and self.data.val and (it % opts.val_every == 0 or last):
             record = {"iteration": it, **record, **self._validate(it)}
-        if record:
+        if record and self.ctx.is_main:
             self.log.append(record)
             shown = {k: record[k] for k in ("loss", "val_dice") if k in record}
             self.reporter.progress(it, opts.iterations, "training", **shown)
         if it % opts.checkpoint_every == 0 and not last:
             self.save_checkpoint()
+
+    def _read_terms(self, terms: dict[str, Any]) -> dict[str, float]:
+        """The loss terms as floats, named for the log: device tensors come to the host in one
+        transfer (averaged over the ranks under torchrun)."""
+        tensors = {k: v for k, v in terms.items() if isinstance(v, torch.Tensor)}
+        values = dict.fromkeys(terms)
+        if tensors:
+            stacked = torch.stack([v.detach().float().reshape(()) for v in tensors.values()])
+            values.update(zip(tensors, distributed.mean_over_ranks(stacked).tolist()))
+        return {self._term_name(k): float(terms[k] if values[k] is None else values[k])
+                for k in terms}
 
     def _term_name(self, key: str) -> str:
         """'anchors/2' → 'anchors/LV': per-class diagnostics are logged by class name."""
@@ -340,21 +418,35 @@ class Trainer:
                 "curves": str(self.out_dir / "training" / "curves.png")}
 
 
-def _device_line(device: torch.device) -> str:
+def _device_line(device: torch.device, ctx: Distributed) -> str:
     info = describe_device(device)
     line = f"Device: {info['name']} ({info['device']}), torch {info['torch']}"
+    if ctx.enabled:
+        line += f", {ctx.world_size} processes (DDP)"
     return line + (" — WARNING: running on the CPU, this will be slow" if info["is_cpu"] else "")
 
 
 def train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: Reporter,
           resume: bool = False, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
-    """Train a model on a dataset folder into `out_dir` (model.safetensors + model.json)."""
-    resolve_device(options.device)  # fail fast, before any data is read
+    """Train a model on a dataset folder into `out_dir` (model.safetensors + model.json).
+
+    Under torchrun (RANK / WORLD_SIZE set) every process calls this; they train one model
+    data-parallel, rank 0 writes it (`train.distributed`)."""
+    device = resolve_device(options.device)  # fail fast, before any data is read
     if not resume and (out_dir / f"{CHECKPOINT_STEM}.json").exists():
         raise ArcosegError(f"{out_dir} already holds a training run. Continue it with --resume, "
                            "or choose another --out.")
-    data = prepare_data(dataset_root, options, reporter)
-    trainer = Trainer(data, options, out_dir, reporter, should_stop)
-    if resume:
-        trainer.resume()
-    return trainer.run()
+    ctx = distributed.from_environment()
+    distributed.start(ctx, device)
+    try:
+        if not ctx.is_main:  # rank 0 fills the preprocessing cache first, the others read it
+            distributed.barrier(ctx)
+        data = prepare_data(dataset_root, options, reporter if ctx.is_main else Reporter(quiet=True))
+        if ctx.is_main:
+            distributed.barrier(ctx)
+        trainer = Trainer(data, options, out_dir, reporter, should_stop, ctx=ctx)
+        if resume:
+            trainer.resume()
+        return trainer.run()
+    finally:
+        distributed.stop(ctx)
