@@ -28,5 +28,7 @@ def supervised_loss(logits: torch.Tensor, labels: torch.Tensor,
     mask = valid.unsqueeze(1).to(logits.dtype)
     probs = torch.softmax(logits.float(), dim=1) * mask
     safe = torch.where(valid, labels, torch.zeros_like(labels)).long()
-    onehot = F.one_hot(safe, num_classes).movedim(-1, 1).to(probs.dtype) * mask
+    # a comparison rather than F.one_hot, which reads the labels' range on the host (CPU)
+    classes = torch.arange(num_classes, device=labels.device).view(1, -1, *[1] * (labels.ndim - 1))
+    onehot = (safe.unsqueeze(1) == classes).to(probs.dtype) * mask
     return ce + _dice(probs, onehot)

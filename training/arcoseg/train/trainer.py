@@ -332,10 +332,7 @@ class Trainer:
             opts.iterations = max(it + 1, min(self.max_iterations, it + int(left / recent)))
             if left <= 0:
                 opts.iterations = it
-        if self._pending_losses:
-            for value in torch.stack(self._pending_losses).tolist():
-                self.convergence.add(value)
-            self._pending_losses.clear()
+        self._read_terms({})  # the early-stop losses not yet read with a log record
         if opts.early_stop and self.convergence.converged(it, opts.iterations):
             self.reporter.log(f"Converged at iteration {it}")
             opts.iterations = it
@@ -362,15 +359,22 @@ class Trainer:
             self.save_checkpoint()
 
     def _read_terms(self, terms: dict[str, Any]) -> dict[str, float]:
-        """The loss terms as floats, named for the log: device tensors come to the host in one
-        transfer (averaged over the ranks under torchrun)."""
+        """The loss terms as floats, named for the log, and the pending early-stop losses into
+        `convergence`: everything comes to the host in one transfer (terms averaged over the
+        ranks under torchrun); nothing at all when there is nothing to read."""
         tensors = {k: v for k, v in terms.items() if isinstance(v, torch.Tensor)}
-        values = dict.fromkeys(terms)
+        parts = []
         if tensors:
             stacked = torch.stack([v.detach().float().reshape(()) for v in tensors.values()])
-            values.update(zip(tensors, distributed.mean_over_ranks(stacked).tolist()))
-        return {self._term_name(k): float(terms[k] if values[k] is None else values[k])
-                for k in terms}
+            parts.append(distributed.mean_over_ranks(stacked))
+        if self._pending_losses:
+            parts.append(torch.stack(self._pending_losses).float())
+        values = torch.cat(parts).tolist() if parts else []
+        for loss in values[len(tensors):]:
+            self.convergence.add(loss)
+        self._pending_losses.clear()
+        read = dict(zip(tensors, values))
+        return {self._term_name(k): float(read.get(k, v)) for k, v in terms.items()}
 
     def _term_name(self, key: str) -> str:
         """'anchors/2' → 'anchors/LV': per-class diagnostics are logged by class name."""
