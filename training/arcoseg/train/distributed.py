@@ -24,6 +24,7 @@ What the trainer does with it (training/ARCHITECTURE.md, "Distributed training")
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from arcoseg.errors import ArcosegError
 
@@ -97,9 +99,12 @@ def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
 
     Fixed shapes, so no host synchronisation (all_gather_into_tensor on NCCL)."""
     world = dist.get_world_size()
-    out = tensor.new_empty((world, *tensor.shape))
-    dist.all_gather_into_tensor(out, tensor.contiguous())
-    return out.movedim(0, 1).reshape(tensor.shape[0], world * tensor.shape[1], *tensor.shape[2:])
+    out = tensor.new_empty((world * tensor.shape[0], *tensor.shape[1:]))
+    # all_gather_single is the newer name (torch >= 2.12) of all_gather_into_tensor
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    gather(out, tensor.contiguous())
+    out = out.view(world, *tensor.shape).movedim(0, 1)
+    return out.reshape(tensor.shape[0], world * tensor.shape[1], *tensor.shape[2:])
 
 
 def average_buffers(module: nn.Module) -> None:
@@ -137,6 +142,16 @@ def gather_states(ctx: Distributed, state: torch.Tensor, device: torch.device) -
     if not ctx.enabled:
         return [state]
     return list(gather_rows(state.to(device)[None, None])[0].cpu().unbind())
+
+
+def wrap(module: nn.Module, device: torch.device, find_unused: bool) -> nn.Module:
+    """`module` in DistributedDataParallel, without syncing buffers at each forward (the
+    trainer averages them after each step instead, `average_buffers`)."""
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params
+                      else {"broadcast_buffers": False})  # the name before torch 2.12
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused, **no_buffer_sync)
 
 
 class ShardedBatches:

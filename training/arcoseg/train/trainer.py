@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 import arcoseg
 from arcoseg.data.dataset import load_dataset
@@ -195,11 +194,9 @@ class Trainer:
         opts = self.options
         always_embeds = (opts.method == "arco" and opts.lambda_c + opts.lambda_nn > 0
                          and not opts.warmup and not opts.warmup_fraction)
-        ddp = DistributedDataParallel(
-            StudentForward(self.model), device_ids=[self.device] if self.device.type == "cuda"
-            else None, broadcast_buffers=False,  # averaged after each step instead
-            find_unused_parameters=self.model.head is not None and not always_embeds)
-        return DistributedStudent(ddp)
+        return DistributedStudent(distributed.wrap(
+            StudentForward(self.model), self.device,
+            find_unused=self.model.head is not None and not always_embeds))
 
     # -- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
