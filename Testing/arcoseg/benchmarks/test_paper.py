@@ -287,6 +287,19 @@ def test_threads_option_is_passed_to_each_training_process(dataset, tmp_path):
         paper.parse_args(["--data", str(dataset), *SMOKE, "--setting", "2", "--threads", "0"])
 
 
+def test_nproc_per_node_runs_each_training_under_torchrun(dataset, tmp_path):
+    for extra, launcher in (([], []), (["--nproc-per-node", "2"],
+                                       ["-m", "torch.distributed.run", "--standalone",
+                                        "--nproc-per-node", "2"])):
+        args = paper.parse_args(["--data", str(dataset), "--out", str(tmp_path), *SMOKE,
+                                 "--setting", "2", "--methods", "supervised", *extra])
+        (spec,) = paper.plan_runs(args, load_dataset(dataset))
+        command = paper.train_command(spec, load_dataset(dataset), args, False)
+        assert command[1:command.index("arcoseg") - 1] == launcher
+        assert command[command.index("arcoseg") - 1:command.index("arcoseg") + 2] == \
+            ["-m", "arcoseg", "train"]
+
+
 def test_jitter_is_stated_in_every_run_and_a_non_default_one_gets_its_own_folder(dataset,
                                                                                 tmp_path):
     def plan(*extra):

@@ -133,3 +133,24 @@ def test_the_batch_must_split_evenly_over_the_processes(runs):
     with pytest.raises(ArcosegError, match="divisible by the number of processes"):
         distributed.ShardedBatches(Trainer(data, opts, tmp / "x", Reporter(quiet=True))
                                    .labelled_sampler, distributed.Distributed(0, 2, 0))
+
+
+@pytest.mark.slow
+def test_torchrun_launches_the_command_line(tmp_path):
+    """`torchrun --nproc-per-node 2 -m arcoseg train ...` end to end (rank 0 writes the model)."""
+    import subprocess
+    import sys
+
+    root = make_phantom_dataset(tmp_path / "Phantom", num_cases=4, shape_zyx=(6, 32, 32),
+                                val_cases=1)
+    out = tmp_path / "model"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(_free_port()), "-m", "arcoseg", "train", str(root), "--out",
+           str(out), "--dims", "2", "--patch", "32", "32", "--batch", "2", "--iterations", "4",
+           "--method", "mean_teacher", "--labelled", "2", "--device", "cpu", "--threads", "1",
+           "--cache-dir", str(tmp_path / "cache")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "model.safetensors").is_file()
+    records = (out / "training/metrics.jsonl").read_text().splitlines()
+    assert len(records) == 4  # one log, written by rank 0 only

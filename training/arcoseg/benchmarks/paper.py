@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: the trainer's)")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and commands")
     p.add_argument("--progress", choices=("text", "json", "none"), default="text")
+    p.add_argument("--nproc-per-node", type=positive_int, default=1,
+                   help="train each run data-parallel on this many GPUs (or CPU processes) of "
+                        "this machine: the trainings run under torchrun --standalone; the "
+                        "global batch stays the profile's (default 1: no torchrun)")
     add_device_arguments(p)
     return p
 
@@ -248,7 +252,11 @@ def train_command(spec: RunSpec, dataset: DatasetInfo, args: argparse.Namespace,
                *(["--threads", str(args.threads)] if args.threads else []),
                *(["--cache-dir", str(args.cache_dir)] if args.cache_dir else []),
                "--progress", "json", *(["--resume"] if resume else [])]
-    return [sys.executable, "-m", "arcoseg", "train", str(dataset.root.resolve()),
+    launcher = [sys.executable]
+    if args.nproc_per_node > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone",
+                     "--nproc-per-node", str(args.nproc_per_node)]
+    return [*launcher, "-m", "arcoseg", "train", str(dataset.root.resolve()),
             "--out", str(spec.model_dir.resolve()), *spec.train_args, *runtime]
 
 

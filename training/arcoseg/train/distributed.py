@@ -154,6 +154,13 @@ def wrap(module: nn.Module, device: torch.device, find_unused: bool) -> nn.Modul
                                    find_unused_parameters=find_unused, **no_buffer_sync)
 
 
+def silence(reporter: Any) -> None:
+    """Mute a reporter's progress, log and result on ranks other than 0 (torchrun would
+    otherwise interleave one copy per process); errors still show, with their rank's output."""
+    for name in ("progress", "log", "result"):
+        setattr(reporter, name, lambda *args, **fields: None)
+
+
 class ShardedBatches:
     """Rank `rank`'s contiguous shard of the global batches a sampler draws (same seed on every
     rank, so the shards partition the batch a single process would draw)."""
