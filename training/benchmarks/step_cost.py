@@ -2,10 +2,16 @@
 
 Each method runs in its own child process (so peak memory is its own) through the real training
 loop (`Trainer._step`: sampling, forward, losses, backward, SGD, EMA). Prints a Markdown table of
-median seconds per iteration, the ratio to `mean_teacher`, and peak memory; writes JSON too.
+median seconds per iteration, the ratio to `mean_teacher`, peak memory and host synchronisations
+per step (`arcoseg.train.host_sync`: real ones on CUDA, would-be ones on the CPU); writes JSON too.
+With --rounds N the methods run N times, interleaved (mean_teacher, arco-sg, mean_teacher, ...),
+and each ratio is the median of the per-round ratios, so load from other jobs on a shared machine
+hits both sides alike. --profile-ops K adds the profiler's K most expensive operations per method
+(self CUDA time on a GPU, self CPU time otherwise).
 
     python training/benchmarks/step_cost.py --dims 2 --patch 128 128 --batch 4
     python training/benchmarks/step_cost.py --dims 3 --patch 48 64 64 --batch 2 --data ../shared/data/LA
+    python training/benchmarks/step_cost.py --methods mean_teacher,arco-sg --rounds 5 --threads 2
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 from arcoseg.data.synthetic import make_phantom_dataset
 from arcoseg.device import describe_device, resolve_device
 from arcoseg.progress import Reporter
+from arcoseg.train.host_sync import count_host_syncs
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.trainer import Trainer, prepare_data
 
@@ -42,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labelled", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of all methods")
+    p.add_argument("--threads", type=int, help="torch CPU threads of each method's process")
+    p.add_argument("--profile-ops", type=int, default=0,
+                   help="also list the profiler's top N operations of each method")
+    p.add_argument("--amp", action="store_true", help="train with --amp (bf16 on CUDA)")
+    p.add_argument("--channels-last", action="store_true")
     p.add_argument("--out", type=Path, default=Path("results/step_cost"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -50,7 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def worker(args: argparse.Namespace) -> dict:
     """Measure one method in this process; print its JSON record."""
     method, _, sampler = args.worker.partition("-")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     options = TrainOptions(dims=args.dims, method=method, sampler=sampler or "sg",
+                           amp=args.amp, channels_last=args.channels_last,
                            labelled=args.labelled, iterations=10**6, batch=args.batch,
                            patch=tuple(args.patch) if args.patch else None, device=args.device,
                            val_every=10**9, checkpoint_every=10**9, log_every=10**9,
@@ -72,12 +88,33 @@ def worker(args: argparse.Namespace) -> dict:
                 torch.cuda.synchronize()
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
+        # log_every is 10**9: no step reads anything on the host unless something is wrong
+        syncs = [count_host_syncs(trainer._step, device) for _ in range(2)]
+        top = _top_operations(trainer, device, args.profile_ops) if args.profile_ops else []
     record = {"method": args.worker, "seconds_per_iteration": statistics.median(times),
               "min_seconds": min(times), "peak_rss_mb": _peak_rss_mb(),
-              "rss_growth_mb": _peak_rss_mb() - rss_before}
+              "rss_growth_mb": _peak_rss_mb() - rss_before, "host_syncs_per_step": max(syncs),
+              "top_operations": top}
     if device.type == "cuda":
         record["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return record
+
+
+def _top_operations(trainer: Trainer, device: torch.device, count: int) -> list[dict]:
+    """The profiler's `count` most expensive operations over two steps (self time, ms/step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
+                                           else [])
+    with profile(activities=activities) as prof:
+        for _ in range(2):
+            trainer._step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:count]
+    return [{"name": e.key, "ms_per_step": getattr(e, key) / 2000, "calls_per_step": e.count / 2}
+            for e in events]
 
 
 def _peak_rss_mb() -> float:
@@ -92,14 +129,19 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.data is None:
         args.data = _phantom(args)
-    records = []
-    for method in args.methods.split(","):
-        cmd = [sys.executable, __file__, "--worker", method, *_forward(args)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"{method} failed:\n{proc.stderr[-3000:]}")
-        records.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(f"{method}: {records[-1]['seconds_per_iteration']:.3f} s/it", file=sys.stderr)
+    methods = args.methods.split(",")
+    rounds: list[dict[str, dict]] = []
+    for r in range(args.rounds):
+        rounds.append({})
+        for method in methods:
+            cmd = [sys.executable, __file__, "--worker", method, *_forward(args)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.exit(f"{method} failed:\n{proc.stderr[-3000:]}")
+            rounds[-1][method] = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"round {r + 1} {method}: "
+                  f"{rounds[-1][method]['seconds_per_iteration']:.3f} s/it", file=sys.stderr)
+    records = [_combine(method, [r[method] for r in rounds], rounds) for method in methods]
     info = describe_device(resolve_device(args.device))
     report = {"settings": {k: str(v) for k, v in vars(args).items() if k != "worker"},
               "device": info, "records": records}
@@ -107,6 +149,20 @@ def main(argv: list[str] | None = None) -> None:
     table = format_table(records, info, args)
     (args.out / "step_cost.md").write_text(table)
     print(table)
+
+
+def _combine(method: str, runs: list[dict], rounds: list[dict[str, dict]]) -> dict:
+    """One record per method over the rounds: median time, and the median of the per-round
+    ratios to mean_teacher (measured side by side, so shared load affects both)."""
+    record = dict(runs[0])
+    record["seconds_per_iteration"] = statistics.median(r["seconds_per_iteration"] for r in runs)
+    record["round_seconds"] = [r["seconds_per_iteration"] for r in runs]
+    record["host_syncs_per_step"] = max(r["host_syncs_per_step"] for r in runs)
+    if all("mean_teacher" in r for r in rounds):
+        record["ratio"] = statistics.median(r[method]["seconds_per_iteration"]
+                                            / r["mean_teacher"]["seconds_per_iteration"]
+                                            for r in rounds)
+    return record
 
 
 def _phantom(args: argparse.Namespace) -> Path:
@@ -118,26 +174,36 @@ def _phantom(args: argparse.Namespace) -> Path:
 def _forward(args: argparse.Namespace) -> list[str]:
     out = ["--dims", str(args.dims), "--batch", str(args.batch), "--iterations",
            str(args.iterations), "--warmup", str(args.warmup), "--data", str(args.data),
-           "--labelled", str(args.labelled), "--device", args.device, "--out", str(args.out)]
+           "--labelled", str(args.labelled), "--device", args.device, "--out", str(args.out),
+           "--profile-ops", str(args.profile_ops)]
+    out += ["--threads", str(args.threads)] if args.threads else []
+    out += ["--amp"] if args.amp else []
+    out += ["--channels-last"] if args.channels_last else []
     return out + (["--patch", *map(str, args.patch)] if args.patch else [])
 
 
 def format_table(records: list[dict], info: dict, args: argparse.Namespace) -> str:
-    """Markdown table with the ratio of each method to mean_teacher."""
-    base = next((r["seconds_per_iteration"] for r in records if r["method"] == "mean_teacher"),
-                None)
+    """Markdown table with the ratio of each method to mean_teacher (median of the per-round
+    ratios), host synchronisations per step, and the profiler's top operations if asked."""
     gpu = any("peak_gpu_mb" in r for r in records)
     lines = [f"Device: {info['name']} (torch {info['torch']}); {args.dims}D, patch "
              f"{args.patch or 'default'}, batch {args.batch} labelled + {args.batch} unlabelled "
-             f"(supervised: labelled only); median of {args.iterations} iterations.", "",
-             "| method | s / iteration | × mean_teacher | peak RSS MB | "
+             f"(supervised: labelled only); median of {args.iterations} iterations, "
+             f"{args.rounds} interleaved round(s), threads {args.threads or 'default'}, amp "
+             f"{args.amp}, channels-last {args.channels_last}.", "",
+             "| method | s / iteration | × mean_teacher | host syncs / step | peak RSS MB | "
              + ("peak GPU MB |" if gpu else ""),
-             "|---|---|---|---|" + ("---|" if gpu else "")]
+             "|---|---|---|---|---|" + ("---|" if gpu else "")]
     for r in records:
-        ratio = f"{r['seconds_per_iteration'] / base:.2f}" if base else "–"
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "–"
         row = (f"| {r['method']} | {r['seconds_per_iteration']:.3f} | {ratio} | "
-               f"{r['peak_rss_mb']:.0f} |")
+               f"{r['host_syncs_per_step']} | {r['peak_rss_mb']:.0f} |")
         lines.append(row + (f" {r.get('peak_gpu_mb', 0):.0f} |" if gpu else ""))
+    for r in records:
+        if r.get("top_operations"):
+            lines += ["", f"Top operations of {r['method']} (self time, ms / step):", ""]
+            lines += [f"- {op['name']}: {op['ms_per_step']:.2f} ms ({op['calls_per_step']:.0f} "
+                      "calls)" for op in r["top_operations"]]
     return "\n".join(lines) + "\n"
 
 

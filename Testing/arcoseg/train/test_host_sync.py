@@ -1,67 +1,30 @@
 """A training step never waits for the device: at most one host synchronisation per step (the
 log record every `log_every` iterations), for every method in 2D and 3D.
 
-On the CPU nothing actually waits, so the test counts the operations that *would* block on a GPU:
-ATen ops that read a value or produce a data-dependent shape (seen by a TorchDispatchMode, so
-calls from inside torch, MONAI or numpy conversions are caught too), and the Python conversions
-that copy to the host (`tolist`, `numpy`, `cpu`, which never reach the dispatcher on the CPU).
+On the CPU nothing actually waits, so `HostSyncCounter` counts what would block on a GPU (see
+arcoseg.train.host_sync); the first test checks that it sees the usual culprits.
 """
-
-import sys
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from arcoseg.data.synthetic import make_phantom_dataset
 from arcoseg.progress import Reporter
+from arcoseg.train.host_sync import HostSyncCounter, count_host_syncs
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.trainer import Trainer, prepare_data
 
-aten = torch.ops.aten
-READS = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten._unique2,
-         aten.unique_dim, aten.unique_consecutive, aten.equal, aten.bincount, aten.histc}
-PYTHON_COPIES = ("tolist", "numpy", "cpu", "__array__")
 
-
-class HostSyncCounter(TorchDispatchMode):
-    """Records every operation of the step that needs a value on the host."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        packet = func.overloadpacket
-        if packet in READS or _boolean_index(packet, args) or (
-                packet is aten.repeat_interleave and kwargs.get("output_size") is None):
-            self.calls.append(str(func))
-        return func(*args, **kwargs)
-
-
-def _boolean_index(packet, args) -> bool:
-    if packet not in (aten.index, aten.index_put, aten.index_put_):
-        return False
-    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] or ())
-
-
-# Host-only tensors: MONAI's DiceLoss turns `torch.arange(2, ndim)` (made on the CPU whatever
-# the device) into a list of axes; on a GPU that is no transfer.
-HOST_ONLY = ("monai/losses/dice.py",)
-
-
-def count_python_copies(monkeypatch, counter: HostSyncCounter) -> None:
-    for name in PYTHON_COPIES:
-        original = getattr(torch.Tensor, name)
-
-        def wrapper(self, *a, __original=original, __name=name, **kw):
-            caller = sys._getframe(1).f_code.co_filename.replace("\\", "/")
-            if not caller.endswith(HOST_ONLY):
-                counter.calls.append(f"Tensor.{__name}")
-            return __original(self, *a, **kw)
-
-        monkeypatch.setattr(torch.Tensor, name, wrapper)
+def test_the_counter_sees_value_reads_data_dependent_shapes_and_host_copies():
+    x = torch.arange(6.0)
+    culprits = [lambda: x.sum().item(), lambda: float(x[0]), lambda: bool(x.any()),
+                lambda: x[x > 2], lambda: x.nonzero(), lambda: x.tolist(), lambda: x.numpy(),
+                lambda: torch.unique(x), lambda: torch.repeat_interleave(x.long())]
+    assert [count_host_syncs(f, torch.device("cpu")) for f in culprits] == [1] * len(culprits)
+    fine = [lambda: x.sum() * 2, lambda: torch.where(x > 2, x, 0), lambda: x.topk(2),
+            lambda: torch.repeat_interleave(x.long(), x.long(), output_size=15),
+            lambda: x.argsort()]
+    assert [count_host_syncs(f, torch.device("cpu")) for f in fine] == [0] * len(fine)
 
 
 @pytest.fixture(scope="module", params=[2, 3], ids=["2d", "3d"])
@@ -79,7 +42,7 @@ METHODS = {"supervised": dict(method="supervised"), "mean_teacher": dict(method=
 
 
 @pytest.mark.parametrize("method", METHODS.values(), ids=METHODS.keys())
-def test_at_most_one_host_synchronisation_per_step(dataset, method, tmp_path, monkeypatch):
+def test_at_most_one_host_synchronisation_per_step(dataset, method, tmp_path):
     dims, root = dataset
     if dims == 3 and method.get("early_stop"):
         pytest.skip("the early-stop reads do not depend on the dimension (2D covers them)")
@@ -90,11 +53,10 @@ def test_at_most_one_host_synchronisation_per_step(dataset, method, tmp_path, mo
     data = prepare_data(root, options, Reporter(quiet=True))
     trainer = Trainer(data, options, tmp_path / "model", Reporter(quiet=True))
     counter = HostSyncCounter()
-    count_python_copies(monkeypatch, counter)
     per_step = []
     for _ in range(6):
         counter.calls.clear()
-        with counter:
+        with counter.python_copies(), counter:
             trainer._step()
             trainer._fit_budget()
         per_step.append(list(counter.calls))
