@@ -19,16 +19,12 @@ from typing import Any, Callable
 import torch
 
 import arcoseg
-from arcoseg.data.dataset import load_dataset
-from arcoseg.data.orientation import to_slicing_axis
-from arcoseg.data.preprocess import (Plan, PreprocessedCase, load_cases, make_plan,
-                                     preprocess_image)
+from arcoseg.data.preprocess import PreprocessedCase
 from arcoseg.data.sampling import PatchSampler, SliceSampler
 from arcoseg.device import describe_device, resolve_device
 from arcoseg.errors import ArcosegError, Cancelled
 from arcoseg.evaluation.plots import plot_training_curves
 from arcoseg.fileutil import write_text_atomic
-from arcoseg.io.images import list_images, read_image
 from arcoseg.modelfile import ModelMetadata, default_colors, save_model
 from arcoseg.networks.model import (DEFAULT_HEAD_DIM, NetworkConfig, SegmentationModel,
                                     build_model, load_backbone_weights)
@@ -40,30 +36,18 @@ from arcoseg.train.distributed import (Distributed, DistributedStudent, ShardedB
 from arcoseg.train.methods import Method, make_method
 from arcoseg.train.metrics_log import MetricsLog
 from arcoseg.train.options import TrainOptions
+from arcoseg.train.run_data import RunData, extra_unlabelled, prepare_data, without_label
 from arcoseg.train.precision import (memory_format, to_memory_format, training_autocast,
                                      uses_grad_scaler)
 from arcoseg.train.state import load_checkpoint, save_checkpoint
 from arcoseg.train.validation import validate
 
-__all__ = ["Convergence", "RunData", "Trainer", "prepare_data", "train"]
+__all__ = ["Convergence", "RunData", "Trainer", "extra_unlabelled", "prepare_data", "train",
+           "without_label"]
 CHECKPOINT_STEM = "training/checkpoint"
 BUDGET_WINDOW = 5  # iterations between re-estimates of how many fit the time budget
 # options that may change between an interrupted run and its resume
 RESUMABLE_CHANGES = ("iterations", "device", "amp", "channels_last")
-
-
-@dataclass
-class RunData:
-    """Everything one run trains on: preprocessed cases, the plan, the classes, where from."""
-
-    plan: Plan
-    class_names: list[str]
-    class_values: list[int]
-    num_channels: int
-    labelled: list[PreprocessedCase]
-    unlabelled: list[PreprocessedCase]
-    val: list[PreprocessedCase]  # empty: no validation, the final weights are kept
-    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,49 +59,6 @@ class RunState:
     best_iteration: int = 0
     best_metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) -> RunData:
-    """Load the dataset, choose labelled/unlabelled/validation cases, preprocess (cached)."""
-    dataset = load_dataset(dataset_root)
-    labelled = dataset.labelled_cases(options.labelled, options.labelled_list)
-    val = dataset.split_cases("val")
-    plan = make_plan(dataset, options.dims, options.patch, spacing=options.spacing,
-                     reporter=reporter)
-
-    def load(cases: list, what: str) -> list[PreprocessedCase]:
-        reporter.log(f"Preparing {len(cases)} {what} case(s)")
-        return load_cases(dataset, cases, plan, cache_dir=options.cache_dir, reporter=reporter)
-
-    unlabelled: list[PreprocessedCase] = []
-    if options.semi_supervised:
-        unlabelled = [without_label(c) for c in load(dataset.unlabelled_cases(labelled), "unlabelled")]
-        unlabelled += extra_unlabelled(options.unlabelled, plan, reporter)
-        if not unlabelled:
-            raise ArcosegError(f"--method {options.method} needs unlabelled data, but every "
-                               f"training case of {dataset.root} is labelled. Use fewer --labelled "
-                               "cases or --method supervised.")
-    provenance = {"dataset": dataset.name, "dataset_path": str(dataset.root),
-                  "labelled_cases": [c.id for c in labelled], "unlabelled_cases": len(unlabelled)}
-    return RunData(plan, dataset.class_names, dataset.class_values, dataset.num_channels,
-                   load(labelled, "labelled"), unlabelled, load(val, "validation"), provenance)
-
-
-def extra_unlabelled(paths: list[Path], plan: Plan, reporter: Reporter) -> list[PreprocessedCase]:
-    """Preprocess extra unlabelled images (files or folders of images, single channel),
-    oriented along the plan's slicing axis."""
-    files = [f for p in paths for f in (list_images(p) if p.is_dir() else [p])]
-    cases = []
-    for i, path in enumerate(files, start=1):
-        array, _ = preprocess_image([to_slicing_axis(read_image(path), plan.slice_axis)], plan)
-        cases.append(PreprocessedCase(path.name, array, None, tuple(plan.target_spacing)))
-        reporter.progress(i, len(files), "extra unlabelled images")
-    return cases
-
-
-def without_label(case: PreprocessedCase) -> PreprocessedCase:
-    """The same case as unlabelled data (its labels hidden)."""
-    return PreprocessedCase(case.case_id, case.image, None, case.spacing_zyx)
 
 
 def _sampler(cases: list[PreprocessedCase], options: TrainOptions, batch: int, seed: int,

@@ -1,0 +1,69 @@
+"""--amp and --channels-last: off by default, and a training step with them stays finite; the
+float32 paths of every method hold under bfloat16 autocast (what --amp does on CUDA)."""
+
+import pytest
+import torch
+
+from arcoseg.data.synthetic import make_phantom_dataset
+from arcoseg.progress import Reporter
+from arcoseg.train.options import TrainOptions
+from arcoseg.train.precision import memory_format, training_autocast, uses_grad_scaler
+from arcoseg.train.trainer import Trainer, prepare_data
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_phantom_dataset(tmp_path_factory.mktemp("ds") / "Phantom", num_cases=4,
+                                shape_zyx=(6, 32, 32), val_cases=1)
+
+
+def test_mixed_precision_and_channels_last_are_off_by_default():
+    options = TrainOptions()
+    assert (options.amp, options.channels_last, options.sync_bn) == (False, False, False)
+
+
+def test_amp_is_a_no_op_on_the_cpu():
+    with training_autocast(CPU, True):
+        assert not torch.is_autocast_enabled("cpu")
+    assert not uses_grad_scaler(CPU, True)
+    assert memory_format(3, True) == torch.channels_last_3d
+    assert memory_format(2, False) == torch.contiguous_format
+
+
+def _trainer(dataset, tmp_path, **kw) -> Trainer:
+    options = TrainOptions(dims=2, labelled=2, iterations=50, batch=2, patch=(32, 32),
+                           device="cpu", val_every=10**6, checkpoint_every=10**6, log_every=1,
+                           cache_dir=tmp_path / "cache", **kw)
+    return Trainer(prepare_data(dataset, options, Reporter(quiet=True)), options,
+                   tmp_path / "model", Reporter(quiet=True))
+
+
+@pytest.mark.parametrize("method", ["supervised", "mean_teacher", "arco"])
+def test_a_channels_last_step_trains_with_finite_losses(dataset, tmp_path, method):
+    trainer = _trainer(dataset, tmp_path, method=method, channels_last=True, amp=True)
+    conv = trainer.model.backbone.modules()
+    weight = next(m.weight for m in conv if isinstance(m, torch.nn.Conv2d))
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    before = weight.detach().clone()
+    for _ in range(2):
+        trainer._step()
+    record = trainer.log.records()[-1]
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in record.items() if k.startswith("loss"))
+    assert not torch.equal(before, weight.detach())
+
+
+@pytest.mark.parametrize("method", ["supervised", "mean_teacher", "arco"])
+def test_under_bfloat16_autocast_the_losses_are_float32_and_finite(dataset, tmp_path, method):
+    trainer = _trainer(dataset, tmp_path, method=method)
+    labelled = trainer.labelled_sampler.sample()
+    unlabelled = trainer.unlabelled_sampler.sample() if trainer.unlabelled_sampler else None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, terms = trainer.method.training_step(trainer.model, labelled, unlabelled, 0, 50)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    for key, value in terms.items():
+        if key.startswith("loss"):
+            assert value.dtype == torch.float32 and torch.isfinite(value), key
+    loss.backward()
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())

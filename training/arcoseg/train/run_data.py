@@ -1,0 +1,74 @@
+"""What a training run trains on: preprocessed labelled, unlabelled and validation cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arcoseg.data.dataset import load_dataset
+from arcoseg.data.orientation import to_slicing_axis
+from arcoseg.data.preprocess import (Plan, PreprocessedCase, load_cases, make_plan,
+                                     preprocess_image)
+from arcoseg.errors import ArcosegError
+from arcoseg.io.images import list_images, read_image
+from arcoseg.progress import Reporter
+from arcoseg.train.options import TrainOptions
+
+
+@dataclass
+class RunData:
+    """Everything one run trains on: preprocessed cases, the plan, the classes, where from."""
+
+    plan: Plan
+    class_names: list[str]
+    class_values: list[int]
+    num_channels: int
+    labelled: list[PreprocessedCase]
+    unlabelled: list[PreprocessedCase]
+    val: list[PreprocessedCase]  # empty: no validation, the final weights are kept
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+
+def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) -> RunData:
+    """Load the dataset, choose labelled/unlabelled/validation cases, preprocess (cached)."""
+    dataset = load_dataset(dataset_root)
+    labelled = dataset.labelled_cases(options.labelled, options.labelled_list)
+    val = dataset.split_cases("val")
+    plan = make_plan(dataset, options.dims, options.patch, spacing=options.spacing,
+                     reporter=reporter)
+
+    def load(cases: list, what: str) -> list[PreprocessedCase]:
+        reporter.log(f"Preparing {len(cases)} {what} case(s)")
+        return load_cases(dataset, cases, plan, cache_dir=options.cache_dir, reporter=reporter)
+
+    unlabelled: list[PreprocessedCase] = []
+    if options.semi_supervised:
+        unlabelled = [without_label(c) for c in load(dataset.unlabelled_cases(labelled), "unlabelled")]
+        unlabelled += extra_unlabelled(options.unlabelled, plan, reporter)
+        if not unlabelled:
+            raise ArcosegError(f"--method {options.method} needs unlabelled data, but every "
+                               f"training case of {dataset.root} is labelled. Use fewer --labelled "
+                               "cases or --method supervised.")
+    provenance = {"dataset": dataset.name, "dataset_path": str(dataset.root),
+                  "labelled_cases": [c.id for c in labelled], "unlabelled_cases": len(unlabelled)}
+    return RunData(plan, dataset.class_names, dataset.class_values, dataset.num_channels,
+                   load(labelled, "labelled"), unlabelled, load(val, "validation"), provenance)
+
+
+def extra_unlabelled(paths: list[Path], plan: Plan, reporter: Reporter) -> list[PreprocessedCase]:
+    """Preprocess extra unlabelled images (files or folders of images, single channel),
+    oriented along the plan's slicing axis."""
+    files = [f for p in paths for f in (list_images(p) if p.is_dir() else [p])]
+    cases = []
+    for i, path in enumerate(files, start=1):
+        array, _ = preprocess_image([to_slicing_axis(read_image(path), plan.slice_axis)], plan)
+        cases.append(PreprocessedCase(path.name, array, None, tuple(plan.target_spacing)))
+        reporter.progress(i, len(files), "extra unlabelled images")
+    return cases
+
+
+def without_label(case: PreprocessedCase) -> PreprocessedCase:
+    """The same case as unlabelled data (its labels hidden)."""
+    return PreprocessedCase(case.case_id, case.image, None, case.spacing_zyx)
