@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from arcoseg.commands.common import positive_int
 from arcoseg.data.synthetic import make_phantom_dataset
 from arcoseg.device import describe_device, resolve_device
 from arcoseg.progress import Reporter
@@ -49,15 +50,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labelled", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of all methods")
-    p.add_argument("--threads", type=int, help="torch CPU threads of each method's process")
-    p.add_argument("--profile-ops", type=int, default=0,
+    p.add_argument("--rounds", type=positive_int, default=1,
+                   help="interleaved repetitions of all methods")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads of each method's process")
+    p.add_argument("--profile-ops", type=non_negative_int, default=0,
                    help="also list the profiler's top N operations of each method")
     p.add_argument("--amp", action="store_true", help="train with --amp (bf16 on CUDA)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--out", type=Path, default=Path("results/step_cost"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def worker(args: argparse.Namespace) -> dict:
