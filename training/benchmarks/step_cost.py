@@ -12,6 +12,7 @@ hits both sides alike. --profile-ops K adds the profiler's K most expensive oper
     python training/benchmarks/step_cost.py --dims 2 --patch 128 128 --batch 4
     python training/benchmarks/step_cost.py --dims 3 --patch 48 64 64 --batch 2 --data ../shared/data/LA
     python training/benchmarks/step_cost.py --methods mean_teacher,arco-sg --rounds 5 --threads 2
+    python training/benchmarks/step_cost.py --methods mean_teacher,arco-sg --interleave --threads 2
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from arcoseg.commands.common import positive_int
 from arcoseg.data.synthetic import make_phantom_dataset
 from arcoseg.device import describe_device, resolve_device
 from arcoseg.progress import Reporter
-from arcoseg.train.host_sync import count_host_syncs
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.trainer import Trainer, prepare_data
 
@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also list the profiler's top N operations of each method")
     p.add_argument("--amp", action="store_true", help="train with --amp (bf16 on CUDA)")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--interleave", action="store_true",
+                   help="all methods in one process, one step of each in turn (a shared, "
+                        "loaded machine); prints the median of the paired ratios")
     p.add_argument("--out", type=Path, default=Path("results/step_cost"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -73,17 +76,56 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def worker(args: argparse.Namespace) -> dict:
-    """Measure one method in this process; print its JSON record."""
-    method, _, sampler = args.worker.partition("-")
+def _options(args: argparse.Namespace, name: str) -> TrainOptions:
+    method, _, sampler = name.partition("-")
+    precision = {k: True for k in ("amp", "channels_last") if getattr(args, k)}
+    return TrainOptions(dims=args.dims, method=method, sampler=sampler or "sg",
+                        labelled=args.labelled, iterations=10**6, batch=args.batch,
+                        patch=tuple(args.patch) if args.patch else None, device=args.device,
+                        val_every=10**9, checkpoint_every=10**9, log_every=10**9,
+                        cache_dir=args.out / "cache", **precision)
+
+
+def interleaved(args: argparse.Namespace) -> None:
+    """All methods in this one process, one step of each in turn, so that the load of other
+    jobs hits them alike; ratio = median over iterations of step / mean_teacher's step next to
+    it. Needs nothing newer than the Trainer, so it also measures older checkouts."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = TrainOptions(dims=args.dims, method=method, sampler=sampler or "sg",
-                           amp=args.amp, channels_last=args.channels_last,
-                           labelled=args.labelled, iterations=10**6, batch=args.batch,
-                           patch=tuple(args.patch) if args.patch else None, device=args.device,
-                           val_every=10**9, checkpoint_every=10**9, log_every=10**9,
-                           cache_dir=args.out / "cache")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.data is None:
+        args.data = _phantom(args)
+    names = args.methods.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {}
+        for name in names:
+            options = _options(args, name)
+            data = prepare_data(args.data, options, Reporter(quiet=True))
+            trainers[name] = Trainer(data, options, Path(tmp) / name, Reporter(quiet=True))
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for i in range(args.warmup + args.iterations):
+            for name, trainer in trainers.items():
+                start = time.perf_counter()
+                trainer._step()
+                if trainer.device.type == "cuda":
+                    torch.cuda.synchronize()
+                if i >= args.warmup:
+                    times[name].append(time.perf_counter() - start)
+    print(f"{args.dims}D, patch {args.patch or 'default'}, batch {args.batch} + {args.batch}, "
+          f"{args.iterations} interleaved iterations, threads {args.threads or 'default'}\n\n"
+          "| method | median s / iteration | × mean_teacher (median of paired ratios) |\n"
+          "|---|---|---|")
+    for name in names:
+        ratio = (statistics.median(t / m for t, m in zip(times[name], times["mean_teacher"]))
+                 if "mean_teacher" in times else float("nan"))
+        print(f"| {name} | {statistics.median(times[name]):.3f} | {ratio:.2f} |")
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """Measure one method in this process; print its JSON record."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = _options(args, args.worker)
     with tempfile.TemporaryDirectory() as tmp:
         data = prepare_data(args.data, options, Reporter(quiet=True))
         trainer = Trainer(data, options, Path(tmp), Reporter(quiet=True))
@@ -102,6 +144,8 @@ def worker(args: argparse.Namespace) -> dict:
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
         # log_every is 10**9: no step reads anything on the host unless something is wrong
+        from arcoseg.train.host_sync import count_host_syncs
+
         syncs = [count_host_syncs(trainer._step, device) for _ in range(2)]
         top = _top_operations(trainer, device, args.profile_ops) if args.profile_ops else []
     record = {"method": args.worker, "seconds_per_iteration": statistics.median(times),
@@ -138,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
+        return
+    if args.interleave:
+        interleaved(args)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     if args.data is None:
