@@ -10,7 +10,7 @@ DEMO_STAMP := $(VENV)/.demo-stamp
 
 $(STAMP): training/pyproject.toml requirements/constraints.txt requirements/test-slicer.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e 'training[dev]' -r requirements/test-slicer.txt
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e 'training[dev,bench]' -r requirements/test-slicer.txt
 	touch $(STAMP)
 
 $(DEMO_STAMP): $(STAMP)

@@ -217,11 +217,23 @@ def test_staged_version_is_committed_with_parent_and_the_base_stays_byte_identic
 
 def test_adapting_into_a_new_name_records_the_parent_of_another_model(
         registry: Registry, imported: VersionRef) -> None:
-    ref = adapt(registry, "patient7", imported, activate=False)
-    assert ref == VersionRef("patient7", "v1")
-    assert registry.active("patient7") == ref  # a model's first version is always active
+    ref = adapt(registry, "patient7", imported)
+    assert ref == VersionRef("patient7", "v1") and registry.active("patient7") == ref
     assert registry.show("patient7")["parent"] == "brain@v1"
     assert registry.active("brain") == imported
+
+
+def test_a_first_version_saved_without_activation_leaves_the_model_without_an_active_one(
+        registry: Registry, imported: VersionRef) -> None:
+    """An adaptation from scratch that fails its held-out check (issue 13) is kept, not used."""
+    ref = adapt(registry, "patient7", imported, activate=False)
+    assert [v["active"] for v in registry.list() if v["name"] == "patient7"] == [False]
+    with pytest.raises(RegistryError, match="no active version.*patient7@v1"):
+        registry.resolve("patient7")
+    assert registry.resolve("patient7@v1").is_dir()
+    assert registry.activate("patient7", "v1") == ref and registry.active("patient7") == ref
+    with pytest.raises(RegistryError, match="no earlier active version"):
+        registry.rollback("patient7")
 
 
 @pytest.mark.parametrize("error", [Cancelled("stopped"), KeyboardInterrupt()])

@@ -148,8 +148,9 @@ def test_adapt_runs_the_engines_adapt_from_scratch_with_the_drawn_classes(adapte
 def test_adapt_result_names_the_new_version_its_heldout_check_and_next_slices(adapted):
     """The engine saw slices 1..7 as 0..6; its slice numbers come back on the whole volume."""
     out = adapted.result.output
+    # 3 iterations from scratch score below copying the nearest drawn slice: saved, not active
     assert (out.model.ref, out.model.kind, out.model.parent, out.activated) == \
-        ("a-b@v1", "adapted", "", True)
+        ("a-b@v1", "adapted", "", False)
     assert is_model_folder(out.model.path) and Path(out.model.path).is_relative_to(adapted.home)
     assert [c.name for c in read_model_classes(out.model.path)] == ["a", "b"]
     assert (out.axis, out.heldout_slice, out.parent_dice) == (0, DRAWN[1], None)
@@ -176,9 +177,9 @@ def test_adapt_result_is_loaded_back_into_a_new_segmentation_not_the_drawing(ada
 def test_registry_lists_the_adapted_version_with_its_folder(adapted):
     """`arcoseg models list` as the panel shows it."""
     [entry] = adapted.logic.listModels()
-    assert (entry.ref, entry.kind, entry.active, entry.parent) == ("a-b@v1", "adapted", True, "")
+    assert (entry.ref, entry.kind, entry.active, entry.parent) == ("a-b@v1", "adapted", False, "")
     assert entry.path == adapted.result.output.model.path and entry.created
-    assert format_entry(entry).startswith("★ a-b v1 · adapted · ")
+    assert format_entry(entry).startswith("a-b v1 · adapted · ")  # no ★: not active
 
 
 def test_cancel_during_adapt_stops_the_engine_within_seconds_and_registers_nothing(tmp_path,

@@ -17,6 +17,12 @@ SAMPLERS = ("ns", "sg", "sag")  # ARCO pixel samplers: naive, stratified group, 
 MIX_MODES = ("none", "unlabelled", "bidirectional")  # CutMix of the semi-supervised methods
 TEACHER_NORMS = ("batch", "running")  # BatchNorm statistics of the teacher's pass
 DEFAULT_JITTER = 0.5  # intensity augmentation strength (arcoseg.data.intensity)
+PRIOR_MODES = ("none", "nearest", "interpolate")  # Adapt's propagation prior (arcoseg.adapt.prior)
+DEFAULT_PRIOR = "nearest"
+# `arcoseg demo`: a fixed iteration count (its result must not depend on the machine's load,
+# issue 13); the budget in seconds only stops a machine far too slow to finish them
+DEMO_ITERATIONS = 600
+DEMO_BUDGET = 900.0
 
 # A model folder's files (arcoseg.modelfile); model.json is replaced last: it commits a save.
 WEIGHTS_FILE = "model.safetensors"

@@ -70,8 +70,8 @@ class VersionRef:
 class StagedVersion:
     """Yielded by `Registry.stage_version`: save the model into `path` (a folder not yet created).
 
-    Set `activate = False` to commit without making the version active (the first version of a
-    model is always active). `ref` is set once the version is committed.
+    Set `activate = False` to commit without making the version active (for the first version of
+    a model: the model then has no active version until one is activated explicitly). `ref` is set once the version is committed.
     """
 
     path: Path
@@ -123,7 +123,8 @@ class Registry:
 
     def active(self, name: str) -> VersionRef:
         """The active version of model `name`."""
-        return VersionRef(name, self._model(self._read_index(), name)["active"])
+        index = self._read_index()
+        return VersionRef(name, _active_version(index, name, self._model(index, name)))
 
     def list(self) -> list[dict[str, Any]]:
         """Every version: models by name, each newest first, the active one marked."""
@@ -202,7 +203,8 @@ class Registry:
             self._version(index, VersionRef(name, version))
             model = index["models"][name]
             if model["active"] != version:
-                model["history"].append(model["active"])
+                if model["active"] is not None:
+                    model["history"].append(model["active"])
                 model["active"] = version
                 self._write_index(index)
         return VersionRef(name, version)
@@ -294,10 +296,9 @@ class Registry:
             dest = self._version_dir(name, version)
             model["versions"].append(_version_entry(version, kind, parent, info, source))
             model["next"] = number + 1
-            if model["active"] is None:
-                model["active"] = version
-            elif activate:
-                model["history"].append(model["active"])
+            if activate:
+                if model["active"] is not None:
+                    model["history"].append(model["active"])
                 model["active"] = version
             index["models"][name] = model
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -424,7 +425,7 @@ class Registry:
         name, _, version = text.partition("@")
         if not isinstance(spec, os.PathLike) and not _looks_like_path(text) \
                 and name in index["models"]:
-            ref = VersionRef(name, version or index["models"][name]["active"])
+            ref = VersionRef(name, version or _active_version(index, name, index["models"][name]))
             self._version(index, ref)
             return self._version_dir(ref.name, ref.version), ref
         path = Path(text).expanduser()
@@ -554,3 +555,15 @@ def _modelfile():
     import arcoseg.modelfile
 
     return arcoseg.modelfile
+
+
+def _active_version(index: dict[str, Any], name: str, model: dict[str, Any]) -> str:
+    """The active version of `model`; a clear error when none is (every version was saved
+    without activation, e.g. an adaptation that failed its held-out check)."""
+    if model["active"] is None:
+        versions = ", ".join(f"{name}@{v['version']}" for v in model["versions"])
+        raise RegistryError(f"Model {name} has no active version: {versions} were saved but not "
+                            "activated (see their held-out check with `arcoseg models show`). "
+                            f"Activate one explicitly (arcoseg models activate {name}@VERSION) "
+                            "or name a version.")
+    return model["active"]

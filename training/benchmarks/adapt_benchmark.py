@@ -1,12 +1,20 @@
-"""Simulated clinician on real validation cases: annotate k slices, adapt, score unseen slices.
+"""Simulated clinician on real validation cases: annotate k slices, adapt, score what nobody drew.
 
 For each validation case and each k: the k slices are spread through the labelled extent (as
-`arcoseg demo` does); `arcoseg adapt` trains ARCO (and, for comparison, a supervised-only
-fine-tune on the same slices) from scratch and, with `--base MODEL`, from a base model. Dice is
-measured on the slices nobody annotated, before (the base model) and after, with wall time.
+`arcoseg demo` does). Every table row uses the same cases and the same drawn slices:
+- `nearest`, `interpolate`: what Slicer gives without a model (copy the nearest drawn slice;
+  "Fill between slices" = ITK morphological contour interpolation, the optional
+  `arcoseg[bench]` dependency);
+- `arco` (Adapt) and `supervised` (a supervised-only fine-tune), from scratch and, with
+  `--base MODEL`, from a base model.
+Dice (mean over the foreground classes, in %) on the slices nobody annotated and on the whole
+volume, mean ± std over cases, and seconds per case (the whole `adapt` call for the models).
 
     python training/benchmarks/adapt_benchmark.py --data ../shared/data/ACDC --k 1,2,3 \
-        --cases 4 --budget 60 --base results/acdc3/arco-sg/model --out results/adapt_acdc
+        --cases 4 --iterations 300 --budget 600 --out results/adapt_acdc
+
+`--iterations` fixes the schedule (the budget is only an upper bound), so a busy machine
+changes the seconds, not the Dice.
 """
 
 from __future__ import annotations
@@ -21,7 +29,10 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from arcoseg.adapt.baselines import BASELINES
+from arcoseg.adapt.prior import PRIOR_MODES, PriorSettings
 from arcoseg.adapt.run import AdaptRequest, adapt
+from arcoseg.commands.common import AUTO_THREADS, apply_threads
 from arcoseg.data.dataset import load_dataset
 from arcoseg.demo.pipeline import pick_slices, simulate_annotations, unannotated_dice
 from arcoseg.device import resolve_device
@@ -29,6 +40,7 @@ from arcoseg.inference import segment_channels
 from arcoseg.io.images import array_to_image, read_image, write_image
 from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter
+from arcoseg.train.validation import class_dice
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,17 +49,43 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--k", default="1,2,3", help="annotated slice counts")
     p.add_argument("--cases", type=int, default=4, help="validation cases to use (the first N)")
     p.add_argument("--case-ids", help="comma-separated validation case ids instead of --cases")
-    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--budget", type=float, default=60.0)
+    p.add_argument("--threads", type=int, default=AUTO_THREADS,
+                   help="CPU threads (default: the free cores)")
+    p.add_argument("--budget", type=float, default=60.0, help="upper bound, seconds")
+    p.add_argument("--iterations", type=int, default=AdaptRequest.iterations)
     p.add_argument("--base", type=Path, help="base model folder (2D or 3D) to adapt from")
-    p.add_argument("--methods", default="arco,supervised")
+    p.add_argument("--methods", default="nearest,interpolate,arco,supervised",
+                   help="baselines (nearest, interpolate) and Adapt methods (arco, supervised, "
+                        "mean_teacher)")
     p.add_argument("--jitter", type=float, default=AdaptRequest.jitter,
                    help=f"intensity augmentation strength (default: Adapt's, {AdaptRequest.jitter})")
     p.add_argument("--warmup", type=float,
                    help="supervised-only fraction (default: Adapt's, half from scratch)")
+    p.add_argument("--prior", choices=PRIOR_MODES, default=PriorSettings.mode,
+                   help="propagation prior (adapt.prior)")
+    p.add_argument("--prior-strength", type=float, default=PriorSettings.strength)
+    p.add_argument("--prior-scale", type=float, default=PriorSettings.scale)
+    p.add_argument("--prior-decay", type=float, default=PriorSettings.decay)
+    p.add_argument("--no-early-stop", dest="early_stop", action="store_false")
+    p.add_argument("--tag", default="", help="label of this configuration in the table")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("results/adapt_benchmark"))
     return p.parse_args()
+
+
+def mean_dice(prediction: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """Mean foreground Dice of two (z, y, x) class maps over the whole volume."""
+    dice = class_dice(torch.from_numpy(prediction.astype(np.int64)),
+                      torch.from_numpy(labels.astype(np.int64)), num_classes)
+    return float(np.nanmean(dice))
+
+
+def score(prediction: np.ndarray, labels: np.ndarray, slices: list[int],
+          num_classes: int) -> dict:
+    """Dice on the unannotated slices (mean and per class) and on the whole volume."""
+    unseen = unannotated_dice(prediction, labels, 0, slices, num_classes)
+    return {"after": float(np.nanmean(unseen)), "after_per_class": unseen,
+            "whole": mean_dice(prediction, labels, num_classes)}
 
 
 def base_dice(base: Path | None, image: sitk.Image, labels: np.ndarray, slices: list[int],
@@ -60,72 +98,94 @@ def base_dice(base: Path | None, image: sitk.Image, labels: np.ndarray, slices: 
     return float(np.nanmean(unannotated_dice(pred, labels, 0, slices, num_classes)))
 
 
-def run_one(args: argparse.Namespace, case, k: int, method: str, start: str, work: Path,
-            class_names: list[str]) -> dict:
-    """One adaptation of one case; returns its row."""
-    image = read_image(case.images[0])
-    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
-    slices = pick_slices(labels, 0, k)
-    ann = work / f"{case.id}_k{k}.nii.gz"
+def run_baseline(name: str, labels: np.ndarray, slices: list[int], num_classes: int) -> dict:
+    """One free baseline on one case."""
+    t0 = time.perf_counter()
+    filled = BASELINES[name](simulate_annotations(labels, 0, slices), 0, slices)
+    return {"method": name, "start": "none", "before": None, "seconds": time.perf_counter() - t0,
+            **score(filled, labels, slices, num_classes)}
+
+
+def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndarray,
+              slices: list[int], method: str, start: str, work: Path,
+              class_names: list[str]) -> dict:
+    """One adaptation of one case."""
+    ann = work / f"{case.id}_k{len(slices)}.nii.gz"
     write_image(array_to_image(simulate_annotations(labels, 0, slices), image, np.uint8), ann)
-    device = resolve_device(args.device)
-    before = base_dice(args.base if start == "base" else None, image, labels, slices, device,
-                       len(class_names))
+    before = base_dice(args.base if start == "base" else None, image, labels, slices,
+                       resolve_device(args.device), len(class_names))
+    prior = PriorSettings(mode=args.prior, strength=args.prior_strength, scale=args.prior_scale,
+                          decay=args.prior_decay)
     request = AdaptRequest(images=[case.images[0]], annotations=[ann], axis=0,
                            model=str(args.base) if start == "base" else None,
                            classes=None if start == "base" else class_names[1:],
                            name=f"bench-{start}", method=method, budget=args.budget,
-                           warmup=args.warmup, jitter=args.jitter,
+                           iterations=args.iterations, warmup=args.warmup, jitter=args.jitter,
+                           prior=prior, early_stop=args.early_stop,
                            holdout=False, output=work / f"{case.id}_seg.nii.gz",
                            device=args.device, home=work / "registry")
     t0 = time.perf_counter()
-    adapt(request, Reporter(quiet=True), lambda: False)
+    result = adapt(request, Reporter(quiet=True), lambda: False)
     seconds = time.perf_counter() - t0
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(work / f"{case.id}_seg.nii.gz")))
-    after = unannotated_dice(pred, labels, 0, slices, len(class_names))
-    return {"case": case.id, "k": k, "method": method, "start": start, "before": before,
-            "after": float(np.nanmean(after)), "after_per_class": after, "seconds": seconds}
+    return {"method": method, "start": start, "before": before, "seconds": seconds,
+            "iterations": result["iterations"], **score(pred, labels, slices, len(class_names))}
 
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     dataset = load_dataset(args.data)
     cases = dataset.split_cases("val")
     cases = ([c for c in cases if c.id in args.case_ids.split(",")] if args.case_ids
              else cases[: args.cases])
     starts = ["scratch"] + (["base"] if args.base else [])
-    rows = []
+    methods = args.methods.split(",")
+    rows: list[dict] = []
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for k in [int(v) for v in args.k.split(",")]:
-            for start in starts:
-                for method in args.methods.split(","):
-                    for case in cases:
-                        rows.append(run_one(args, case, k, method, start, Path(tmp),
-                                            dataset.class_names))
+            for case in cases:
+                image = read_image(case.images[0])
+                labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
+                slices = pick_slices(labels, 0, k)
+                for method in methods:
+                    if method in BASELINES:
+                        found = [run_baseline(method, labels, slices, len(dataset.class_names))]
+                    else:
+                        found = [run_adapt(args, case, image, labels, slices, method, start,
+                                           Path(tmp), dataset.class_names) for start in starts]
+                    for row in found:
+                        rows.append({"case": case.id, "k": k, "slices": slices, "tag": args.tag,
+                                     **row})
                         print(json.dumps(rows[-1]), flush=True)
-                        (args.out / "adapt_rows.json").write_text(json.dumps(rows, indent=2))
+                (args.out / "adapt_rows.json").write_text(json.dumps(rows, indent=2))
     table = format_table(rows)
     (args.out / "adapt_table.md").write_text(table)
     print(table)
 
 
+def _pm(values: list[float]) -> str:
+    return f"{np.mean(values) * 100:.1f} ± {np.std(values) * 100:.1f}"
+
+
 def format_table(rows: list[dict]) -> str:
-    """Mean over cases per (k, start, method): Dice before/after on unannotated slices, time."""
-    lines = ["| k | start | method | Dice before | Dice after | Δ | seconds |",
-             "|---|---|---|---:|---:|---:|---:|"]
-    keys = sorted({(r["k"], r["start"], r["method"]) for r in rows})
-    for k, start, method in keys:
-        group = [r for r in rows if (r["k"], r["start"], r["method"]) == (k, start, method)]
-        after = np.mean([r["after"] for r in group]) * 100
+    """Per (k, start, method): Dice on unannotated slices and whole volume (mean ± std over
+    cases, %), the base model's Dice before, seconds per case."""
+    lines = ["| k | start | method | cases | Dice unannotated | Dice whole volume | Dice before "
+             "| seconds |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    keys = sorted({(r["k"], r["start"], r["method"] + (f" {r['tag']}" if r.get("tag") and
+                                                        r["start"] != "none" else ""))
+                   for r in rows})
+    for k, start, label in keys:
+        group = [r for r in rows if r["k"] == k and r["start"] == start
+                 and r["method"] + (f" {r['tag']}" if r.get("tag") and r["start"] != "none"
+                                    else "") == label]
         befores = [r["before"] for r in group if r["before"] is not None]
-        before = np.mean(befores) * 100 if befores else None
-        delta = f"{after - before:+.1f}" if before is not None else "–"
-        lines.append(f"| {k} | {start} | {method} | "
-                     f"{'–' if before is None else f'{before:.1f}'} | {after:.1f} | {delta} | "
-                     f"{np.mean([r['seconds'] for r in group]):.0f} |")
+        lines.append(f"| {k} | {start} | {label} | {len(group)} | "
+                     f"{_pm([r['after'] for r in group])} | {_pm([r['whole'] for r in group])} | "
+                     f"{_pm(befores) if befores else '–'} | "
+                     f"{np.mean([r['seconds'] for r in group]):.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+import arcoseg.adapt.check as check_module
 import arcoseg.adapt.run as adapt_run
 from arcoseg.adapt.run import AdaptRequest, adapt
 from arcoseg.cli import main
@@ -47,23 +48,25 @@ def _request(case, tmp_path, **kw):
 def test_adapt_from_scratch_writes_a_version_a_segmentation_and_suggestions(case, tmp_path):
     result = adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
     assert result["axis"] == 1 and result["annotated_slices"] == [[10, 22]]
-    assert result["heldout"]["slice"] == 16 and result["heldout"]["activated"]
-    assert 0 <= result["heldout"]["adapted_dice"] <= 1
+    check = result["heldout"]
+    assert check["slice"] == 16 and check["parent_dice"] is None
+    assert 0 <= check["adapted_dice"] < check["copy_dice"] <= 1  # 3 iterations: worse than a copy
+    assert check["activated"] is False and "not activated" in check["note"]
     assert len(result["suggested_slices"]) <= 3
     assert not set(result["suggested_slices"]) & {10, 16, 22}
     seg = sitk.ReadImage(str(tmp_path / "seg.nii.gz"))
     src = sitk.ReadImage(str(case["image"]))
     assert seg.GetSize() == src.GetSize() and seg.GetOrigin() == src.GetOrigin()
     versions = Registry().list()
-    assert [(v["name"], v["version"], v["active"]) for v in versions] == [("adapted", "v1", True)]
-    meta = json.loads((Registry().resolve("adapted") / "model.json").read_text())
+    assert [(v["name"], v["version"], v["active"]) for v in versions] == [("adapted", "v1", False)]
+    meta = json.loads((Registry().resolve("adapted@v1") / "model.json").read_text())
     assert meta["plan"]["slice_axis"] == 1
     assert meta["provenance"]["images"][0]["annotated_slices"] == [10, 22]
     assert meta["provenance"]["held_out"]["slice"] == 16
 
 
 def test_adapting_a_registry_model_adds_a_child_and_leaves_the_parent_untouched(case, tmp_path):
-    adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
+    adapt(_request(case, tmp_path, holdout=False), Reporter(quiet=True), lambda: False)
     parent_dir = Registry().resolve("adapted@v1")
     before = (parent_dir / "model.safetensors").read_bytes()
     result = adapt(_request(case, tmp_path, classes=None, model="adapted"), Reporter(quiet=True),
@@ -78,17 +81,17 @@ def test_from_scratch_the_first_half_is_supervised_only_and_from_a_parent_none(c
         meta = json.loads((Registry().resolve(name) / "model.json").read_text())
         return meta["provenance"]["options"]["warmup_fraction"]
 
-    adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
+    adapt(_request(case, tmp_path, holdout=False), Reporter(quiet=True), lambda: False)
     assert warmup("adapted@v1") == adapt_run.SCRATCH_WARMUP == 0.5
     adapt(_request(case, tmp_path, classes=None, model="adapted"), Reporter(quiet=True),
           lambda: False)
     assert warmup("adapted@v2") == 0.0
     adapt(_request(case, tmp_path, name="sup", method="supervised"), Reporter(quiet=True),
           lambda: False)
-    assert warmup("sup") == 0.0  # nothing semi-supervised to warm up for
+    assert warmup("sup@v1") == 0.0  # nothing semi-supervised to warm up for
     adapt(_request(case, tmp_path, name="asked", warmup=0.25), Reporter(quiet=True),
           lambda: False)
-    assert warmup("asked") == 0.25
+    assert warmup("asked@v1") == 0.25
 
 
 def test_intensity_augmentation_is_off_unless_the_request_asks_for_it(case, tmp_path):
@@ -96,17 +99,16 @@ def test_intensity_augmentation_is_off_unless_the_request_asks_for_it(case, tmp_
         extra = {} if jitter is None else {"jitter": jitter}
         adapt(_request(case, tmp_path, name=name, **extra), Reporter(quiet=True), lambda: False)
     for name, expected in (("plain", 0.0), ("jittered", DEFAULT_JITTER)):
-        meta = json.loads((Registry().resolve(name) / "model.json").read_text())
+        meta = json.loads((Registry().resolve(f"{name}@v1") / "model.json").read_text())
         assert meta["provenance"]["options"]["jitter"] == expected
 
 
-def test_a_worse_adapted_model_is_saved_but_not_activated(case, tmp_path, monkeypatch):
-    adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
-    scores = iter([0.2, 0.9])  # adapted first, then parent
-    monkeypatch.setattr(adapt_run, "held_out_dice", lambda *a: next(scores))
+def test_a_model_worse_than_copying_is_saved_but_not_activated(case, tmp_path, monkeypatch):
+    adapt(_request(case, tmp_path, holdout=False), Reporter(quiet=True), lambda: False)
+    monkeypatch.setattr(check_module, "copy_dice", lambda *a: 1.0)  # a perfect copy
     result = adapt(_request(case, tmp_path, classes=None, model="adapted"), Reporter(quiet=True),
                    lambda: False)
-    assert result["heldout"]["activated"] is False
+    assert result["heldout"]["activated"] is False and result["heldout"]["copy_dice"] == 1.0
     assert str(Registry().active("adapted")) == "adapted@v1"
     assert {v["version"] for v in Registry().list()} == {"v1", "v2"}
 

@@ -2,10 +2,12 @@
 
 Flow: read images and partial annotations → choose the parent (registry model, folder, or a new
 2D model; 2D parents train on slices along the annotation axis, 3D parents on patches centred
-on annotated voxels) → hold one annotated slice out → train ARCO on the annotated slices (supervised) and on
-every other slice and extra image (mean teacher + contrastive) within a time budget → compare
-parent and adapted model on the held-out slice → commit a new registry version (activated only
-if it is not worse) → segment the images and suggest the next slices to annotate.
+on annotated voxels) → hold one annotated slice out → train ARCO on the annotated slices (supervised),
+on the drawn labels propagated to their neighbour slices (a fading prior, `adapt.prior`) and on
+every other slice and extra image (mean teacher + contrastive) for a number of iterations, the
+time budget as an upper bound → compare the adapted model with the parent and with copying the
+nearest drawn slice on the held-out slice (`adapt.check`) → commit a new registry version
+(activated only if it is not worse) → segment the images and suggest the next slices to annotate.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import torch
 
 from arcoseg.adapt.annotations import (Annotations, hold_out, make_annotations,
                                       read_annotation_map)
+from arcoseg.adapt.check import heldout_check
+from arcoseg.adapt.pace import PaceReporter
+from arcoseg.adapt.prior import PriorMethod, PriorSettings, propagate, scale_note
 from arcoseg.adapt.suggest import suggest_slices
 from arcoseg.data.orientation import to_slicing_axis
 from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_image, resample
@@ -36,7 +41,7 @@ from arcoseg.progress import Reporter
 from arcoseg.registry import Registry, VersionRef, check_name
 from arcoseg.train.options import PATCH_DIVISOR, TrainOptions
 from arcoseg.train.trainer import RunData, Trainer, extra_unlabelled, without_label
-from arcoseg.train.validation import class_dice
+from arcoseg.data.sampling import PatchSampler, SliceSampler
 
 MAX_PATCH = 128
 SCRATCH_WARMUP = 0.5  # fraction of an adaptation from scratch that is supervised only
@@ -66,6 +71,8 @@ class AdaptRequest:
     # with 0.5 ARCO scored 3-11 Dice points less on ACDC (training/benchmarks/RESULTS.md)
     jitter: float = 0.0
     holdout: bool = True
+    early_stop: bool = True  # end once the supervised loss stops improving
+    prior: PriorSettings = field(default_factory=PriorSettings)
     suggestions: int = 3
     output: Path | None = None
     device: str = "auto"
@@ -163,16 +170,43 @@ def make_plan(parent: Parent, items: list[AnnotatedImage], axis: int) -> Plan:
                 label_values=parent.class_values, patch_size=patch, slice_axis=axis)
 
 
+def on_plan(array: np.ndarray, item: AnnotatedImage, plan: Plan, is_label: bool) -> np.ndarray:
+    """A (z, y, x) map on `item`'s grid, oriented and resampled like the image for training
+    (labels by nearest neighbour)."""
+    oriented = to_slicing_axis(array_to_image(array, item.image,
+                                              np.uint8 if is_label else np.float32),
+                               plan.slice_axis)
+    resampled = resample(oriented, plan.target_spacing, is_label=is_label,
+                         in_plane_only=plan.dims == 2)
+    return sitk.GetArrayFromImage(resampled)
+
+
 def preprocess_annotated(item: AnnotatedImage, plan: Plan) -> PreprocessedCase:
     """Orient along the annotation axis, resample and normalise; labels by nearest neighbour."""
-    oriented = to_slicing_axis(item.image, plan.slice_axis)
-    array, _ = preprocess_image([oriented], plan)
-    labels = to_slicing_axis(array_to_image(item.annotations.labels, item.image, np.uint8),
-                             plan.slice_axis)
-    resampled = resample(labels, plan.target_spacing, is_label=True,
-                         in_plane_only=plan.dims == 2)
-    return PreprocessedCase(item.path.name, array, sitk.GetArrayFromImage(resampled),
+    array, _ = preprocess_image([to_slicing_axis(item.image, plan.slice_axis)], plan)
+    return PreprocessedCase(item.path.name, array,
+                            on_plan(item.annotations.labels, item, plan, is_label=True),
                             tuple(plan.target_spacing))
+
+
+def prior_sampler(request: AdaptRequest, items: list[AnnotatedImage],
+                  labelled: list[PreprocessedCase], plan: Plan, patch: tuple[int, ...],
+                  seed: int) -> SliceSampler | PatchSampler | None:
+    """Batches of propagated slices (or patches) with their weights as the last image channel;
+    None when the prior is off or reaches no slice."""
+    cases = []
+    for item, case in zip(items, labelled):
+        ann = item.annotations
+        labels, weights = propagate(ann.labels, ann.axis, ann.slices, request.prior)
+        if weights.any():
+            channels = np.concatenate([case.image, on_plan(weights, item, plan, False)[None]])
+            cases.append(PreprocessedCase(case.case_id, channels,
+                                          on_plan(labels, item, plan, is_label=True),
+                                          case.spacing_zyx))
+    if not request.prior.active or not cases:
+        return None
+    cls = SliceSampler if plan.dims == 2 else PatchSampler
+    return cls(cases, patch, request.prior.batch, seed=seed)
 
 
 def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedImage], plan: Plan,
@@ -182,7 +216,7 @@ def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedIm
                            iterations=request.iterations, batch=4 if plan.dims == 2 else 2,
                            patch=plan.patch_size,
                            device=request.device, amp=request.amp, seed=request.seed,
-                           budget_seconds=request.budget, early_stop=True,
+                           budget_seconds=request.budget, early_stop=request.early_stop,
                            warmup_fraction=warmup_fraction(request, parent),
                            jitter=request.jitter,
                            log_every=5, val_every=10**9, checkpoint_every=10**9)
@@ -195,6 +229,11 @@ def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedIm
     weights = parent.model.state_dict() if parent.model is not None else None
     trainer = Trainer(data, options, work, reporter, should_stop=stop, init_weights=weights,
                       network=network)
+    sampler = (prior_sampler(request, items, labelled, plan, tuple(options.patch),
+                             request.seed + 2) if request.prior.active else None)
+    if sampler is not None:
+        trainer.method = PriorMethod(trainer.method, sampler, request.prior, trainer.device)
+    reporter.log(scale_note(request.prior) if sampler is not None else "no propagation prior")
     trainer.run()
     return trainer
 
@@ -205,29 +244,6 @@ def warmup_fraction(request: AdaptRequest, parent: Parent) -> float:
     if request.warmup is not None:
         return request.warmup
     return SCRATCH_WARMUP if parent.model is None and request.method != "supervised" else 0.0
-
-
-def held_out_dice(seg: Segmentation, item: AnnotatedImage) -> float | None:
-    """Mean foreground Dice of a segmentation on the held-out slice (None: nothing to score)."""
-    pred = torch.from_numpy(seg.probabilities.argmax(axis=0))
-    dice = class_dice(pred, torch.from_numpy(item.held_out.labels), seg.probabilities.shape[0])
-    return float(np.nanmean(dice)) if np.isfinite(dice).any() else None
-
-
-def heldout_check(parent: Parent, adapted: Segmentation, item: AnnotatedImage,
-                  device: torch.device) -> dict[str, Any]:
-    """Parent vs adapted Dice on the held-out slice; activate unless the adapted one is worse."""
-    if item.held_out is None:
-        return {"slice": None, "parent_dice": None, "adapted_dice": None, "activated": True,
-                "note": "single annotated slice: no held-out check"}
-    adapted_dice = held_out_dice(adapted, item)
-    parent_dice = (held_out_dice(segment_channels(parent.model.to(device), parent.metadata,
-                                                  [item.image], device), item)
-                   if parent.model is not None else None)
-    worse = (parent_dice is not None and adapted_dice is not None
-             and adapted_dice < parent_dice)
-    return {"slice": item.held_out.slices[0], "parent_dice": parent_dice,
-            "adapted_dice": adapted_dice, "activated": not worse}
 
 
 def fingerprint(path: Path) -> str:
@@ -255,21 +271,24 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     axis = items[0].annotations.axis
     plan = make_plan(parent, items, axis)
     reporter.log(f"Adapting {parent.name} on {sum(len(i.annotations.slices) for i in items)} "
-                 f"annotated slice(s) along axis {axis} (budget {request.budget:.0f} s)")
+                 f"annotated slice(s) along axis {axis}: {request.iterations} iterations at "
+                 f"most, budget {request.budget:.0f} s, {torch.get_num_threads()} CPU thread(s)")
+    pace = PaceReporter(reporter, request.iterations, request.budget)
     with tempfile.TemporaryDirectory(prefix="arcoseg-adapt-") as work:
-        trainer = train_adapted(request, parent, items, plan, reporter, stop, Path(work))
+        trainer = train_adapted(request, parent, items, plan, pace, stop, Path(work))
     adapted = trainer.method.eval_model()
     segmentations = [segment_channels(adapted, trainer.metadata(), [item.image], device)
                      for item in items]
-    check = heldout_check(parent, segmentations[0], items[0], device)
+    parent_seg = (segment_channels(parent.model.to(device), parent.metadata, [items[0].image],
+                                   device) if parent.model is not None and items[0].held_out
+                  else None)
+    check = heldout_check(segmentations[0], parent_seg, items[0].annotations, items[0].held_out)
     metadata = trainer.metadata(
         parent=str(parent.ref) if parent.ref else None, held_out=check,
         images=[{"file": str(i.path), "sha256": fingerprint(i.path), "axis": axis,
                  "annotated_slices": i.annotations.slices} for i in items],
         unlabelled_images=[str(p) for p in request.unlabelled], budget_seconds=request.budget)
-    if not check["activated"]:
-        reporter.log(f"WARNING: the adapted model scores {check['adapted_dice']:.3f} Dice on the "
-                     f"held-out slice, the parent {check['parent_dice']:.3f}: saved, not activated.")
+    reporter.log(("WARNING: " if not check["activated"] else "Held-out check: ") + check["note"])
     with registry.stage_version(parent.name, parent.ref) as staged:
         save_model(staged.path, adapted, metadata)
         staged.activate = check["activated"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from arcoseg.constants import DEVICE_CHOICES
@@ -14,18 +15,39 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute device: auto = CUDA GPU, then Apple MPS, then CPU (default)")
     parser.add_argument("--no-amp", dest="amp", action="store_false",
                         help="disable mixed precision on the GPU")
-    parser.add_argument("--threads", type=positive_int,
-                        help="CPU threads torch may use (default: one per core). On a machine "
-                             "busy with other programs, fewer (e.g. 1) can be many times "
-                             "faster: oversubscribed cores slow torch down up to tenfold")
+    parser.add_argument("--threads", type=positive_int, default=AUTO_THREADS,
+                        help="CPU threads torch may use (default: the cores not busy with other "
+                             "programs, from the CPU affinity and the load average). Oversubscribed "
+                             "cores slow torch down up to tenfold")
 
 
-def apply_threads(threads: int | None) -> None:
-    """Limit torch's CPU threads to `threads` (None: leave torch's default)."""
-    if threads:
-        import torch  # here, so that --help and argument errors stay fast
+AUTO_THREADS = 0  # --threads not given: choose from the free cores
 
-        torch.set_num_threads(threads)
+
+def free_cores() -> int:
+    """Cores this process may use (CPU affinity) minus those other programs keep busy (the
+    1-minute load average, scaled to the affinity's share of the machine); at least 1."""
+    allowed = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    busy = load * allowed / max(allowed, os.cpu_count() or allowed)
+    return max(1, min(allowed, int(allowed - busy + 0.5)))
+
+
+def apply_threads(threads: int | None) -> int | None:
+    """Set torch's CPU threads: `threads`, or AUTO_THREADS → `free_cores()`; None (a command
+    without --threads) leaves torch alone. Returns the count set.
+
+    OpenMP's busy-wait is switched off in `arcoseg/__init__.py` (OMP_WAIT_POLICY=PASSIVE, before
+    torch loads): spinning threads steal the cores other programs and our own threads need.
+    """
+    if threads is None:
+        return None
+    import torch  # here, so that --help and argument errors stay fast
+
+    count = threads or free_cores()
+    torch.set_num_threads(count)
+    return count
 
 
 def positive_int(text: str) -> int:

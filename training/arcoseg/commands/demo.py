@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import add_device_arguments
+from arcoseg.constants import DEMO_BUDGET, DEMO_ITERATIONS
 from arcoseg.progress import Reporter
 
 
@@ -26,7 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--source", choices=("brain", "phantom"), default="brain",
                    help="brain: MNI152 template from nilearn (default); phantom: synthetic")
     p.add_argument("--slices", type=int, default=3, help="slices the clinician annotates")
-    p.add_argument("--budget", type=float, default=150.0, help="adaptation time budget (s)")
+    p.add_argument("--iterations", type=int, default=DEMO_ITERATIONS,
+                   help=f"training iterations (default {DEMO_ITERATIONS}): fixed, so the result "
+                        "does not depend on how busy the machine is")
+    p.add_argument("--budget", type=float, default=DEMO_BUDGET,
+                   help=f"upper bound on the training time in seconds (default {DEMO_BUDGET:.0f})"
+                        "; a machine too busy to finish the iterations within it gets fewer")
     add_device_arguments(p)
     return p
 
@@ -45,4 +51,5 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
         classes, notice = ["background", "class1", "class2"], ""
     shutil.rmtree(args.out, ignore_errors=True)
     return run_demo(image, labels, classes, args.out, reporter, stop, slices=args.slices,
-                    budget=args.budget, device=args.device, notice=notice)
+                    budget=args.budget, iterations=args.iterations, device=args.device,
+                    notice=notice)

@@ -15,7 +15,7 @@ import torch
 
 from arcoseg.adapt.annotations import along
 from arcoseg.adapt.run import AdaptRequest, adapt
-from arcoseg.constants import IGNORE_LABEL
+from arcoseg.constants import DEMO_BUDGET, DEMO_ITERATIONS, IGNORE_LABEL
 from arcoseg.evaluation.evaluate import evaluate, format_summary_table
 from arcoseg.evaluation.plots import save_overlay_png
 from arcoseg.fileutil import write_text_atomic
@@ -52,7 +52,8 @@ def unannotated_dice(prediction: np.ndarray, labels: np.ndarray, axis: int, slic
 
 def run_demo(image: sitk.Image, labels: sitk.Image, class_names: list[str], out: Path,
              reporter: Reporter, stop: Callable[[], bool], *, slices: int = 3, axis: int = 0,
-             budget: float = 150.0, iterations: int = 3000, device: str = "auto",
+             budget: float = DEMO_BUDGET, iterations: int = DEMO_ITERATIONS,
+             device: str = "auto",
              notice: str = "") -> dict[str, Any]:
     """Annotate `slices` slices, adapt from scratch, segment, evaluate, write overlay + report."""
     label_array = sitk.GetArrayFromImage(labels)
@@ -103,7 +104,9 @@ def _report(class_names: list[str], chosen: list[int], axis: int, result: dict[s
              f"(slice {held['slice']}), the rest used for training; every other slice unlabelled.",
              f"- Training: {result['iterations']} iterations in {result['seconds']} s "
              "(ARCO, stratified group sampling).",
-             f"- Held-out slice Dice of the adapted model: {_pct(held['adapted_dice'])}.",
+             f"- Held-out slice Dice of the adapted model: {_pct(held['adapted_dice'])}; "
+             f"copying the nearest annotated slice onto it: {_pct(held.get('copy_dice'))}"
+             f"{'' if held['activated'] else ' (model saved, not activated)'}.",
              "- Dice on the slices nobody annotated: " + ", ".join(
                  f"{n} {_pct(d)}" for n, d in zip(class_names[1:], unseen)) + ".",
              f"- Next slices to annotate: {result['suggested_slices']}.", "",

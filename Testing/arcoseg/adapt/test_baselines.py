@@ -1,0 +1,47 @@
+"""The free baselines: copy the nearest drawn slice, and Slicer's "Fill between slices"."""
+
+import numpy as np
+import pytest
+
+from arcoseg.adapt.baselines import interpolate, nearest_copy, nearest_slices, slice_distance
+
+
+def growing_square(size: int = 9) -> np.ndarray:
+    """(size, 24, 24): class 1 is a square whose half-width grows by 1 voxel per slice."""
+    labels = np.zeros((size, 24, 24), np.uint8)
+    for z in range(size):
+        r = 2 + z
+        labels[z, 12 - r:12 + r, 12 - r:12 + r] = 1
+    return labels
+
+
+def drawn(labels: np.ndarray, axis: int, slices: list[int]) -> np.ndarray:
+    out = np.full_like(labels, 255)
+    index = [slice(None)] * 3
+    index[axis] = slices
+    out[tuple(index)] = labels[tuple(index)]
+    return out
+
+
+def test_slice_distance_and_the_slice_each_index_copies_from():
+    assert slice_distance(8, [2, 5]).tolist() == [2, 1, 0, 1, 1, 0, 1, 2]
+    assert nearest_slices(8, [5, 2]).tolist() == [2, 2, 2, 2, 5, 5, 5, 5]  # tie → lower
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_nearest_copy_fills_every_slice_from_the_closest_drawn_one(axis):
+    labels = np.moveaxis(growing_square(), 0, axis)
+    filled = nearest_copy(drawn(labels, axis, [1, 6]), axis, [1, 6])
+    for z, source in enumerate([1, 1, 1, 1, 6, 6, 6, 6, 6]):
+        assert (np.take(filled, z, axis) == np.take(labels, source, axis)).all()
+
+
+def test_interpolation_grows_the_shape_between_drawn_slices_and_does_not_extrapolate():
+    labels = growing_square()
+    filled = interpolate(drawn(labels, 0, [2, 6]), 0, [2, 6])
+    areas = [int((filled[z] == 1).sum()) for z in range(9)]
+    assert areas[2] == (labels[2] == 1).sum() and areas[6] == (labels[6] == 1).sum()
+    assert areas[2] < areas[3] < areas[4] < areas[5] < areas[6]  # between the drawn sizes
+    assert areas[0] == areas[1] == areas[7] == areas[8] == 0  # like Slicer: no extrapolation
+    middle = filled[4] == 1
+    assert middle[12, 12] and not middle[0, 0]  # centred where the drawn squares are

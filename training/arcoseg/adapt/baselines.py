@@ -1,0 +1,67 @@
+"""What a Slicer user gets without a model: copy the nearest drawn slice, or "Fill between slices".
+
+Both take the clinician's drawing — a (z, y, x) label map with class indices on the drawn slices
+along `axis` — and fill the slices nobody drew. They are the baselines Adapt must beat
+(training/benchmarks/adapt_benchmark.py) and the propagation prior Adapt trains with
+(`arcoseg.adapt.prior`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from arcoseg.adapt.annotations import along
+from arcoseg.errors import ArcosegError
+
+INTERPOLATION_PACKAGE = "itk-morphologicalcontourinterpolation"
+
+
+def slice_distance(size: int, slices: list[int]) -> np.ndarray:
+    """(size,) distance of every slice index to the nearest of `slices` (0 on drawn slices)."""
+    if not slices:
+        raise ArcosegError("No drawn slice to measure distances from.")
+    index = np.arange(size)[:, None]
+    return np.abs(index - np.asarray(sorted(slices))[None, :]).min(axis=1)
+
+
+def nearest_slices(size: int, slices: list[int]) -> np.ndarray:
+    """(size,) the drawn slice each slice index copies from; ties go to the lower drawn slice."""
+    drawn = np.asarray(sorted(slices))
+    return drawn[np.abs(np.arange(size)[:, None] - drawn[None, :]).argmin(axis=1)]
+
+
+def nearest_copy(drawn: np.ndarray, axis: int, slices: list[int]) -> np.ndarray:
+    """Every slice along `axis` takes the labels of the nearest drawn slice.
+
+    drawn: (z, y, x) labels (only the `slices` along `axis` are read); returns a (z, y, x) copy
+    of its dtype with every slice filled.
+    """
+    source = nearest_slices(drawn.shape[axis], slices)
+    return np.take(drawn, source, axis=axis)
+
+
+def interpolate(drawn: np.ndarray, axis: int, slices: list[int]) -> np.ndarray:
+    """Morphological contour interpolation between the drawn slices (Slicer's "Fill between
+    slices": ITK's MorphologicalContourInterpolator, Albu et al. 2008, Zukić et al. 2016).
+
+    Like Slicer, each class is interpolated between the drawn slices that hold it and nothing
+    is extrapolated beyond the outermost ones (those slices stay background). drawn: (z, y, x)
+    labels; returns (z, y, x) uint8. Raises ArcosegError when the optional
+    `itk-morphologicalcontourinterpolation` wheel is missing.
+    """
+    try:
+        import itk
+    except ImportError as err:
+        raise ArcosegError(f"Interpolation needs the optional package {INTERPOLATION_PACKAGE}: "
+                           f"pip install 'arcoseg[bench]' (or {INTERPOLATION_PACKAGE}).") from err
+    source = np.zeros(drawn.shape, np.uint8)
+    source[along(axis, slices)] = drawn[along(axis, slices)]
+    source[source == 255] = 0  # an unannotated mark inside a drawn slice is no class
+    image = itk.image_from_array(np.ascontiguousarray(source))
+    result = itk.morphological_contour_interpolator(image, axis=2 - axis)  # ITK axes are x, y, z
+    filled = itk.array_from_image(result).astype(np.uint8)
+    filled[along(axis, slices)] = source[along(axis, slices)]
+    return filled
+
+
+BASELINES = {"nearest": nearest_copy, "interpolate": interpolate}

@@ -1,0 +1,69 @@
+"""The held-out check: is the adapted model better than what the user had before?
+
+One annotated slice is held out of training. The adapted model is scored on it against the two
+things the user already has: the parent model (when adapting from one) and copying the nearest
+drawn slice (always: Slicer gives it for free). A model worse than either is saved but not
+activated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from arcoseg.adapt.annotations import Annotations
+from arcoseg.adapt.baselines import nearest_copy
+from arcoseg.inference import Segmentation
+from arcoseg.train.validation import class_dice
+
+
+def slice_dice(prediction: np.ndarray, held_out: Annotations, num_classes: int) -> float | None:
+    """Mean foreground Dice of a (z, y, x) class map on the held-out slice (None: no class
+    present in either, nothing to score)."""
+    dice = class_dice(torch.from_numpy(prediction.astype(np.int64)),
+                      torch.from_numpy(held_out.labels.astype(np.int64)), num_classes)
+    return float(np.nanmean(dice)) if np.isfinite(dice).any() else None
+
+
+def copy_dice(train: Annotations, held_out: Annotations, num_classes: int) -> float | None:
+    """Dice on the held-out slice of copying the nearest training slice onto it."""
+    copied = nearest_copy(train.labels, train.axis, train.slices)
+    return slice_dice(copied, held_out, num_classes)
+
+
+def compare(adapted: float | None, parent: float | None, copied: float | None,
+            held_slice: int) -> dict[str, Any]:
+    """The check's verdict: activated unless the adapted model scores below the parent or the
+    nearest-slice copy; `note` says why in words."""
+    rivals = {"the parent model": parent, "copying the nearest drawn slice": copied}
+    beaten_by = [name for name, score in rivals.items()
+                 if score is not None and adapted is not None and adapted < score]
+    shown = ", ".join(f"{name} {score:.3f}" for name, score in rivals.items() if score is not None)
+    if beaten_by:
+        note = (f"the adapted model scores {adapted:.3f} Dice on held-out slice {held_slice}, "
+                f"below {' and '.join(beaten_by)} ({shown}): saved, not activated. Annotate "
+                "more slices, or give a longer --budget / more --iterations.")
+    elif adapted is None:
+        note = f"held-out slice {held_slice} holds no class: nothing to compare"
+    else:
+        note = f"adapted {adapted:.3f} Dice on held-out slice {held_slice} ({shown})"
+    return {"slice": held_slice, "parent_dice": parent, "copy_dice": copied,
+            "adapted_dice": adapted, "activated": not beaten_by, "note": note}
+
+
+def heldout_check(adapted: Segmentation, parent: Segmentation | None, train: Annotations,
+                  held_out: Annotations | None) -> dict[str, Any]:
+    """Adapted vs parent vs nearest-slice copy on the held-out slice (segmentations on the
+    annotated image's grid)."""
+    if held_out is None:
+        return {"slice": None, "parent_dice": None, "copy_dice": None, "adapted_dice": None,
+                "activated": True, "note": "single annotated slice: no held-out check"}
+    classes = adapted.probabilities.shape[0]
+
+    def score(seg: Segmentation) -> float | None:
+        return slice_dice(seg.probabilities.argmax(axis=0), held_out, classes)
+
+    return compare(score(adapted), score(parent) if parent is not None else None,
+                   copy_dice(train, held_out, classes), held_out.slices[0])
