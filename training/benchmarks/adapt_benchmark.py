@@ -67,6 +67,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--prior-scale", type=float, default=PriorSettings.scale)
     p.add_argument("--prior-decay", type=float, default=PriorSettings.decay)
     p.add_argument("--no-early-stop", dest="early_stop", action="store_false")
+    p.add_argument("--keep-models", action="store_true",
+                   help="keep the adapted models (OUT/work/registry) for later analysis")
     p.add_argument("--tag", default="", help="label of this configuration in the table")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("results/adapt_benchmark"))
@@ -129,7 +131,9 @@ def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndar
     seconds = time.perf_counter() - t0
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(work / f"{case.id}_seg.nii.gz")))
     return {"method": method, "start": start, "before": before, "seconds": seconds,
-            "iterations": result["iterations"], **score(pred, labels, slices, len(class_names))}
+            "iterations": result["iterations"], "suggested": result["suggested_slices"],
+            "model_path": result["model"]["path"],
+            **score(pred, labels, slices, len(class_names))}
 
 
 def main() -> None:
@@ -144,6 +148,7 @@ def main() -> None:
     rows: list[dict] = []
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) if not args.keep_models else args.out / "work"
         for k in [int(v) for v in args.k.split(",")]:
             for case in cases:
                 image = read_image(case.images[0])
@@ -154,7 +159,7 @@ def main() -> None:
                         found = [run_baseline(method, labels, slices, len(dataset.class_names))]
                     else:
                         found = [run_adapt(args, case, image, labels, slices, method, start,
-                                           Path(tmp), dataset.class_names) for start in starts]
+                                           work, dataset.class_names) for start in starts]
                     for row in found:
                         rows.append({"case": case.id, "k": k, "slices": slices, "tag": args.tag,
                                      **row})

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from arcoseg.adapt.suggest import slice_uncertainty, suggest_slices
+from arcoseg.adapt.suggest import slice_scores, slice_uncertainty, suggest_slices
 
 
 def _probabilities(uncertain_slices, shape=(10, 16, 16)):
@@ -31,3 +31,20 @@ def test_no_foreground_means_no_suggestion():
     probs = np.zeros((2, 4, 8, 8), np.float32)
     probs[0] = 1.0
     assert suggest_slices(probs, axis=0, annotated=[], k=3) == []
+
+
+def test_the_distance_rule_prefers_an_uncertain_slice_far_from_the_drawn_ones():
+    probs = _probabilities({2: 0.6, 5: 0.6})  # equally uncertain; 2 is next to drawn slice 1
+    scores = slice_scores(probs, axis=0, annotated=[1, 9], rule="distance")
+    assert scores[1] == scores[9] == 0 and scores[5] == 4 * scores[2] / 1
+    picks = [s["slice"] for s in suggest_slices(probs, 0, [1, 9], k=1, rule="distance")]
+    assert picks == [5]
+
+
+def test_the_distance_rule_weighs_a_large_uncertain_cross_section_above_a_small_one():
+    probs = _probabilities({3: 0.6, 6: 0.6})
+    probs[:, 6] = 0
+    probs[0, 6] = 1.0
+    probs[:, 6, 7:9, 7:9] = np.array([0.4, 0.6])[:, None, None]  # a small structure on slice 6
+    scores = slice_scores(probs, axis=0, annotated=[0, 9], rule="distance")
+    assert scores[3] > scores[6]  # same distance (3), larger uncertain area

@@ -44,7 +44,8 @@ def interpolate(drawn: np.ndarray, axis: int, slices: list[int]) -> np.ndarray:
     """Morphological contour interpolation between the drawn slices (Slicer's "Fill between
     slices": ITK's MorphologicalContourInterpolator, Albu et al. 2008, Zukić et al. 2016).
 
-    Like Slicer, each class is interpolated between the drawn slices that hold it and nothing
+    Like Slicer, each class is interpolated on its own between the drawn slices that hold it
+    (later classes win where two overlap) and nothing
     is extrapolated beyond the outermost ones (those slices stay background). drawn: (z, y, x)
     labels; returns (z, y, x) uint8. Raises ArcosegError when the optional
     `itk-morphologicalcontourinterpolation` wheel is missing.
@@ -54,14 +55,25 @@ def interpolate(drawn: np.ndarray, axis: int, slices: list[int]) -> np.ndarray:
     except ImportError as err:
         raise ArcosegError(f"Interpolation needs the optional package {INTERPOLATION_PACKAGE}: "
                            f"pip install 'arcoseg[bench]' (or {INTERPOLATION_PACKAGE}).") from err
+    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(1)  # see _interpolate_class
     source = np.zeros(drawn.shape, np.uint8)
     source[along(axis, slices)] = drawn[along(axis, slices)]
     source[source == 255] = 0  # an unannotated mark inside a drawn slice is no class
-    image = itk.image_from_array(np.ascontiguousarray(source))
-    result = itk.morphological_contour_interpolator(image, axis=2 - axis)  # ITK axes are x, y, z
-    filled = itk.array_from_image(result).astype(np.uint8)
+    filled = np.zeros_like(source)
+    for value in np.unique(source[source > 0]):
+        filled[_interpolate_class(itk, source == value, axis)] = value
     filled[along(axis, slices)] = source[along(axis, slices)]
     return filled
+
+
+def _interpolate_class(itk, mask: np.ndarray, axis: int) -> np.ndarray:
+    """One class as a binary mask, as Slicer fills each segment on its own: with every label of
+    a map at once, ITK's filter leaves a class enclosed by another (the LV blood pool inside the
+    myocardium) empty between the drawn slices. One ITK thread: with its thread pool beside
+    torch's, processes sometimes crashed on exit (heap corruption)."""
+    image = itk.image_from_array(np.ascontiguousarray(mask.astype(np.uint8)))
+    result = itk.morphological_contour_interpolator(image, axis=2 - axis)  # ITK axes: x, y, z
+    return itk.array_from_image(result) > 0
 
 
 BASELINES = {"nearest": nearest_copy, "interpolate": interpolate}
