@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import add_device_arguments, existing_path
-from arcoseg.constants import SAMPLERS
+from arcoseg.constants import DEFAULT_PRIOR, PRIOR_MODES, SAMPLERS
 from arcoseg.errors import InputError
 from arcoseg.progress import Reporter
 
@@ -42,6 +42,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float,
                    help="fraction of the schedule trained supervised-only before the "
                         "semi-supervised terms start (default: 0.5 with --from-scratch, else 0)")
+    p.add_argument("--prior", choices=PRIOR_MODES, default=DEFAULT_PRIOR,
+                   help="propagation prior: the drawn labels copied (nearest) or interpolated "
+                        "(interpolate, needs arcoseg[bench]) to the neighbouring slices as "
+                        "fading extra targets; none to switch it off (default "
+                        f"{DEFAULT_PRIOR})")
     p.add_argument("--no-holdout", dest="holdout", action="store_false",
                    help="train on every annotated slice (no held-out check)")
     p.add_argument("--suggest", type=int, default=3, help="how many next slices to suggest")
@@ -65,7 +70,8 @@ def parse_slices(text: str | None) -> list[int] | None:
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Adapt and return the new version, held-out check and suggestions."""
-    from arcoseg.adapt.run import AdaptRequest, adapt  # torch, MONAI: only when run
+    from arcoseg.adapt.prior import PriorSettings  # torch, MONAI: only when run
+    from arcoseg.adapt.run import AdaptRequest, adapt
 
     if args.from_scratch == (args.classes is None):
         raise InputError("Use --classes together with --from-scratch (and only then).")
@@ -79,7 +85,7 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
         slices=parse_slices(args.slices), unlabelled=list(args.unlabelled), budget=args.budget,
         iterations=args.iterations, method=args.method, sampler=args.sampler,
         warmup=args.warmup, holdout=args.holdout, suggestions=args.suggest, output=args.out,
-        device=args.device, amp=args.amp, seed=args.seed)
+        device=args.device, amp=args.amp, seed=args.seed, prior=PriorSettings(mode=args.prior))
     if not args.from_scratch and args.model is None:
         raise InputError("Give --model NAME|PATH to adapt, or --from-scratch --classes A,B.")
     return adapt(request, reporter, stop)
