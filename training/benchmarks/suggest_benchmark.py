@@ -99,9 +99,9 @@ def main() -> None:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Mean over cases per (filler, strategy): whole-volume Dice at k = 2, 3, 4 and the gain
-    per added slice."""
-    lines = ["| filler | strategy | cases | Dice k=2 | k=3 | k=4 | gain per added slice |",
+    """Mean over the k = 2 models (cases × configurations) per (filler, strategy): whole-volume
+    Dice at k = 2, 3, 4 and the gain per added slice."""
+    lines = ["| filler | strategy | models | Dice k=2 | k=3 | k=4 | gain per added slice |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for filler in BASELINES:
         for name in ("even", "random", *SUGGEST_RULES):

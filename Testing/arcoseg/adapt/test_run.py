@@ -14,6 +14,7 @@ import SimpleITK as sitk
 
 import arcoseg.adapt.check as check_module
 import arcoseg.adapt.run as adapt_run
+from arcoseg.adapt.prior import PriorSettings
 from arcoseg.adapt.run import AdaptRequest, adapt
 from arcoseg.cli import main
 from arcoseg.data.intensity import DEFAULT_JITTER
@@ -175,7 +176,8 @@ def test_a_3d_parent_is_fine_tuned_on_patches_around_the_annotated_slices(case, 
     train(dataset, TrainOptions(dims=3, iterations=2, batch=1, patch=(16, 32, 32), device="cpu",
                                 val_every=10**6, cache_dir=tmp_path / "cache"),
           parent, Reporter(quiet=True))
-    result = adapt(_request(case, tmp_path, classes=None, model=str(parent), method="arco"),
+    result = adapt(_request(case, tmp_path, classes=None, model=str(parent), method="arco",
+                            prior=PriorSettings(mode="nearest")),  # weights ride in 3D patches too
                    Reporter(quiet=True), lambda: False)
     assert result["axis"] == 1 and result["iterations"] == 3
     meta = json.loads((Path(result["model"]["path"]) / "model.json").read_text())
@@ -183,3 +185,11 @@ def test_a_3d_parent_is_fine_tuned_on_patches_around_the_annotated_slices(case, 
     assert meta["provenance"]["parent"] == result["model"]["parent"]
     seg = sitk.ReadImage(str(tmp_path / "seg.nii.gz"))
     assert seg.GetSize() == sitk.ReadImage(str(case["image"])).GetSize()
+
+
+@pytest.mark.parametrize("mode", ["nearest", "interpolate"])
+def test_the_propagation_prior_trains_and_is_recorded_with_the_model(case, tmp_path, mode):
+    result = adapt(_request(case, tmp_path, prior=PriorSettings(mode=mode)), Reporter(quiet=True),
+                   lambda: False)
+    meta = json.loads((Path(result["model"]["path"]) / "model.json").read_text())
+    assert meta["provenance"]["prior"]["mode"] == mode and result["iterations"] == 3

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -287,7 +287,8 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
         parent=str(parent.ref) if parent.ref else None, held_out=check,
         images=[{"file": str(i.path), "sha256": fingerprint(i.path), "axis": axis,
                  "annotated_slices": i.annotations.slices} for i in items],
-        unlabelled_images=[str(p) for p in request.unlabelled], budget_seconds=request.budget)
+        unlabelled_images=[str(p) for p in request.unlabelled], budget_seconds=request.budget,
+        prior=asdict(request.prior))
     reporter.log(("WARNING: " if not check["activated"] else "Held-out check: ") + check["note"])
     with registry.stage_version(parent.name, parent.ref) as staged:
         save_model(staged.path, adapted, metadata)
