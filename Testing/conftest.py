@@ -35,3 +35,24 @@ def phantom_dataset(tmp_path: Path) -> Path:
 def msd_dataset(tmp_path: Path) -> Path:
     """Medical Segmentation Decathlon phantom dataset: 6 cases, 3 classes, no splits."""
     return make_phantom_dataset(tmp_path / "Task01_Phantom", shape_zyx=SMALL_SHAPE, layout="msd")
+
+
+@pytest.fixture
+def untrained_model(tmp_path: Path) -> Path:
+    """A 2D model folder (3 classes, 1 channel, untrained weights, 1 mm target spacing): enough
+    to run `segment` without training. Its labels are meaningless; geometry and files are not."""
+    import torch
+
+    from arcoseg.data.preprocess import Plan
+    from arcoseg.modelfile import ModelMetadata, make_classes, save_model
+    from arcoseg.networks import NetworkConfig, build_model
+
+    torch.manual_seed(0)
+    config = NetworkConfig(arch="unet2d", in_channels=1, num_classes=3,
+                           features=(4, 8, 16, 32, 64), head_dim=8)
+    plan = Plan(dims=2, target_spacing=(1.0, 1.0, 1.0), normalization="zscore",
+                label_values=[0, 1, 2], patch_size=(32, 32))
+    folder = tmp_path / "untrained_model"
+    save_model(folder, build_model(config).eval(), ModelMetadata(
+        network=config, classes=make_classes(["background", "a", "b"]), plan=plan.to_dict()))
+    return folder

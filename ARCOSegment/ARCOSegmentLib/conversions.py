@@ -97,11 +97,37 @@ def array_to_image(array: np.ndarray, ijk_to_ras: np.ndarray) -> sitk.Image:
     return image
 
 
+def voxel_offset(ijk_to_ras: np.ndarray, other: np.ndarray, shape: Sequence[int]) -> float:
+    """How far apart (in voxels of `other`) the same voxel lies on two grids of (K, J, I) `shape`.
+
+    The engine's rule (arcoseg.io.geometry), restated here because the module never imports the
+    engine: grids match when no voxel moves by more than GRID_TOLERANCE_VOXELS."""
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[2] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[0] - 1)])
+    moved = (np.linalg.inv(np.asarray(other, float)) @ np.asarray(ijk_to_ras, float)
+             @ corners.T).T
+    return float(np.abs(moved[:, :3] - corners[:, :3]).max())
+
+
+GRID_TOLERANCE_VOXELS = 0.01
+
+
 def write_volume(array: np.ndarray, ijk_to_ras: np.ndarray, path: str | Path) -> Path:
-    """Write a (K, J, I) array with its geometry (NIfTI, NRRD, … by the file name)."""
+    """Write a (K, J, I) array with its geometry (NIfTI, NRRD, … by the file name).
+
+    ValueError if the file would not read back on the same grid: NIfTI cannot hold a sheared
+    (e.g. gantry-tilted) grid, which ITK orthogonalises with a mere warning; use .nrrd."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(array_to_image(array, ijk_to_ras), str(path), useCompression=True)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    written = itk_to_ijk_to_ras(reader.GetOrigin(), reader.GetSpacing(), reader.GetDirection())
+    if voxel_offset(ijk_to_ras, written, array.shape) > GRID_TOLERANCE_VOXELS:
+        path.unlink()
+        raise ValueError(f"{path.name} cannot hold this volume's grid (sheared or tilted "
+                         "geometry); write it as .nrrd.")
     return path
 
 

@@ -178,7 +178,8 @@ class EngineLogic:
         modelDir, _ = self.resolveModel(model)
         classes = read_model_classes(modelDir)
         with self._workDir() as work:
-            exported = scene.export_volume(volumeNode, work / "image.nii.gz",
+            # NRRD, not NIfTI: it keeps a sheared (gantry-tilted) grid, which NIfTI would rotate
+            exported = scene.export_volume(volumeNode, work / "image.nrrd",
                                            scene.roi_ras_bounds(roiNode))
 
             def finish(result):
@@ -191,7 +192,7 @@ class EngineLogic:
                                                    volumeNode)
                 return target
 
-            args = segment_args(modelDir, exported.path, work / "labels.nii.gz",
+            args = segment_args(modelDir, exported.path, work / "labels.nrrd",
                                 entropy=uncertainty, cpu_only=cpuOnly)
             return self.engine(args, cpuOnly, finish, work, wait, progress, log, onDone)
 
@@ -221,12 +222,12 @@ class EngineLogic:
             matched, newClasses = match_annotation_segments(segments, classNames), None
         bounds = scene.roi_ras_bounds(roiNode)
         with self._workDir() as work:
-            exported = scene.export_volume(volumeNode, work / "image.nii.gz", bounds)
+            exported = scene.export_volume(volumeNode, work / "image.nrrd", bounds)
             annotations = build_annotations(exported.shape, self.mrml.segment_masks(
                 annotationNode, matched, volumeNode), axis, extraSlices)
             annotationPath = scene.write_on_grid(annotations.labels, exported,
-                                                 work / "annotations.nii.gz")
-            unlabelled = [scene.export_volume(v, work / f"unlabelled_{i}.nii.gz", bounds).path
+                                                 work / "annotations.nrrd")
+            unlabelled = [scene.export_volume(v, work / f"unlabelled_{i}.nrrd", bounds).path
                           for i, v in enumerate(unlabelledVolumes)]
 
             def finish(result):
@@ -239,7 +240,7 @@ class EngineLogic:
                                         target, volumeNode)
                 return AdaptResult(target, out)
 
-            args = adapt_args(exported.path, annotationPath, work / "labels.nii.gz",
+            args = adapt_args(exported.path, annotationPath, work / "labels.nrrd",
                               model=modelRef, new_classes=newClasses, name=modelName,
                               axis=annotations.axis, unlabelled=unlabelled,
                               budget_seconds=budgetSeconds, iterations=iterations,

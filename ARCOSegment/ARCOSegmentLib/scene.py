@@ -46,8 +46,8 @@ class ExportedVolume:
                 fill: int | float = 0) -> np.ndarray:
         """An engine output on the written grid, placed on the full grid (geometry checked)."""
         expected = self.written_ijk_to_ras
-        if written.shape != self.written_shape or \
-                not np.allclose(ijk_to_ras, expected, atol=1e-3 * max(1.0, np.abs(expected).max())):
+        if written.shape != self.written_shape or cv.voxel_offset(
+                ijk_to_ras, expected, written.shape) > cv.GRID_TOLERANCE_VOXELS:
             raise ValueError("The engine output does not have the geometry of the input volume; "
                              "it cannot be placed on the volume.")
         return written if self.box is None else cv.paste(written, self.box, self.shape, fill)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import traceback
@@ -11,10 +12,18 @@ from types import FrameType
 from arcoseg import __version__
 from arcoseg.commands import adapt, demo, device, evaluate, models, segment, train
 from arcoseg.commands.common import apply_threads
-from arcoseg.errors import EXIT_CANCELLED, EXIT_INTERNAL, ArcosegError
+from arcoseg.errors import (EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, EXIT_USER, ArcosegError,
+                            is_out_of_memory)
 from arcoseg.progress import Reporter, make_reporter
 
 COMMANDS = (train, segment, evaluate, adapt, models, demo, device)
+_MEMORY_REMEDY = ("Close other programs, or use --device cpu if the GPU ran out (the CPU has "
+                  "the computer's whole memory).")
+_MEMORY_REMEDIES = {  # what lowers each command's memory
+    "segment": "Use --batch 1 (fewer windows or slices at once), leave out --probabilities, or "
+               "crop the image to the region of interest. " + _MEMORY_REMEDY,
+    "train": "Use a smaller --batch or --patch. " + _MEMORY_REMEDY,
+    "adapt": "Crop the image to the region of interest (an ROI in Slicer). " + _MEMORY_REMEDY}
 
 
 class StopFlag:
@@ -81,6 +90,7 @@ def run_with_signals(args: argparse.Namespace, stop: StopFlag) -> int:
 
 def run_command(args: argparse.Namespace, reporter: Reporter, stop: StopFlag) -> int:
     """Run a parsed command, report its result or error, and return the exit code."""
+    result = None
     try:
         apply_threads(getattr(args, "threads", None))  # commands without --device have none
         result = args.handler(args, reporter, stop)
@@ -92,10 +102,15 @@ def run_command(args: argparse.Namespace, reporter: Reporter, stop: StopFlag) ->
     except KeyboardInterrupt:
         reporter.error("Cancelled.", exit_code=EXIT_CANCELLED, kind="Cancelled")
         return EXIT_CANCELLED
-    except MemoryError:
-        reporter.error("Out of memory. Use a smaller --batch or --patch.", exit_code=EXIT_INTERNAL)
-        return EXIT_INTERNAL
+    except BrokenPipeError:  # the reader left (`| head`): nobody to tell, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return EXIT_OK if result is not None else EXIT_CANCELLED
     except Exception as err:  # a bug: keep the traceback for the report
+        if is_out_of_memory(err):
+            reporter.error(f"Out of memory ({type(err).__name__}). "
+                           f"{_MEMORY_REMEDIES.get(args.command, _MEMORY_REMEDY)}",
+                           exit_code=EXIT_USER, kind="OutOfMemory")
+            return EXIT_USER
         reporter.error(f"Internal error: {type(err).__name__}: {err}. Please report this with "
                        "the traceback printed on stderr.", exit_code=EXIT_INTERNAL, kind="internal")
         traceback.print_exc(file=sys.stderr)

@@ -43,6 +43,19 @@ class Cancelled(ArcosegError):
     exit_code = EXIT_CANCELLED
 
 
+_OUT_OF_MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory",
+                           "failed to allocate")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for numpy's MemoryError and torch's out-of-memory errors (torch.OutOfMemoryError
+    for CUDA/MPS; a RuntimeError "... DefaultCPUAllocator: can't allocate memory" on the CPU)."""
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and any(m in text for m in _OUT_OF_MEMORY_MESSAGES)
+
+
 def check_choice(value: str, choices: Collection[str], setting: str) -> None:
     """Raise ArcosegError naming `setting` and the choices unless `value` is one of `choices`."""
     if value not in choices:

@@ -1,12 +1,15 @@
 """Atomic file writing: write to a temporary sibling, then rename over the destination.
 
-A crash or Ctrl-C mid-write never leaves a half-written output behind.
+A crash or Ctrl-C mid-write never leaves a half-written output behind, and the file ends with the
+permissions a plain `open(path, "w")` would give (umask applied; an existing file keeps its mode),
+not the 0600 of the temporary file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -42,16 +45,47 @@ def ensure_parent_writable(path: str | os.PathLike) -> Path:
     return dest
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it (and restore it)
+    os.umask(mask)
+    return mask
+
+
+def normal_mode(directory: bool = False) -> int:
+    """Permission bits a new file (or folder) gets from open() (mkdir) under the current umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def make_temp_dir(parent: Path, prefix: str, suffix: str = ".tmp") -> Path:
+    """A new folder in `parent` with a unique name and normal permissions (mkdtemp's are 0700,
+    which would stay on a folder that is later renamed into place)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(folder, normal_mode(directory=True))
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success rename it to `path`, else delete it."""
+    """Yield a temporary path next to `path`; on success rename it to `path`, else delete it.
+
+    The renamed file has the mode an existing `path` had, else the umask's normal file mode.
+    """
     dest = ensure_parent_writable(path)
+    mode = stat.S_IMODE(dest.stat().st_mode) if dest.is_file() else normal_mode()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{full_suffix(dest)}",
                                     dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, mode)  # after the writer: some writers replace the file they are given
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -3,6 +3,12 @@
 Prediction runs on the model's preprocessed grid (target spacing, normalised intensities); the
 class probabilities are resampled back to the input grid before the argmax, so the written label
 map has exactly the input's size, spacing, origin and direction.
+
+Memory (`training/benchmarks/segment_memory.py`): probabilities are kept in half precision,
+written chunk by chunk as the model produces them (2D); they are resampled one class at a time
+and the argmax is streamed over the classes, so no (K, z, y, x) float32 array and no int64
+argmax exists. Labels equal a float32 argmax except where two classes' probabilities are within
+half-precision rounding (about 1e-3) of each other.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -19,32 +26,79 @@ from monai.inferers import sliding_window_inference
 from arcoseg.data.orientation import array_from_slicing_axis, to_slicing_axis
 from arcoseg.data.preprocess import Plan, preprocess_image, resample_to_reference
 from arcoseg.device import autocast
-from arcoseg.io.images import array_to_image, geometry_difference, read_image, write_image
+from arcoseg.io.geometry import check_format_holds, grid_difference
+from arcoseg.io.images import array_to_image, read_image, write_image
 from arcoseg.io.segnrrd import is_seg_nrrd, write_segmentation
 from arcoseg.modelfile import ModelMetadata
 from arcoseg.networks.model import SegmentationModel
+
+Progress = Callable[[int, int], None]  # (units done, total units): slices (2D) or windows (3D)
 
 
 @torch.no_grad()
 def predict_probabilities(model: SegmentationModel, image: np.ndarray, plan: Plan,
                           device: torch.device, batch_size: int = 8, overlap: float = 0.25,
-                          amp: bool = True) -> torch.Tensor:
-    """Softmax probabilities (K, z, y, x) on the CPU for a preprocessed image (C, z, y, x)."""
+                          amp: bool = True, dtype: torch.dtype = torch.float32,
+                          progress: Progress | None = None) -> torch.Tensor:
+    """Softmax probabilities (K, z, y, x) in `dtype` on the CPU for a preprocessed image
+    (C, z, y, x). A 2D model fills the result `batch_size` slices at a time (no full-size
+    float32 copy with float16); `progress` is told the slices (2D) or windows (3D) done."""
     model.eval()
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     with autocast(device, amp):
         if plan.dims == 2:
-            slices = volume.permute(1, 0, 2, 3)  # (z, C, y, x): slices are the batch
-            chunks = [_window(model, slices[i:i + batch_size].to(device), plan, batch_size,
-                              overlap) for i in range(0, slices.shape[0], batch_size)]
-            logits = torch.cat(chunks).permute(1, 0, 2, 3)
-        else:
-            logits = _window(model, volume[None].to(device), plan, batch_size, overlap)[0]
-    return torch.softmax(logits.float(), dim=0).cpu()
+            return _predict_slices(model, volume, plan, device, batch_size, overlap, dtype,
+                                   progress)
+        predictor = _counting(model, _window_count(volume.shape[1:], plan.patch_size, overlap),
+                              progress)
+        logits = _window(predictor, volume[None].to(device), plan, batch_size, overlap)[0]
+    return torch.softmax(logits.float(), dim=0).to("cpu", dtype)
 
 
-def _window(model: SegmentationModel, batch: torch.Tensor, plan: Plan, sw_batch: int,
-            overlap: float) -> torch.Tensor:
+def _predict_slices(model: SegmentationModel, volume: torch.Tensor, plan: Plan,
+                    device: torch.device, batch_size: int, overlap: float, dtype: torch.dtype,
+                    progress: Progress | None) -> torch.Tensor:
+    slices = volume.permute(1, 0, 2, 3)  # (z, C, y, x): slices are the batch
+    out: torch.Tensor | None = None
+    for start in range(0, slices.shape[0], batch_size):
+        logits = _window(model, slices[start:start + batch_size].to(device), plan, batch_size,
+                         overlap)
+        probs = torch.softmax(logits.float(), dim=1).to("cpu", dtype).permute(1, 0, 2, 3)
+        if out is None:
+            out = torch.empty((probs.shape[0], *slices.shape[:1], *probs.shape[2:]), dtype=dtype)
+        out[:, start:start + probs.shape[1]] = probs
+        if progress is not None:
+            progress(start + probs.shape[1], slices.shape[0])
+    return out
+
+
+def _window_count(size: tuple[int, ...], patch: tuple[int, ...], overlap: float) -> int:
+    """Windows MONAI's sliding_window_inference visits (its scan rule) for a 3D volume."""
+    count = 1
+    for length, roi in zip(size, patch):
+        step = max(int(roi * (1 - overlap)), 1)
+        count *= 1 if length <= roi else math.ceil((length - roi) / step) + 1
+    return count
+
+
+def _counting(model: SegmentationModel, total: int,
+              progress: Progress | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model, reporting the windows it has seen to `progress`."""
+    done = 0
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        logits = model(batch)
+        done = min(done + batch.shape[0], total)
+        if progress is not None:
+            progress(done, total)
+        return logits
+
+    return predictor
+
+
+def _window(model: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, plan: Plan,
+            sw_batch: int, overlap: float) -> torch.Tensor:
     # MONAI pads inputs smaller than the window and blends overlapping windows (Gaussian).
     return sliding_window_inference(batch, roi_size=tuple(plan.patch_size), sw_batch_size=sw_batch,
                                     predictor=model, overlap=overlap, mode="gaussian")
@@ -52,61 +106,93 @@ def _window(model: SegmentationModel, batch: torch.Tensor, plan: Plan, sw_batch:
 
 @dataclass
 class Segmentation:
-    """A prediction on the input grid: labels with dataset values and per-class probabilities."""
+    """A prediction on the input grid: labels with dataset values and per-class probabilities
+    (None when not kept)."""
 
     labels: sitk.Image
-    probabilities: np.ndarray  # (K, z, y, x) float32 on the input grid
+    probabilities: np.ndarray | None  # (K, z, y, x) float16 on the input grid
 
-    def entropy(self) -> sitk.Image:
+    def entropy(self, chunk: int = 16) -> sitk.Image:
         """Normalised predictive entropy in [0, 1] (uncertainty map) on the input grid."""
-        return array_to_image(normalized_entropy(self.probabilities).astype(np.float32),
-                              self.labels, np.float32)
+        probs = self.probabilities
+        out = np.empty(probs.shape[1:], np.float32)
+        for z in range(0, out.shape[0], chunk):  # float32 work a few slices at a time
+            out[z:z + chunk] = normalized_entropy(probs[:, z:z + chunk])
+        return array_to_image(out, self.labels, np.float32)
 
 
 def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:
-    """Predictive entropy of (K, ...) class probabilities divided by log K, in [0, 1]."""
-    p = np.clip(probabilities, 1e-8, 1.0)
-    return -(p * np.log(p)).sum(axis=0) / math.log(p.shape[0])
+    """Predictive entropy of (K, ...) class probabilities (any float type) divided by log K,
+    in [0, 1], as float32."""
+    p = np.clip(probabilities.astype(np.float32, copy=False), 1e-8, 1.0)
+    return -(p * np.log(p)).sum(axis=0) / np.float32(math.log(p.shape[0]))
 
 
 def segment_channels(model: SegmentationModel, metadata: ModelMetadata,
                      channels: list[sitk.Image], device: torch.device,
-                     batch_size: int = 8, amp: bool = True) -> Segmentation:
+                     batch_size: int = 8, amp: bool = True, keep_probabilities: bool = True,
+                     progress: Progress | None = None) -> Segmentation:
     """Segment one case given its channel images (all on the same grid)."""
     plan = Plan.from_dict(metadata.plan)
     oriented = [to_slicing_axis(c, plan.slice_axis) for c in channels]
     array, grid = preprocess_image(oriented, plan)
-    probs = predict_probabilities(model, array, plan, device, batch_size=batch_size, amp=amp)
-    probs_np = array_from_slicing_axis(_to_input_grid(probs.numpy(), grid, oriented[0]),
-                                       plan.slice_axis)
+    probs = predict_probabilities(model, array, plan, device, batch_size=batch_size, amp=amp,
+                                  dtype=torch.float16, progress=progress).numpy()
+    del array  # the preprocessed image is not needed any more
     values = np.asarray([c["value"] for c in metadata.classes], dtype=np.uint8)
-    labels = values[probs_np.argmax(axis=0)]
-    return Segmentation(array_to_image(labels, channels[0], np.uint8), probs_np)
+    labels, kept = _labels_on_input_grid(probs, grid, oriented[0], values, keep_probabilities)
+    labels = array_from_slicing_axis(labels, plan.slice_axis)
+    if kept is not None:
+        kept = array_from_slicing_axis(kept, plan.slice_axis)
+    return Segmentation(array_to_image(labels, channels[0], np.uint8), kept)
 
 
-def _to_input_grid(probs: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> np.ndarray:
-    """Resample each class's probability map from the model grid back to the input grid."""
-    if geometry_difference(grid, reference) is None:
-        return probs.astype(np.float32, copy=False)
-    out = [sitk.GetArrayFromImage(resample_to_reference(
-        array_to_image(p.astype(np.float32), grid, np.float32), reference, sitk.sitkLinear))
-        for p in probs]
-    return np.stack(out).astype(np.float32)
+def _labels_on_input_grid(probs: np.ndarray, grid: sitk.Image, reference: sitk.Image,
+                          values: np.ndarray, keep: bool
+                          ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Label values (argmax over classes) and, if `keep`, float16 probabilities on the
+    reference grid, from float16 probabilities (K, z, y, x) on the model grid. One class at a
+    time: each is resampled (linear), compared with the best so far, and dropped."""
+    same = grid_difference(grid, reference) is None
+    best: np.ndarray | None = None
+    index = np.zeros(tuple(reversed(reference.GetSize())), np.uint8)
+    kept = np.empty((len(probs), *index.shape), np.float16) if keep else None
+    for k in range(len(probs)):
+        p = probs[k] if same else sitk.GetArrayFromImage(resample_to_reference(
+            array_to_image(probs[k], grid, np.float32), reference, sitk.sitkLinear)
+        ).astype(np.float16)
+        if kept is not None:
+            kept[k] = p
+        if best is None:
+            best = p.copy()
+            continue
+        better = p > best  # strict: ties keep the lower class, as argmax does
+        index[better] = k
+        np.maximum(best, p, out=best)
+    return values[index], kept
 
 
 def segment_file(model: SegmentationModel, metadata: ModelMetadata, channel_paths: list[Path],
                  output: Path, device: torch.device, probabilities: Path | None = None,
-                 entropy: Path | None = None, batch_size: int = 8, amp: bool = True) -> Segmentation:
-    """Read a case, segment it, and write the label map (and optional maps) atomically."""
+                 entropy: Path | None = None, batch_size: int = 8, amp: bool = True,
+                 progress: Progress | None = None) -> Segmentation:
+    """Read a case, segment it, and write the label map (and optional maps) atomically.
+
+    OutputError before segmenting if an output format cannot hold the image's grid."""
     channels = [read_image(p) for p in channel_paths]
-    seg = segment_channels(model, metadata, channels, device, batch_size=batch_size, amp=amp)
+    for path in (output, probabilities, entropy):
+        if path is not None:
+            check_format_holds(channels[0], path, str(channel_paths[0]))
+    seg = segment_channels(model, metadata, channels, device, batch_size=batch_size, amp=amp,
+                           keep_probabilities=probabilities is not None or entropy is not None,
+                           progress=progress)
     if is_seg_nrrd(output):  # a Slicer segmentation: segments named and coloured by class
         write_segmentation(seg.labels, metadata.classes, output)
     else:
         write_image(seg.labels, output)
     if probabilities is not None:
-        vector = sitk.GetImageFromArray(np.moveaxis(seg.probabilities, 0, -1), isVector=True)
-        vector.CopyInformation(seg.labels)
+        vector = sitk.Compose([array_to_image(p, seg.labels, np.float32)
+                               for p in seg.probabilities])
         write_image(vector, probabilities)
     if entropy is not None:
         write_image(seg.entropy(), entropy)

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +27,7 @@ from torch import nn
 from arcoseg import __version__
 from arcoseg.constants import METADATA_FILE, MODEL_FILES, WEIGHTS_FILE
 from arcoseg.errors import DeviceError, ModelFileError, OutputError
+from arcoseg.fileutil import make_temp_dir
 from arcoseg.networks import NetworkConfig, SegmentationModel, build_model
 from arcoseg.networks.model import is_integer
 from arcoseg.progress import to_jsonable
@@ -185,7 +185,7 @@ def save_model(model_dir: str | os.PathLike, model: SegmentationModel | Mapping[
         raise OutputError(f"{dest} exists and is a file; give a folder path for the model.")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        staging = make_temp_dir(dest.parent, prefix=f".{dest.name}.")
     except OSError as err:
         raise OutputError(f"Cannot write model folder {dest}: {err.strerror or err}. "
                           "Choose a writable location.") from err

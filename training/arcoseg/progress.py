@@ -129,8 +129,20 @@ class JsonReporter(Reporter):
         pass
 
 
+def tolerate_any_encoding() -> None:
+    """Let stdout and stderr print any text, whatever their encoding: a character they cannot
+    encode (a Chinese folder name on an ASCII pipe or a Windows console) is written as a
+    backslash escape instead of raising UnicodeEncodeError after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def make_reporter(mode: str) -> Reporter:
-    """'text' → tqdm/human output; 'json' → JSON lines; 'none' → results only."""
+    """'text' → tqdm/human output; 'json' → JSON lines; 'none' → results only.
+
+    Also makes stdout and stderr tolerate any encoding (`tolerate_any_encoding`)."""
+    tolerate_any_encoding()
     if mode == "json":
         return JsonReporter()
     return Reporter(quiet=(mode == "none"))

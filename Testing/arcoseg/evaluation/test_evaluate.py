@@ -85,7 +85,7 @@ def test_two_files_of_the_same_case_in_a_folder_are_an_input_error(tmp_path):
     write_label(tmp_path / "gt" / "a.nii.gz", phantom())
     write_label(tmp_path / "gt" / "a.nrrd", phantom())
     (tmp_path / "pred").mkdir()
-    with pytest.raises(InputError, match="same case 'a'"):
+    with pytest.raises(InputError, match="are both case 'a'"):
         pair_files(tmp_path / "pred", tmp_path / "gt")
 
 
@@ -124,7 +124,7 @@ def test_geometry_mismatch_names_both_files(tmp_path):
     gt = write_label(tmp_path / "gt.nii.gz", phantom())
     pred = write_label(tmp_path / "pred.nii.gz", phantom(), spacing=(1.0, 1.0, 1.0))
     with pytest.raises(InputError) as err:
-        evaluate_pairs([("c", pred, gt)], {"a": 1})
+        evaluate_pairs([("c", pred, gt)], {"a": 1, "b": 2})
     assert "pred.nii.gz" in str(err.value) and "gt.nii.gz" in str(err.value)
 
 

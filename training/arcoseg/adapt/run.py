@@ -34,7 +34,11 @@ from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_image, re
 from arcoseg.device import resolve_device
 from arcoseg.errors import ArcosegError, InputError
 from arcoseg.inference import Segmentation, segment_channels
-from arcoseg.io.images import array_to_image, read_image, write_image
+from arcoseg.fileutil import full_suffix
+from arcoseg.io.geometry import check_format_holds, read_grid
+from arcoseg.io.images import array_to_image, image_output_suffixes, read_image, write_image
+from arcoseg.io.names import unique_case_ids
+from arcoseg.io.outputs import check_distinct, check_output_file, image_output_paths
 from arcoseg.modelfile import ModelMetadata, load_metadata, load_model, save_model
 from arcoseg.networks.model import NetworkConfig, SegmentationModel
 from arcoseg.progress import Reporter
@@ -255,19 +259,36 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def output_path(request: AdaptRequest, item: AnnotatedImage, many: bool) -> Path | None:
-    """Where the segmentation of `item` goes: -o itself for one image, inside -o for several."""
+def plan_outputs(request: AdaptRequest) -> list[Path | None]:
+    """Where each image's segmentation goes, checked before any work (io.outputs): -o itself
+    for one image, '<case>_seg' inside folder -o for several, in the image's own format where
+    ARCOSegment writes it (so a sheared NRRD stays NRRD), else .nii.gz."""
     if request.output is None:
-        return None
-    return request.output / f"{item.path.name.split('.')[0]}_seg.nii.gz" if many else request.output
+        return [None] * len(request.images)
+    ids = unique_case_ids(request.images, "Images")
+    writable = image_output_suffixes()
+    ext = {f"{cid}_seg": full_suffix(path) if full_suffix(path) in writable else ".nii.gz"
+           for cid, path in ids.items()}
+    paths = list(image_output_paths(request.output, list(ext), ext).values())
+    check_distinct(paths)
+    for image, path in zip(request.images, paths):
+        check_output_file(path)
+        grid = read_grid(image)
+        if grid is not None:
+            check_format_holds(grid, path, str(image))
+    return paths
 
 
 def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Run a whole adaptation; return the JSON result (model version, check, suggestions)."""
     device = resolve_device(request.device)
+    outputs = plan_outputs(request)
     registry = Registry(request.home)
     parent = choose_parent(registry, request)
     items = read_annotated(request, parent)
+    for item, path in zip(items, outputs):
+        if path is not None:  # again with the image read: DICOM series have no header to check
+            check_format_holds(item.image, path, str(item.path))
     axis = items[0].annotations.axis
     plan = make_plan(parent, items, axis)
     reporter.log(f"Adapting {parent.name} on {sum(len(i.annotations.slices) for i in items)} "
@@ -293,12 +314,14 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     with registry.stage_version(parent.name, parent.ref) as staged:
         save_model(staged.path, adapted, metadata)
         staged.activate = check["activated"]
-    return finish(request, registry, staged.ref, items, segmentations, check, trainer, reporter)
+    return finish(request, registry, staged.ref, items, segmentations, check, trainer, reporter,
+                  outputs)
 
 
 def finish(request: AdaptRequest, registry: Registry, ref: VersionRef,
            items: list[AnnotatedImage], segmentations: list[Segmentation],
-           check: dict[str, Any], trainer: Trainer, reporter: Reporter) -> dict[str, Any]:
+           check: dict[str, Any], trainer: Trainer, reporter: Reporter,
+           paths: list[Path | None]) -> dict[str, Any]:
     """Write the adapted images' segmentations, suggest slices, build the result."""
     outputs, suggestions = [], []
     for i, (item, seg) in enumerate(zip(items, segmentations)):
@@ -306,7 +329,7 @@ def finish(request: AdaptRequest, registry: Registry, ref: VersionRef,
         if i == 0:
             suggestions = suggest_slices(seg.probabilities, item.annotations.axis, annotated,
                                          request.suggestions)
-        path = output_path(request, item, many=len(items) > 1)
+        path = paths[i]
         if path is not None:
             write_image(seg.labels, path)
             outputs.append({"image": str(item.path), "labels": str(path)})

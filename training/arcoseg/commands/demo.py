@@ -43,13 +43,29 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     from arcoseg.demo.pipeline import run_demo
 
     """Load the data, then run the demo pipeline into a fresh output folder."""
+    check_replaceable(args.out)
     if args.source == "brain":
         image, labels = load_brain()
         classes, notice = CLASSES, NOTICE
     else:
         image, labels = make_phantom((24, 64, 64), seed=1)
         classes, notice = ["background", "class1", "class2"], ""
-    shutil.rmtree(args.out, ignore_errors=True)
+    shutil.rmtree(args.out, ignore_errors=True)  # checked above: empty or a former demo output
     return run_demo(image, labels, classes, args.out, reporter, stop, slices=args.slices,
                     budget=args.budget, iterations=args.iterations, device=args.device,
                     notice=notice)
+
+
+def check_replaceable(out: Path) -> None:
+    """OutputError unless `out` can be the demo's output folder: new, empty, or an earlier
+    demo's, finished or interrupted (it is replaced whole, so a folder of other files is never
+    deleted)."""
+    from arcoseg.demo.pipeline import REPORT_NAME
+    from arcoseg.errors import OutputError
+    from arcoseg.io.outputs import check_output_folder
+
+    check_output_folder(out)
+    earlier_demo = (out / REPORT_NAME).is_file() or (out / "inputs" / "image.nii.gz").is_file()
+    if out.is_dir() and any(out.iterdir()) and not earlier_demo:
+        raise OutputError(f"{out} holds files that are not an earlier demo's output, and the demo "
+                          "replaces its output folder whole. Choose a new or empty folder for -o.")

@@ -92,7 +92,12 @@ def _import(registry: Registry, args: argparse.Namespace, reporter: Reporter) ->
 
 
 def _export(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
-    return {"exported": str(registry.export(args.spec, args.dest))}
+    from arcoseg.fileutil import full_suffix
+    from arcoseg.io.outputs import check_output_file, check_output_folder
+
+    dest = Path(args.dest).expanduser()  # a .zip file, else a folder (never 'x.tar.gz/')
+    check_output_file(dest) if full_suffix(dest) == ".zip" else check_output_folder(dest)
+    return {"exported": str(registry.export(args.spec, dest))}
 
 
 def _remove(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import re
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import add_device_arguments, existing_path
-from arcoseg.errors import Cancelled, InputError, OutputError
-from arcoseg.fileutil import ensure_parent_writable, full_suffix
-from arcoseg.io.images import SUPPORTED_OUTPUT_SUFFIXES, is_image_path, list_images
+from arcoseg.errors import Cancelled, InputError
+from arcoseg.io.geometry import check_format_holds, read_grid
+from arcoseg.io.images import image_output_suffixes, list_images
+from arcoseg.io.names import group_channels
+from arcoseg.io.outputs import (check_distinct, check_free_space, check_output_file,
+                                image_output_paths, sibling)
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
-from arcoseg.io.segnrrd import is_seg_nrrd
 from arcoseg.progress import Reporter
 
-_CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
-OUTPUT_SUFFIXES = (*SUPPORTED_OUTPUT_SUFFIXES, SEG_NRRD)
+# label maps; also a Slicer segmentation, written with the model's names and colours
+OUTPUT_SUFFIXES = (*image_output_suffixes(), SEG_NRRD)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                    "for several; the format follows the extension "
                                    "(.nii.gz, .nii, .nrrd, .mha: a label map of class values; "
                                    ".seg.nrrd: a Slicer segmentation, one segment per class "
-                                   "named and coloured after the model).")
+                                   "named and coloured after the model). A sheared "
+                                   "(non-orthogonal) image direction needs .nrrd, .mha or "
+                                   ".seg.nrrd.")
     p.add_argument("model", help="model: a registry name (name or name@version, see "
                                  "`arcoseg models list`) or a model folder")
     p.add_argument("images", type=existing_path, nargs="+", help="image files or folders")
@@ -45,41 +49,40 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def collect_cases(inputs: list[Path], channels: int) -> list[tuple[str, list[Path]]]:
-    """(case id, channel files) for every input; multi-channel cases use nnU-Net `_000N` names."""
+    """(case id, channel files) for every input (`io.names.group_channels`): files, folders of
+    image files, or DICOM series folders (the folder name is the case id)."""
     files: list[Path] = []
     for path in inputs:
         if not path.exists():
             raise InputError(f"Input {path} does not exist. Check the path.")
         found = list_images(path) if path.is_dir() else [path]
         files.extend(found or [path])  # a folder without image files: a DICOM series
-    cases: dict[str, list[Path]] = {}
-    for f in files:
-        stem = f.name[: -len(full_suffix(f))] if is_image_path(f) else f.name
-        case_id = _CHANNEL_SUFFIX.sub("", stem)
-        cases.setdefault(case_id, []).append(f)
-    for case_id, paths in cases.items():
-        if len(paths) != channels:
-            raise InputError(f"Case {case_id} has {len(paths)} image(s) but the model needs "
-                             f"{channels} channel(s) (name them {case_id}_0000, _0001, …).")
-    return [(k, sorted(v)) for k, v in cases.items()]
+    return group_channels(files, channels)
 
 
-def output_paths(out: Path, case_ids: list[str], ext: str) -> dict[str, Path]:
-    """One image to a file named OUT; several (or OUT without an image suffix) into folder OUT."""
-    if len(case_ids) == 1 and (is_image_path(out) or is_seg_nrrd(out)):
-        if full_suffix(out) not in OUTPUT_SUFFIXES:
-            raise OutputError(f"Cannot write {out}: use one of {', '.join(OUTPUT_SUFFIXES)}.")
-        return {case_ids[0]: out}
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out} is a file, but {len(case_ids)} images need an output folder.")
-    return {c: out / f"{c}{ext}" for c in case_ids}
-
-
-def _sibling(path: Path, tag: str) -> Path:
-    """Extra maps beside the label map; beside a .seg.nrrd they are plain .nrrd volumes."""
-    suffix = full_suffix(path)
-    return path.with_name(f"{path.name[: -len(suffix)]}_{tag}"
-                          f"{'.nrrd' if suffix == SEG_NRRD else suffix}")
+def plan_outputs(args: argparse.Namespace, cases: list[tuple[str, list[Path]]],
+                 num_classes: int) -> dict[str, dict[str, Path]]:
+    """{case id: {"labels": file, "probabilities": …, "entropy": …}}, every path checked before
+    any work: format and name (io.outputs), a folder that can be written, no two results on one
+    file, a format that holds each input's grid, and the free space for the uncompressed maps."""
+    labels = image_output_paths(args.out, [cid for cid, _ in cases], args.ext,
+                                OUTPUT_SUFFIXES)
+    bytes_per_voxel = {"labels": 1, "probabilities": 4 * num_classes, "entropy": 4}
+    outputs, sizes = {}, {}
+    for cid, paths in cases:
+        outputs[cid] = {"labels": labels[cid]}
+        for tag in ("probabilities", "entropy"):
+            if getattr(args, tag):
+                outputs[cid][tag] = sibling(labels[cid], tag)
+        grid = read_grid(paths[0])
+        for kind, path in outputs[cid].items():
+            check_output_file(path)
+            if grid is not None:
+                check_format_holds(grid, path, str(paths[0]))
+                sizes[path] = math.prod(grid.size) * bytes_per_voxel[kind]
+    check_distinct(p for case in outputs.values() for p in case.values())
+    check_free_space(sizes)
+    return outputs
 
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
@@ -92,9 +95,7 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     device = resolve_device(args.device)
     model, metadata = load_model(Registry().resolve(args.model), device=device)
     cases = collect_cases(args.images, metadata.network["in_channels"])
-    outputs = output_paths(args.out, [c for c, _ in cases], args.ext)
-    for path in outputs.values():
-        ensure_parent_writable(path)
+    outputs = plan_outputs(args, cases, len(metadata.classes))
     reporter.log(f"Segmenting {len(cases)} image(s) on {describe_device(device)['name']}")
     written = []
     for i, (case_id, paths) in enumerate(cases):
@@ -102,16 +103,13 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
             raise Cancelled(f"Cancelled after {i} of {len(cases)} images; written: "
                             f"{', '.join(w['labels'] for w in written) or 'none'}.")
         start, out = time.perf_counter(), outputs[case_id]
-        segment_file(model, metadata, paths, out, device,
-                     probabilities=_sibling(out, "probabilities") if args.probabilities else None,
-                     entropy=_sibling(out, "entropy") if args.entropy else None,
-                     batch_size=args.batch, amp=args.amp)
-        entry = {"case": case_id, "labels": str(out), "seconds": round(time.perf_counter() - start, 3)}
-        if args.probabilities:
-            entry["probabilities"] = str(_sibling(out, "probabilities"))
-        if args.entropy:
-            entry["entropy"] = str(_sibling(out, "entropy"))
-        written.append(entry)
-        reporter.progress(i + 1, len(cases), f"segmented {case_id}")
+        title = f"Segmenting {case_id}" + (f" ({i + 1}/{len(cases)})" if len(cases) > 1 else "")
+        segment_file(model, metadata, paths, out["labels"], device,
+                     probabilities=out.get("probabilities"), entropy=out.get("entropy"),
+                     batch_size=args.batch, amp=args.amp,
+                     progress=lambda done, total: reporter.progress(done, total, title))
+        written.append({"case": case_id, **{k: str(v) for k, v in out.items()},
+                        "seconds": round(time.perf_counter() - start, 3)})
+        reporter.log(f"Segmented {case_id} ({i + 1}/{len(cases)}): {out['labels']}")
     return {"outputs": written, "device": str(device),
             "classes": [c["name"] for c in metadata.classes]}

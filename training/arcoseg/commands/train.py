@@ -109,10 +109,12 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Train and return the result summary (under torchrun, rank 0 reports it)."""
+    from arcoseg.io.outputs import check_output_folder
     from arcoseg.train import distributed  # torch, MONAI: only when run
     from arcoseg.train.trainer import train
 
     if not distributed.from_environment().is_main:
         distributed.silence(reporter)
+    check_output_folder(args.out)  # before preprocessing and training, not at the final save
     return train(args.dataset, options_from_args(args), args.out, reporter,
                  resume=args.resume, should_stop=stop)

@@ -24,6 +24,7 @@ from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import InputError
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.images import MAX_LABEL_VALUE
+from arcoseg.io.names import image_stem, unique_case_ids
 
 IGNORE_NAME = "ignore"
 
@@ -235,11 +236,8 @@ def _load_msd(root: Path, meta: dict, json_path: Path) -> DatasetInfo:
         image = root / entry["image"]
         if not image.is_file():
             raise InputError(f"Image {image} listed in {json_path} ('training') does not exist.")
-        case_id = image.name[: -len(full_suffix(image))]
-        cases.append(Case(case_id, [image], _label_file(root / entry["label"])))
-    ids = [c.id for c in cases]
-    if len(set(ids)) != len(ids):
-        raise InputError(f"{json_path}: 'training' lists the same image name twice.")
+        cases.append(Case(image_stem(image), [image], _label_file(root / entry["label"])))
+    unique_case_ids([c.images[0] for c in cases], f"{json_path}: 'training' images")
     ending = full_suffix(cases[0].images[0]) if cases else ".nii.gz"
     return DatasetInfo(root=root, name=str(meta.get("name", root.name)), labels=labels,
                        file_ending=ending, cases=sorted(cases, key=lambda c: c.id),

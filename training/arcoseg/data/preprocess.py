@@ -20,8 +20,9 @@ from arcoseg.constants import IGNORE_LABEL
 from arcoseg.data.dataset import Case, DatasetInfo
 from arcoseg.errors import InputError, ModelFileError, OutputError
 from arcoseg.fileutil import atomic_path, write_text_atomic
-from arcoseg.io.images import (check_same_geometry, geometry_difference, image_spacing_zyx,
-                               read_image, read_label, read_spacing_zyx)
+from arcoseg.io.geometry import grid_difference
+from arcoseg.io.images import (check_same_geometry, image_spacing_zyx, read_image, read_label,
+                               read_spacing_zyx)
 from arcoseg.progress import Reporter
 
 NORMALIZATIONS = ("zscore", "ct")
@@ -197,7 +198,7 @@ def resample(image: sitk.Image, spacing_zyx: Sequence[float], is_label: bool = F
 def resample_to_reference(image: sitk.Image, reference: sitk.Image,
                           interpolator: int = sitk.sitkLinear) -> sitk.Image:
     """Resample `image` onto the grid of `reference` (e.g. a prediction back to the input)."""
-    if geometry_difference(reference, image) is None:
+    if grid_difference(reference, image) is None:
         return image
     return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0,
                          image.GetPixelID())

@@ -24,6 +24,8 @@ from arcoseg.modelfile import default_colors
 from arcoseg.progress import Reporter
 from arcoseg.train.validation import class_dice
 
+REPORT_NAME = "report.md"  # written last: its presence marks a complete demo output folder
+
 
 def pick_slices(labels: np.ndarray, axis: int, count: int) -> list[int]:
     """`count` slices spread evenly through the labelled extent along `axis` (as a clinician
@@ -82,9 +84,9 @@ def run_demo(image: sitk.Image, labels: sitk.Image, class_names: list[str], out:
                      gt_zyx=_axis_first(label_array, axis), slices=overlay_slices,
                      title="adapted model (top) vs full labels (bottom)")
     report = _report(class_names, chosen, axis, result, summary, unseen, notice)
-    write_text_atomic(out / "report.md", report)
+    write_text_atomic(out / REPORT_NAME, report)
     reporter.log(report)
-    return {"report": str(out / "report.md"), "overlay": str(out / "overlay.png"),
+    return {"report": str(out / REPORT_NAME), "overlay": str(out / "overlay.png"),
             "segmentation": str(out / "segmentation.nii.gz"), "annotated_slices": chosen,
             "dice_unannotated": dict(zip(class_names[1:], unseen)),
             "suggested_slices": result["suggested_slices"], "heldout": result["heldout"],

@@ -22,35 +22,23 @@ import SimpleITK as sitk
 
 from arcoseg.errors import InputError
 from arcoseg.evaluation.metrics import METRICS, case_metrics
-from arcoseg.fileutil import full_suffix, write_text_atomic
+from arcoseg.fileutil import write_text_atomic
 from arcoseg.io.images import READABLE_SUFFIXES, image_spacing_zyx, list_images, read_label
+from arcoseg.io.names import case_id, unique_case_ids
+from arcoseg.io.outputs import check_output_file, check_output_folder
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 from arcoseg.io.segnrrd import ClassSpec, is_seg_nrrd, read_segmentation
 from arcoseg.progress import Reporter
 
-CHANNEL_SUFFIX = "_0000"  # nnU-Net's first-channel suffix on image file names
 CSV_NAME, SUMMARY_JSON, SUMMARY_MD = "metrics_per_case.csv", "summary.json", "summary.md"
 
 Row = dict[str, Any]
 
 
-def case_id(path: Path) -> str:
-    """Case identifier of an image file: its name without image extension and `_0000` suffix."""
-    stem = path.name[: len(path.name) - len(full_suffix(path))]
-    return stem.removesuffix(CHANNEL_SUFFIX)
-
-
 def _cases_in(folder: Path) -> dict[str, Path]:
     """{case id: file} for the image files in `folder`; InputError if two files share an id."""
-    cases: dict[str, Path] = {}
     segmentations = sorted(p for p in folder.iterdir() if p.is_file() and is_seg_nrrd(p))
-    for path in sorted([*list_images(folder), *segmentations]):
-        cid = case_id(path)
-        if cid in cases:
-            raise InputError(f"Files {cases[cid].name} and {path.name} in {folder} are the same "
-                             f"case '{cid}'. Keep one file per case.")
-        cases[cid] = path
-    return cases
+    return unique_case_ids(sorted([*list_images(folder), *segmentations]), "Files")
 
 
 def pair_files(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
@@ -104,13 +92,19 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] 
     """Metrics rows (case, class, *METRICS) for each (case id, prediction, ground truth) pair.
 
     `classes` maps names to label values; None infers them from the ground-truth files.
-    Prediction and ground truth must share size, spacing, origin and direction (InputError).
+    Prediction and ground truth must be on the same grid and hold only background (0) and the
+    classes' values (InputError naming the file and the values otherwise).
     """
+    source = ("the evaluated classes (with background 0)" if classes is not None
+              else "the values found in the ground truth")
     if classes is None:
         classes = _infer_classes(gt for _, _, gt in pairs)
+    named = dict(allowed_values={0, *classes.values()}, labels_source=source,
+                 remedy="Voxels of an unknown value would be left out of every metric; list "
+                        "every class with --labels name=value,… or fix the label map.")
     rows: list[Row] = []
     for i, (cid, pred_path, gt_path) in enumerate(pairs, start=1):
-        pred_image, gt_image = read_pair(pred_path, gt_path, classes)
+        pred_image, gt_image = read_pair(pred_path, gt_path, classes, **named)
         per_class = case_metrics(sitk.GetArrayViewFromImage(pred_image),
                                  sitk.GetArrayViewFromImage(gt_image), classes,
                                  image_spacing_zyx(gt_image))
@@ -120,18 +114,20 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] 
     return rows
 
 
-def read_pair(pred: Path, gt: Path, classes: dict[str, int]) -> tuple[sitk.Image, sitk.Image]:
+def read_pair(pred: Path, gt: Path, classes: dict[str, int],
+              **label_checks: Any) -> tuple[sitk.Image, sitk.Image]:
     """(prediction, ground truth) as label maps of class values on one grid. A Slicer .seg.nrrd
     (either side) has its segments matched to `classes` by name, then by value, and is put on
-    the other file's grid (a label map's, or, both .seg.nrrd, the ground truth's)."""
+    the other file's grid (a label map's, or, both .seg.nrrd, the ground truth's). Label map
+    files are read with `read_label(..., **label_checks)`."""
     if is_seg_nrrd(gt) and not is_seg_nrrd(pred):
-        pred_image = read_label(pred)
+        pred_image = read_label(pred, **label_checks)
         return pred_image, _read_segmentation_values(gt, classes, pred_image)
     gt_image = (_read_segmentation_values(gt, classes, None) if is_seg_nrrd(gt)
-                else read_label(gt))
+                else read_label(gt, **label_checks))
     if is_seg_nrrd(pred):
         return _read_segmentation_values(pred, classes, gt_image), gt_image
-    return read_label(pred, reference=gt_image, reference_name=str(gt)), gt_image
+    return read_label(pred, reference=gt_image, reference_name=str(gt), **label_checks), gt_image
 
 
 def _read_segmentation_values(path: Path, classes: dict[str, int],
@@ -212,6 +208,13 @@ def write_summary(summary: dict[str, Any], path_json: str | os.PathLike,
     write_text_atomic(path_md, f"Cases: {summary['n_cases']}\n\n" + format_summary_table(summary))
 
 
+def check_outputs(out_dir: Path) -> None:
+    """OutputError unless the metrics files can be written into `out_dir` (before any work)."""
+    check_output_folder(Path(out_dir))
+    for name in (CSV_NAME, SUMMARY_JSON, SUMMARY_MD):
+        check_output_file(Path(out_dir) / name)
+
+
 def evaluate(pred: Path, gt: Path, classes: dict[str, int] | None, out_dir: Path,
              reporter: Reporter | None = None) -> dict[str, Any]:
     """Evaluate a prediction file/folder against ground truth; write CSV + summary to `out_dir`."""
@@ -221,6 +224,7 @@ def evaluate(pred: Path, gt: Path, classes: dict[str, int] | None, out_dir: Path
 def evaluate_to_folder(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] | None,
                        out_dir: Path, reporter: Reporter | None = None) -> dict[str, Any]:
     """Evaluate (case id, prediction, ground truth) pairs; write CSV + summary to `out_dir`."""
+    check_outputs(out_dir)
     rows = evaluate_pairs(pairs, classes, reporter)
     summary = summarize(rows)
     out_dir = Path(out_dir)

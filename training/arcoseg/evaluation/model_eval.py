@@ -13,8 +13,9 @@ import torch
 
 from arcoseg.data.dataset import Case, DatasetInfo
 from arcoseg.errors import Cancelled
-from arcoseg.evaluation.evaluate import evaluate_to_folder
+from arcoseg.evaluation.evaluate import check_outputs, evaluate_to_folder
 from arcoseg.inference import segment_file
+from arcoseg.io.outputs import check_output_folder
 from arcoseg.modelfile import check_classes, load_model
 from arcoseg.progress import Reporter
 
@@ -36,6 +37,8 @@ def evaluate_model_on_cases(model_dir: Path, dataset: DatasetInfo, cases: list[C
     """
     model, metadata = load_model(model_dir, device=device)
     check_classes(metadata, dataset.class_names, f"dataset {dataset.root}")
+    check_outputs(out_dir)
+    check_output_folder(Path(out_dir) / "predictions")
     pairs = []
     for i, case in enumerate(cases):
         if should_stop():

@@ -12,7 +12,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Collection
+from typing import Callable, Collection
 
 import numpy as np
 import SimpleITK as sitk
@@ -20,11 +20,10 @@ import SimpleITK as sitk
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import InputError, OutputError
 from arcoseg.fileutil import atomic_path, full_suffix
+from arcoseg.io.geometry import check_written, grid_difference
 
 READABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-SUPPORTED_OUTPUT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 MAX_LABEL_VALUE = 254  # 255 is IGNORE_LABEL (unannotated) inside the engine
-_GEOMETRY_RTOL = 1e-4
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -78,63 +77,80 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
 def read_label(path: str | os.PathLike, reference: sitk.Image | None = None,
                allowed_values: Collection[int] | None = None,
                reference_name: str = "the reference image",
-               partial: bool = False) -> sitk.Image:
+               partial: bool = False, labels_source: str = "the dataset's labels",
+               remedy: str = "Fix the label map or add the labels to dataset.json.") -> sitk.Image:
     """Read a label map as uint8 and validate its values (and its grid against `reference`).
 
     Raises InputError for non-integer values, values outside 0..254 (0..255 when `partial`:
-    255 marks unannotated voxels) or not in `allowed_values`, and (with `reference`) a size,
-    spacing, origin or direction that differs from the reference.
+    255 marks unannotated voxels) or not in `allowed_values` (the message names
+    `labels_source` and ends with `remedy`), and (with `reference`) a grid that differs from the
+    reference's (`geometry.grid_difference`).
     """
     label = _read_3d(path)
     values = _label_values(label, path, IGNORE_LABEL if partial else MAX_LABEL_VALUE)
     if allowed_values is not None:
         unknown = sorted(set(values) - {int(v) for v in allowed_values})
         if unknown:
-            raise InputError(f"Label map {path} contains value(s) {unknown} that are not in the "
-                             f"dataset's labels {sorted(int(v) for v in allowed_values)}. "
-                             "Fix the label map or add the labels to dataset.json.")
+            raise InputError(f"Label map {path} contains value(s) {unknown} that are not in "
+                             f"{labels_source} {sorted(int(v) for v in allowed_values)}. "
+                             f"{remedy}")
     if reference is not None:
         check_same_geometry(reference, label, reference_name, str(path))
     return sitk.Cast(label, sitk.sitkUInt8) if label.GetPixelID() != sitk.sitkUInt8 else label
 
 
-def geometry_difference(image: sitk.Image, other: sitk.Image) -> str | None:
-    """The first of size/spacing/origin/direction that differs (relative tolerance 1e-4),
-    described with both values in (x, y, z) order, or None if the grids match."""
-    checks = (("size", image.GetSize(), other.GetSize()),
-              ("spacing", image.GetSpacing(), other.GetSpacing()),
-              ("origin", image.GetOrigin(), other.GetOrigin()),
-              ("direction", image.GetDirection(), other.GetDirection()))
-    for prop, a, b in checks:
-        scale = max([1.0, *(abs(v) for v in a)])
-        if len(a) != len(b) or not np.allclose(a, b, rtol=_GEOMETRY_RTOL,
-                                               atol=_GEOMETRY_RTOL * scale):
-            return f"{prop} differs ({_fmt(b)} vs {_fmt(a)}, in (x, y, z) order)"
-    return None
-
-
 def check_same_geometry(image: sitk.Image, other: sitk.Image, image_name: str,
                         other_name: str) -> None:
-    """Raise InputError unless both images share size, spacing, origin and direction."""
-    difference = geometry_difference(image, other)
+    """Raise InputError unless both images are on the same voxel grid (`grid_difference`)."""
+    difference = grid_difference(image, other)
     if difference is not None:
         raise InputError(f"{other_name} does not match {image_name}: {difference}. Both must be "
                          "on the same voxel grid; resample one onto the other (e.g. in 3D "
                          "Slicer) and try again.")
 
 
+ImageWriter = Callable[[sitk.Image, Path], None]
+
+
+def _write_with_simpleitk(image: sitk.Image, path: Path) -> None:
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+# Output formats by suffix; writer(image, path) writes to `path` (an atomic write's temporary
+# file, which keeps the suffix). Add formats with `register_image_writer`.
+_IMAGE_WRITERS: dict[str, ImageWriter] = {
+    suffix: _write_with_simpleitk for suffix in (".nii.gz", ".nii", ".nrrd", ".mha")}
+
+
+def register_image_writer(suffix: str, writer: ImageWriter) -> None:
+    """Make `write_image` (and every command's -o / --ext) accept `suffix` (e.g. '.seg.nrrd')."""
+    _IMAGE_WRITERS[suffix.lower()] = writer
+
+
+def image_output_suffixes() -> tuple[str, ...]:
+    """The suffixes `write_image` can write, e.g. ('.nii.gz', '.nii', '.nrrd', '.mha')."""
+    return tuple(_IMAGE_WRITERS)
+
+
 def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
-    """Write an image atomically with compression; the format follows the extension."""
+    """Write an image atomically with compression; the format follows the extension.
+
+    The written header is read back before the file takes its name: OutputError (and no file)
+    if the format did not keep the image's grid (e.g. a sheared direction in NIfTI). Check with
+    `geometry.check_format_holds` before long work to refuse earlier.
+    """
     suffix = full_suffix(path)
-    if suffix not in SUPPORTED_OUTPUT_SUFFIXES:
+    writer = _IMAGE_WRITERS.get(suffix)
+    if writer is None:
         raise OutputError(f"Cannot write {path}: unsupported extension '{suffix or '(none)'}'. "
-                          f"Use one of {', '.join(SUPPORTED_OUTPUT_SUFFIXES)}.")
+                          f"Use one of {', '.join(image_output_suffixes())}.")
     with atomic_path(path) as tmp:
         try:
-            sitk.WriteImage(image, str(tmp), useCompression=True)
+            writer(image, tmp)
         except RuntimeError as err:
             raise OutputError(f"Could not write {path}: {_last_line(err)}. "
                               "Check the free disk space and permissions.") from err
+        check_written(image, tmp, str(path))
 
 
 def array_to_image(array_zyx: np.ndarray, reference: sitk.Image,

@@ -1,0 +1,182 @@
+"""Issue 17 items 1, 2, 4, 5, 12: output names and formats are checked before any work, in every
+command; a file-like name is a file or a refusal; geometry and names are never lost."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from arcoseg.adapt.run import AdaptRequest, plan_outputs
+from arcoseg.cli import main
+from arcoseg.data.synthetic import make_phantom
+from arcoseg.errors import InputError
+from arcoseg.io.geometry import grid_difference
+from arcoseg.io.images import read_image, write_image
+
+SHEARED = (1.0, 0.0, 0.0, 0.0, 1.0, -0.2588, 0.0, 0.0, 0.9659)
+
+
+def run(capsys, *argv) -> tuple[int, dict]:
+    """Exit code and the last JSON event (the result or the error)."""
+    code = main([*map(str, argv), "--progress", "json"])
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return code, events[-1]
+
+
+def image_file(path: Path, direction=None, seed: int = 0) -> Path:
+    image, _ = make_phantom((4, 24, 24), seed=seed, spacing_zyx=(2.0, 0.8, 0.8))
+    if direction is not None:
+        image.SetDirection(direction)
+    write_image(image, path)
+    return path
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_sheared_image_to_nifti_is_refused_before_work_and_nrrd_keeps_it(
+        untrained_model, tmp_path, capsys):
+    ct = image_file(tmp_path / "ct.nrrd", SHEARED)
+    code, event = run(capsys, "segment", untrained_model, ct, "-o", tmp_path / "seg.nii.gz",
+                      "--device", "cpu")
+    assert code == 2 and "sheared" in event["message"] and "seg.nrrd" in event["message"]
+    assert not (tmp_path / "seg.nii.gz").exists()
+    code, _ = run(capsys, "segment", untrained_model, ct, "-o", tmp_path / "seg.nrrd",
+                  "--entropy", "--device", "cpu")
+    assert code == 0
+    for written in ("seg.nrrd", "seg_entropy.nrrd"):
+        assert grid_difference(read_image(ct), read_image(tmp_path / written)) is None
+
+
+def test_sheared_image_into_a_folder_needs_a_format_that_holds_it(untrained_model, tmp_path,
+                                                                  capsys):
+    ct = image_file(tmp_path / "in" / "ct.nrrd", SHEARED)
+    code, event = run(capsys, "segment", untrained_model, ct, "-o", tmp_path / "out",
+                      "--device", "cpu")
+    assert code == 2 and "--ext .nrrd" in event["message"]
+    assert not (tmp_path / "out").exists()
+    assert run(capsys, "segment", untrained_model, ct, "-o", tmp_path / "out", "--ext", ".nrrd",
+               "--device", "cpu")[0] == 0
+    assert files_under(tmp_path / "out") == ["ct.nrrd"]
+
+
+@pytest.mark.parametrize("name", ["seg.png", "out.tar.gz", "seg.txt"])
+def test_an_unknown_output_suffix_is_refused_not_made_a_folder(untrained_model, tmp_path, capsys,
+                                                               name):
+    ct = image_file(tmp_path / "ct.nii.gz")
+    code, event = run(capsys, "segment", untrained_model, ct, "-o", tmp_path / name,
+                      "--device", "cpu")
+    assert code == 2 and "is not an image format" in event["message"]
+    assert ".nii.gz" in event["message"] and not (tmp_path / name).exists()
+
+
+def test_two_images_and_a_file_name_are_refused(untrained_model, tmp_path, capsys):
+    a, b = image_file(tmp_path / "a.nii.gz"), image_file(tmp_path / "b.nii.gz", seed=1)
+    code, event = run(capsys, "segment", untrained_model, a, b, "-o", tmp_path / "seg.nii.gz",
+                      "--device", "cpu")
+    assert code == 2 and "names one file but 2 images" in event["message"]
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_dotted_case_names_keep_their_dots(untrained_model, tmp_path, capsys):
+    """'p.01.nii.gz' and 'p.02.nii.gz' were both written as 'p' (split('.')[0])."""
+    inputs = [image_file(tmp_path / "in" / f"p.0{i}.nii.gz", seed=i) for i in (1, 2)]
+    assert run(capsys, "segment", untrained_model, *inputs, "-o", tmp_path / "out",
+               "--device", "cpu")[0] == 0
+    assert files_under(tmp_path / "out") == ["p.01.nii.gz", "p.02.nii.gz"]
+
+
+def test_same_file_name_in_two_folders_is_refused_not_taken_as_two_channels(
+        untrained_model, tmp_path, capsys):
+    a = image_file(tmp_path / "x" / "ct.nii.gz")
+    b = image_file(tmp_path / "y" / "ct.nii.gz", seed=1)
+    code, event = run(capsys, "segment", untrained_model, a, b, "-o", tmp_path / "out",
+                      "--device", "cpu")
+    assert code == 2 and "are both case 'ct'" in event["message"]
+    assert str(a) in event["message"] and str(b) in event["message"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_result_name_clash_between_label_and_extra_maps_is_refused(untrained_model, tmp_path,
+                                                                     capsys):
+    a = image_file(tmp_path / "in" / "a.nii.gz")
+    b = image_file(tmp_path / "in" / "a_entropy.nii.gz", seed=1)
+    code, event = run(capsys, "segment", untrained_model, a, b, "-o", tmp_path / "out",
+                      "--entropy", "--device", "cpu")
+    assert code == 2 and "would both be written to" in event["message"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_too_little_disk_space_is_refused_before_work(untrained_model, tmp_path, capsys,
+                                                      monkeypatch):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
+    ct = image_file(tmp_path / "ct.nii.gz")
+    code, event = run(capsys, "segment", untrained_model, ct, "-o", tmp_path / "seg.nii.gz",
+                      "--probabilities", "--device", "cpu")
+    assert code == 2 and "Not enough disk space" in event["message"]
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_adapt_names_each_output_after_its_whole_case_id(tmp_path):
+    images = [image_file(tmp_path / f"p.0{i}.nrrd", seed=i) for i in (1, 2)]
+    request = AdaptRequest(images=images, annotations=images, output=tmp_path / "out")
+    assert plan_outputs(request) == [tmp_path / "out" / "p.01_seg.nrrd",
+                                     tmp_path / "out" / "p.02_seg.nrrd"]
+    twins = [image_file(tmp_path / d / "ct.nii.gz") for d in ("x", "y")]
+    with pytest.raises(InputError, match="are both case 'ct'"):
+        plan_outputs(AdaptRequest(images=twins, annotations=twins, output=tmp_path / "o"))
+
+
+def test_adapt_refuses_a_bad_output_before_training_or_registering(tmp_path, capsys, home):
+    ct = image_file(tmp_path / "ct.nii.gz")
+    labels = np.full((4, 24, 24), 255, np.uint8)
+    labels[1] = 0
+    labels[1, 8:16, 8:16] = 1
+    annotations = sitk.GetImageFromArray(labels)
+    annotations.CopyInformation(read_image(ct))
+    write_image(annotations, tmp_path / "ann.nii.gz")
+    code, event = run(capsys, "adapt", "--image", ct, "--annotations", tmp_path / "ann.nii.gz",
+                      "--from-scratch", "--classes", "a", "-o", tmp_path / "seg.png",
+                      "--device", "cpu")
+    assert code == 2 and "'.png' is not an image format" in event["message"]
+    assert not home.exists() or "versions" not in files_under(home)  # nothing trained/registered
+
+
+def test_train_refuses_a_file_name_for_its_model_folder_before_training(phantom_dataset,
+                                                                        tmp_path, capsys):
+    code, event = run(capsys, "train", phantom_dataset, "-o", tmp_path / "model.zip",
+                      "--device", "cpu")
+    assert code == 2 and "looks like a file name" in event["message"]
+    assert not (tmp_path / "model.zip").exists()
+
+
+def test_evaluate_refuses_an_output_under_a_file_before_work(tmp_path, capsys):
+    _, labels = make_phantom((4, 24, 24), seed=0)
+    write_image(labels, tmp_path / "gt.nii.gz")
+    (tmp_path / "blocker").write_text("a file")
+    code, event = run(capsys, "evaluate", tmp_path / "gt.nii.gz", tmp_path / "gt.nii.gz", "-o",
+                      tmp_path / "blocker" / "eval")
+    assert code == 2 and "blocker is a file" in event["message"]
+
+
+def test_demo_never_deletes_a_folder_of_other_files(tmp_path, capsys):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "thesis.tex").write_text("precious")
+    code, event = run(capsys, "demo", "--source", "phantom", "-o", tmp_path / "work",
+                      "--device", "cpu")
+    assert code == 2 and "not an earlier demo's output" in event["message"]
+    assert (tmp_path / "work" / "thesis.tex").read_text() == "precious"
+
+
+def test_models_export_refuses_an_archive_name_it_cannot_write(untrained_model, tmp_path, capsys):
+    code, event = run(capsys, "models", "export", untrained_model, tmp_path / "m.tar.gz")
+    assert code == 2 and "looks like a file name" in event["message"]
+    assert not (tmp_path / "m.tar.gz").exists()

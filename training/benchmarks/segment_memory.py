@@ -1,0 +1,142 @@
+"""Peak memory of `segment` per input voxel (issue 17 item 7): this engine vs another checkout.
+
+Each measurement runs in its own child process: it loads a 3-class 2D model, resets the kernel's
+peak-RSS mark (/proc/self/clear_refs), segments one synthetic float32 volume with
+`inference.segment_file` (read, preprocess, predict, resample back, argmax, write the label map)
+and reports (peak RSS - RSS before) / input voxels: everything segment holds, the input image
+included. Three grids: the model's own spacing (no resampling), a finer input (the model grid
+has fewer voxels) and a coarser one (more). `--compare DIR` measures another engine the same way,
+e.g. the code before issue 17:
+
+    git -C /work/main archive 6e12738 training | tar -x -C /tmp/old
+    python training/benchmarks/segment_memory.py --compare /tmp/old/training
+    python training/benchmarks/segment_memory.py --shape 120 384 384 --compare /tmp/old/training
+
+Prints a Markdown table (bytes per voxel, seconds, ratios new/old) and writes JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from arcoseg.data.preprocess import Plan
+from arcoseg.modelfile import ModelMetadata, make_classes, save_model
+from arcoseg.networks import NetworkConfig, build_model
+
+THIS_ENGINE = Path(__file__).resolve().parents[1]
+MODEL_SPACING = 1.0  # mm in-plane (a 2D model keeps the z spacing)
+GRIDS = {"model grid": 1.0, "finer input": 0.7, "coarser input": 1.4}  # input in-plane spacing
+
+# Run in the child with PYTHONPATH = the engine under test; argv[1] is a JSON job.
+CHILD = r"""
+import json, os, sys, time, torch
+job = json.loads(sys.argv[1])
+torch.set_num_threads(1)
+from arcoseg.inference import segment_file
+from arcoseg.modelfile import load_model
+model, metadata = load_model(job["model"], device=torch.device("cpu"))
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+before = status("VmRSS:")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset VmHWM to the current RSS
+start = time.perf_counter()
+segment_file(model, metadata, [job["image"]], job["out"], torch.device("cpu"),
+             batch_size=job["batch"])
+print(json.dumps({"peak_bytes": status("VmHWM:") - before,
+                  "seconds": time.perf_counter() - start}))
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--shape", type=int, nargs=3, default=(48, 256, 256), metavar=("Z", "Y", "X"),
+                   help="input volume size (default 48 256 256)")
+    p.add_argument("--batch", type=int, default=8, help="slices per forward pass (segment --batch)")
+    p.add_argument("--compare", type=Path, help="the training/ folder of another engine")
+    p.add_argument("--out", type=Path, default=Path("results/segment_memory"))
+    return p.parse_args(argv)
+
+
+def make_model(folder: Path) -> Path:
+    """An untrained 3-class 2D model (memory does not depend on the weights' values)."""
+    torch.manual_seed(0)
+    config = NetworkConfig(arch="unet2d", in_channels=1, num_classes=3,
+                           features=(8, 16, 32, 64, 128), head_dim=16)
+    plan = Plan(dims=2, target_spacing=(2.0, MODEL_SPACING, MODEL_SPACING),
+                normalization="zscore", label_values=[0, 1, 2], patch_size=(128, 128))
+    save_model(folder, build_model(config).eval(), ModelMetadata(
+        network=config, classes=make_classes(["background", "a", "b"]), plan=plan.to_dict()))
+    return folder
+
+
+def make_image(path: Path, shape: tuple[int, int, int], spacing: float) -> Path:
+    """A float32 volume of smooth blobs and noise with the given in-plane spacing."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    blobs = np.sin(x / 17.0) * np.cos(y / 23.0) + np.sin(z / 5.0)
+    array = (blobs + 0.3 * rng.standard_normal(shape)).astype(np.float32)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((spacing, spacing, 2.0))
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def measure(engine: Path, job: dict) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(engine)}
+    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(job)], env=env,
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    voxels = int(np.prod(args.shape))
+    engines = {"this engine": THIS_ENGINE, **({"compared": args.compare} if args.compare else {})}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model = make_model(Path(tmp) / "model")
+        for grid, spacing in GRIDS.items():
+            image = make_image(Path(tmp) / f"image_{spacing}.nrrd", args.shape, spacing)
+            for name, engine in engines.items():
+                job = {"model": str(model), "image": str(image), "batch": args.batch,
+                       "out": str(Path(tmp) / f"seg_{spacing}_{len(rows)}.nii.gz")}
+                result = measure(engine, job)
+                rows.append({"grid": grid, "engine": name, "engine_path": str(engine),
+                             "bytes_per_voxel": result["peak_bytes"] / voxels,
+                             "peak_mb": result["peak_bytes"] / 1e6,
+                             "seconds": result["seconds"]})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "segment_memory.json").write_text(json.dumps(
+        {"shape": list(args.shape), "batch": args.batch, "rows": rows}, indent=2) + "\n")
+    print(table(rows, args.shape))
+
+
+def table(rows: list[dict], shape) -> str:
+    lines = [f"Input {shape[0]}×{shape[1]}×{shape[2]} float32, 3 classes, 2D model, labels only",
+             "", "| grid | engine | bytes / voxel | peak MB | seconds | memory ratio | time ratio |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        base = next(r for r in rows if r["grid"] == row["grid"])
+        lines.append(f"| {row['grid']} | {row['engine']} | {row['bytes_per_voxel']:.1f} | "
+                     f"{row['peak_mb']:.0f} | {row['seconds']:.1f} | "
+                     f"{row['bytes_per_voxel'] / base['bytes_per_voxel']:.2f} | "
+                     f"{row['seconds'] / base['seconds']:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
