@@ -188,8 +188,8 @@ def test_evaluate_writes_csv_json_and_markdown_and_returns_the_summary(tmp_path)
     summary = evaluate(tmp_path / "pred", tmp_path / "gt", {"LV": 1, "RV": 2}, out)
     assert sorted(p.name for p in out.iterdir()) == ["metrics_per_case.csv", "summary.json",
                                                      "summary.md"]
-    assert json.loads((out / "summary.json").read_text()) == summary
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8")) == summary
     assert summary["classes"]["LV"]["dice"]["mean"] == pytest.approx((1.0 + 0.75) / 2)
-    assert "| LV | 87.5 ± 12.5 |" in (out / "summary.md").read_text()
+    assert "| LV | 87.5 ± 12.5 |" in (out / "summary.md").read_text(encoding="utf-8")
     with (out / "metrics_per_case.csv").open(newline="") as f:
         assert len(list(csv.DictReader(f))) == 4
