@@ -3,16 +3,19 @@
 Each measurement runs in its own child process: it loads a 3-class 2D model, resets the kernel's
 peak-RSS mark (/proc/self/clear_refs), segments one synthetic float32 volume with
 `inference.segment_file` (read, preprocess, predict, resample back, argmax, write the label map)
-and reports (peak RSS - RSS before) / input voxels: everything segment holds, the input image
-included. Three grids: the model's own spacing (no resampling), a finer input (the model grid
-has fewer voxels) and a coarser one (more). `--compare DIR` measures another engine the same way,
-e.g. the code before issue 17:
+and reports the peak RSS above the RSS before: everything segment holds, the input image
+included. The network's activations for one batch of windows are a fixed cost (about 100 MB at
+--batch 8), so each grid is segmented at two depths and the cost per voxel is the difference of
+the peaks over the difference of the voxel counts (the fixed part cancels); the peak of the
+deeper volume is shown too. Three grids: the model's own spacing (no resampling), a finer input
+(the model grid has half the voxels) and a coarser one (twice). `--compare DIR` measures another
+engine the same way, e.g. the code before issue 17:
 
     git -C /work/main archive 6e12738 training | tar -x -C /tmp/old
     python training/benchmarks/segment_memory.py --compare /tmp/old/training
-    python training/benchmarks/segment_memory.py --shape 120 384 384 --compare /tmp/old/training
 
-Prints a Markdown table (bytes per voxel, seconds, ratios new/old) and writes JSON to --out.
+Prints a Markdown table (bytes per voxel, peak, seconds, ratios to the first engine) and writes
+JSON to --out.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from arcoseg.networks import NetworkConfig, build_model
 
 THIS_ENGINE = Path(__file__).resolve().parents[1]
 MODEL_SPACING = 1.0  # mm in-plane (a 2D model keeps the z spacing)
-GRIDS = {"model grid": 1.0, "finer input": 0.7, "coarser input": 1.4}  # input in-plane spacing
+GRIDS = {"model grid": 1.0, "finer input": 0.7, "coarser input": 1.4}  # input in-plane mm
 
 # Run in the child with PYTHONPATH = the engine under test; argv[1] is a JSON job.
 CHILD = r"""
@@ -63,7 +66,7 @@ print(json.dumps({"peak_bytes": status("VmHWM:") - before,
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--shape", type=int, nargs=3, default=(48, 256, 256), metavar=("Z", "Y", "X"),
-                   help="input volume size (default 48 256 256)")
+                   help="the deeper input volume (default 48 256 256); the other has Z/3 slices")
     p.add_argument("--batch", type=int, default=8, help="slices per forward pass (segment --batch)")
     p.add_argument("--compare", type=Path, help="the training/ folder of another engine")
     p.add_argument("--out", type=Path, default=Path("results/segment_memory"))
@@ -103,36 +106,44 @@ def measure(engine: Path, job: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    voxels = int(np.prod(args.shape))
+    shapes = [(max(args.shape[0] // 3, 1), *args.shape[1:]), tuple(args.shape)]
+    voxels = [int(np.prod(shape)) for shape in shapes]
     engines = {"this engine": THIS_ENGINE, **({"compared": args.compare} if args.compare else {})}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         model = make_model(Path(tmp) / "model")
         for grid, spacing in GRIDS.items():
-            image = make_image(Path(tmp) / f"image_{spacing}.nrrd", args.shape, spacing)
+            images = [make_image(Path(tmp) / f"image_{spacing}_{s[0]}.nrrd", s, spacing)
+                      for s in shapes]
             for name, engine in engines.items():
-                job = {"model": str(model), "image": str(image), "batch": args.batch,
-                       "out": str(Path(tmp) / f"seg_{spacing}_{len(rows)}.nii.gz")}
-                result = measure(engine, job)
+                results = [measure(engine, {"model": str(model), "image": str(image),
+                                            "batch": args.batch,
+                                            "out": str(Path(tmp) / "seg.nii.gz")})
+                           for image in images]
+                slope = ((results[1]["peak_bytes"] - results[0]["peak_bytes"])
+                         / (voxels[1] - voxels[0]))
                 rows.append({"grid": grid, "engine": name, "engine_path": str(engine),
-                             "bytes_per_voxel": result["peak_bytes"] / voxels,
-                             "peak_mb": result["peak_bytes"] / 1e6,
-                             "seconds": result["seconds"]})
+                             "bytes_per_voxel": slope, "peak_mb": results[1]["peak_bytes"] / 1e6,
+                             "peak_bytes_per_voxel": results[1]["peak_bytes"] / voxels[1],
+                             "seconds": results[1]["seconds"]})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "segment_memory.json").write_text(json.dumps(
-        {"shape": list(args.shape), "batch": args.batch, "rows": rows}, indent=2) + "\n")
-    print(table(rows, args.shape))
+        {"shapes": shapes, "batch": args.batch, "rows": rows}, indent=2) + "\n")
+    print(table(rows, shapes))
 
 
-def table(rows: list[dict], shape) -> str:
-    lines = [f"Input {shape[0]}×{shape[1]}×{shape[2]} float32, 3 classes, 2D model, labels only",
-             "", "| grid | engine | bytes / voxel | peak MB | seconds | memory ratio | time ratio |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+def table(rows: list[dict], shapes) -> str:
+    (z0, y, x), z1 = shapes[0], shapes[1][0]
+    lines = [f"Inputs {z0} and {z1} × {y} × {x} float32, 3 classes, 2D model, label map only",
+             "", "| grid | engine | bytes / voxel | peak MB (Z = "
+             f"{z1}) | peak / voxel | seconds | memory ratio | time ratio |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         base = next(r for r in rows if r["grid"] == row["grid"])
         lines.append(f"| {row['grid']} | {row['engine']} | {row['bytes_per_voxel']:.1f} | "
-                     f"{row['peak_mb']:.0f} | {row['seconds']:.1f} | "
+                     f"{row['peak_mb']:.0f} | {row['peak_bytes_per_voxel']:.1f} | "
+                     f"{row['seconds']:.1f} | "
                      f"{row['bytes_per_voxel'] / base['bytes_per_voxel']:.2f} | "
                      f"{row['seconds'] / base['seconds']:.2f} |")
     return "\n".join(lines)
