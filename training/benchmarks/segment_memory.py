@@ -69,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the deeper input volume (default 48 256 256); the other has Z/3 slices")
     p.add_argument("--batch", type=int, default=8, help="slices per forward pass (segment --batch)")
     p.add_argument("--compare", type=Path, help="the training/ folder of another engine")
+    p.add_argument("--one-size", action="store_true",
+                   help="segment --shape only; bytes / voxel is then the whole peak per voxel, "
+                        "the fixed activations included (for large volumes, where they are small)")
+    p.add_argument("--grids", default=",".join(GRIDS), help="which grids (default all)")
     p.add_argument("--out", type=Path, default=Path("results/segment_memory"))
     return p.parse_args(argv)
 
@@ -106,13 +110,15 @@ def measure(engine: Path, job: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    shapes = [(max(args.shape[0] // 3, 1), *args.shape[1:]), tuple(args.shape)]
+    shapes = ([tuple(args.shape)] if args.one_size
+              else [(max(args.shape[0] // 3, 1), *args.shape[1:]), tuple(args.shape)])
     voxels = [int(np.prod(shape)) for shape in shapes]
     engines = {"this engine": THIS_ENGINE, **({"compared": args.compare} if args.compare else {})}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         model = make_model(Path(tmp) / "model")
-        for grid, spacing in GRIDS.items():
+        for grid in args.grids.split(","):
+            spacing = GRIDS[grid]
             images = [make_image(Path(tmp) / f"image_{spacing}_{s[0]}.nrrd", s, spacing)
                       for s in shapes]
             for name, engine in engines.items():
@@ -120,12 +126,13 @@ def main(argv: list[str] | None = None) -> None:
                                             "batch": args.batch,
                                             "out": str(Path(tmp) / "seg.nii.gz")})
                            for image in images]
-                slope = ((results[1]["peak_bytes"] - results[0]["peak_bytes"])
+                slope = (results[0]["peak_bytes"] / voxels[0] if args.one_size else
+                         (results[1]["peak_bytes"] - results[0]["peak_bytes"])
                          / (voxels[1] - voxels[0]))
                 rows.append({"grid": grid, "engine": name, "engine_path": str(engine),
-                             "bytes_per_voxel": slope, "peak_mb": results[1]["peak_bytes"] / 1e6,
-                             "peak_bytes_per_voxel": results[1]["peak_bytes"] / voxels[1],
-                             "seconds": results[1]["seconds"]})
+                             "bytes_per_voxel": slope, "peak_mb": results[-1]["peak_bytes"] / 1e6,
+                             "peak_bytes_per_voxel": results[-1]["peak_bytes"] / voxels[-1],
+                             "seconds": results[-1]["seconds"]})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "segment_memory.json").write_text(json.dumps(
@@ -134,8 +141,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def table(rows: list[dict], shapes) -> str:
-    (z0, y, x), z1 = shapes[0], shapes[1][0]
-    lines = [f"Inputs {z0} and {z1} × {y} × {x} float32, 3 classes, 2D model, label map only",
+    (z0, y, x), z1 = shapes[0], shapes[-1][0]
+    depths = f"{z0} and {z1}" if len(shapes) > 1 else f"{z1}"
+    lines = [f"Inputs {depths} × {y} × {x} float32, 3 classes, 2D model, label map only",
              "", "| grid | engine | bytes / voxel | peak MB (Z = "
              f"{z1}) | peak / voxel | seconds | memory ratio | time ratio |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
