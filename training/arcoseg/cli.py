@@ -58,7 +58,7 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
     for command in COMMANDS:
         p = command.add_parser(sub)
         p.add_argument("--progress", choices=("text", "json", "none"), default="text",
-                       help="text: progress bars (default); json: one JSON object per line on "
+                       help="text: progress bars; json: one JSON object per line on "
                             "stdout for programs; none: only the result")
         p.set_defaults(handler=command.run)
     from arcoseg import serve  # here: serve's lanes run commands through this module

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from arcoseg.commands.common import positive_int
+from arcoseg.ranges import POSITIVE_INT
 from arcoseg.data.synthetic import make_phantom_dataset
 from arcoseg.device import describe_device, resolve_device
 from arcoseg.progress import Reporter
@@ -50,9 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labelled", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--rounds", type=positive_int, default=1,
+    p.add_argument("--rounds", type=POSITIVE_INT, default=1,
                    help="interleaved repetitions of all methods")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads of each method's process")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads of each method's process")
     p.add_argument("--profile-ops", type=non_negative_int, default=0,
                    help="also list the profiler's top N operations of each method")
     p.add_argument("--amp", action="store_true", help="train with --amp (bf16 on CUDA)")

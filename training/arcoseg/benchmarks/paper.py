@@ -46,14 +46,15 @@ from arcoseg.benchmarks.profiles import (ALL_LABELS, METHODS, PROFILES, DatasetS
                                          get_profile, settings_for)
 from arcoseg.benchmarks.report import format_results
 from arcoseg.cli import StopFlag, run_with_signals
-from arcoseg.commands.common import add_device_arguments, apply_threads, positive_int
+from arcoseg.commands.common import HelpFormatter, add_device_arguments, apply_threads
 from arcoseg.data.dataset import Case, DatasetInfo, load_dataset
-from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter
+from arcoseg.data.intensity import DEFAULT_JITTER
 from arcoseg.device import describe_device, resolve_device
 from arcoseg.errors import EXIT_CANCELLED, ArcosegError, Cancelled
 from arcoseg.evaluation.model_eval import ALL_CASES, evaluate_model_on_cases, split_cases
 from arcoseg.fileutil import write_text_atomic
 from arcoseg.progress import Reporter, to_jsonable
+from arcoseg.ranges import FRACTION, POSITIVE_INT, SEED, ListOf
 from arcoseg.train.trainer import CHECKPOINT_STEM
 
 RUN_RECORD, RESULTS_JSON, RESULTS_MD = "run.json", "results.json", "results.md"
@@ -112,17 +113,6 @@ class ChildStop(StopFlag):
 
 
 # ----------------------------------------------------------------------------------- arguments
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, not '{text}'"
-                                         ) from err
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one value")
-    return values
-
-
 def _method_list(text: str) -> list[str]:
     methods = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -132,25 +122,30 @@ def _method_list(text: str) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
+class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, the module docstring kept as written."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the benchmark."""
     p = argparse.ArgumentParser(prog="python -m arcoseg.benchmarks.paper", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=_Formatter)
     p.add_argument("--data", type=Path, required=True, help="dataset folder (nnU-Net v2 or MSD)")
-    p.add_argument("--setting", dest="settings", type=_int_list, default=[],
+    p.add_argument("--setting", dest="settings", type=ListOf(POSITIVE_INT), default=[],
                    help="labelled counts, comma-separated: the first N ids of labelled_order "
                         "(e.g. 3,7 ACDC patients; 4,8 LA cases)")
     p.add_argument("--methods", type=_method_list, default=list(METHODS),
                    help=f"comma-separated, from {', '.join(METHODS)} ({ALL_LABELS}: supervised "
-                        "on all training labels, the upper bound; default: all)")
+                        "on all training labels, the upper bound)")
     p.add_argument("--profile", choices=PROFILES, default="cpu",
                    help="; ".join(f"{p.name}: {p.description}" for p in PROFILES.values()))
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder")
-    p.add_argument("--seeds", type=_int_list, default=[0], help="comma-separated seeds")
-    p.add_argument("--iterations", type=positive_int, help="override the profile's iteration count")
-    p.add_argument("--jitter", type=float, default=DEFAULT_JITTER,
+    p.add_argument("--seeds", type=ListOf(SEED), default=[0], help="comma-separated seeds")
+    p.add_argument("--iterations", type=POSITIVE_INT,
+                   help="override the profile's iteration count")
+    p.add_argument("--jitter", type=FRACTION, default=DEFAULT_JITTER,
                    help="intensity augmentation strength of every method (arcoseg train "
-                        f"--jitter; default {DEFAULT_JITTER}; 0 = the tables before it existed)")
+                        "--jitter; 0 = the tables before it existed)")
     p.add_argument("--dims", type=int, choices=(2, 3),
                    help="override the model dimension (default: ACDC 2, LA 3, other datasets "
                         "2 if their median spacing is more than 3x anisotropic, else 3)")
@@ -162,11 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"default '{ALL_CASES}' = every case)")
     p.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: the trainer's)")
     p.add_argument("--dry-run", action="store_true", help="print the planned runs and commands")
-    p.add_argument("--progress", choices=("text", "json", "none"), default="text")
-    p.add_argument("--nproc-per-node", type=positive_int, default=1,
+    p.add_argument("--progress", choices=("text", "json", "none"), default="text",
+                   help="text: progress bars; json: JSON lines for programs; none: results only")
+    p.add_argument("--nproc-per-node", type=POSITIVE_INT, default=1,
                    help="train each run data-parallel on this many GPUs (or CPU processes) of "
                         "this machine: the trainings run under torchrun --standalone; the "
-                        "global batch stays the profile's (default 1: no torchrun)")
+                        "global batch stays the profile's (1: no torchrun)")
     add_device_arguments(p)
     return p
 
@@ -178,10 +174,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.argv = sys.argv[1:] if argv is None else list(argv)  # for the records
     if not args.settings and any(m != ALL_LABELS for m in args.methods):
         parser.error(f"--setting is required unless --methods is only {ALL_LABELS}")
-    try:
-        check_jitter(args.jitter)
-    except ArcosegError as err:
-        parser.error(f"--jitter: {err}")
     if args.eval_split and not args.eval_data:
         parser.error("--eval-split goes with --eval-data (the val split of --data is always "
                      "evaluated)")

@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from arcoseg.commands.common import add_device_arguments, existing_path
+from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
 from arcoseg.constants import DEFAULT_PRIOR, PRIOR_MODES, SAMPLERS
 from arcoseg.errors import InputError
 from arcoseg.progress import Reporter
+from arcoseg.ranges import FRACTION, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,14 +21,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "annotated (label values = class indices 1…n, 0 = background on annotated "
                     "slices, 255 = explicitly unannotated), plus unlabelled images. One annotated "
                     "slice is held out to compare the parent and the adapted model; a worse "
-                    "model is saved but not activated. Prints the next slices to annotate.")
-    p.add_argument("--image", type=existing_path, nargs="+", required=True)
+                    "model is saved but not activated. Prints the next slices to annotate.",
+        formatter_class=HelpFormatter)
+    p.add_argument("--image", type=existing_path, nargs="+", required=True,
+                   help="image(s) the annotations were drawn on (files or DICOM series folders)")
     p.add_argument("--annotations", type=existing_path, nargs="+", required=True,
                    help="one annotation label map per --image (same grid)")
     p.add_argument("--slices", help="annotated slice indices, e.g. 12,17 (default: every slice "
                                     "holding a label)")
     p.add_argument("--axis", default="auto", choices=("auto", "0", "1", "2"),
-                   help="array axis the annotated slices cut (0 z, 1 y, 2 x; default auto)")
+                   help="array axis the annotated slices cut (0 z, 1 y, 2 x; auto: the axis "
+                        "along which the drawn voxels occupy the fewest slices)")
     p.add_argument("--unlabelled", type=existing_path, nargs="+", default=[],
                    help="extra unlabelled images or folders (other series, other patients)")
     source = p.add_mutually_exclusive_group()
@@ -35,11 +39,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     source.add_argument("--from-scratch", action="store_true", help="start a new model")
     p.add_argument("--classes", help="with --from-scratch: class names, e.g. liver,tumour")
     p.add_argument("--name", help="registry name of the adapted model (default: the parent's)")
-    p.add_argument("--budget", type=float, default=120.0, help="training time budget in seconds")
-    p.add_argument("--iterations", type=int, default=2000, help="at most this many iterations")
-    p.add_argument("--method", choices=("arco", "mean_teacher", "supervised"), default="arco")
-    p.add_argument("--sampler", choices=SAMPLERS, default="sg")
-    p.add_argument("--warmup", type=float,
+    p.add_argument("--budget", type=POSITIVE, default=120.0,
+                   help="training time budget in seconds")
+    p.add_argument("--iterations", type=POSITIVE_INT, default=2000,
+                   help="at most this many iterations")
+    p.add_argument("--method", choices=("arco", "mean_teacher", "supervised"), default="arco",
+                   help="arco: semi-supervised contrastive (the paper); mean_teacher; "
+                        "supervised: the annotated slices only")
+    p.add_argument("--sampler", choices=SAMPLERS, default="sg",
+                   help="ARCO pixel sampler: naive (ns), stratified group (sg), stratified "
+                        "antithetic group (sag)")
+    p.add_argument("--warmup", type=FRACTION,
                    help="fraction of the schedule trained supervised-only before the "
                         "semi-supervised terms start (default: 0.5 with --from-scratch, else 0)")
     p.add_argument("--prior", choices=PRIOR_MODES, default=DEFAULT_PRIOR,
@@ -49,10 +59,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         f"{DEFAULT_PRIOR})")
     p.add_argument("--no-holdout", dest="holdout", action="store_false",
                    help="train on every annotated slice (no held-out check)")
-    p.add_argument("--suggest", type=int, default=3, help="how many next slices to suggest")
+    p.add_argument("--suggest", type=NONNEG_INT, default=3,
+                   help="how many next slices to suggest (0: none)")
     p.add_argument("-o", "--out", type=Path,
                    help="segmentation output: a file for one image, a folder for several")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0,
+                   help="random seed (weights, sampling, augmentation)")
     add_device_arguments(p)
     return p
 
@@ -75,9 +87,6 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
 
     if args.from_scratch == (args.classes is None):
         raise InputError("Use --classes together with --from-scratch (and only then).")
-    if args.warmup is not None and not 0 <= args.warmup < 1:
-        raise InputError(f"--warmup {args.warmup} must be a fraction of the schedule in [0, 1), "
-                         "e.g. 0.5.")
     request = AdaptRequest(
         images=list(args.image), annotations=list(args.annotations), model=args.model,
         classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,

@@ -7,15 +7,32 @@ import os
 from pathlib import Path
 
 from arcoseg.constants import DEVICE_CHOICES
+from arcoseg.ranges import POSITIVE_INT
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """`--help` shows every option's default: "(default: X)" is appended unless the help names it
+    with %(default)s or in words ("(default: the free cores)"). Flags, and None or empty
+    defaults ("not set"), are explained in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is argparse.SUPPRESS or default == []
+        flag = action.nargs == 0  # store_true / store_false / help / version
+        positional = not action.option_strings and action.nargs not in ("?", "*")
+        if "%(default)" in text or "(default:" in text or unset or flag or positional:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """--device, --no-amp and --threads."""
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
-                        help="compute device: auto = CUDA GPU, then Apple MPS, then CPU (default)")
+                        help="compute device: auto = CUDA GPU, then Apple MPS, then CPU")
     parser.add_argument("--no-amp", dest="amp", action="store_false",
                         help="disable mixed precision on the GPU")
-    parser.add_argument("--threads", type=positive_int, default=AUTO_THREADS,
+    parser.add_argument("--threads", type=POSITIVE_INT, default=AUTO_THREADS,
                         help="CPU threads torch may use (default: the cores not busy with other "
                              "programs, from the CPU affinity and the load average). Oversubscribed "
                              "cores slow torch down up to tenfold")
@@ -48,17 +65,6 @@ def apply_threads(threads: int | None) -> int | None:
     count = threads or free_cores()
     torch.set_num_threads(count)
     return count
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def existing_path(text: str) -> Path:

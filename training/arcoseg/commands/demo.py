@@ -13,26 +13,27 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from arcoseg.commands.common import add_device_arguments
+from arcoseg.commands.common import HelpFormatter, add_device_arguments
 from arcoseg.constants import DEMO_BUDGET, DEMO_ITERATIONS
 from arcoseg.progress import Reporter
+from arcoseg.ranges import POSITIVE, POSITIVE_INT
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `demo`."""
     p = sub.add_parser("demo", help="adapt a brain model from 3 simulated annotated slices",
-                       description=__doc__.split("\n\n", 1)[1])
+                       description=__doc__.split("\n\n", 1)[1], formatter_class=HelpFormatter)
     p.add_argument("-o", "--out", type=Path, default=Path("demo_output"),
-                   help="output folder, replaced on every run (default ./demo_output)")
+                   help="output folder, replaced on every run")
     p.add_argument("--source", choices=("brain", "phantom"), default="brain",
-                   help="brain: MNI152 template from nilearn (default); phantom: synthetic")
-    p.add_argument("--slices", type=int, default=3, help="slices the clinician annotates")
-    p.add_argument("--iterations", type=int, default=DEMO_ITERATIONS,
-                   help=f"training iterations (default {DEMO_ITERATIONS}): fixed, so the result "
-                        "does not depend on how busy the machine is")
-    p.add_argument("--budget", type=float, default=DEMO_BUDGET,
-                   help=f"upper bound on the training time in seconds (default {DEMO_BUDGET:.0f})"
-                        "; a machine too busy to finish the iterations within it gets fewer")
+                   help="brain: MNI152 template from nilearn; phantom: synthetic")
+    p.add_argument("--slices", type=POSITIVE_INT, default=3, help="slices the clinician annotates")
+    p.add_argument("--iterations", type=POSITIVE_INT, default=DEMO_ITERATIONS,
+                   help="training iterations: fixed, so the result does not depend on how busy "
+                        "the machine is")
+    p.add_argument("--budget", type=POSITIVE, default=DEMO_BUDGET,
+                   help="upper bound on the training time in seconds; a machine too busy to "
+                        "finish the iterations within it gets fewer")
     add_device_arguments(p)
     return p
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from arcoseg.commands.common import add_device_arguments
+from arcoseg.commands.common import HelpFormatter, add_device_arguments
 from arcoseg.progress import Reporter
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `device`."""
-    p = sub.add_parser("device", help="show the compute device, its name and the torch version")
+    p = sub.add_parser("device", help="show the compute device, its name and the torch version",
+                       formatter_class=HelpFormatter)
     add_device_arguments(p)
     return p
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from arcoseg.commands.common import add_device_arguments, existing_path
+from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
 from arcoseg.errors import ArcosegError, InputError
 from arcoseg.progress import Reporter
 
@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Score label maps: `arcoseg evaluate PRED GT` (files or folders, matched by "
                     "case name), or a model on a dataset split: `arcoseg evaluate --model M "
                     "--dataset D [--split val]`. Writes metrics_per_case.csv, summary.json and "
-                    "summary.md (mean ± std per class) to --out.")
+                    "summary.md (mean ± std per class) to --out.", formatter_class=HelpFormatter)
     p.add_argument("pred", type=existing_path, nargs="?", help="prediction file or folder")
     p.add_argument("gt", type=existing_path, nargs="?", help="ground-truth file or folder")
     p.add_argument("--labels", help="class names: a dataset.json, a model folder, or "
@@ -26,9 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", help="model (registry name or folder) to evaluate on --dataset")
     p.add_argument("--dataset", type=existing_path, help="dataset folder (with --model)")
     p.add_argument("--split", default="val",
-                   help="dataset split to evaluate (default val; 'all' = every case)")
-    p.add_argument("-o", "--out", type=Path, default=Path("evaluation"),
-                   help="output folder (default ./evaluation)")
+                   help="dataset split to evaluate ('all' = every case)")
+    p.add_argument("-o", "--out", type=Path, default=Path("evaluation"), help="output folder")
     add_device_arguments(p)
     return p
 

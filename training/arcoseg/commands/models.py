@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from arcoseg.commands.common import existing_path
+from arcoseg.commands.common import HelpFormatter, existing_path
 from arcoseg.progress import Reporter
 from arcoseg.registry import Registry, RegistryError, check_name
 
@@ -24,19 +24,21 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list and manage registered models and their versions",
                        description="The model registry ($ARCOSEG_HOME, default ~/.arcoseg): "
                                    "named models, each with immutable versions (imported base "
-                                   "models and adapted versions) and one active version.")
+                                   "models and adapted versions) and one active version.",
+                       formatter_class=HelpFormatter)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         return actions.add_parser(name, help=help_text, description=help_text,
-                                  parents=[_PROGRESS])
+                                  parents=[_PROGRESS], formatter_class=HelpFormatter)
 
     action("list", "list every model version, newest first, the active one marked")
     action("show", "show one model version: network, classes, provenance, registry fields"
            ).add_argument("spec", help=_SPEC_HELP)
     action("activate", "make a version the active one").add_argument("spec",
                                                                       help="NAME@VERSION")
-    action("rollback", "re-activate the previously active version").add_argument("name")
+    action("rollback", "re-activate the previously active version").add_argument(
+        "name", help="model name")
     imp = action("import", "add a model folder or exported .zip as a new base version")
     imp.add_argument("path", type=existing_path, help="model folder or .zip archive")
     imp.add_argument("--name", help="model name (default: the folder or archive name)")

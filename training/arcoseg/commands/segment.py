@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from arcoseg.commands.common import add_device_arguments, existing_path
+from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
 from arcoseg.errors import Cancelled, InputError
 from arcoseg.io.geometry import check_format_holds, read_grid
 from arcoseg.io.images import image_output_suffixes, list_images
@@ -17,6 +17,7 @@ from arcoseg.io.outputs import (check_distinct, check_free_space, check_output_f
                                 image_output_paths, sibling)
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 from arcoseg.progress import Reporter
+from arcoseg.ranges import POSITIVE_INT
 
 # label maps; also a Slicer segmentation, written with the model's names and colours
 OUTPUT_SUFFIXES = (*image_output_suffixes(), SEG_NRRD)
@@ -32,18 +33,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                    ".seg.nrrd: a Slicer segmentation, one segment per class "
                                    "named and coloured after the model). A sheared "
                                    "(non-orthogonal) image direction needs .nrrd, .mha or "
-                                   ".seg.nrrd.")
+                                   ".seg.nrrd.", formatter_class=HelpFormatter)
     p.add_argument("model", help="model: a registry name (name or name@version, see "
                                  "`arcoseg models list`) or a model folder")
     p.add_argument("images", type=existing_path, nargs="+", help="image files or folders")
     p.add_argument("-o", "--out", type=Path, required=True, help="output file or folder")
     p.add_argument("--ext", default=".nii.gz", choices=OUTPUT_SUFFIXES,
-                   help="file format when OUT is a folder (default .nii.gz)")
+                   help="file format when OUT is a folder")
     p.add_argument("--probabilities", action="store_true",
                    help="also write per-class probabilities (<name>_probabilities)")
     p.add_argument("--entropy", action="store_true",
                    help="also write the normalised predictive entropy (<name>_entropy)")
-    p.add_argument("--batch", type=int, default=8, help="slices / windows per forward pass")
+    p.add_argument("--batch", type=POSITIVE_INT, default=8,
+                   help="slices / windows per forward pass (fewer: less memory)")
     add_device_arguments(p)
     return p
 

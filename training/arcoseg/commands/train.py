@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from arcoseg.commands.common import add_device_arguments, existing_path
+from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
 from arcoseg.constants import DEFAULT_JITTER, METHODS, MIX_MODES, SAMPLERS, TEACHER_NORMS
 from arcoseg.progress import Reporter
+from arcoseg.ranges import FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED
 
 if TYPE_CHECKING:
     from arcoseg.train.options import TrainOptions
@@ -20,42 +21,51 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description="Train on a dataset folder in nnU-Net v2 or Medical "
                                    "Segmentation Decathlon layout. Writes MODEL_DIR/model.safetensors "
                                    "+ model.json (the best checkpoint on the validation split), "
-                                   "MODEL_DIR/training/metrics.jsonl and curves.png.")
+                                   "MODEL_DIR/training/metrics.jsonl and curves.png.",
+                       formatter_class=HelpFormatter)
     p.add_argument("dataset", type=existing_path, help="dataset folder (holds dataset.json)")
     p.add_argument("--out", "-o", type=Path, required=True, help="model folder to write")
     p.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2D slice or 3D patch model")
     p.add_argument("--method", choices=METHODS, default="supervised",
-                   help="supervised (labelled only), mean_teacher, or arco (default: supervised)")
+                   help="supervised (labelled only), mean_teacher, or arco")
     p.add_argument("--sampler", choices=SAMPLERS, default="sg",
                    help="ARCO pixel sampler: naive (ns), stratified group (sg), stratified "
-                        "antithetic group (sag); default sg")
+                        "antithetic group (sag)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--labelled", type=int, help="use the first N cases of labelled_order as "
-                                                    "labelled (default: all training cases)")
+    group.add_argument("--labelled", type=POSITIVE_INT,
+                       help="use the first N cases of labelled_order as labelled (default: all "
+                            "training cases)")
     group.add_argument("--labelled-list", type=existing_path,
                        help="file with one labelled case id per line")
     p.add_argument("--unlabelled", type=existing_path, nargs="+", default=[],
                    help="extra unlabelled images or folders for semi-supervised methods")
-    p.add_argument("--iterations", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=4, help="labelled samples per iteration")
-    p.add_argument("--unlabelled-batch", type=int, help="unlabelled samples per iteration "
-                                                         "(default: same as --batch)")
-    p.add_argument("--patch", type=int, nargs="+",
+    p.add_argument("--iterations", type=POSITIVE_INT, default=2000,
+                   help="training iterations (optimizer steps)")
+    p.add_argument("--batch", type=POSITIVE_INT, default=4, help="labelled samples per iteration")
+    p.add_argument("--unlabelled-batch", type=POSITIVE_INT,
+                   help="unlabelled samples per iteration (default: same as --batch)")
+    p.add_argument("--patch", type=POSITIVE_INT, nargs="+",
                    help="training patch: 'Y X' for 2D (default 128 128), 'Z Y X' for 3D "
                         "(default 48 64 64); multiples of 16")
-    p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
+    p.add_argument("--spacing", type=POSITIVE, nargs=3, metavar=("Z", "Y", "X"),
                    help="target spacing in mm (default: the dataset's median)")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-every", type=int, default=200, help="validate every N iterations")
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--lambda-u", type=float, default=1.0, help="weight of the pseudo-label loss")
-    p.add_argument("--lambda-c", type=float, default=0.01, help="weight of the contrastive loss")
-    p.add_argument("--lambda-nn", type=float, default=1.0,
+    p.add_argument("--lr", type=POSITIVE, default=0.01,
+                   help="initial SGD learning rate (poly decay to 0 over the iterations)")
+    p.add_argument("--seed", type=SEED, default=0,
+                   help="random seed (weights, sampling, augmentation): same seed, same run")
+    p.add_argument("--val-every", type=POSITIVE_INT, default=200,
+                   help="validate every N iterations")
+    p.add_argument("--checkpoint-every", type=POSITIVE_INT, default=500,
+                   help="save a checkpoint for --resume every N iterations")
+    p.add_argument("--lambda-u", type=NONNEG, default=1.0, help="weight of the pseudo-label loss")
+    p.add_argument("--lambda-c", type=NONNEG, default=0.01,
+                   help="weight of the contrastive loss")
+    p.add_argument("--lambda-nn", type=NONNEG, default=1.0,
                    help="weight of the nearest-neighbour loss (0 switches it off)")
-    p.add_argument("--rampup", type=int, help="ramp-up iterations of the unlabelled terms "
-                                               "(default: a fifth of the iterations after --warmup)")
-    p.add_argument("--warmup", type=int, default=0,
+    p.add_argument("--rampup", type=NONNEG_INT,
+                   help="ramp-up iterations of the unlabelled terms (default: a fifth of the "
+                        "iterations after --warmup)")
+    p.add_argument("--warmup", type=NONNEG_INT, default=0,
                    help="supervised-only iterations before the semi-supervised terms start; the "
                         "teacher then starts as a copy of the student")
     p.add_argument("--mix", choices=MIX_MODES, default="unlabelled",
@@ -64,14 +74,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(BCP), or none")
     p.add_argument("--teacher-norm", choices=TEACHER_NORMS, default="batch",
                    help="BatchNorm statistics of the teacher's pseudo-labelling pass: the batch's "
-                        "own (default; running statistics made pseudo-labels collapse towards "
+                        "own (running statistics made pseudo-labels collapse towards "
                         "background on ACDC) or the running ones")
-    p.add_argument("--jitter", type=float, default=DEFAULT_JITTER,
+    p.add_argument("--jitter", type=FRACTION, default=DEFAULT_JITTER,
                    help="intensity augmentation of the labelled batches and of the student's "
                         "view of unlabelled images: contrast x(1 +- S), brightness +- S on "
-                        f"normalised intensities, per image; 0 switches it off (default "
-                        f"{DEFAULT_JITTER})")
-    p.add_argument("--grid", type=int, default=4, help="SG/SAG group grid size per axis")
+                        "normalised intensities, per image; 0 switches it off")
+    p.add_argument("--grid", type=POSITIVE_INT, default=4, help="SG/SAG group grid size per axis")
     p.add_argument("--cache-dir", type=Path, help="preprocessing cache (default: $ARCOSEG_CACHE "
                                                   "or ~/.cache/arcoseg)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")

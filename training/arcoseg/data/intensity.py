@@ -18,14 +18,13 @@ from __future__ import annotations
 import torch
 
 from arcoseg.constants import DEFAULT_JITTER
-from arcoseg.errors import ArcosegError
+from arcoseg.ranges import FRACTION
 
 
 
 def check_jitter(strength: float) -> None:
     """ArcosegError unless 0 <= strength < 1 (the contrast factor 1 - strength must stay > 0)."""
-    if not 0.0 <= strength < 1.0:
-        raise ArcosegError(f"Intensity jitter strength must be in [0, 1), got {strength}.")
+    FRACTION.check(strength, "Intensity jitter strength (--jitter)")
 
 
 def intensity_jitter(images: torch.Tensor, generator: torch.Generator | None = None,

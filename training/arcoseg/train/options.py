@@ -12,9 +12,19 @@ from arcoseg.arco.teacher import TEACHER_NORMS
 from arcoseg.constants import METHODS
 from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter
 from arcoseg.errors import ArcosegError, check_choice
+from arcoseg.ranges import FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED, Range
 
 DEFAULT_PATCH = {2: (128, 128), 3: (48, 64, 64)}
 PATCH_DIVISOR = 16  # four 2x downsamplings in both networks
+
+
+# the ranges of the numeric settings (`arcoseg train` checks its options with the same rules)
+_RANGES: dict[str, Range] = {
+    "iterations": POSITIVE_INT, "batch": POSITIVE_INT, "unlabelled_batch": POSITIVE_INT,
+    "labelled": POSITIVE_INT, "lr": POSITIVE, "seed": SEED, "val_every": POSITIVE_INT,
+    "checkpoint_every": POSITIVE_INT, "log_every": POSITIVE_INT, "lambda_u": NONNEG,
+    "lambda_c": NONNEG, "lambda_nn": NONNEG, "rampup": NONNEG_INT, "warmup": NONNEG_INT,
+    "warmup_fraction": FRACTION, "grid": POSITIVE_INT, "budget_seconds": POSITIVE}
 
 
 @dataclass
@@ -66,10 +76,9 @@ class TrainOptions:
                                         ("--teacher-norm", self.teacher_norm, TEACHER_NORMS)):
             check_choice(value, choices, setting)
         check_jitter(self.jitter)
-        if self.warmup < 0:
-            raise ArcosegError(f"--warmup must be 0 or more iterations, not {self.warmup}.")
-        if self.iterations < 1 or self.batch < 1:
-            raise ArcosegError("--iterations and --batch must be at least 1.")
+        for name, rule in _RANGES.items():
+            if getattr(self, name) is not None:
+                rule.check(getattr(self, name), f"--{name.replace('_', '-')}")
         self.patch = tuple(self.patch) if self.patch else DEFAULT_PATCH[self.dims]
         if len(self.patch) != self.dims or any(p % PATCH_DIVISOR or p <= 0 for p in self.patch):
             raise ArcosegError(f"--patch needs {self.dims} sizes, each a positive multiple of "
