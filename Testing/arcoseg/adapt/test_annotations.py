@@ -78,3 +78,59 @@ def test_a_single_slice_has_no_held_out_check():
     ann = make_annotations(_blob(), 3, axis=0, slices=[6])
     train, test = hold_out(ann)
     assert test is None and train.slices == [6]
+
+
+# Drawings that cannot mean what Adapt assumes (issue 17 item 10): refused, saying what was found.
+
+def _axial(slices=(3, 8), shape=(12, 20, 24)):
+    """A 0/1/2 map (no 255) with the blob drawn on axial slices `slices` only."""
+    full, drawn = _blob(shape), np.zeros(shape, np.uint8)
+    drawn[list(slices)] = full[list(slices)]
+    return drawn
+
+
+def test_annotations_holding_only_background_are_refused():
+    labels = np.full((6, 8, 8), IGNORE_LABEL, np.uint8)
+    labels[[1, 4]] = 0  # two slices drawn, but as background only
+    with pytest.raises(InputError, match=r"only background \(0\) on its annotated slices "
+                                         r"\[1, 4\] along axis 0.*--unlabelled"):
+        make_annotations(labels, 3, source="ann.nrrd")
+    with pytest.raises(InputError, match="only background"):  # --slices on an empty 0/1 map
+        make_annotations(np.zeros((6, 8, 8), np.uint8), 3, axis=0, slices=[2, 3])
+
+
+def test_slices_drawn_on_two_axes_are_refused_naming_both():
+    labels = _axial((3, 8))
+    full = _blob()
+    labels[:, :, 12] = np.maximum(labels[:, :, 12], full[:, :, 12])  # plus one sagittal slice
+    with pytest.raises(InputError) as err:
+        make_annotations(labels, 3, source="ann.nii.gz")
+    message = str(err.value)
+    assert "ann.nii.gz holds slices drawn along two axes" in message
+    assert "along axis 0 slice(s) 3, 8" in message and "along axis 2 slice(s) 12" in message
+
+
+def test_the_same_with_explicit_unannotated_marks():
+    labels = np.full((10, 16, 16), IGNORE_LABEL, np.uint8)
+    labels[[2, 6]] = 0
+    labels[2, 4:9, 4:9] = 1
+    labels[6, 5:10, 5:10] = 1
+    labels[:, :, 11] = 0  # a sagittal slice drawn as background
+    with pytest.raises(InputError, match="two axes.*along axis 2 slice\\(s\\) 11"):
+        make_annotations(labels, 3)
+
+
+def test_an_axis_that_is_not_the_drawn_one_is_refused():
+    labels = _axial((3, 8))
+    with pytest.raises(InputError, match=r"--axis 2 does not fit a.nii.gz: its slices along "
+                                         r"axis 2 only cut through slices drawn along axis 0 "
+                                         r"\(slices 3, 8\)\. Use --axis 0"):
+        make_annotations(labels, 3, axis=2, source="a.nii.gz")
+    assert make_annotations(labels, 3, axis=0).slices == [3, 8]  # the right axis is accepted
+
+
+def test_thin_structures_drawn_on_one_axis_are_not_mistaken_for_cuts():
+    labels = np.zeros((10, 16, 16), np.uint8)
+    labels[2, 3:12, 7] = 1  # a one-voxel line on slice 2 ...
+    labels[6, 4:9, 4:9] = 1  # ... and a region on slice 6
+    assert make_annotations(labels, 3).slices == [2, 6]

@@ -24,7 +24,7 @@ class Annotations:
     slices: list[int]  # annotated slice indices along `axis`
 
 
-def along(axis: int, slices: list[int]) -> tuple:
+def along(axis: int, slices: list[int] | slice) -> tuple:
     """Index selecting `slices` along array `axis` of a (z, y, x) array."""
     index: list = [slice(None)] * 3
     index[axis] = slices
@@ -81,6 +81,7 @@ def make_annotations(labels: np.ndarray, num_classes: int, axis: int | None = No
     if bad:
         raise InputError(f"{source} holds label value(s) {bad}, but the model has classes "
                          f"1…{num_classes - 1} (0 = background). Relabel or choose another model.")
+    given_axis = axis is not None
     axis = detect_axis(labels) if axis is None else axis
     if axis not in (0, 1, 2):
         raise InputError(f"--axis must be 0, 1 or 2 (array axes z, y, x), not {axis}.")
@@ -91,9 +92,66 @@ def make_annotations(labels: np.ndarray, num_classes: int, axis: int | None = No
         raise InputError(f"Slice(s) {outside} are outside {source} (axis {axis} has {size} slices).")
     if not slices:
         raise InputError(f"No annotated slice found in {source}.")
+    check_one_axis(labels, axis, slices, source, given_axis)
     partial = np.full_like(labels, IGNORE_LABEL, dtype=np.uint8)
     partial[along(axis, slices)] = labels[along(axis, slices)]
+    if not ((partial > 0) & (partial != IGNORE_LABEL)).any():
+        raise InputError(f"{source} holds only background (0) on its annotated slices {slices} "
+                         f"along axis {axis}: no class is drawn, so there is nothing to learn "
+                         "from. Draw at least one structure on a slice, or give this image "
+                         "with --unlabelled instead.")
     return Annotations(partial, axis, slices)
+
+
+def check_one_axis(labels: np.ndarray, axis: int, slices: list[int], source: str,
+                   given_axis: bool) -> None:
+    """InputError when 2 or more of `slices` along `axis` are only cuts through slices drawn
+    along another axis: every drawn voxel in them is a 1-voxel-thin line across that other axis.
+
+    Such slices come from drawings on two axes (the other axis's slices cross every slice along
+    `axis`), or from an --axis that is not the one drawn on; taking them for annotated slices
+    would make every undrawn voxel on them background.
+    """
+    drawn = _drawn(labels)
+    for other in (a for a in range(3) if a != axis):
+        cuts = [i for i in slices if _thin_across(drawn[along(axis, [i])], other)]
+        if len(cuts) < 2:
+            continue
+        cut_voxels = np.zeros_like(drawn)
+        cut_voxels[along(axis, cuts)] = drawn[along(axis, cuts)]
+        crossing = annotated_slices(np.where(cut_voxels, 1, 0), other)
+        off_crossing = drawn.copy()
+        off_crossing[along(other, crossing)] = False
+        others = tuple(a for a in range(3) if a != axis)
+        drawn_here = [i for i in slices if off_crossing[along(axis, [i])].any(axis=others)[0]]
+        cuts = [i for i in slices if i not in drawn_here]  # also the tips of the crossing
+        if not drawn_here:
+            what = f"--axis {axis} does not fit {source}" if given_axis else str(source)
+            raise InputError(f"{what}: its slices along axis {axis} only cut through slices "
+                             f"drawn along axis {other} (slices {_short(crossing)}). Use --axis "
+                             f"{other}{', or leave --axis out' if given_axis else ''}.")
+        raise InputError(f"{source} holds slices drawn along two axes: along axis {axis} "
+                         f"slice(s) {_short(drawn_here)}, and along axis {other} slice(s) "
+                         f"{_short(crossing)} (which cross slices {_short(cuts)} of axis "
+                         f"{axis}). Draw every slice along one axis (e.g. all axial) and try "
+                         "again.")
+
+
+def _thin_across(drawn: np.ndarray, axis: int) -> bool:
+    """Whether `drawn` (a (z, y, x) mask, one slice thick along another axis) holds 2 or more
+    voxels, each without a drawn neighbour along `axis`: lines 1 voxel thin across `axis`."""
+    if drawn.sum() < 2:
+        return False
+    padded = np.pad(drawn, [(1, 1) if a == axis else (0, 0) for a in range(3)])
+    before = padded[along(axis, slice(0, -2))]
+    after = padded[along(axis, slice(2, None))]
+    return not (drawn & (before | after)).any()
+
+
+def _short(values: list[int], limit: int = 12) -> str:
+    """'3, 5, 7' (at most `limit` values, then '… (N in all)')."""
+    text = ", ".join(str(v) for v in values[:limit])
+    return text if len(values) <= limit else f"{text}, … ({len(values)} in all)"
 
 
 def hold_out(annotations: Annotations) -> tuple[Annotations, Annotations | None]:

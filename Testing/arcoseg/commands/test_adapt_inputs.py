@@ -1,0 +1,53 @@
+"""`arcoseg adapt` refuses drawings it cannot interpret before any training: exit 2, a message
+saying what was found, no model registered and no output written (issue 17 item 10)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from arcoseg.cli import main
+from arcoseg.data.synthetic import make_phantom
+from arcoseg.registry import Registry
+
+
+@pytest.fixture
+def case(tmp_path):
+    """A phantom image and its full labels (z, y, x arrays) written beside it."""
+    image, labels = make_phantom((10, 24, 24), seed=4)
+    sitk.WriteImage(image, str(tmp_path / "img.nii.gz"))
+    return tmp_path, image, sitk.GetArrayFromImage(labels)
+
+
+def _adapt(folder, image, annotations, *extra):
+    path = folder / "ann.nii.gz"
+    ann = sitk.GetImageFromArray(annotations.astype(np.uint8))
+    ann.CopyInformation(image)
+    sitk.WriteImage(ann, str(path))
+    return main(["adapt", "--image", str(folder / "img.nii.gz"), "--annotations", str(path),
+                 "--from-scratch", "--classes", "a,b", "--budget", "5", "--device", "cpu",
+                 "-o", str(folder / "seg.nii.gz"), "--progress", "none", *extra])
+
+
+def _mixed(full):
+    drawn = np.zeros_like(full)
+    drawn[[3, 6]] = full[[3, 6]]
+    drawn[:, :, 12] = full[:, :, 12]
+    return drawn
+
+
+@pytest.mark.parametrize("make,extra,message", [
+    (lambda full: np.where(np.arange(10)[:, None, None] % 4 == 1, 0, 255 + 0 * full), (),
+     "holds only background"),
+    (_mixed, (), "slices drawn along two axes"),
+    (lambda full: np.where(np.isin(np.arange(10), [3, 6])[:, None, None], full, 0),
+     ("--axis", "2"), "--axis 2 does not fit"),
+])
+def test_uninterpretable_drawings_end_before_training(case, capsys, home, make, extra, message):
+    folder, image, full = case
+    assert _adapt(folder, image, make(full), *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and "ann.nii.gz" in err
+    assert Registry(home).list() == []
+    assert not (folder / "seg.nii.gz").exists()
