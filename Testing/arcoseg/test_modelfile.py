@@ -9,6 +9,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
 from arcoseg import modelfile
@@ -348,3 +349,38 @@ def test_a_file_at_the_model_path_is_refused(tmp_path: Path) -> None:
     (tmp_path / "m").write_text("x")
     with pytest.raises(OutputError, match="is a file"):
         save_model(tmp_path / "m", _trained_model(), _metadata())
+
+
+# ----------------------------------------------------------------------- non-finite weights
+
+
+def _poison(folder: Path, value: float) -> str:
+    """Put `value` into one weight and record the new checksum, as a corrupt copy would."""
+    weights = folder / "model.safetensors"
+    tensors = safetensors.torch.load(weights.read_bytes())
+    name = sorted(k for k, v in tensors.items() if v.is_floating_point())[3]
+    tensors[name].view(-1)[0] = value
+    data = safetensors.torch.save(tensors, metadata={"format": "pt"})
+    weights.write_bytes(data)
+    _rewrite_json(folder, weights_sha256=hashlib.sha256(data).hexdigest())
+    return name
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_like_any_corrupt_model(saved: Path, value) -> None:
+    """Issue 17 item 11: they loaded and segmented with exit 0."""
+    name = _poison(saved, value)
+    for read in (load_model, modelfile.model_info):
+        with pytest.raises(ModelFileError, match=rf"model.safetensors hold NaN or infinite "
+                                                 rf"values in 1 tensor\(s\) \({name}\)\. The "
+                                                 "model is corrupt"):
+            read(saved)
+
+
+def test_non_finite_weights_are_never_saved(tmp_path: Path) -> None:
+    model = _trained_model()
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(ModelFileError, match="weights to save hold NaN.*Training diverged"):
+        save_model(tmp_path / "m", model, _metadata())
+    assert not (tmp_path / "m").exists()

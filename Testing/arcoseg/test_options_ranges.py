@@ -4,6 +4,7 @@ message naming the option, and every option documents itself (help text, default
 from __future__ import annotations
 
 import argparse
+import json
 import math
 
 import pytest
@@ -161,3 +162,14 @@ def test_help_text_shows_defaults(argv, shown, capsys):
     text = " ".join(capsys.readouterr().out.split())
     for item in shown:
         assert item in text
+
+
+def test_usage_errors_are_json_events_for_programs(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", "m", "x.nii.gz", "-o", "y", "--batch", "0", "--progress", "json"])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    event = json.loads(out.strip().splitlines()[-1])
+    assert event["event"] == "error" and event["exit_code"] == 2
+    assert "argument --batch: 0 is out of range" in event["message"]
+    assert "argument --batch" in err  # people still read it on stderr

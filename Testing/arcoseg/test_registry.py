@@ -426,3 +426,67 @@ def test_a_process_killed_mid_stage_leaves_no_version_and_its_staging_is_cleaned
     assert len(staging_areas(home)) == 1  # the dead process's files, invisible to the registry
     adapt(registry, "brain", imported)  # the next writer deletes them
     assert staging_areas(home) == []
+
+
+# ------------------------------------------------- non-finite weights, archive messages, export
+
+
+def test_a_model_with_non_finite_weights_is_not_imported(registry: Registry, base: Path,
+                                                         home: Path) -> None:
+    """Issue 17 item 11: NaN weights with a recomputed checksum imported and segmented."""
+    import hashlib
+    import json
+
+    import safetensors.torch
+
+    weights = base / "model.safetensors"
+    tensors = safetensors.torch.load(weights.read_bytes())
+    tensors["backbone.out_conv.conv.weight"].view(-1)[0] = float("nan")
+    data = safetensors.torch.save(tensors, metadata={"format": "pt"})
+    weights.write_bytes(data)
+    meta = json.loads((base / "model.json").read_text())
+    meta["weights_sha256"] = hashlib.sha256(data).hexdigest()
+    (base / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="NaN or infinite values.*out_conv"):
+        registry.import_model(base)
+    assert registry.list() == [] and staging_areas(home) == []
+
+
+def test_errors_about_an_archive_name_its_member_not_the_staging_copy(
+        registry: Registry, base: Path, tmp_path: Path, home: Path) -> None:
+    """Issue 17 item 20: a pickle inside an imported .zip named an internal staging path."""
+    archive = tmp_path / "colleague.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(base / "model.json", "brain/model.json")
+        zf.writestr("brain/model.safetensors", torch_save_bytes())
+    with pytest.raises(ModelFileError) as err:
+        registry.import_model(archive)
+    message = str(err.value)
+    assert f"{archive} member brain/model.safetensors is a zip archive" in message
+    assert str(home) not in message and "staging" not in message
+
+
+def torch_save_bytes() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(build_model(CONFIG).state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def test_export_holds_the_model_and_history_only_when_asked(
+        registry: Registry, base: Path, tmp_path: Path) -> None:
+    """Issue 17 item 22: a trained model's export packed its whole training/ folder."""
+    (base / "training").mkdir()
+    (base / "training" / "metrics.jsonl").write_text('{"iteration": 1}\n')
+    (base / "training" / "checkpoint.safetensors").write_bytes(b"x" * 100_000)
+    (base / "training" / "checkpoint.json").write_text("{}")
+    archive = registry.export(base, tmp_path / "brain.zip")
+    assert zipfile.ZipFile(archive).namelist() == ["brain/model.json", "brain/model.safetensors"]
+    assert archive.stat().st_size < (base / "model.safetensors").stat().st_size + 5_000
+    with_history = registry.export(base, tmp_path / "full.zip", with_history=True)
+    assert zipfile.ZipFile(with_history).namelist() == [
+        "brain/model.json", "brain/model.safetensors", "brain/training/metrics.jsonl"]
+    folder = registry.export(base, tmp_path / "copy")
+    assert sorted(p.name for p in folder.rglob("*")) == ["model.json", "model.safetensors"]
+    assert registry.import_model(with_history) == VersionRef("full", "v1")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import signal
 import sys
@@ -68,13 +70,36 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; return its exit code (0 ok, 2 bad input, 3 cancelled, 1 bug)."""
-    args = build_parser().parse_args(argv)
+    """Run one command; return its exit code (0 ok, 2 bad input, 3 cancelled, 1 bug).
+
+    Bad arguments end in SystemExit(2) from argparse before any work, the message on stderr
+    and, with --progress json, also as an `error` event on stdout for the program reading it.
+    """
+    args = parse_arguments(build_parser(), argv)
     if getattr(args, "serve", False):
         from arcoseg.serve import run_server
 
         return run_server(args)
     return run_with_signals(args, StopFlag())
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """`parser.parse_args(argv)`; a usage error is also reported as JSON when asked for."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    pairs = zip(words, [*words[1:], ""])
+    if not any(w == "--progress=json" or (w, n) == ("--progress", "json") for w, n in pairs):
+        return parser.parse_args(argv)
+    messages = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(messages):
+            return parser.parse_args(argv)
+    except SystemExit as stop:
+        if stop.code == 2:
+            make_reporter("json").error(messages.getvalue().strip().splitlines()[-1],
+                                        exit_code=2, kind="UsageError")
+        raise
+    finally:
+        sys.stderr.write(messages.getvalue())
 
 
 def run_with_signals(args: argparse.Namespace, stop: StopFlag) -> int:

@@ -181,6 +181,8 @@ def save_model(model_dir: str | os.PathLike, model: SegmentationModel | Mapping[
     state = model.state_dict() if isinstance(model, nn.Module) else model
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
     _check_state_dict(tensors, metadata.network_config, "The weights to save")
+    _check_finite(tensors, "The weights to save", "Training diverged: train again with a lower "
+                  "--lr (or another --seed).")
     if dest.exists() and not dest.is_dir():
         raise OutputError(f"{dest} exists and is a file; give a folder path for the model.")
     try:
@@ -351,7 +353,19 @@ def _read_verified(folder: Path) -> tuple[ModelMetadata, dict[str, torch.Tensor]
     path = folder / WEIGHTS_FILE
     tensors = _read_weights(path, metadata.weights_sha256)
     _check_state_dict(tensors, metadata.network_config, f"The weights in {path}")
+    _check_finite(tensors, f"The weights in {path}", "The model is corrupt (or its training "
+                  "diverged) and would give a wrong segmentation: use another version or "
+                  "copy the model again from its source.")
     return metadata, tensors
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], where: str, remedy: str) -> None:
+    """ModelFileError naming the tensors that hold NaN or infinite values, if any."""
+    bad = [name for name, t in tensors.items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ModelFileError(f"{where} hold NaN or infinite values in {len(bad)} tensor(s) "
+                             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}). {remedy}")
 
 
 def _read_weights(path: Path, expected_sha256: str) -> dict[str, torch.Tensor]:

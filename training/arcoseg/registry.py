@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 from filelock import FileLock, Timeout
 
-from arcoseg.constants import METADATA_FILE, MODEL_FILES
+from arcoseg.constants import MODEL_FILES
 from arcoseg.errors import ArcosegError, ModelFileError, OutputError
 from arcoseg.fileutil import atomic_path, full_suffix, write_text_atomic
 
@@ -43,6 +43,9 @@ _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 _VERSION = re.compile(r"v([1-9][0-9]*)")
 # Provenance fields of model.json copied into the index for `list` (the rest stays in model.json).
 _SUMMARY_KEYS = ("method", "dataset", "held_out", "validation")
+# `models export --with-history` adds a trained model folder's training/ history, without the
+# checkpoint files (train.trainer.CHECKPOINT_STEM: resume state, not history)
+_HISTORY, _CHECKPOINT_PREFIX = "training", "checkpoint."
 
 
 class RegistryError(ArcosegError):
@@ -166,15 +169,18 @@ class Registry:
         check_name(name, hint)
         with self._staging_area() as area:
             staged = area / "model"
+            # errors name the user's files, never the staging copy
+            shown = f"{src} member " if is_zip else f"{src.parent if src.is_file() else src}/"
             try:
                 if is_zip:
-                    _extract_model_zip(src, staged)
+                    shown += _extract_model_zip(src, staged)
                 else:
                     _copy_model_files(src, staged)
                 return self._commit(staged, name, kind="base", parent=None, activate=True,
                                     source=str(src.resolve()))
             except ModelFileError as err:
-                raise ModelFileError(f"Cannot import {src}: {err}") from err
+                message = str(err).replace(f"{staged}{os.sep}", shown)
+                raise ModelFileError(f"Cannot import {src}: {message}") from err
 
     @contextlib.contextmanager
     def stage_version(self, name: str, parent: VersionRef | None = None
@@ -249,14 +255,22 @@ class Registry:
                 self._discard(folder)
         return [VersionRef(name, v) for v in ids]
 
-    def export(self, spec: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    def export(self, spec: str | os.PathLike, dest: str | os.PathLike,
+               with_history: bool = False) -> Path:
         """Copy the model `spec` names to folder `dest` (into it, as `<name>-<version>`, when it
-        is an existing folder), or write it as a .zip archive when `dest` ends in .zip."""
+        is an existing folder), or write it as a .zip archive when `dest` ends in .zip.
+
+        Exported: model.safetensors and model.json (which holds the provenance); with
+        `with_history` also the training history (training/: metrics, options, curves), never
+        the training checkpoint (resume state, about twice the weights' size).
+        """
         folder, ref = self._locate(spec, self._read_index())
+        _modelfile().model_info(folder)  # export only a complete, valid model
+        files = _export_files(folder, with_history)
         label = f"{ref.name}-{ref.version}" if ref else folder.name
         dest = Path(dest).expanduser()
         if full_suffix(dest) == ".zip":
-            _write_model_zip(folder, dest, label)
+            _write_model_zip(folder, files, dest, label)
             return dest
         if dest.is_dir():
             dest = dest / label
@@ -264,7 +278,9 @@ class Registry:
             raise OutputError(f"{dest} already exists. Choose a new folder name or remove it.")
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            shutil.copytree(folder, tmp)
+            for path in files:
+                (tmp / path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(folder / path, tmp / path)
             os.rename(tmp, dest)
         except OSError as err:
             raise OutputError(f"Cannot export to {dest}: {err.strerror or err}. Choose a writable "
@@ -509,8 +525,9 @@ def _copy_model_files(src: Path, dest: Path) -> None:
         shutil.copyfile(folder / name, dest / name)
 
 
-def _extract_model_zip(archive: Path, dest: Path) -> None:
-    """Write the model files of an exported archive (at its top or in one folder) into `dest`.
+def _extract_model_zip(archive: Path, dest: Path) -> str:
+    """Write the model files of an exported archive (at its top or in one folder) into `dest`;
+    return that folder inside the archive ('' or 'name/').
 
     Only the two model files are read, by name, so nothing else in the archive is written out.
     """
@@ -536,18 +553,30 @@ def _extract_model_zip(archive: Path, dest: Path) -> None:
             dest.mkdir()
             for name, info in members.items():
                 (dest / name).write_bytes(zf.read(info))
+            return members[MODEL_FILES[0]].filename[: -len(MODEL_FILES[0])]
     except zipfile.BadZipFile as err:
         raise ModelFileError(f"{archive} is not a valid zip archive ({err}). Export the model "
                              "again.") from err
 
 
-def _write_model_zip(folder: Path, dest: Path, label: str) -> None:
-    """Write every file of model folder `folder` into archive `dest` (atomically) under `label/`."""
+def _export_files(folder: Path, with_history: bool) -> list[PurePosixPath]:
+    """The files of model folder `folder` an export holds (relative paths): the model files,
+    and with `with_history` the training history but not its checkpoint (resume state)."""
+    files = [PurePosixPath(name) for name in sorted(MODEL_FILES)]
+    history = folder / _HISTORY
+    if with_history and history.is_dir():
+        files += sorted(PurePosixPath(p.relative_to(folder).as_posix()) for p in history.rglob("*")
+                        if p.is_file() and not p.name.startswith(_CHECKPOINT_PREFIX))
+    return files
+
+
+def _write_model_zip(folder: Path, files: list[PurePosixPath], dest: Path, label: str) -> None:
+    """Write `files` of model folder `folder` into archive `dest` (atomically) under `label/`."""
     with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w") as zf:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            # JSON compresses well; weights hardly do, so they are stored as is (faster).
-            method = zipfile.ZIP_DEFLATED if path.name == METADATA_FILE else zipfile.ZIP_STORED
-            zf.write(path, f"{label}/{path.relative_to(folder).as_posix()}", compress_type=method)
+        for path in files:
+            # weights hardly compress, so they are stored as is (faster); the rest is text/PNG
+            method = zipfile.ZIP_STORED if path.suffix == ".safetensors" else zipfile.ZIP_DEFLATED
+            zf.write(folder / path, f"{label}/{path}", compress_type=method)
 
 
 def _modelfile():

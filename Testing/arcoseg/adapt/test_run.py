@@ -147,9 +147,10 @@ def test_cli_refuses_classes_without_from_scratch(case, capsys):
 
 @pytest.mark.parametrize("warmup", ["1", "-0.2"])
 def test_cli_refuses_a_warm_up_that_is_not_a_fraction(case, capsys, warmup):
-    code = main(["adapt", "--image", str(case["image"]), "--annotations", str(case["ann"]),
-                 "--from-scratch", "--classes", "a,b", "--warmup", warmup, "--progress", "json"])
-    assert code == 2 and "--warmup" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # refused by argparse, before any work
+        main(["adapt", "--image", str(case["image"]), "--annotations", str(case["ann"]),
+              "--from-scratch", "--classes", "a,b", "--warmup", warmup, "--progress", "json"])
+    assert exit_info.value.code == 2 and "--warmup" in capsys.readouterr().out
     assert Registry().list() == []
 
 

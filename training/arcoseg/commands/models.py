@@ -45,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     exp = action("export", "copy a model version to a folder or a .zip archive")
     exp.add_argument("spec", help=_SPEC_HELP)
     exp.add_argument("dest", type=Path, help="new folder, existing folder to copy into, or .zip")
+    exp.add_argument("--with-history", action="store_true",
+                     help="also export the training history (training/: metrics, options, "
+                          "curves); by default only model.safetensors and model.json (which "
+                          "holds the provenance)")
     rm = action("remove", "delete a version (NAME@VERSION) or a whole model (NAME)")
     rm.add_argument("spec", help="NAME@VERSION or NAME")
     rm.add_argument("--force", action="store_true",
@@ -99,7 +103,7 @@ def _export(registry: Registry, args: argparse.Namespace, reporter: Reporter) ->
 
     dest = Path(args.dest).expanduser()  # a .zip file, else a folder (never 'x.tar.gz/')
     check_output_file(dest) if full_suffix(dest) == ".zip" else check_output_folder(dest)
-    return {"exported": str(registry.export(args.spec, dest))}
+    return {"exported": str(registry.export(args.spec, dest, with_history=args.with_history))}
 
 
 def _remove(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
