@@ -55,3 +55,58 @@ def test_text_result_counts_a_long_list_and_show_prints_on_stdout(capsys):
     rep.result(versions=[{"ref": f"m@v{i}"} for i in range(40)], short=[1, 2])
     assert capsys.readouterr().out.splitlines() == [
         "table row", "versions: 40 entries (full detail: --progress json)", "short: [1, 2]"]
+
+
+class _CountingBar:
+    """Records every bar the Reporter opens (total, initial) instead of drawing it."""
+
+    def __init__(self, opened):
+        self.opened = opened
+
+    def __call__(self, total, initial=0, **kwargs):
+        from tqdm import tqdm
+
+        self.opened.append({"total": total, "initial": initial})
+        return tqdm(total=total, initial=initial, **kwargs)
+
+
+def _bars(monkeypatch):
+    import arcoseg.progress
+
+    opened = []
+    monkeypatch.setattr(arcoseg.progress, "tqdm", _CountingBar(opened))
+    return opened
+
+
+def test_one_bar_per_phase_when_a_budget_changes_the_total(monkeypatch):
+    """Issue 17 item 17: Adapt opened a new bar every 5 iterations as its budget re-estimated
+    the total, each starting at the current step (rates like 2 010 492 it/s)."""
+    opened = _bars(monkeypatch)
+    stream = io.StringIO()
+    rep = Reporter(stream)
+    totals = [2000, 600, 420, 400, 380, 370]
+    for i, total in enumerate(totals):
+        rep.progress(5 * (i + 1), total, "training", loss=0.5)
+    rep.progress(30, 30, "training")  # the budget ends the run at iteration 30
+    assert opened == [{"total": 2000, "initial": 5}]
+    assert "30/30" in stream.getvalue()
+
+
+def test_a_finished_bar_is_not_drawn_again(monkeypatch):
+    """`train` reported its last step twice and left a stray '0/300' bar."""
+    opened = _bars(monkeypatch)
+    stream = io.StringIO()
+    rep = Reporter(stream)
+    for step in range(1, 4):
+        rep.progress(step, 3, "training")
+    rep.progress(3, 3, "training")
+    assert len(opened) == 1 and "0/3" not in stream.getvalue().split("3/3")[-1]
+
+
+def test_a_step_going_back_starts_the_next_phase(monkeypatch):
+    opened = _bars(monkeypatch)
+    rep = Reporter(io.StringIO())
+    rep.progress(1, 4, "preprocessing")
+    rep.progress(2, 4, "preprocessing")
+    rep.progress(1, 4, "validation cases")
+    assert opened == [{"total": 4, "initial": 1}, {"total": 4, "initial": 1}]

@@ -40,14 +40,26 @@ class Reporter:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self._bar: tqdm | None = None
+        self._finished: tuple[str, int] | None = None  # (message, step) of the last full bar
 
     def progress(self, step: int, total: int, message: str = "", **fields: Any) -> None:
-        """Report that `step` of `total` units are done."""
-        if self.quiet:
+        """Report that `step` of `total` units are done.
+
+        One bar per phase: a bar lives until `step` reaches `total`; a changed `total` (a time
+        budget re-estimated) updates it in place, and only a `step` below the bar's starts a new
+        one. A bar opened part-way (a resumed run) counts its rate from there. A repeated report
+        of a finished bar's last step draws nothing.
+        """
+        if self.quiet or (step >= total and self._bar is None
+                          and self._finished == (message, step)):
             return
-        if self._bar is None or self._bar.total != total or step < self._bar.n:
+        if self._bar is not None and step < self._bar.n:
             self.close()
-            self._bar = tqdm(total=total, file=self.stream, dynamic_ncols=True, leave=True)
+        if self._bar is None:
+            self._bar = tqdm(total=total, initial=min(step, total), file=self.stream,
+                             dynamic_ncols=True, leave=True)
+        elif self._bar.total != total:
+            self._bar.total = total
         self._bar.set_description(message, refresh=False)
         shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in fields.items()}
         if shown:
@@ -55,6 +67,7 @@ class Reporter:
         self._bar.update(step - self._bar.n)
         if step >= total:
             self.close()
+            self._finished = (message, step)
 
     def track(self, items: Iterable[T], total: int, message: str = "") -> Iterator[T]:
         """Iterate over `items`, reporting progress after each one."""
