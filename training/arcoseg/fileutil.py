@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from arcoseg.errors import OutputError
+from arcoseg.tempfiles import remove_stale_siblings, sibling_temp_prefix
 
 # Multi-part suffixes matter: SimpleITK picks the writer from the file name.
 _COMPOUND_SUFFIXES = (".nii.gz", ".seg.nrrd", ".tar.gz")
@@ -79,8 +80,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     dest = ensure_parent_writable(path)
     mode = stat.S_IMODE(dest.stat().st_mode) if dest.is_file() else normal_mode()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{full_suffix(dest)}",
-                                    dir=dest.parent)
+    remove_stale_siblings(dest)  # left by a killed run
+    fd, tmp_name = tempfile.mkstemp(prefix=sibling_temp_prefix(dest),
+                                    suffix=f".tmp{full_suffix(dest)}", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -31,6 +31,7 @@ from arcoseg.fileutil import make_temp_dir
 from arcoseg.networks import NetworkConfig, SegmentationModel, build_model
 from arcoseg.networks.model import is_integer
 from arcoseg.progress import to_jsonable
+from arcoseg.tempfiles import remove_stale_siblings, sibling_temp_prefix
 
 FORMAT_VERSION = 1
 _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
@@ -187,7 +188,8 @@ def save_model(model_dir: str | os.PathLike, model: SegmentationModel | Mapping[
         raise OutputError(f"{dest} exists and is a file; give a folder path for the model.")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = make_temp_dir(dest.parent, prefix=f".{dest.name}.")
+        remove_stale_siblings(dest)  # left by a killed run
+        staging = make_temp_dir(dest.parent, prefix=sibling_temp_prefix(dest))
     except OSError as err:
         raise OutputError(f"Cannot write model folder {dest}: {err.strerror or err}. "
                           "Choose a writable location.") from err

@@ -34,6 +34,7 @@ from filelock import FileLock, Timeout
 from arcoseg.constants import MODEL_FILES
 from arcoseg.errors import ArcosegError, ModelFileError, OutputError
 from arcoseg.fileutil import atomic_path, full_suffix, write_text_atomic
+from arcoseg.tempfiles import remove_stale_siblings, sibling_temp_prefix
 
 INDEX_VERSION = 1
 INDEX_FILE = "registry.json"
@@ -276,7 +277,8 @@ class Registry:
             dest = dest / label
         if dest.exists():
             raise OutputError(f"{dest} already exists. Choose a new folder name or remove it.")
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+        remove_stale_siblings(dest)  # left by a killed run
+        tmp = dest.with_name(f"{sibling_temp_prefix(dest)}{uuid.uuid4().hex[:8]}.tmp")
         try:
             for path in files:
                 (tmp / path).parent.mkdir(parents=True, exist_ok=True)

@@ -51,3 +51,32 @@ def test_uninterpretable_drawings_end_before_training(case, capsys, home, make, 
     assert message in err and "ann.nii.gz" in err
     assert Registry(home).list() == []
     assert not (folder / "seg.nii.gz").exists()
+
+
+def test_a_cancelled_adapt_says_what_happened_and_leaves_no_work_folder(case, home, tmp_path,
+                                                                        monkeypatch):
+    """Issue 17 item 19: Ctrl-C said "Continue with --resume --out /tmp/arcoseg-adapt-…"
+    (adapt has no --resume and that folder is deleted)."""
+    import tempfile
+
+    from arcoseg.adapt.run import AdaptRequest, adapt
+    from arcoseg.errors import Cancelled
+    from arcoseg.progress import Reporter
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    folder, image, full = case
+    drawn = np.zeros_like(full)
+    drawn[[3, 6]] = full[[3, 6]]
+    ann = sitk.GetImageFromArray(drawn.astype(np.uint8))
+    ann.CopyInformation(image)
+    sitk.WriteImage(ann, str(folder / "ann.nii.gz"))
+    request = AdaptRequest(images=[folder / "img.nii.gz"], annotations=[folder / "ann.nii.gz"],
+                           classes=["a", "b"], iterations=50, device="cpu",
+                           output=folder / "seg.nii.gz")
+    with pytest.raises(Cancelled) as err:
+        adapt(request, Reporter(quiet=True), stop=lambda: True)
+    assert "--resume" not in str(err.value) and "registry is unchanged" in str(err.value)
+    assert list(scratch.glob("arcoseg-*")) == []
+    assert Registry(home).list() == [] and not (folder / "seg.nii.gz").exists()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +31,7 @@ from arcoseg.adapt.suggest import suggest_slices
 from arcoseg.data.orientation import to_slicing_axis
 from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_image, resample
 from arcoseg.device import resolve_device
-from arcoseg.errors import ArcosegError, InputError
+from arcoseg.errors import ArcosegError, Cancelled, InputError
 from arcoseg.inference import Segmentation, segment_channels
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.geometry import check_format_holds, read_grid
@@ -43,6 +42,7 @@ from arcoseg.modelfile import ModelMetadata, load_metadata, load_model, save_mod
 from arcoseg.networks.model import NetworkConfig, SegmentationModel
 from arcoseg.progress import Reporter
 from arcoseg.registry import Registry, VersionRef, check_name
+from arcoseg.tempfiles import work_folder
 from arcoseg.train.options import PATCH_DIVISOR, TrainOptions
 from arcoseg.train.trainer import RunData, Trainer, extra_unlabelled, without_label
 from arcoseg.data.sampling import PatchSampler, SliceSampler
@@ -295,8 +295,12 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
                  f"annotated slice(s) along axis {axis}: {request.iterations} iterations at "
                  f"most, budget {request.budget:.0f} s, {torch.get_num_threads()} CPU thread(s)")
     pace = PaceReporter(reporter, request.iterations, request.budget)
-    with tempfile.TemporaryDirectory(prefix="arcoseg-adapt-") as work:
-        trainer = train_adapted(request, parent, items, plan, pace, stop, Path(work))
+    with work_folder("arcoseg-adapt") as work:
+        try:
+            trainer = train_adapted(request, parent, items, plan, pace, stop, work)
+        except Cancelled as err:  # not the trainer's "--resume": Adapt has none, work is gone
+            raise Cancelled("Adapt cancelled: nothing was saved and the model registry is "
+                            "unchanged. Run adapt again to start over.") from err
     adapted = trainer.method.eval_model()
     segmentations = [segment_channels(adapted, trainer.metadata(), [item.image], device)
                      for item in items]
