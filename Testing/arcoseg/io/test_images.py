@@ -192,6 +192,7 @@ def test_folder_with_two_dicom_series_is_rejected(tmp_path):
 
 
 def test_folder_without_dicom_is_rejected(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(InputError, match="no DICOM series"):
         read_image(tmp_path)
 

@@ -173,6 +173,7 @@ def _read_3d(path: str | os.PathLike) -> sitk.Image:
     if p.is_dir():
         image = _read_dicom_series(p)
     else:
+        _check_readable(p)
         if full_suffix(p) in (".nii", ".nii.gz"):
             _check_nifti_complete(p)
         try:
@@ -199,12 +200,42 @@ def _read_3d(path: str | os.PathLike) -> sitk.Image:
     return image
 
 
+def _check_readable(path: Path) -> None:
+    """InputError naming the real cause when `path` cannot be opened (permissions, ...): the
+    readers would report it as a corrupt or unsupported file."""
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except PermissionError as err:
+        raise InputError(f"Cannot read {path}: permission denied. Ask its owner to make it "
+                         "readable for you (e.g. chmod a+r), or copy it to a folder you can "
+                         "read.") from err
+    except OSError as err:
+        raise InputError(f"Cannot read {path}: {err.strerror or err}. Check the path and the "
+                         "disk.") from err
+
+
 def _read_dicom_series(folder: Path) -> sitk.Image:
+    try:
+        entries = sorted(folder.iterdir())
+    except PermissionError as err:
+        raise InputError(f"Cannot open folder {folder}: permission denied. Ask its owner to "
+                         "make it readable for you, or copy it to a folder you can read.") from err
+    if not entries:
+        raise InputError(f"Folder {folder} is empty. Give an image file "
+                         f"({', '.join(READABLE_SUFFIXES)}), a folder of image files, or a "
+                         "folder holding one DICOM series.")
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
-        raise InputError(f"Folder {folder} contains no DICOM series. Give an image file or a "
-                         "folder holding exactly one DICOM series.")
+        folders = [e.name for e in entries if e.is_dir()]
+        names = ", ".join(e.name for e in entries[:5]) + (", …" if len(entries) > 5 else "")
+        raise InputError(
+            f"Folder {folder} holds no image file ({', '.join(READABLE_SUFFIXES)}) and no DICOM "
+            f"series (it holds {len(entries)} entries: {names}). Give an image file, a folder of "
+            "image files, or a folder holding one DICOM series"
+            + (f"; subfolders are not searched, so give one of them (e.g. {folder / folders[0]})"
+               if folders else "") + ".")
     if len(series) > 1:
         raise InputError(f"Folder {folder} contains {len(series)} DICOM series "
                          f"({', '.join(series)}); put each series in its own folder.")
