@@ -79,7 +79,7 @@ def test_every_method_is_trained_evaluated_and_recorded(finished):
 
 def test_markdown_table_has_a_row_per_method_with_per_class_dice(finished):
     out, _ = finished
-    table = (out / "results.md").read_text()
+    table = (out / "results.md").read_text(encoding="utf-8")
     assert "## Phantom — smoke-2d-2it — evaluated on Phantom:val (2 cases)" in table
     header = next(line for line in table.splitlines() if line.startswith("| labelled"))
     for column in ("Dice %", "Jaccard %", "HD95 vox", "ASD vox", "class1 Dice %",
@@ -110,7 +110,7 @@ def test_more_datasets_are_evaluated_without_retraining(finished, dataset, tmp_p
     assert summary["ran"] == 2 and log.read_text() == before
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert all(r["evaluations"]["Heldout:all"]["n_cases"] == 2 for r in runs)
-    assert "evaluated on Heldout:all (2 cases)" in (out / "results.md").read_text()
+    assert "evaluated on Heldout:all (2 cases)" in (out / "results.md").read_text(encoding="utf-8")
 
 
 def test_a_run_folder_with_other_options_is_refused(finished, dataset, tmp_path):
@@ -170,7 +170,7 @@ def test_sigint_checkpoints_the_running_training_and_exits_3(dataset, tmp_path):
     assert (run_dir / "model/training/checkpoint.json").is_file()
     record = json.loads((run_dir / "run.json").read_text())
     assert record["training"] is None and record["segments"][-1]["exit_code"] == 3
-    assert "Not finished" in (out / "results.md").read_text()
+    assert "Not finished" in (out / "results.md").read_text(encoding="utf-8")
 
 
 def _text(path):
