@@ -28,7 +28,9 @@ from typing import Any, TextIO
 
 from arcoseg import __version__
 from arcoseg.errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_USER
+from arcoseg.commands.common import HelpFormatter
 from arcoseg.progress import JsonReporter, to_jsonable
+from arcoseg.ranges import NONNEG_INT
 from arcoseg.serve_lanes import HEAVY_WARMUP, Lane, Request
 
 LIGHT_COMMANDS = ("models", "device")  # quick registry and device queries
@@ -39,10 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="keep the engine loaded and answer JSON-lines requests on "
                                      "stdin (for the Slicer module and scripts)",
                        description=__doc__.split("\n\n", 1)[0] + " " + " ".join(
-                           __doc__.split("\n\n", 1)[1].split()))
-    p.add_argument("--cache-models", type=int, default=2, metavar="N",
-                   help="models kept loaded on their device for `segment` (default 2; 0 keeps "
-                        "none)")
+                           __doc__.split("\n\n", 1)[1].split()), formatter_class=HelpFormatter)
+    p.add_argument("--cache-models", type=NONNEG_INT, default=2, metavar="N",
+                   help="models kept loaded on their device for `segment` (0 keeps none)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
                    help="do not import torch and MONAI before the first request arrives")
     return p
