@@ -158,9 +158,13 @@ def _labels_on_input_grid(probs: np.ndarray, grid: sitk.Image, reference: sitk.I
     index = np.zeros(tuple(reversed(reference.GetSize())), np.uint8)
     kept = np.empty((len(probs), *index.shape), np.float16) if keep else None
     for k in range(len(probs)):
-        p = probs[k] if same else sitk.GetArrayFromImage(resample_to_reference(
-            array_to_image(probs[k], grid, np.float32), reference, sitk.sitkLinear)
-        ).astype(np.float16)
+        if same:
+            p = probs[k]
+        else:
+            resampled = resample_to_reference(array_to_image(probs[k], grid, np.float32),
+                                              reference, sitk.sitkLinear)
+            p = sitk.GetArrayViewFromImage(resampled).astype(np.float16)  # a view: no copy
+            del resampled
         if kept is not None:
             kept[k] = p
         if best is None:
