@@ -35,7 +35,7 @@ def test_demo_pipeline_writes_report_overlay_and_suggestions(tmp_path):
                       Reporter(quiet=True), lambda: False, budget=600, iterations=3,
                       device="cpu", notice="test notice")
     out = tmp_path / "out"
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     assert "Next slices to annotate" in report and "test notice" in report
     assert (out / "overlay.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "evaluation" / "summary.md").is_file()
