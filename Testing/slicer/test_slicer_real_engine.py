@@ -73,7 +73,8 @@ def test_segment_through_the_real_engine_lands_on_the_volume_grid(tiny_model, tm
     outside[exported.box] = False
     assert outside.any() and (indices[outside] == 0).all()
     assert entropy.shape == exported.written_shape and 0 <= entropy.min() <= entropy.max() <= 1
-    assert progress[-1]["step"] == progress[-1]["total"] == 1
+    # progress counts the slices of the one image (issue 17 item 16) and ends complete
+    assert progress[-1]["step"] == progress[-1]["total"] == exported.written_shape[0]
     assert not work.exists()  # the job cleans its work folder
 
 
