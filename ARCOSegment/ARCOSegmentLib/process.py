@@ -141,11 +141,8 @@ class EngineProcess:
             raise EngineError(f"Cannot start the segmentation engine ({self.command[0]}): "
                               f"{err.strerror or err}. Check that Slicer's Python is installed "
                               "and the ARCOSegment dependencies are set up.") from err
-        readers = [threading.Thread(target=self._read, args=(self._proc.stdout, False), daemon=True),
-                   threading.Thread(target=self._read, args=(self._proc.stderr, True), daemon=True)]
-        for reader in readers:
-            reader.start()
-        threading.Thread(target=self._watch, args=(readers,), daemon=True).start()
+        start_readers([lambda: self._read(self._proc.stdout, False),
+                       lambda: self._read(self._proc.stderr, True)], self._watch)
         return self
 
     @property
@@ -282,6 +279,16 @@ class EngineProcess:
         if not self._stderr_tail:
             return "It printed nothing on stderr."
         return "Last messages:\n" + "\n".join(self._stderr_tail)
+
+
+def start_readers(readers: Sequence[Callable[[], None]],
+                  watch: Callable[[list[threading.Thread]], None]) -> None:
+    """Run each reader on a daemon thread, and `watch(threads)` on one more (it joins them and
+    settles the outcome once the child's pipes are drained)."""
+    threads = [threading.Thread(target=reader, daemon=True) for reader in readers]
+    for thread in threads:
+        thread.start()
+    threading.Thread(target=watch, args=(threads,), daemon=True).start()
 
 
 def launch(command: Sequence[str], env: Mapping[str, str] | None, stdin: int) -> subprocess.Popen:

@@ -19,7 +19,8 @@ from collections import deque
 from typing import Any, Mapping, Sequence
 
 from ARCOSegmentLib.process import (EXIT_INTERNAL, EngineCallbacks, EngineError, EngineProcess,
-                                    _Exited, _terminate_tree, engine_command, launch, parse_line)
+                                    _Exited, _terminate_tree, engine_command, launch, parse_line,
+                                    start_readers)
 
 _STDERR_TAIL_LINES = 20
 
@@ -48,11 +49,7 @@ class EngineWorker:
         except OSError as err:
             raise EngineError(f"Cannot start the engine worker ({self.python}): "
                               f"{err.strerror or err}.") from err
-        readers = [threading.Thread(target=self._read_events, daemon=True),
-                   threading.Thread(target=self._read_stderr, daemon=True)]
-        for reader in readers:
-            reader.start()
-        threading.Thread(target=self._watch, args=(readers,), daemon=True).start()
+        start_readers([self._read_events, self._read_stderr], self._watch)
         return self
 
     @property
