@@ -103,17 +103,25 @@ class AdaptOutput:
     labels: Path | None = None
     iterations: int = 0
     seconds: float = 0.0
+    copy_dice: float | None = None  # copying the nearest drawn slice onto the held-out one
 
     def heldout_check(self) -> str:
-        """The held-out check in words: 'held-out slice 17, Dice 0.710 → 0.802 (activated)'."""
-        verdict = "activated" if self.activated else "saved, previous version kept active"
+        """The held-out check in words: 'held-out slice 17, Dice 0.710 → 0.802 (activated)',
+        with the nearest-slice copy's Dice when the engine reports it."""
+        if self.activated:
+            verdict = "activated"
+        elif self.parent_dice is None:  # from scratch: only the copy can have beaten it
+            verdict = "saved, not active: copying the nearest drawn slice scored higher"
+        else:
+            verdict = "saved, previous version kept active"
         if self.heldout_slice is None:
             return f"no held-out check (only one annotated slice); {verdict}"
 
         def fmt(value):
             return "n/a" if value is None else f"{value:.3f}"
+        copied = "" if self.copy_dice is None else f"; nearest-slice copy {fmt(self.copy_dice)}"
         return (f"held-out slice {self.heldout_slice}, Dice {fmt(self.parent_dice)} → "
-                f"{fmt(self.adapted_dice)} ({verdict})")
+                f"{fmt(self.adapted_dice)}{copied} ({verdict})")
 
     def summary(self) -> str:
         """One line for the panel: the version and its held-out check."""
@@ -141,7 +149,8 @@ def parse_adapt_result(result: Mapping[str, Any]) -> AdaptOutput:
                        suggested_slices=[int(s) for s in result.get("suggested_slices", [])],
                        labels=Path(outputs[0]["labels"]) if outputs else None,
                        iterations=int(result.get("iterations") or 0),
-                       seconds=float(result.get("seconds") or 0.0))
+                       seconds=float(result.get("seconds") or 0.0),
+                       copy_dice=number(heldout.get("copy_dice")))
 
 
 class EngineJob(Generic[T]):
