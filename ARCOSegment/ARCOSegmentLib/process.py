@@ -156,6 +156,11 @@ class EngineProcess:
         return self._proc.returncode if self._proc else None
 
     @property
+    def started(self) -> bool:
+        """True once `start()` has launched the run."""
+        return self._proc is not None
+
+    @property
     def finished(self) -> bool:
         """True once the outcome is known and every event has been dispatched."""
         return self._outcome is not None
@@ -169,7 +174,7 @@ class EngineProcess:
         """Block until the run ends, dispatching events; return the result or raise EngineError.
 
         Starts the process if needed. After `timeout` seconds the run is cancelled."""
-        if self._proc is None:
+        if not self.started:
             self.start()
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.finished:

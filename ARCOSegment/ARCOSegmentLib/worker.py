@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 from collections import deque
 from typing import Any, Mapping, Sequence
 
@@ -189,27 +188,20 @@ class WorkerRun(EngineProcess):
         return self._returncode if self._ended.is_set() else None
 
     @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
     def finished(self) -> bool:
         return self.fallback.finished if self.fallback else super().finished
 
-    def poll(self) -> bool:
+    def _dispatch(self, block_seconds: float) -> None:
+        # EngineProcess's poll() and wait() drive this run through here, so they serve the
+        # one-shot fallback too.
         if self.fallback is not None:
-            return self.fallback.poll()
-        return super().poll()
-
-    def wait(self, timeout: float | None = None) -> dict[str, Any]:
-        if not self._started:
-            self.start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.finished:
-            if deadline is not None and time.monotonic() >= deadline:
-                self.cancel()
-                deadline = None
-            if self.fallback is not None:
-                return self.fallback.wait(None if deadline is None
-                                          else max(0.0, deadline - time.monotonic()))
-            self._dispatch(block_seconds=0.1)
-        return self.outcome()
+            self.fallback._dispatch(block_seconds)
+        else:
+            super()._dispatch(block_seconds)
 
     def outcome(self) -> dict[str, Any]:
         return self.fallback.outcome() if self.fallback else super().outcome()
