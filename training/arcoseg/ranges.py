@@ -97,3 +97,4 @@ SEED = Range(int, 0, 2**31 - 1)  # every random generator used accepts these
 POSITIVE = Range(float, 0, low_open=True)  # learning rate, seconds, millimetres
 NONNEG = Range(float, 0)  # loss weights (0 switches a term off)
 FRACTION = Range(float, 0, 1, high_open=True)  # a part of a schedule or a strength below 1
+UNIT = Range(float, 0, 1)  # a mixing weight, both ends included

@@ -29,10 +29,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from arcoseg.adapt.annotations import Annotations
 from arcoseg.adapt.baselines import BASELINES
+from arcoseg.adapt.fusion import FusionSettings, fuse
 from arcoseg.adapt.prior import PRIOR_MODES, PriorSettings
 from arcoseg.adapt.run import AdaptRequest, adapt
 from arcoseg.commands.common import AUTO_THREADS, apply_threads
+from arcoseg.constants import FUSION_WEIGHT
 from arcoseg.data.dataset import load_dataset
 from arcoseg.demo.pipeline import pick_slices, simulate_annotations, unannotated_dice
 from arcoseg.device import resolve_device
@@ -66,6 +69,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--prior-strength", type=float, default=PriorSettings.strength)
     p.add_argument("--prior-scale", type=float, default=PriorSettings.scale)
     p.add_argument("--prior-decay", type=float, default=PriorSettings.decay)
+    p.add_argument("--fusion-weights", default=f"0,{FUSION_WEIGHT}",
+                   help="the drawing's weights in Adapt's output (arcoseg.adapt.fusion) to score "
+                        "on each adapted model: one row each (0 = the model alone)")
     p.add_argument("--no-early-stop", dest="early_stop", action="store_false")
     p.add_argument("--keep-models", action="store_true",
                    help="keep the adapted models (OUT/work/registry) for later analysis")
@@ -110,12 +116,14 @@ def run_baseline(name: str, labels: np.ndarray, slices: list[int], num_classes: 
 
 def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndarray,
               slices: list[int], method: str, start: str, work: Path,
-              class_names: list[str]) -> dict:
-    """One adaptation of one case."""
+              class_names: list[str]) -> list[dict]:
+    """One adaptation of one case, scored with each of `--fusion-weights` (one row each)."""
+    drawn = simulate_annotations(labels, 0, slices)
     ann = work / f"{case.id}_k{len(slices)}.nii.gz"
-    write_image(array_to_image(simulate_annotations(labels, 0, slices), image, np.uint8), ann)
-    before = base_dice(args.base if start == "base" else None, image, labels, slices,
-                       resolve_device(args.device), len(class_names))
+    write_image(array_to_image(drawn, image, np.uint8), ann)
+    device = resolve_device(args.device)
+    before = base_dice(args.base if start == "base" else None, image, labels, slices, device,
+                       len(class_names))
     prior = PriorSettings(mode=args.prior, strength=args.prior_strength, scale=args.prior_scale,
                           decay=args.prior_decay)
     request = AdaptRequest(images=[case.images[0]], annotations=[ann], axis=0,
@@ -123,17 +131,24 @@ def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndar
                            classes=None if start == "base" else class_names[1:],
                            name=f"bench-{start}", method=method, budget=args.budget,
                            iterations=args.iterations, warmup=args.warmup, jitter=args.jitter,
-                           prior=prior, early_stop=args.early_stop,
-                           holdout=False, output=work / f"{case.id}_seg.nii.gz",
+                           prior=prior, early_stop=args.early_stop, holdout=False,
                            device=args.device, home=work / "registry")
     t0 = time.perf_counter()
     result = adapt(request, Reporter(quiet=True), lambda: False)
     seconds = time.perf_counter() - t0
-    pred = sitk.GetArrayFromImage(sitk.ReadImage(str(work / f"{case.id}_seg.nii.gz")))
-    return {"method": method, "start": start, "before": before, "seconds": seconds,
-            "iterations": result["iterations"], "suggested": result["suggested_slices"],
-            "model_path": result["model"]["path"],
-            **score(pred, labels, slices, len(class_names))}
+    model, meta = load_model(Path(result["model"]["path"]), device=device)
+    probs = segment_channels(model, meta, [image], device).probabilities
+    spacing_zyx = tuple(reversed(image.GetSpacing()))
+    rows = []
+    for weight in (float(w) for w in args.fusion_weights.split(",")):
+        fused = fuse(probs, Annotations(drawn, 0, slices), spacing_zyx,
+                     FusionSettings(weight=weight))
+        rows.append({"method": method, "start": start, "before": before, "seconds": seconds,
+                     "fusion": weight, "iterations": result["iterations"],
+                     "suggested": result["suggested_slices"],
+                     "model_path": result["model"]["path"],
+                     **score(fused.argmax(axis=0), labels, slices, len(class_names))})
+    return rows
 
 
 def main() -> None:
@@ -158,8 +173,9 @@ def main() -> None:
                     if method in BASELINES:
                         found = [run_baseline(method, labels, slices, len(dataset.class_names))]
                     else:
-                        found = [run_adapt(args, case, image, labels, slices, method, start,
-                                           work, dataset.class_names) for start in starts]
+                        found = [row for start in starts for row in run_adapt(
+                            args, case, image, labels, slices, method, start, work,
+                            dataset.class_names)]
                     for row in found:
                         rows.append({"case": case.id, "k": k, "slices": slices, "tag": args.tag,
                                      **row})
@@ -174,18 +190,19 @@ def _pm(values: list[float]) -> str:
     return f"{np.mean(values) * 100:.1f} ± {np.std(values) * 100:.1f}"
 
 
+def _label(row: dict) -> str:
+    """A table row's method: the method, the fusion weight of Adapt's output, the tag."""
+    label = row["method"] + (f" (fusion {row['fusion']:g})" if "fusion" in row else "")
+    return label + (f" {row['tag']}" if row.get("tag") and row["start"] != "none" else "")
+
+
 def format_table(rows: list[dict]) -> str:
     """Per (k, start, method): Dice on unannotated slices and whole volume (mean ± std over
     cases, %), the base model's Dice before, seconds per case."""
     lines = ["| k | start | method | cases | Dice unannotated | Dice whole volume | Dice before "
              "| seconds |", "|---|---|---|---:|---:|---:|---:|---:|"]
-    keys = sorted({(r["k"], r["start"], r["method"] + (f" {r['tag']}" if r.get("tag") and
-                                                        r["start"] != "none" else ""))
-                   for r in rows})
-    for k, start, label in keys:
-        group = [r for r in rows if r["k"] == k and r["start"] == start
-                 and r["method"] + (f" {r['tag']}" if r.get("tag") and r["start"] != "none"
-                                    else "") == label]
+    for k, start, label in sorted({(r["k"], r["start"], _label(r)) for r in rows}):
+        group = [r for r in rows if (r["k"], r["start"], _label(r)) == (k, start, label)]
         befores = [r["before"] for r in group if r["before"] is not None]
         lines.append(f"| {k} | {start} | {label} | {len(group)} | "
                      f"{_pm([r['after'] for r in group])} | {_pm([r['whole'] for r in group])} | "

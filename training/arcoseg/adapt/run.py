@@ -25,6 +25,7 @@ import torch
 from arcoseg.adapt.annotations import (Annotations, hold_out, make_annotations,
                                       read_annotation_map)
 from arcoseg.adapt.check import heldout_check
+from arcoseg.adapt.fusion import FusionSettings, fused_segmentation
 from arcoseg.adapt.pace import PaceReporter
 from arcoseg.adapt.prior import PriorMethod, PriorSettings, propagate, scale_note
 from arcoseg.adapt.suggest import suggest_slices
@@ -77,6 +78,7 @@ class AdaptRequest:
     holdout: bool = True
     early_stop: bool = True  # end once the supervised loss stops improving
     prior: PriorSettings = field(default_factory=PriorSettings)
+    fusion: FusionSettings = field(default_factory=FusionSettings)  # the output: model + drawing
     suggestions: int = 3
     output: Path | None = None
     device: str = "auto"
@@ -302,8 +304,9 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
             raise Cancelled("Adapt cancelled: nothing was saved and the model registry is "
                             "unchanged. Run adapt again to start over.") from err
     adapted = trainer.method.eval_model()
-    segmentations = [segment_channels(adapted, trainer.metadata(), [item.image], device)
-                     for item in items]
+    segmentations = [fused_segmentation(
+        segment_channels(adapted, trainer.metadata(), [item.image], device), item.annotations,
+        item.image, parent.class_values, request.fusion) for item in items]
     parent_seg = (segment_channels(parent.model.to(device), parent.metadata, [items[0].image],
                                    device) if parent.model is not None and items[0].held_out
                   else None)
@@ -313,7 +316,7 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
         images=[{"file": str(i.path), "sha256": fingerprint(i.path), "axis": axis,
                  "annotated_slices": i.annotations.slices} for i in items],
         unlabelled_images=[str(p) for p in request.unlabelled], budget_seconds=request.budget,
-        prior=asdict(request.prior))
+        prior=asdict(request.prior), fusion=asdict(request.fusion))
     reporter.log(("WARNING: " if not check["activated"] else "Held-out check: ") + check["note"])
     with registry.stage_version(parent.name, parent.ref) as staged:
         save_model(staged.path, adapted, metadata)

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
-from arcoseg.constants import DEFAULT_PRIOR, PRIOR_MODES, SAMPLERS
+from arcoseg.constants import DEFAULT_PRIOR, FUSION_WEIGHT, PRIOR_MODES, SAMPLERS
 from arcoseg.errors import InputError
 from arcoseg.progress import Reporter
-from arcoseg.ranges import FRACTION, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED
+from arcoseg.ranges import FRACTION, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED, UNIT
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -57,6 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(interpolate, needs arcoseg[bench]) to the neighbouring slices as "
                         "fading extra targets; none to switch it off (default "
                         f"{DEFAULT_PRIOR})")
+    p.add_argument("--fusion-weight", type=UNIT, default=FUSION_WEIGHT,
+                   help="weight of the drawing in the output: the adapted model's probabilities "
+                        "and a soft copy of the nearest drawn slice, fused per voxel (0: the "
+                        "model alone, 1: the copy alone)")
     p.add_argument("--no-holdout", dest="holdout", action="store_false",
                    help="train on every annotated slice (no held-out check)")
     p.add_argument("--suggest", type=NONNEG_INT, default=3,
@@ -82,7 +86,8 @@ def parse_slices(text: str | None) -> list[int] | None:
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Adapt and return the new version, held-out check and suggestions."""
-    from arcoseg.adapt.prior import PriorSettings  # torch, MONAI: only when run
+    from arcoseg.adapt.fusion import FusionSettings  # torch, MONAI: only when run
+    from arcoseg.adapt.prior import PriorSettings
     from arcoseg.adapt.run import AdaptRequest, adapt
 
     if args.from_scratch == (args.classes is None):
@@ -94,7 +99,8 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
         slices=parse_slices(args.slices), unlabelled=list(args.unlabelled), budget=args.budget,
         iterations=args.iterations, method=args.method, sampler=args.sampler,
         warmup=args.warmup, holdout=args.holdout, suggestions=args.suggest, output=args.out,
-        device=args.device, amp=args.amp, seed=args.seed, prior=PriorSettings(mode=args.prior))
+        device=args.device, amp=args.amp, seed=args.seed, prior=PriorSettings(mode=args.prior),
+        fusion=FusionSettings(weight=args.fusion_weight))
     if not args.from_scratch and args.model is None:
         raise InputError("Give --model NAME|PATH to adapt, or --from-scratch --classes A,B.")
     return adapt(request, reporter, stop)

@@ -1,0 +1,120 @@
+"""Adapt's output: the adapted model's probabilities fused with a soft copy of the drawing."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from arcoseg.adapt.annotations import Annotations
+from arcoseg.adapt.baselines import nearest_copy
+from arcoseg.adapt.fusion import (FusionSettings, copy_probabilities, fuse,
+                                  fused_segmentation)
+from arcoseg.constants import IGNORE_LABEL
+from arcoseg.errors import ArcosegError
+from arcoseg.inference import Segmentation
+
+SHARP = FusionSettings(sigma_mm=0.0, slope=0.0)  # no blur: the copy itself, with its floor
+
+
+def drawing(axis: int = 0, shape=(6, 12, 12)) -> Annotations:
+    """Slices 1 and 4 along `axis` drawn: a square of class 1 (slice 1) and of class 2 (4)."""
+    labels = np.full(shape, IGNORE_LABEL, np.uint8)
+    for index, value in ((1, 1), (4, 2)):
+        plane = np.zeros([s for a, s in enumerate(shape) if a != axis], np.uint8)
+        plane[3:9, 3:9] = value
+        np.moveaxis(labels, axis, 0)[index] = plane
+    return Annotations(labels, axis, [1, 4])
+
+
+def model_probabilities(foreground: int, confidence: float, shape=(6, 12, 12)) -> np.ndarray:
+    """A model that says `foreground` everywhere in the square, background elsewhere."""
+    probs = np.full((3, *shape), (1 - confidence) / 2, np.float32)
+    probs[0] = confidence
+    probs[:, :, 3:9, 3:9] = (1 - confidence) / 2
+    probs[foreground, :, 3:9, 3:9] = confidence
+    return probs
+
+
+def test_the_soft_copy_is_a_distribution_and_its_argmax_is_the_nearest_copy():
+    ann = drawing()
+    prior = copy_probabilities(ann, 3, (5.0, 1.0, 1.0), SHARP)
+    assert prior.shape == (3, 6, 12, 12)
+    np.testing.assert_allclose(prior.sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(prior.argmax(axis=0), nearest_copy(ann.labels, 0, [1, 4]))
+
+
+def test_the_copy_blurs_more_the_further_it_is_carried():
+    prior = copy_probabilities(drawing(), 3, (5.0, 1.0, 1.0), FusionSettings(slope=0.2))
+    # edge of the square vs its centre; slice 0 is 5 mm from slice 1 (sigma 2 mm), slice 1
+    # is the drawing itself (sigma 1 mm)
+    assert prior[1, 0, 3, 6] < prior[1, 1, 3, 6] < prior[1, 1, 6, 6]
+    np.testing.assert_allclose(prior.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_the_copy_fades_to_uniform_with_distance_when_reach_is_set():
+    ann = drawing()
+    prior = copy_probabilities(ann, 3, (5.0, 1.0, 1.0),
+                               FusionSettings(sigma_mm=0.0, slope=0.0, reach_mm=2.0))
+    floor = 1 - 0.99 * np.exp(-5.0 / 2.0)  # slice 2 is 5 mm from slice 1
+    assert prior[1, 2, 6, 6] == pytest.approx((1 - floor) + floor / 3, abs=1e-3)
+    assert prior[:, 2, 6, 6].max() < 0.5
+    # without reach the copy stays confident at any distance
+    far = copy_probabilities(ann, 3, (5.0, 1.0, 1.0), SHARP)
+    assert far[1, 2, 6, 6] > 0.98
+
+
+def test_weight_zero_is_the_model_and_weight_one_is_the_copy_off_the_drawn_slices():
+    ann = drawing()
+    model = model_probabilities(foreground=2, confidence=0.9)
+    alone = fuse(model, ann, (5.0, 1.0, 1.0), FusionSettings(weight=0.0)).argmax(axis=0)
+    copied = fuse(model, ann, (5.0, 1.0, 1.0),
+                  FusionSettings(weight=1.0, sigma_mm=0.0, slope=0.0)).argmax(axis=0)
+    undrawn = [0, 2, 3, 5]
+    np.testing.assert_array_equal(alone[undrawn], model.argmax(axis=0)[undrawn])
+    np.testing.assert_array_equal(copied[undrawn], nearest_copy(ann.labels, 0, [1, 4])[undrawn])
+
+
+def test_drawn_slices_keep_the_drawing_whatever_the_model_says():
+    ann = drawing()
+    fused = fuse(model_probabilities(foreground=2, confidence=0.99), ann, (5.0, 1.0, 1.0),
+                 FusionSettings(weight=0.0))
+    assert fused.dtype == np.float16
+    np.testing.assert_array_equal(fused.argmax(axis=0)[[1, 4]], ann.labels[[1, 4]])
+
+
+def test_an_unsure_model_follows_the_copy_and_a_sure_model_overrules_it():
+    ann = drawing()  # slice 2 copies slice 1: class 1 in the square
+    unsure = fuse(model_probabilities(foreground=2, confidence=0.5), ann, (5.0, 1.0, 1.0), SHARP)
+    sure = fuse(model_probabilities(foreground=2, confidence=0.999), ann, (5.0, 1.0, 1.0),
+                FusionSettings(weight=0.5, sigma_mm=0.0, slope=0.0, floor=0.2))
+    assert unsure.argmax(axis=0)[2, 6, 6] == 1
+    assert sure.argmax(axis=0)[2, 6, 6] == 2
+
+
+@pytest.mark.parametrize("axis", [1, 2])
+def test_drawings_along_other_axes(axis):
+    ann = drawing(axis=axis, shape=(12, 6, 12) if axis == 1 else (12, 12, 6))
+    prior = copy_probabilities(ann, 3, (1.0, 1.0, 1.0), SHARP)
+    np.testing.assert_array_equal(prior.argmax(axis=0), nearest_copy(ann.labels, axis, [1, 4]))
+
+
+def test_fused_segmentation_has_the_class_values_and_the_image_geometry():
+    image = sitk.Image(12, 12, 6, sitk.sitkFloat32)
+    image.SetSpacing((1.0, 1.0, 5.0))
+    image.SetOrigin((3.0, -2.0, 7.0))
+    model = model_probabilities(foreground=1, confidence=0.9)
+    seg = fused_segmentation(Segmentation(sitk.Image(12, 12, 6, sitk.sitkUInt8),
+                                          model.astype(np.float16)),
+                             drawing(), image, [0, 3, 7], FusionSettings())
+    labels = sitk.GetArrayFromImage(seg.labels)
+    assert seg.labels.GetOrigin() == (3.0, -2.0, 7.0)
+    assert set(np.unique(labels)) == {0, 3, 7}
+    assert labels[4, 6, 6] == 7 and labels[2, 6, 6] == 3  # drawn class 2; model + copy class 1
+
+
+def test_bad_settings_and_grids_are_refused():
+    with pytest.raises(ArcosegError, match="fusion weight"):
+        FusionSettings(weight=1.5)
+    with pytest.raises(ArcosegError, match="floor"):
+        FusionSettings(floor=0.0)
+    with pytest.raises(ArcosegError, match="different grids"):
+        fuse(np.ones((3, 5, 12, 12), np.float32) / 3, drawing(), (1.0, 1.0, 1.0), SHARP)
