@@ -104,6 +104,7 @@ class AdaptOutput:
     iterations: int = 0
     seconds: float = 0.0
     copy_dice: float | None = None  # copying the nearest drawn slice onto the held-out one
+    output_dice: float | None = None  # the segmentation Adapt wrote: model and drawing fused
 
     def heldout_check(self) -> str:
         """The held-out check in words: 'held-out slice 17, Dice 0.710 → 0.802 (activated)',
@@ -120,6 +121,8 @@ class AdaptOutput:
         def fmt(value):
             return "n/a" if value is None else f"{value:.3f}"
         copied = "" if self.copy_dice is None else f"; nearest-slice copy {fmt(self.copy_dice)}"
+        if self.output_dice is not None:
+            copied += f"; segmentation (model + drawing) {fmt(self.output_dice)}"
         return (f"held-out slice {self.heldout_slice}, Dice {fmt(self.parent_dice)} → "
                 f"{fmt(self.adapted_dice)}{copied} ({verdict})")
 
@@ -150,7 +153,8 @@ def parse_adapt_result(result: Mapping[str, Any]) -> AdaptOutput:
                        labels=Path(outputs[0]["labels"]) if outputs else None,
                        iterations=int(result.get("iterations") or 0),
                        seconds=float(result.get("seconds") or 0.0),
-                       copy_dice=number(heldout.get("copy_dice")))
+                       copy_dice=number(heldout.get("copy_dice")),
+                       output_dice=number(heldout.get("output_dice")))
 
 
 class EngineJob(Generic[T]):

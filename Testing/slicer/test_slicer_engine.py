@@ -107,12 +107,13 @@ def test_adapt_summary_says_when_a_version_was_not_activated_or_not_checked():
 
 def test_adapt_summary_names_the_nearest_slice_copy_and_a_from_scratch_model_left_inactive():
     beaten = dict(ADAPT_RESULT, heldout={"slice": 17, "parent_dice": None, "copy_dice": 0.65,
-                                         "adapted_dice": 0.6, "activated": False})
+                                         "adapted_dice": 0.6, "output_dice": 0.7,
+                                         "activated": False})
     out = engine.parse_adapt_result(beaten)
-    assert out.copy_dice == 0.65
+    assert out.copy_dice == 0.65 and out.output_dice == 0.7
     assert out.summary() == ("liver@v4: held-out slice 17, Dice n/a → 0.600; nearest-slice copy "
-                             "0.650 (saved, not active: copying the nearest drawn slice scored "
-                             "higher)")
+                             "0.650; segmentation (model + drawing) 0.700 (saved, not active: "
+                             "copying the nearest drawn slice scored higher)")
 
 
 def test_an_adapt_result_without_a_model_version_is_an_engine_error():

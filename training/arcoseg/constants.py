@@ -13,6 +13,7 @@ IGNORE_LABEL = 255
 # that building the parser (`arcoseg --help`, `models list`) imports no torch or MONAI.
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 METHODS = ("supervised", "mean_teacher", "arco")
+OPTIMIZERS = ("sgd", "adamw")  # train.optimizer
 SAMPLERS = ("ns", "sg", "sag")  # ARCO pixel samplers: naive, stratified group, antithetic
 MIX_MODES = ("none", "unlabelled", "bidirectional")  # CutMix of the semi-supervised methods
 TEACHER_NORMS = ("batch", "running")  # BatchNorm statistics of the teacher's pass

@@ -35,7 +35,7 @@ from arcoseg.adapt.fusion import FusionSettings, fuse
 from arcoseg.adapt.prior import PRIOR_MODES, PriorSettings
 from arcoseg.adapt.run import AdaptRequest, adapt
 from arcoseg.commands.common import AUTO_THREADS, apply_threads
-from arcoseg.constants import FUSION_WEIGHT
+from arcoseg.constants import FUSION_WEIGHT, OPTIMIZERS
 from arcoseg.data.dataset import load_dataset
 from arcoseg.demo.pipeline import pick_slices, simulate_annotations, unannotated_dice
 from arcoseg.device import resolve_device
@@ -43,6 +43,7 @@ from arcoseg.inference import segment_channels
 from arcoseg.io.images import array_to_image, read_image, write_image
 from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter
+from arcoseg.ranges import POSITIVE
 from arcoseg.train.validation import class_dice
 
 
@@ -64,6 +65,9 @@ def parse_args() -> argparse.Namespace:
                    help=f"intensity augmentation strength (default: Adapt's, {AdaptRequest.jitter})")
     p.add_argument("--warmup", type=float,
                    help="supervised-only fraction (default: Adapt's, half from scratch)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="adamw or sgd (default: Adapt's, adamw from scratch, sgd from a base)")
+    p.add_argument("--lr", type=POSITIVE, help="initial learning rate (default: the optimiser's)")
     p.add_argument("--prior", choices=PRIOR_MODES, default=PriorSettings.mode,
                    help="propagation prior (adapt.prior)")
     p.add_argument("--prior-strength", type=float, default=PriorSettings.strength)
@@ -131,6 +135,7 @@ def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndar
                            classes=None if start == "base" else class_names[1:],
                            name=f"bench-{start}", method=method, budget=args.budget,
                            iterations=args.iterations, warmup=args.warmup, jitter=args.jitter,
+                           optimizer=args.optimizer, lr=args.lr,
                            prior=prior, early_stop=args.early_stop, holdout=False,
                            device=args.device, home=work / "registry")
     t0 = time.perf_counter()

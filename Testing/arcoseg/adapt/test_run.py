@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 import arcoseg.adapt.check as check_module
-import arcoseg.adapt.run as adapt_run
+from arcoseg.adapt import schedule
 from arcoseg.adapt.prior import PriorSettings
 from arcoseg.adapt.run import AdaptRequest, adapt
 from arcoseg.cli import main
@@ -53,11 +53,17 @@ def test_adapt_from_scratch_writes_a_version_a_segmentation_and_suggestions(case
     assert check["slice"] == 16 and check["parent_dice"] is None
     assert 0 <= check["adapted_dice"] < check["copy_dice"] <= 1  # 3 iterations: worse than a copy
     assert check["activated"] is False and "not activated" in check["note"]
+    # the written segmentation fuses the model with the drawing: at least as good as the model
+    # alone on the held-out slice, and the drawn slices are the drawing itself
+    assert check["output_dice"] >= check["adapted_dice"]
+    assert "model and drawing fused" in check["note"]
     assert len(result["suggested_slices"]) <= 3
     assert not set(result["suggested_slices"]) & {10, 16, 22}
     seg = sitk.ReadImage(str(tmp_path / "seg.nii.gz"))
     src = sitk.ReadImage(str(case["image"]))
     assert seg.GetSize() == src.GetSize() and seg.GetOrigin() == src.GetOrigin()
+    drawn = sitk.GetArrayFromImage(sitk.ReadImage(str(case["ann"])))[:, [10, 22]]
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(seg)[:, [10, 22]], drawn)
     versions = Registry().list()
     assert [(v["name"], v["version"], v["active"]) for v in versions] == [("adapted", "v1", False)]
     meta = json.loads((Registry().resolve("adapted@v1") / "model.json").read_text())
@@ -77,22 +83,25 @@ def test_adapting_a_registry_model_adds_a_child_and_leaves_the_parent_untouched(
     assert (parent_dir / "model.safetensors").read_bytes() == before
 
 
-def test_from_scratch_the_first_half_is_supervised_only_and_from_a_parent_none(case, tmp_path):
-    def warmup(name):
+def test_from_scratch_half_is_supervised_with_adamw_and_from_a_parent_none_with_sgd(case,
+                                                                                  tmp_path):
+    def options(name):
         meta = json.loads((Registry().resolve(name) / "model.json").read_text())
-        return meta["provenance"]["options"]["warmup_fraction"]
+        found = meta["provenance"]["options"]
+        return found["warmup_fraction"], found["optimizer"], found["lr"]
 
     adapt(_request(case, tmp_path, holdout=False), Reporter(quiet=True), lambda: False)
-    assert warmup("adapted@v1") == adapt_run.SCRATCH_WARMUP == 0.5
+    assert options("adapted@v1") == (schedule.SCRATCH_WARMUP, "adamw", 0.001)
+    assert schedule.SCRATCH_WARMUP == 0.5
     adapt(_request(case, tmp_path, classes=None, model="adapted"), Reporter(quiet=True),
           lambda: False)
-    assert warmup("adapted@v2") == 0.0
+    assert options("adapted@v2") == (0.0, "sgd", 0.01)
     adapt(_request(case, tmp_path, name="sup", method="supervised"), Reporter(quiet=True),
           lambda: False)
-    assert warmup("sup@v1") == 0.0  # nothing semi-supervised to warm up for
-    adapt(_request(case, tmp_path, name="asked", warmup=0.25), Reporter(quiet=True),
-          lambda: False)
-    assert warmup("asked@v1") == 0.25
+    assert options("sup@v1")[0] == 0.0  # nothing semi-supervised to warm up for
+    adapt(_request(case, tmp_path, name="asked", warmup=0.25, optimizer="sgd", lr=0.02),
+          Reporter(quiet=True), lambda: False)
+    assert options("asked@v1") == (0.25, "sgd", 0.02)
 
 
 def test_intensity_augmentation_is_off_unless_the_request_asks_for_it(case, tmp_path):

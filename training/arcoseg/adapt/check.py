@@ -3,7 +3,8 @@
 One annotated slice is held out of training. The adapted model is scored on it against the two
 things the user already has: the parent model (when adapting from one) and copying the nearest
 drawn slice (always: Slicer gives it for free). A model worse than either is saved but not
-activated.
+activated: the registry's model is what `segment` uses later, alone, on images without a drawing.
+Adapt's own output, the model fused with the drawing (`adapt.fusion`), is scored beside them.
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ def copy_dice(train: Annotations, held_out: Annotations, num_classes: int) -> fl
 
 
 def compare(adapted: float | None, parent: float | None, copied: float | None,
-            held_slice: int) -> dict[str, Any]:
+            held_slice: int, output: float | None = None) -> dict[str, Any]:
     """The check's verdict: activated unless the adapted model scores below the parent or the
-    nearest-slice copy; `note` says why in words."""
+    nearest-slice copy; `note` says why in words (with `output`, the fused output's Dice)."""
     rivals = {"the parent model": parent, "copying the nearest drawn slice": copied}
     beaten_by = [name for name, score in rivals.items()
                  if score is not None and adapted is not None and adapted < score]
     shown = ", ".join(f"{name} {score:.3f}" for name, score in rivals.items() if score is not None)
+    if output is not None:
+        shown += f"; Adapt's output, model and drawing fused, {output:.3f}"
     if beaten_by:
         note = (f"the adapted model scores {adapted:.3f} Dice on held-out slice {held_slice}, "
                 f"below {' and '.join(beaten_by)} ({shown}): saved, not activated. Annotate "
@@ -50,20 +53,24 @@ def compare(adapted: float | None, parent: float | None, copied: float | None,
     else:
         note = f"adapted {adapted:.3f} Dice on held-out slice {held_slice} ({shown})"
     return {"slice": held_slice, "parent_dice": parent, "copy_dice": copied,
-            "adapted_dice": adapted, "activated": not beaten_by, "note": note}
+            "adapted_dice": adapted, "output_dice": output, "activated": not beaten_by,
+            "note": note}
 
 
 def heldout_check(adapted: Segmentation, parent: Segmentation | None, train: Annotations,
-                  held_out: Annotations | None) -> dict[str, Any]:
-    """Adapted vs parent vs nearest-slice copy on the held-out slice (segmentations on the
-    annotated image's grid)."""
+                  held_out: Annotations | None, output: Segmentation | None = None
+                  ) -> dict[str, Any]:
+    """Adapted model vs parent vs nearest-slice copy on the held-out slice, and Adapt's fused
+    `output` beside them (segmentations on the annotated image's grid)."""
     if held_out is None:
         return {"slice": None, "parent_dice": None, "copy_dice": None, "adapted_dice": None,
-                "activated": True, "note": "single annotated slice: no held-out check"}
+                "output_dice": None, "activated": True,
+                "note": "single annotated slice: no held-out check"}
     classes = adapted.probabilities.shape[0]
 
     def score(seg: Segmentation) -> float | None:
         return slice_dice(seg.probabilities.argmax(axis=0), held_out, classes)
 
     return compare(score(adapted), score(parent) if parent is not None else None,
-                   copy_dice(train, held_out, classes), held_out.slices[0])
+                   copy_dice(train, held_out, classes), held_out.slices[0],
+                   score(output) if output is not None else None)

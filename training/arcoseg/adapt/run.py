@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from arcoseg.adapt import schedule
 from arcoseg.adapt.annotations import (Annotations, hold_out, make_annotations,
                                       read_annotation_map)
 from arcoseg.adapt.check import heldout_check
@@ -49,7 +50,6 @@ from arcoseg.train.trainer import RunData, Trainer, extra_unlabelled, without_la
 from arcoseg.data.sampling import PatchSampler, SliceSampler
 
 MAX_PATCH = 128
-SCRATCH_WARMUP = 0.5  # fraction of an adaptation from scratch that is supervised only
 
 
 @dataclass
@@ -71,6 +71,8 @@ class AdaptRequest:
     # supervised-only fraction of the schedule before the semi-supervised terms; None: half
     # from scratch (a random teacher's pseudo-labels wreck it, RESULTS.md), none from a parent
     warmup: float | None = None
+    optimizer: str | None = None  # None: AdamW from scratch, SGD from a parent (adapt.schedule)
+    lr: float | None = None  # None: the optimiser's default (adapt.schedule)
     # intensity augmentation (data.intensity): off, unlike `train`. It makes a model robust to
     # intensity differences between patients, but Adapt trains on and segments one image, and
     # with 0.5 ARCO scored 3-11 Dice points less on ACDC (training/benchmarks/RESULTS.md)
@@ -218,12 +220,16 @@ def prior_sampler(request: AdaptRequest, items: list[AnnotatedImage],
 def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedImage], plan: Plan,
                   reporter: Reporter, stop: Callable[[], bool], work: Path) -> Trainer:
     """Run the ARCO training with partial labels inside the time budget."""
+    scratch = parent.model is None
+    optimizer, lr = schedule.optimizer(request.optimizer, request.lr, scratch)
     options = TrainOptions(dims=plan.dims, method=request.method, sampler=request.sampler,
+                           optimizer=optimizer, lr=lr,
                            iterations=request.iterations, batch=4 if plan.dims == 2 else 2,
                            patch=plan.patch_size,
                            device=request.device, amp=request.amp, seed=request.seed,
                            budget_seconds=request.budget, early_stop=request.early_stop,
-                           warmup_fraction=warmup_fraction(request, parent),
+                           warmup_fraction=schedule.warmup_fraction(request.warmup, scratch,
+                                                                    request.method),
                            jitter=request.jitter,
                            log_every=5, val_every=10**9, checkpoint_every=10**9)
     labelled = [preprocess_annotated(item, plan) for item in items]
@@ -242,14 +248,6 @@ def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedIm
     reporter.log(scale_note(request.prior) if sampler is not None else "no propagation prior")
     trainer.run()
     return trainer
-
-
-def warmup_fraction(request: AdaptRequest, parent: Parent) -> float:
-    """The request's warm-up fraction, or its default: half the schedule from scratch (none for
-    supervised-only fine-tunes, which have no semi-supervised part)."""
-    if request.warmup is not None:
-        return request.warmup
-    return SCRATCH_WARMUP if parent.model is None and request.method != "supervised" else 0.0
 
 
 def fingerprint(path: Path) -> str:
@@ -304,13 +302,16 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
             raise Cancelled("Adapt cancelled: nothing was saved and the model registry is "
                             "unchanged. Run adapt again to start over.") from err
     adapted = trainer.method.eval_model()
-    segmentations = [fused_segmentation(
-        segment_channels(adapted, trainer.metadata(), [item.image], device), item.annotations,
-        item.image, parent.class_values, request.fusion) for item in items]
+    alone = [segment_channels(adapted, trainer.metadata(), [item.image], device)
+             for item in items]
+    segmentations = [fused_segmentation(seg, item.annotations, item.image, parent.class_values,
+                                        request.fusion) for seg, item in zip(alone, items)]
     parent_seg = (segment_channels(parent.model.to(device), parent.metadata, [items[0].image],
                                    device) if parent.model is not None and items[0].held_out
                   else None)
-    check = heldout_check(segmentations[0], parent_seg, items[0].annotations, items[0].held_out)
+    check = heldout_check(alone[0], parent_seg, items[0].annotations, items[0].held_out,
+                          segmentations[0])
+    del alone
     metadata = trainer.metadata(
         parent=str(parent.ref) if parent.ref else None, held_out=check,
         images=[{"file": str(i.path), "sha256": fingerprint(i.path), "axis": axis,

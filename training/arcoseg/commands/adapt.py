@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
-from arcoseg.constants import DEFAULT_PRIOR, FUSION_WEIGHT, PRIOR_MODES, SAMPLERS
+from arcoseg.constants import DEFAULT_PRIOR, FUSION_WEIGHT, OPTIMIZERS, PRIOR_MODES, SAMPLERS
 from arcoseg.errors import InputError
 from arcoseg.progress import Reporter
 from arcoseg.ranges import FRACTION, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED, UNIT
@@ -52,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=FRACTION,
                    help="fraction of the schedule trained supervised-only before the "
                         "semi-supervised terms start (default: 0.5 with --from-scratch, else 0)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="adamw or sgd (default: adamw from scratch, sgd from a model)")
+    p.add_argument("--lr", type=POSITIVE,
+                   help="initial learning rate (default: 0.001 for adamw, 0.01 for sgd)")
     p.add_argument("--prior", choices=PRIOR_MODES, default=DEFAULT_PRIOR,
                    help="propagation prior: the drawn labels copied (nearest) or interpolated "
                         "(interpolate, needs arcoseg[bench]) to the neighbouring slices as "
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
         name=args.name, axis=None if args.axis == "auto" else int(args.axis),
         slices=parse_slices(args.slices), unlabelled=list(args.unlabelled), budget=args.budget,
         iterations=args.iterations, method=args.method, sampler=args.sampler,
-        warmup=args.warmup, holdout=args.holdout, suggestions=args.suggest, output=args.out,
+        warmup=args.warmup, optimizer=args.optimizer, lr=args.lr, holdout=args.holdout, suggestions=args.suggest, output=args.out,
         device=args.device, amp=args.amp, seed=args.seed, prior=PriorSettings(mode=args.prior),
         fusion=FusionSettings(weight=args.fusion_weight))
     if not args.from_scratch and args.model is None:

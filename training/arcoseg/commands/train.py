@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
-from arcoseg.constants import DEFAULT_JITTER, METHODS, MIX_MODES, SAMPLERS, TEACHER_NORMS
+from arcoseg.constants import (DEFAULT_JITTER, METHODS, MIX_MODES, OPTIMIZERS, SAMPLERS,
+                               TEACHER_NORMS)
 from arcoseg.progress import Reporter
 from arcoseg.ranges import FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED
 
@@ -49,8 +50,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(default 48 64 64); multiples of 16")
     p.add_argument("--spacing", type=POSITIVE, nargs=3, metavar=("Z", "Y", "X"),
                    help="target spacing in mm (default: the dataset's median)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                   help="sgd: SGD with Nesterov momentum (the paper's); adamw: AdamW (use "
+                        "--lr 0.001)")
     p.add_argument("--lr", type=POSITIVE, default=0.01,
-                   help="initial SGD learning rate (poly decay to 0 over the iterations)")
+                   help="initial learning rate (poly decay to 0 over the iterations)")
     p.add_argument("--seed", type=SEED, default=0,
                    help="random seed (weights, sampling, augmentation): same seed, same run")
     p.add_argument("--val-every", type=POSITIVE_INT, default=200,
@@ -107,7 +111,7 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         iterations=args.iterations, batch=args.batch, unlabelled_batch=args.unlabelled_batch,
         patch=tuple(args.patch) if args.patch else None,
         spacing=tuple(args.spacing) if args.spacing else None, lr=args.lr, seed=args.seed,
-        device=args.device, amp=args.amp, channels_last=args.channels_last,
+        optimizer=args.optimizer, device=args.device, amp=args.amp, channels_last=args.channels_last,
         sync_bn=args.sync_bn, val_every=args.val_every,
         checkpoint_every=args.checkpoint_every, lambda_u=args.lambda_u, lambda_c=args.lambda_c,
         lambda_nn=args.lambda_nn, rampup=args.rampup, warmup=args.warmup, mix=args.mix,

@@ -9,7 +9,7 @@ from pathlib import Path
 from arcoseg.arco.cutmix import MIX_MODES
 from arcoseg.arco.samplers import SAMPLERS
 from arcoseg.arco.teacher import TEACHER_NORMS
-from arcoseg.constants import METHODS
+from arcoseg.constants import METHODS, OPTIMIZERS
 from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter
 from arcoseg.errors import ArcosegError, check_choice
 from arcoseg.ranges import FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED, Range
@@ -42,6 +42,7 @@ class TrainOptions:
     unlabelled_batch: int | None = None
     patch: tuple[int, ...] | None = None
     spacing: tuple[float, float, float] | None = None
+    optimizer: str = "sgd"  # 'sgd' (the paper's) | 'adamw' (train.optimizer)
     lr: float = 0.01
     seed: int = 0
     device: str = "auto"
@@ -73,7 +74,8 @@ class TrainOptions:
         for setting, value, choices in (("--method", self.method, METHODS),
                                         ("--sampler", self.sampler, SAMPLERS),
                                         ("--mix", self.mix, MIX_MODES),
-                                        ("--teacher-norm", self.teacher_norm, TEACHER_NORMS)):
+                                        ("--teacher-norm", self.teacher_norm, TEACHER_NORMS),
+                                        ("--optimizer", self.optimizer, OPTIMIZERS)):
             check_choice(value, choices, setting)
         check_jitter(self.jitter)
         for name, rule in _RANGES.items():

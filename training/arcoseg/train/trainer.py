@@ -35,6 +35,7 @@ from arcoseg.train.distributed import (Distributed, DistributedStudent, ShardedB
                                        StudentForward)
 from arcoseg.train.methods import Method, make_method
 from arcoseg.train.metrics_log import MetricsLog
+from arcoseg.train.optimizer import make_optimizer
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.run_data import RunData, extra_unlabelled, prepare_data, without_label
 from arcoseg.train.precision import (memory_format, to_memory_format, training_autocast,
@@ -101,8 +102,7 @@ class Trainer:
         self.method: Method = make_method(options, self.model, len(data.class_names), self.device,
                                           rank=self.ctx.rank, share=share)
         self.student = self._student()
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=options.lr, momentum=0.9,
-                                         weight_decay=1e-4, nesterov=True)
+        self.optimizer = make_optimizer(options.optimizer, self.model.parameters(), options.lr)
         self.scaler = torch.amp.GradScaler("cuda",
                                            enabled=uses_grad_scaler(self.device, options.amp))
         # the teacher labels the unlabelled batches unjittered; the method jitters its own view
