@@ -107,6 +107,8 @@ def _report(class_names: list[str], chosen: list[int], axis: int, result: dict[s
              f"- Training: {result['iterations']} iterations in {result['seconds']} s "
              "(ARCO, stratified group sampling).",
              f"- Held-out slice Dice of the adapted model: {_pct(held['adapted_dice'])}; "
+             f"of the segmentation written (model and drawing fused): "
+             f"{_pct(held.get('output_dice'))}; "
              f"copying the nearest annotated slice onto it: {_pct(held.get('copy_dice'))}"
              f"{'' if held['activated'] else ' (model saved, not activated)'}.",
              "- Dice on the slices nobody annotated: " + ", ".join(
