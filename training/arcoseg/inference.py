@@ -4,11 +4,13 @@ Prediction runs on the model's preprocessed grid (target spacing, normalised int
 class probabilities are resampled back to the input grid before the argmax, so the written label
 map has exactly the input's size, spacing, origin and direction.
 
-Memory (`training/benchmarks/segment_memory.py`): probabilities are kept in half precision,
-written chunk by chunk as the model produces them (2D); they are resampled one class at a time
-and the argmax is streamed over the classes, so no (K, z, y, x) float32 array and no int64
-argmax exists. Labels equal a float32 argmax except where two classes' probabilities are within
-half-precision rounding (about 1e-3) of each other.
+Memory (`training/benchmarks/segment_memory.py`): the input images are released once
+preprocessed (`segment_file`); on the model's own grid with no probability map asked for, a 2D
+model's argmax is taken `batch_size` slices at a time (no probabilities are stored); otherwise
+probabilities are kept in half precision, resampled one class at a time and the argmax is
+streamed over the classes, so no (K, z, y, x) float32 array and no int64 argmax exists. Labels
+are the argmax of the float16 probabilities on the input grid: they equal a float32 argmax
+except where two classes' probabilities are within half-precision rounding (about 1e-3).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import SimpleITK as sitk
@@ -26,7 +28,7 @@ from monai.inferers import sliding_window_inference
 from arcoseg.data.orientation import array_from_slicing_axis, to_slicing_axis
 from arcoseg.data.preprocess import Plan, preprocess_image, resample_to_reference
 from arcoseg.device import autocast
-from arcoseg.io.geometry import check_format_holds, grid_difference
+from arcoseg.io.geometry import Grid, check_format_holds, grid_difference
 from arcoseg.io.images import array_to_image, read_image, write_image
 from arcoseg.io.segnrrd import is_seg_nrrd, write_segmentation
 from arcoseg.modelfile import ModelMetadata
@@ -58,17 +60,47 @@ def predict_probabilities(model: SegmentationModel, image: np.ndarray, plan: Pla
 def _predict_slices(model: SegmentationModel, volume: torch.Tensor, plan: Plan,
                     device: torch.device, batch_size: int, overlap: float, dtype: torch.dtype,
                     progress: Progress | None) -> torch.Tensor:
-    slices = volume.permute(1, 0, 2, 3)  # (z, C, y, x): slices are the batch
     out: torch.Tensor | None = None
+    for start, probs in _slice_batches(model, volume, plan, device, batch_size, overlap,
+                                       progress):
+        if out is None:
+            out = torch.empty((probs.shape[0], volume.shape[1], *probs.shape[2:]), dtype=dtype)
+        out[:, start:start + probs.shape[1]] = probs
+    return out
+
+
+def _slice_batches(model: SegmentationModel, volume: torch.Tensor, plan: Plan,
+                   device: torch.device, batch_size: int, overlap: float,
+                   progress: Progress | None) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first slice, float32 probabilities (K, b, y, x) on the CPU) for each `batch_size`
+    slices of a (C, z, y, x) volume."""
+    slices = volume.permute(1, 0, 2, 3)  # (z, C, y, x): slices are the batch
     for start in range(0, slices.shape[0], batch_size):
         logits = _window(model, slices[start:start + batch_size].to(device), plan, batch_size,
                          overlap)
-        probs = torch.softmax(logits.float(), dim=1).to("cpu", dtype).permute(1, 0, 2, 3)
-        if out is None:
-            out = torch.empty((probs.shape[0], *slices.shape[:1], *probs.shape[2:]), dtype=dtype)
-        out[:, start:start + probs.shape[1]] = probs
+        yield start, torch.softmax(logits.float(), dim=1).cpu().permute(1, 0, 2, 3)
         if progress is not None:
-            progress(start + probs.shape[1], slices.shape[0])
+            progress(min(start + batch_size, slices.shape[0]), slices.shape[0])
+
+
+@torch.no_grad()
+def predict_labels(model: SegmentationModel, image: np.ndarray, plan: Plan, device: torch.device,
+                   batch_size: int = 8, overlap: float = 0.25, amp: bool = True,
+                   progress: Progress | None = None) -> np.ndarray:
+    """Class indices (z, y, x) uint8 on the model grid for a preprocessed image (C, z, y, x):
+    the argmax of `predict_probabilities(..., dtype=torch.float16)` (ties: the lower class).
+    A 2D model takes it `batch_size` slices at a time, so no (K, z, y, x) array exists."""
+    if plan.dims == 3:
+        probs = predict_probabilities(model, image, plan, device, batch_size, overlap, amp,
+                                      torch.float16, progress)
+        return probs.argmax(dim=0).to(torch.uint8).numpy()
+    model.eval()
+    volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    out = np.empty(volume.shape[1:], np.uint8)
+    with autocast(device, amp):
+        for start, probs in _slice_batches(model, volume, plan, device, batch_size, overlap,
+                                           progress):
+            out[start:start + probs.shape[1]] = probs.to(torch.float16).argmax(dim=0).numpy()
     return out
 
 
@@ -131,49 +163,66 @@ def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:
 def segment_channels(model: SegmentationModel, metadata: ModelMetadata,
                      channels: list[sitk.Image], device: torch.device,
                      batch_size: int = 8, amp: bool = True, keep_probabilities: bool = True,
-                     progress: Progress | None = None) -> Segmentation:
-    """Segment one case given its channel images (all on the same grid)."""
+                     progress: Progress | None = None, release_inputs: bool = False
+                     ) -> Segmentation:
+    """Segment one case given its channel images (all on the same grid). Labels are the
+    argmax of the float16 probabilities on the input grid (ties: the lower class).
+
+    `release_inputs` empties `channels` once they are preprocessed, so that a caller that keeps
+    no other reference frees the images before prediction (segment's peak memory)."""
     plan = Plan.from_dict(metadata.plan)
+    output_grid = Grid.of(channels[0])
     oriented = [to_slicing_axis(c, plan.slice_axis) for c in channels]
+    if release_inputs:
+        channels.clear()
+    reference = Grid.of(oriented[0])
     array, grid = preprocess_image(oriented, plan)
-    probs = predict_probabilities(model, array, plan, device, batch_size=batch_size, amp=amp,
-                                  dtype=torch.float16, progress=progress).numpy()
-    del array  # the preprocessed image is not needed any more
+    del oriented
+    kept = None
+    if not keep_probabilities and grid_difference(grid, reference) is None:
+        index = predict_labels(model, array, plan, device, batch_size=batch_size, amp=amp,
+                               progress=progress)
+        del array
+    else:
+        probs = predict_probabilities(model, array, plan, device, batch_size=batch_size, amp=amp,
+                                      dtype=torch.float16, progress=progress).numpy()
+        del array  # the preprocessed image is not needed any more
+        index, kept = _labels_on_input_grid(probs, grid, reference, keep_probabilities)
+        del probs
     values = np.asarray([c["value"] for c in metadata.classes], dtype=np.uint8)
-    labels, kept = _labels_on_input_grid(probs, grid, oriented[0], values, keep_probabilities)
-    labels = array_from_slicing_axis(labels, plan.slice_axis)
+    labels = array_from_slicing_axis(values[index], plan.slice_axis)
+    del index
     if kept is not None:
         kept = array_from_slicing_axis(kept, plan.slice_axis)
-    return Segmentation(array_to_image(labels, channels[0], np.uint8), kept)
+    return Segmentation(array_to_image(labels, output_grid, np.uint8), kept)
 
 
-def _labels_on_input_grid(probs: np.ndarray, grid: sitk.Image, reference: sitk.Image,
-                          values: np.ndarray, keep: bool
-                          ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Label values (argmax over classes) and, if `keep`, float16 probabilities on the
-    reference grid, from float16 probabilities (K, z, y, x) on the model grid. One class at a
-    time: each is resampled (linear), compared with the best so far, and dropped."""
+def _labels_on_input_grid(probs: np.ndarray, grid: Grid, reference: Grid, keep: bool,
+                          chunk: int = 8) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class indices (z, y, x) uint8 (argmax over classes) and, if `keep`, float16
+    probabilities (K, z, y, x) on the reference grid, from float16 probabilities (K, z, y, x)
+    on the model grid. One class at a time: it is resampled (linear), rounded to float16 and
+    compared with the best so far `chunk` slices at a time, then dropped."""
     same = grid_difference(grid, reference) is None
-    best: np.ndarray | None = None
-    index = np.zeros(tuple(reversed(reference.GetSize())), np.uint8)
-    kept = np.empty((len(probs), *index.shape), np.float16) if keep else None
+    best = np.empty(tuple(reversed(reference.size)), np.float16)
+    index = np.zeros(best.shape, np.uint8)
+    kept = np.empty((len(probs), *best.shape), np.float16) if keep else None
     for k in range(len(probs)):
-        if same:
-            p = probs[k]
-        else:
-            resampled = resample_to_reference(array_to_image(probs[k], grid, np.float32),
-                                              reference, sitk.sitkLinear)
-            p = sitk.GetArrayViewFromImage(resampled).astype(np.float16)  # a view: no copy
-            del resampled
-        if kept is not None:
-            kept[k] = p
-        if best is None:
-            best = p.copy()
-            continue
-        better = p > best  # strict: ties keep the lower class, as argmax does
-        index[better] = k
-        np.maximum(best, p, out=best)
-    return values[index], kept
+        resampled = None if same else resample_to_reference(
+            array_to_image(probs[k], grid, np.float32), reference, sitk.sitkLinear)
+        p = probs[k] if same else sitk.GetArrayViewFromImage(resampled)  # a view: no copy
+        for z in range(0, best.shape[0], chunk):
+            part = p[z:z + chunk].astype(np.float16, copy=False)
+            if kept is not None:
+                kept[k, z:z + chunk] = part
+            if k == 0:
+                best[z:z + chunk] = part
+                continue
+            better = part > best[z:z + chunk]  # strict: ties keep the lower class, as argmax
+            index[z:z + chunk][better] = k
+            np.maximum(best[z:z + chunk], part, out=best[z:z + chunk])
+        del p, resampled
+    return index, kept
 
 
 def segment_file(model: SegmentationModel, metadata: ModelMetadata, channel_paths: list[Path],
@@ -189,7 +238,7 @@ def segment_file(model: SegmentationModel, metadata: ModelMetadata, channel_path
             check_format_holds(channels[0], path, str(channel_paths[0]))
     seg = segment_channels(model, metadata, channels, device, batch_size=batch_size, amp=amp,
                            keep_probabilities=probabilities is not None or entropy is not None,
-                           progress=progress)
+                           progress=progress, release_inputs=True)
     if is_seg_nrrd(output):  # a Slicer segmentation: segments named and coloured by class
         write_segmentation(seg.labels, metadata.classes, output)
     else:

@@ -190,10 +190,10 @@ def test_preprocess_image_stacks_channels_on_the_plan_grid():
     img = _grid_image(np.random.default_rng(0).random((4, 6, 6)).astype(np.float32))
     array, grid = preprocess_image([img, img], _plan(target_spacing=(1.0, 0.5, 0.5)))
     assert array.shape == (2, 8, 12, 12) and array.dtype == np.float32
-    assert grid.GetSize() == (12, 12, 8) and grid.GetSpacing() == (0.5, 0.5, 1.0)
+    assert grid.size == (12, 12, 8) and grid.spacing == (0.5, 0.5, 1.0)
     array2d, grid2d = preprocess_image([img], _plan(dims=2, patch_size=(8, 8),
                                                     target_spacing=(1.0, 0.5, 0.5)))
-    assert array2d.shape == (1, 4, 12, 12) and grid2d.GetSpacing() == (0.5, 0.5, 2.0)
+    assert array2d.shape == (1, 4, 12, 12) and grid2d.spacing == (0.5, 0.5, 2.0)
 
 
 def test_preprocess_image_rejects_channels_on_different_grids():

@@ -20,7 +20,7 @@ from arcoseg.constants import IGNORE_LABEL
 from arcoseg.data.dataset import Case, DatasetInfo
 from arcoseg.errors import InputError, ModelFileError, OutputError
 from arcoseg.fileutil import atomic_path, write_text_atomic
-from arcoseg.io.geometry import grid_difference
+from arcoseg.io.geometry import Grid, GridLike, grid_difference
 from arcoseg.io.images import (check_same_geometry, image_spacing_zyx, read_image, read_label,
                                read_spacing_zyx)
 from arcoseg.progress import Reporter
@@ -158,24 +158,36 @@ def _ct_statistics(cases: list[Case], foreground: list[int], reporter: Reporter 
 
 
 def normalize(array: np.ndarray, plan: Plan) -> np.ndarray:
-    """Normalise a (C, z, y, x) array: z-score per channel, or CT clip + dataset mean/std."""
+    """Normalise a (C, z, y, x) array: z-score per channel, or CT clip + dataset mean/std.
+    Returns a new float32 array (`array` is not changed)."""
+    return normalize_in_place(np.array(array, dtype=np.float32), plan)
+
+
+def normalize_in_place(array: np.ndarray, plan: Plan) -> np.ndarray:
+    """`normalize` for a float32 (C, z, y, x) array the caller owns: no full-size temporary
+    (segment's peak memory, training/benchmarks/segment_memory.py). Returns `array`."""
     # numpy rather than MONAI's NormalizeIntensity: that returns a MetaTensor and is ~4x slower.
-    # One float32 result, changed in place: float64 intermediates cost 16 bytes per voxel more
-    # (segment's peak memory, training/benchmarks/segment_memory.py).
-    array = np.asarray(array, dtype=np.float32)
     if plan.normalization == "ct":
         low, high = plan.ct_clip  # type: ignore[misc]
-        mean, std = np.float32(plan.ct_mean), np.float32(max(plan.ct_std, 1e-8))  # type: ignore
-        out = np.clip(array, low, high)
-        out -= mean
-    else:
-        axes = tuple(range(1, array.ndim))
-        mean = array.mean(axis=axes, keepdims=True, dtype=np.float64).astype(np.float32)
-        std = np.maximum(array.std(axis=axes, keepdims=True, dtype=np.float64),
-                         1e-8).astype(np.float32)
-        out = array - mean
-    out /= std
-    return out
+        np.clip(array, low, high, out=array)
+        array -= np.float32(plan.ct_mean)
+        array /= np.float32(max(plan.ct_std, 1e-8))  # type: ignore[type-var]
+        return array
+    for channel in array:
+        mean, std = _mean_std(channel)
+        channel -= mean
+        channel /= max(std, np.float32(1e-8))
+    return array
+
+
+def _mean_std(values: np.ndarray, chunk: int = 1 << 20) -> tuple[np.float32, np.float32]:
+    """Mean and standard deviation of a float32 array, accumulated in float64 a chunk at a
+    time (np.std's float64 deviations would cost 8 bytes per voxel)."""
+    flat = values.reshape(-1)
+    mean = flat.mean(dtype=np.float64)
+    squares = sum(float(np.square(flat[i:i + chunk] - mean).sum())
+                  for i in range(0, flat.size, chunk))
+    return np.float32(mean), np.float32(np.sqrt(squares / max(flat.size, 1)))
 
 
 def resample(image: sitk.Image, spacing_zyx: Sequence[float], is_label: bool = False,
@@ -202,29 +214,37 @@ def resample(image: sitk.Image, spacing_zyx: Sequence[float], is_label: bool = F
                          image.GetPixelID())
 
 
-def resample_to_reference(image: sitk.Image, reference: sitk.Image,
+def resample_to_reference(image: sitk.Image, reference: GridLike,
                           interpolator: int = sitk.sitkLinear) -> sitk.Image:
-    """Resample `image` onto the grid of `reference` (e.g. a prediction back to the input)."""
+    """Resample `image` onto the grid of `reference` (an image or a Grid; e.g. a prediction
+    back to the input)."""
     if grid_difference(reference, image) is None:
         return image
-    return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0,
-                         image.GetPixelID())
+    grid = Grid.of(reference)
+    return sitk.Resample(image, grid.size, sitk.Transform(), interpolator, grid.origin,
+                         grid.spacing, grid.direction, 0.0, image.GetPixelID())
 
 
 def preprocess_image(channels: list[sitk.Image], plan: Plan,
-                     names: Sequence[str] | None = None) -> tuple[np.ndarray, sitk.Image]:
+                     names: Sequence[str] | None = None) -> tuple[np.ndarray, Grid]:
     """Resample and normalise the channels of one image.
 
-    Returns the (C, z, y, x) float32 array and the resampled grid (channel 0 on the plan's
-    spacing) to map predictions back with `resample_to_reference`.
+    Returns the (C, z, y, x) float32 array and its grid (the plan's spacing) to map predictions
+    back with `resample_to_reference`. One full-size array: each channel is resampled, copied
+    in and released before the next.
     """
     names = list(names) if names is not None else [f"channel {i}" for i in range(len(channels))]
     for image, name in zip(channels[1:], names[1:]):
         check_same_geometry(channels[0], image, names[0], name)
-    resampled = [resample(c, plan.target_spacing, in_plane_only=plan.dims == 2)
-                 for c in channels]
-    array = np.stack([sitk.GetArrayViewFromImage(c) for c in resampled])
-    return normalize(array, plan), resampled[0]
+    array, grid = None, None
+    for c, channel in enumerate(channels):
+        resampled = resample(channel, plan.target_spacing, in_plane_only=plan.dims == 2)
+        if array is None:
+            grid = Grid.of(resampled)
+            array = np.empty((len(channels), *reversed(grid.size)), np.float32)
+        array[c] = sitk.GetArrayViewFromImage(resampled)
+        del resampled
+    return normalize_in_place(array, plan), grid  # type: ignore[arg-type, return-value]
 
 
 def preprocess_case(case: Case, plan: Plan, dataset: DatasetInfo) -> PreprocessedCase:

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import InputError, OutputError
 from arcoseg.fileutil import atomic_path, full_suffix
-from arcoseg.io.geometry import check_written, grid_difference
+from arcoseg.io.geometry import Grid, GridLike, check_written, grid_difference
 
 READABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 MAX_LABEL_VALUE = 254  # 255 is IGNORE_LABEL (unannotated) inside the engine
@@ -40,9 +40,9 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
 
 
-def image_spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
-    """Voxel spacing of a 3D image in (z, y, x) order."""
-    return tuple(float(s) for s in reversed(image.GetSpacing()))  # type: ignore[return-value]
+def image_spacing_zyx(image: GridLike) -> tuple[float, float, float]:
+    """Voxel spacing of a 3D image (or Grid) in (z, y, x) order."""
+    return tuple(float(s) for s in reversed(Grid.of(image).spacing))  # type: ignore[return-value]
 
 
 def read_spacing_zyx(path: str | os.PathLike) -> tuple[float, float, float]:
@@ -153,15 +153,19 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
         check_written(image, tmp, str(path))
 
 
-def array_to_image(array_zyx: np.ndarray, reference: sitk.Image,
+def array_to_image(array_zyx: np.ndarray, reference: GridLike,
                    dtype: np.dtype | type = np.float32) -> sitk.Image:
-    """A SimpleITK image from a (z, y, x) array with the reference's geometry."""
+    """A SimpleITK image from a (z, y, x) array with the reference's (image or Grid) geometry."""
     array = np.asarray(array_zyx, dtype=dtype)
-    expected = tuple(reversed(reference.GetSize()))
+    grid = Grid.of(reference)
+    expected = tuple(reversed(grid.size))
     if array.shape != expected:
         raise ValueError(f"array shape {array.shape} does not match reference size {expected}")
     image = sitk.GetImageFromArray(array)
-    image.CopyInformation(reference)
+    del array  # a converted copy (e.g. float16 to float32) is not needed any more
+    image.SetSpacing(grid.spacing)
+    image.SetOrigin(grid.origin)
+    image.SetDirection(grid.direction)
     return image
 
 
