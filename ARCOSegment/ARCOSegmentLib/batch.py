@@ -85,10 +85,26 @@ def find_annotation(folder: Path | None, case: str) -> Path | None:
                  if (folder / f"{case}{s}").is_file()), None)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """BatchError for a number outside the range the engine allows (`arcoseg adapt --budget`).
+
+    The rule is the engine's own (arcoseg.ranges, its one place for ranges: a pure-Python module,
+    imported here only once the dependency check has found the engine installed)."""
+    from arcoseg.errors import ArcosegError
+    from arcoseg.ranges import POSITIVE
+
+    try:
+        POSITIVE.check(args.budget, "--budget")
+    except ArcosegError as err:
+        raise BatchError(str(err)) from None
+
+
 def run_batch(args: argparse.Namespace, process_case: ProcessCase,
               log: Callable[[str], None] = print) -> int:
-    """Process every case; log one line per case; return the exit code."""
+    """Process every case; log one line per case; return the exit code (2, before any case,
+    for bad options or input)."""
     try:
+        check_options(args)
         cases = list_cases(args.input)
         if args.adapt_from is not None and not args.adapt_from.is_dir():
             raise BatchError(f"Annotation folder {args.adapt_from} does not exist.")

@@ -90,6 +90,16 @@ def test_all_cases_done_is_exit_code_0_and_bad_input_exit_code_2(tmp_path):
     assert "does not exist" in lines[0]
 
 
+@pytest.mark.parametrize("budget", ["-10", "0", "nan"])
+def test_a_budget_outside_the_engines_range_is_exit_code_2_before_any_case(budget, tmp_path):
+    args = batch.parse_args(["--input", str(make_inputs(tmp_path)), "--output",
+                             str(tmp_path / "out"), "--budget", budget])
+    lines, seen = [], []
+    assert batch.run_batch(args, lambda *a: seen.append(a), lines.append) == batch.EXIT_USAGE
+    assert lines == [f"error: --budget must be a number > 0, not {float(budget)!r}."]
+    assert seen == [] and not (tmp_path / "out").exists()
+
+
 class AnsweringLogic(EngineLogic):
     """The Logic on Slicer's real scene, with the engine answered at once: `segment` and `adapt`
     write LABELS (class values 3 and 7) on the grid of the image they were given, as the engine

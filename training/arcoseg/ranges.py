@@ -98,3 +98,4 @@ POSITIVE = Range(float, 0, low_open=True)  # learning rate, seconds, millimetres
 NONNEG = Range(float, 0)  # loss weights (0 switches a term off)
 FRACTION = Range(float, 0, 1, high_open=True)  # a part of a schedule or a strength below 1
 UNIT = Range(float, 0, 1)  # a mixing weight, both ends included
+SHARE = Range(float, 0, 1, low_open=True)  # a part that cannot be empty (0 < x <= 1)

@@ -43,37 +43,39 @@ from arcoseg.inference import segment_channels
 from arcoseg.io.images import array_to_image, read_image, write_image
 from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter
-from arcoseg.ranges import POSITIVE
+from arcoseg.ranges import (FRACTION, NONNEG, POSITIVE, POSITIVE_INT, SHARE, UNIT,
+                            ListOf)
 from arcoseg.train.validation import class_dice
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--k", default="1,2,3", help="annotated slice counts")
-    p.add_argument("--cases", type=int, default=4, help="validation cases to use (the first N)")
+    p.add_argument("--k", type=ListOf(POSITIVE_INT), default="1,2,3",
+                   help="annotated slice counts")
+    p.add_argument("--cases", type=POSITIVE_INT, default=4, help="validation cases to use (the first N)")
     p.add_argument("--case-ids", help="comma-separated validation case ids instead of --cases")
-    p.add_argument("--threads", type=int, default=AUTO_THREADS,
+    p.add_argument("--threads", type=POSITIVE_INT, default=AUTO_THREADS,
                    help="CPU threads (default: the free cores)")
-    p.add_argument("--budget", type=float, default=60.0, help="upper bound, seconds")
-    p.add_argument("--iterations", type=int, default=AdaptRequest.iterations)
+    p.add_argument("--budget", type=POSITIVE, default=60.0, help="upper bound, seconds")
+    p.add_argument("--iterations", type=POSITIVE_INT, default=AdaptRequest.iterations)
     p.add_argument("--base", type=Path, help="base model folder (2D or 3D) to adapt from")
     p.add_argument("--methods", default="nearest,interpolate,arco,supervised",
                    help="baselines (nearest, interpolate) and Adapt methods (arco, supervised, "
                         "mean_teacher)")
-    p.add_argument("--jitter", type=float, default=AdaptRequest.jitter,
+    p.add_argument("--jitter", type=FRACTION, default=AdaptRequest.jitter,
                    help=f"intensity augmentation strength (default: Adapt's, {AdaptRequest.jitter})")
-    p.add_argument("--warmup", type=float,
+    p.add_argument("--warmup", type=FRACTION,
                    help="supervised-only fraction (default: Adapt's, half from scratch)")
     p.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="adamw or sgd (default: Adapt's, adamw from scratch, sgd from a base)")
     p.add_argument("--lr", type=POSITIVE, help="initial learning rate (default: the optimiser's)")
     p.add_argument("--prior", choices=PRIOR_MODES, default=PriorSettings.mode,
                    help="propagation prior (adapt.prior)")
-    p.add_argument("--prior-strength", type=float, default=PriorSettings.strength)
-    p.add_argument("--prior-scale", type=float, default=PriorSettings.scale)
-    p.add_argument("--prior-decay", type=float, default=PriorSettings.decay)
-    p.add_argument("--fusion-weights", default=f"0,{FUSION_WEIGHT}",
+    p.add_argument("--prior-strength", type=NONNEG, default=PriorSettings.strength)
+    p.add_argument("--prior-scale", type=POSITIVE, default=PriorSettings.scale)
+    p.add_argument("--prior-decay", type=SHARE, default=PriorSettings.decay)
+    p.add_argument("--fusion-weights", type=ListOf(UNIT), default=f"0,{FUSION_WEIGHT}",
                    help="the drawing's weights in Adapt's output (arcoseg.adapt.fusion) to score "
                         "on each adapted model: one row each (0 = the model alone)")
     p.add_argument("--no-early-stop", dest="early_stop", action="store_false")
@@ -82,7 +84,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tag", default="", help="label of this configuration in the table")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("results/adapt_benchmark"))
-    return p.parse_args()
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options; exit 2 with a message for a value outside its range (arcoseg.ranges)."""
+    return build_parser().parse_args(argv)
 
 
 def mean_dice(prediction: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
@@ -145,7 +152,7 @@ def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndar
     probs = segment_channels(model, meta, [image], device).probabilities
     spacing_zyx = tuple(reversed(image.GetSpacing()))
     rows = []
-    for weight in (float(w) for w in args.fusion_weights.split(",")):
+    for weight in args.fusion_weights:
         fused = fuse(probs, Annotations(drawn, 0, slices), spacing_zyx,
                      FusionSettings(weight=weight))
         rows.append({"method": method, "start": start, "before": before, "seconds": seconds,
@@ -169,7 +176,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) if not args.keep_models else args.out / "work"
-        for k in [int(v) for v in args.k.split(",")]:
+        for k in args.k:
             for case in cases:
                 image = read_image(case.images[0])
                 labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))

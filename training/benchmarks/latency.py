@@ -35,6 +35,7 @@ from arcoseg.benchmarks.profiles import PROFILES
 from arcoseg.data.preprocess import Plan
 from arcoseg.modelfile import ModelMetadata, make_classes, save_model
 from arcoseg.networks import NetworkConfig, build_model
+from arcoseg.ranges import POSITIVE_INT
 
 SHAPE = (128, 256, 256)  # (z, y, x) voxels at 1 mm: the volume
 CLASSES = ["background", "a", "b"]
@@ -127,16 +128,20 @@ def is_training(event: dict) -> bool:
     return event.get("event") == "progress" and event.get("message") == "training"
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="work folder")
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3], choices=(2, 3))
-    parser.add_argument("--rounds", type=int, default=2, help="cold/warm pairs per model")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads, both ways")
+    parser.add_argument("--rounds", type=POSITIVE_INT, default=2, help="cold/warm pairs per model")
+    parser.add_argument("--threads", type=POSITIVE_INT, default=1, help="torch threads, both ways")
     parser.add_argument("--no-adapt", dest="adapt", action="store_false")
-    parser.add_argument("--shape", type=int, nargs=3, default=SHAPE, metavar=("Z", "Y", "X"),
+    parser.add_argument("--shape", type=POSITIVE_INT, nargs=3, default=SHAPE, metavar=("Z", "Y", "X"),
                         help="volume size (default 128 256 256; smaller only to try the script)")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     paths = make_inputs(args.out, args.dims, tuple(args.shape))
     env = {**os.environ, "ARCOSEG_HOME": str(args.out / "home"), "OMP_NUM_THREADS":

@@ -35,6 +35,7 @@ import torch
 from arcoseg.data.preprocess import Plan
 from arcoseg.modelfile import ModelMetadata, make_classes, save_model
 from arcoseg.networks import NetworkConfig, build_model
+from arcoseg.ranges import POSITIVE_INT
 
 THIS_ENGINE = Path(__file__).resolve().parents[1]
 MODEL_SPACING = 1.0  # mm in-plane (a 2D model keeps the z spacing)
@@ -63,18 +64,22 @@ print(json.dumps({"peak_bytes": status("VmHWM:") - before,
 """
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--shape", type=int, nargs=3, default=(48, 256, 256), metavar=("Z", "Y", "X"),
+    p.add_argument("--shape", type=POSITIVE_INT, nargs=3, default=(48, 256, 256), metavar=("Z", "Y", "X"),
                    help="the deeper input volume (default 48 256 256); the other has Z/3 slices")
-    p.add_argument("--batch", type=int, default=8, help="slices per forward pass (segment --batch)")
+    p.add_argument("--batch", type=POSITIVE_INT, default=8, help="slices per forward pass (segment --batch)")
     p.add_argument("--compare", type=Path, help="the training/ folder of another engine")
     p.add_argument("--one-size", action="store_true",
                    help="segment --shape only; bytes / voxel is then the whole peak per voxel, "
                         "the fixed activations included (for large volumes, where they are small)")
     p.add_argument("--grids", default=",".join(GRIDS), help="which grids (default all)")
     p.add_argument("--out", type=Path, default=Path("results/segment_memory"))
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def make_model(folder: Path) -> Path:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from arcoseg.ranges import POSITIVE_INT
+from arcoseg.ranges import NONNEG_INT, POSITIVE_INT
 from arcoseg.data.synthetic import make_phantom_dataset
 from arcoseg.device import describe_device, resolve_device
 from arcoseg.progress import Reporter
@@ -39,21 +39,21 @@ from arcoseg.train.trainer import Trainer, prepare_data
 METHODS = ("supervised", "mean_teacher", "arco-ns", "arco-sg", "arco-sag")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dims", type=int, choices=(2, 3), default=2)
-    p.add_argument("--patch", type=int, nargs="+", default=None)
-    p.add_argument("--batch", type=int, default=4, help="labelled (and unlabelled) batch size")
-    p.add_argument("--iterations", type=int, default=15, help="timed iterations per method")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--patch", type=POSITIVE_INT, nargs="+", default=None)
+    p.add_argument("--batch", type=POSITIVE_INT, default=4, help="labelled (and unlabelled) batch size")
+    p.add_argument("--iterations", type=POSITIVE_INT, default=15, help="timed iterations per method")
+    p.add_argument("--warmup", type=NONNEG_INT, default=3)
     p.add_argument("--data", type=Path, help="dataset folder (default: a synthetic phantom)")
-    p.add_argument("--labelled", type=int, default=2)
+    p.add_argument("--labelled", type=POSITIVE_INT, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--rounds", type=POSITIVE_INT, default=1,
                    help="interleaved repetitions of all methods")
     p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads of each method's process")
-    p.add_argument("--profile-ops", type=non_negative_int, default=0,
+    p.add_argument("--profile-ops", type=NONNEG_INT, default=0,
                    help="also list the profiler's top N operations of each method")
     p.add_argument("--amp", action="store_true", help="train with --amp (bf16 on CUDA)")
     p.add_argument("--channels-last", action="store_true")
@@ -62,18 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "loaded machine); prints the median of the paired ratios")
     p.add_argument("--out", type=Path, default=Path("results/step_cost"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    return p
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number of 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _options(args: argparse.Namespace, name: str) -> TrainOptions:

@@ -32,18 +32,23 @@ from arcoseg.device import resolve_device
 from arcoseg.inference import segment_channels
 from arcoseg.io.images import read_image
 from arcoseg.modelfile import load_model
+from arcoseg.ranges import POSITIVE_INT, SEED
 from adapt_benchmark import mean_dice  # same folder: run as a script
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--rows", type=Path, required=True, help="adapt_rows.json with model_path")
-    p.add_argument("--draws", type=int, default=5, help="random clinicians per case")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=AUTO_THREADS)
+    p.add_argument("--draws", type=POSITIVE_INT, default=5, help="random clinicians per case")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--threads", type=POSITIVE_INT, default=AUTO_THREADS)
     p.add_argument("--out", type=Path, default=Path("results/suggest_benchmark"))
-    return p.parse_args()
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def strategies(labels: np.ndarray, start: list[int], probabilities: np.ndarray,

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from arcoseg.adapt.annotations import along
 from arcoseg.adapt.baselines import interpolate, nearest_copy, slice_distance
 from arcoseg.constants import DEFAULT_PRIOR, IGNORE_LABEL, PRIOR_MODES
-from arcoseg.errors import ArcosegError, check_choice
+from arcoseg.errors import check_choice
+from arcoseg.ranges import NONNEG, POSITIVE, POSITIVE_INT, SHARE
 from arcoseg.train.methods import Batch, Method
 
 MIN_WEIGHT = 0.02  # slices weighted less than this are left out of the prior (unannotated)
@@ -44,9 +45,10 @@ class PriorSettings:
 
     def __post_init__(self) -> None:
         check_choice(self.mode, PRIOR_MODES, "prior mode")
-        if self.strength < 0 or self.scale <= 0 or not 0 < self.decay <= 1 or self.batch < 1:
-            raise ArcosegError(f"Prior settings need strength >= 0, scale > 0, 0 < decay <= 1 "
-                               f"and batch >= 1; got {self}.")
+        NONNEG.check(self.strength, "Prior strength")
+        POSITIVE.check(self.scale, "Prior scale (slices)")
+        SHARE.check(self.decay, "Prior decay (part of the schedule)")
+        POSITIVE_INT.check(self.batch, "Prior batch")
 
     @property
     def active(self) -> bool:

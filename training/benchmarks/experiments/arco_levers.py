@@ -36,6 +36,7 @@ import arcoseg.arco.step as step
 import arcoseg.train.trainer as trainer
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.progress import Reporter
+from arcoseg.ranges import POSITIVE_INT
 from arcoseg.train.losses import supervised_loss
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.trainer import train
@@ -84,19 +85,23 @@ def curve(model_dir: Path) -> list[dict]:
             for r in rows if "val_dice" in r]
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name")
     p.add_argument("--data", type=Path, default=Path("../shared/data/ACDC"))
     p.add_argument("--out", type=Path, default=Path("results/arco_levers"))
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=POSITIVE_INT, default=1)
     p.add_argument("--method", default="arco")
     p.add_argument("--arco", nargs="*", default=[])
     p.add_argument("--network", nargs="*", default=[])
     p.add_argument("--train", nargs="*", default=[])
     p.add_argument("--unsup", choices=("reco", "ce-dice"), default="reco")
-    args = p.parse_args()
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.unsup == "ce-dice":
         step.unsupervised_loss = confident_ce_dice

@@ -42,6 +42,7 @@ from arcoseg.data.preprocess import Plan, load_cases
 from arcoseg.data.sampling import SliceSampler
 from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter
+from arcoseg.ranges import NONNEG, POSITIVE_INT
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.trainer import Trainer, prepare_data, train
 from arcoseg.train.validation import class_dice
@@ -123,7 +124,7 @@ def foreground_drift(model_dir: Path, data: Path, teacher_norm: str, lambda_u: f
                 trainer._step()
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("variant", choices=("pseudo", "spec", "mask", "balanced", "ramp", "warmup",
                                        "sup4", "pretrain", "bcp", "bcp-pretrain", "drift"))
@@ -132,10 +133,14 @@ def main() -> None:
     p.add_argument("--model", type=Path, help="with 'pseudo' and 'drift': a trained model folder")
     p.add_argument("--teacher-norm", default="batch", choices=("batch", "running"),
                    help="the teacher's pseudo-labelling BatchNorm statistics")
-    p.add_argument("--lambda-u", type=float, default=1.0, help="with 'drift'")
+    p.add_argument("--lambda-u", type=NONNEG, default=1.0, help="with 'drift'")
     p.add_argument("--mix", default="unlabelled", help="with 'drift': CutMix mode (or none)")
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args()
+    p.add_argument("--threads", type=POSITIVE_INT, default=1)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.variant == "pseudo":
         check_pseudo_labels(args.model, args.data)

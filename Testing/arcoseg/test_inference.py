@@ -1,0 +1,100 @@
+"""Segmenting with streamed argmax (issue 17 item 7): the same labels as a plain argmax."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from arcoseg.data.preprocess import Plan, resample_to_reference
+from arcoseg.inference import _labels_on_input_grid, segment_channels
+from arcoseg.io.geometry import Grid
+from arcoseg.io.images import array_to_image
+from arcoseg.modelfile import ModelMetadata, make_classes
+from arcoseg.networks import NetworkConfig, build_model
+
+MODEL_GRID = Grid((6, 5, 7), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+FINER_GRID = Grid((9, 7, 7), (0.6, 0.7, 2.0), (-0.2, -0.15, 0.0), MODEL_GRID.direction)
+
+
+def _probabilities(seed: int = 0) -> np.ndarray:
+    """Float16 class probabilities (3, z, y, x) on MODEL_GRID, with exact ties in slice 0."""
+    rng = np.random.default_rng(seed)
+    p = rng.random((3, *reversed(MODEL_GRID.size))).astype(np.float32)
+    p[2, 0] = p[1, 0]  # a tie between classes 1 and 2
+    p[0, 0] = p[1, 0] / 2
+    return (p / p.sum(axis=0)).astype(np.float16)
+
+
+def _plain_argmax(probs: np.ndarray, reference: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: every class resampled and rounded to float16, stacked, argmax."""
+    stacked = np.stack([sitk.GetArrayFromImage(resample_to_reference(
+        array_to_image(p, MODEL_GRID, np.float32), reference)).astype(np.float16)
+        for p in probs])
+    return stacked.argmax(axis=0), stacked
+
+
+@pytest.mark.parametrize("reference", [MODEL_GRID, FINER_GRID], ids=["model grid", "finer"])
+def test_streamed_argmax_equals_the_argmax_of_all_probabilities(reference):
+    probs = _probabilities()
+    expected, stacked = _plain_argmax(probs, reference)
+    index, kept = _labels_on_input_grid(probs, MODEL_GRID, reference, keep=True, chunk=2)
+    assert index.dtype == np.uint8 and index.shape == tuple(reversed(reference.size))
+    np.testing.assert_array_equal(index, expected)
+    np.testing.assert_array_equal(kept, stacked)
+    assert set(np.unique(index)) == {0, 1, 2}
+    unkept, none = _labels_on_input_grid(probs, MODEL_GRID, reference, keep=False, chunk=3)
+    np.testing.assert_array_equal(unkept, expected)
+    assert none is None
+
+
+def test_a_tie_goes_to_the_lower_class_as_in_argmax():
+    index, _ = _labels_on_input_grid(_probabilities(), MODEL_GRID, MODEL_GRID, keep=False)
+    assert (index[0] == 1).all()  # classes 1 and 2 tie on slice 0, class 0 is lower
+
+
+def _model(dims: int) -> tuple[torch.nn.Module, ModelMetadata]:
+    """An untrained 3-class model whose output layer is scaled so that all classes occur."""
+    torch.manual_seed(2)  # a seed under which every class occurs in every case below
+    arch = "unet2d" if dims == 2 else "vnet3d"
+    config = NetworkConfig(arch=arch, in_channels=1, num_classes=3,
+                           features=(4, 8, 16, 32, 64), head_dim=8)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.shape[:1] == (3,):  # the output layer
+                param.mul_(50) if param.ndim > 1 else param.zero_()
+    patch = (16, 16) if dims == 2 else (16, 16, 16)
+    plan = Plan(dims=dims, target_spacing=(2.0, 1.0, 1.0), normalization="zscore",
+                label_values=[0, 3, 7], patch_size=patch)
+    return model, ModelMetadata(network=config, plan=plan.to_dict(),
+                                classes=make_classes(["background", "a", "b"], [0, 3, 7]))
+
+
+def _image(spacing: float) -> sitk.Image:
+    z, y, x = np.ogrid[:10, :24, :22]
+    rng = np.random.default_rng(1)
+    array = (np.sin(x / 3.0) * np.cos(y / 4.0) + z / 10 + 0.3 * rng.standard_normal((10, 24, 22)))
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.SetSpacing((spacing, spacing, 2.0))
+    image.SetOrigin((5.0, -3.0, 12.0))
+    return image
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("spacing", [1.0, 0.7], ids=["model grid", "finer input"])
+def test_labels_without_probabilities_equal_the_argmax_of_the_kept_probabilities(dims, spacing):
+    model, metadata = _model(dims)
+    cpu = torch.device("cpu")
+    kept = segment_channels(model, metadata, [_image(spacing)], cpu, batch_size=3)
+    channels = [_image(spacing)]
+    streamed = segment_channels(model, metadata, channels, cpu, batch_size=3,
+                                keep_probabilities=False, release_inputs=True)
+    expected = np.asarray([0, 3, 7], np.uint8)[kept.probabilities.argmax(axis=0)]
+    labels = sitk.GetArrayFromImage(streamed.labels)
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(kept.labels), expected)
+    assert set(np.unique(labels)) == {0, 3, 7}  # every class occurs: the test can fail
+    assert streamed.probabilities is None and channels == []  # the input was released
+    assert Grid.of(streamed.labels) == Grid.of(_image(spacing))
