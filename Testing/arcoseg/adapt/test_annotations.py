@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from arcoseg.adapt.annotations import (annotated_slices, detect_axis, hold_out,
+from arcoseg.adapt.annotations import (along, annotated_slices, detect_axis, hold_out,
                                        make_annotations)
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import InputError
@@ -134,3 +134,41 @@ def test_thin_structures_drawn_on_one_axis_are_not_mistaken_for_cuts():
     labels[2, 3:12, 7] = 1  # a one-voxel line on slice 2 ...
     labels[6, 4:9, 4:9] = 1  # ... and a region on slice 6
     assert make_annotations(labels, 3).slices == [2, 6]
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_adjacent_slices_in_a_map_without_unannotated_marks(axis):
+    """Issue 17 item 10: slices 3 and 4 drawn in a 0/1/2 map (0 everywhere else, no 255)."""
+    full = _blob()
+    centre = {0: 5, 1: 9, 2: 11}[axis]  # slices that cut the blob widely
+    picks = [centre, centre + 1]
+    drawn = np.zeros_like(full)
+    drawn[along(axis, picks)] = full[along(axis, picks)]
+    ann = make_annotations(drawn, num_classes=3)
+    assert (ann.axis, ann.slices) == (axis, picks)
+    np.testing.assert_array_equal(ann.labels[along(axis, picks)], full[along(axis, picks)])
+    assert (np.delete(ann.labels, picks, axis=axis) == IGNORE_LABEL).all()
+
+
+def test_the_reported_case_slices_3_and_4_along_axis_0():
+    labels = np.zeros((10, 16, 16), np.uint8)
+    labels[3, 4:10, 3:12], labels[3, 6:8, 6:8] = 1, 2
+    labels[4, 5:11, 4:12], labels[4, 6:9, 6:9] = 1, 2
+    ann = make_annotations(labels, num_classes=3)
+    assert (ann.axis, ann.slices) == (0, [3, 4])
+    assert (ann.labels[[3, 4]] == labels[[3, 4]]).all() and (ann.labels[5:] == 255).all()
+
+
+@pytest.mark.parametrize("block,axes", [
+    ((slice(3, 5), slice(6, 8), slice(2, 12)), "axis 0 (slices 3, 4) and axis 1 (slices 6, 7)"),
+    ((slice(3, 4), slice(6, 7), slice(2, 12)), "axis 0 (slices 3) and axis 1 (slices 6)"),
+])
+def test_a_drawing_that_fits_two_axes_is_refused_naming_them(block, axes):
+    """Drawn voxels that occupy as few slices along two axes (a map without 255 marks cannot
+    show the drawn slices' extent): which axis was drawn on cannot be told."""
+    labels = np.zeros((10, 16, 16), np.uint8)
+    labels[block] = 1
+    with pytest.raises(InputError, match="cannot tell which axis") as err:
+        make_annotations(labels, 3, source="ann.nii.gz")
+    assert axes in str(err.value) and "--axis" in str(err.value)
+    assert make_annotations(labels, 3, axis=1).slices == [6, 7][:block[1].stop - 6]

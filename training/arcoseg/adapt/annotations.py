@@ -31,15 +31,25 @@ def along(axis: int, slices: list[int] | slice) -> tuple:
     return tuple(index)
 
 
-def detect_axis(labels: np.ndarray) -> int:
+def detect_axis(labels: np.ndarray, source: str = "The annotation label map") -> int:
     """The axis along which the labelled voxels occupy the fewest slices (drawn slices are
-    thin along the axis they were drawn on and wide along the other two)."""
+    thin along the axis they were drawn on and wide along the other two).
+
+    InputError when no voxel is drawn, or when two or three axes tie (e.g. a small structure
+    on adjacent slices in a map without 255 marks): any of them could be the drawn one."""
     drawn = _drawn(labels)
     if not drawn.any():
-        raise InputError("The annotation label map holds no label. Draw at least one slice.")
-    counts = [int(drawn.any(axis=tuple(a for a in range(3) if a != axis)).sum())
-              for axis in range(3)]
-    return int(np.argmin(counts))
+        raise InputError(f"{source} holds no label. Draw at least one slice.")
+    occupied = [annotated_slices(labels, axis) for axis in range(3)]
+    fewest = min(len(slices) for slices in occupied)
+    fits = [axis for axis in range(3) if len(occupied[axis]) == fewest]
+    if len(fits) > 1:
+        found = [f"axis {a} (slices {_short(occupied[a])})" for a in fits]
+        raise InputError(f"{source}: the drawn voxels lie on as few slices along "
+                         f"{', '.join(found[:-1])} and {found[-1]}, so Adapt cannot tell which "
+                         f"axis they were drawn on. Give --axis {' or '.join(map(str, fits))}, "
+                         "or draw more of each slice.")
+    return fits[0]
 
 
 def annotated_slices(labels: np.ndarray, axis: int) -> list[int]:
@@ -82,7 +92,7 @@ def make_annotations(labels: np.ndarray, num_classes: int, axis: int | None = No
         raise InputError(f"{source} holds label value(s) {bad}, but the model has classes "
                          f"1…{num_classes - 1} (0 = background). Relabel or choose another model.")
     given_axis = axis is not None
-    axis = detect_axis(labels) if axis is None else axis
+    axis = detect_axis(labels, source) if axis is None else axis
     if axis not in (0, 1, 2):
         raise InputError(f"--axis must be 0, 1 or 2 (array axes z, y, x), not {axis}.")
     slices = annotated_slices(labels, axis) if slices is None else sorted(set(slices))
