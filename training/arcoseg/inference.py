@@ -89,18 +89,20 @@ def predict_labels(model: SegmentationModel, image: np.ndarray, plan: Plan, devi
                    progress: Progress | None = None) -> np.ndarray:
     """Class indices (z, y, x) uint8 on the model grid for a preprocessed image (C, z, y, x):
     the argmax of `predict_probabilities(..., dtype=torch.float16)` (ties: the lower class).
-    A 2D model takes it `batch_size` slices at a time, so no (K, z, y, x) array exists."""
+    A 2D model takes it `batch_size` slices at a time, so no (K, z, y, x) array exists; a 3D
+    model's probabilities are reduced as many slices at a time (no int64 argmax exists)."""
     if plan.dims == 3:
         probs = predict_probabilities(model, image, plan, device, batch_size, overlap, amp,
                                       torch.float16, progress)
-        return probs.argmax(dim=0).to(torch.uint8).numpy()
-    model.eval()
-    volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    out = np.empty(volume.shape[1:], np.uint8)
+        chunks = ((z, probs[:, z:z + batch_size]) for z in range(0, probs.shape[1], batch_size))
+    else:
+        model.eval()
+        volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+        chunks = _slice_batches(model, volume, plan, device, batch_size, overlap, progress)
+    out = np.empty(image.shape[1:], np.uint8)
     with autocast(device, amp):
-        for start, probs in _slice_batches(model, volume, plan, device, batch_size, overlap,
-                                           progress):
-            out[start:start + probs.shape[1]] = probs.to(torch.float16).argmax(dim=0).numpy()
+        for start, chunk in chunks:
+            out[start:start + chunk.shape[1]] = chunk.to(torch.float16).argmax(dim=0).numpy()
     return out
 
 
