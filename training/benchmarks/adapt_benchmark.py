@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--k", type=ListOf(POSITIVE_INT), default="1,2,3",
                    help="annotated slice counts")
-    p.add_argument("--cases", type=POSITIVE_INT, default=4, help="validation cases to use (the first N)")
+    p.add_argument("--cases", type=POSITIVE_INT, default=4,
+                   help="validation cases to use (the first N)")
     p.add_argument("--case-ids", help="comma-separated validation case ids instead of --cases")
     p.add_argument("--threads", type=POSITIVE_INT, default=AUTO_THREADS,
                    help="CPU threads (default: the free cores)")

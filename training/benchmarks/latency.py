@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=POSITIVE_INT, default=2, help="cold/warm pairs per model")
     parser.add_argument("--threads", type=POSITIVE_INT, default=1, help="torch threads, both ways")
     parser.add_argument("--no-adapt", dest="adapt", action="store_false")
-    parser.add_argument("--shape", type=POSITIVE_INT, nargs=3, default=SHAPE, metavar=("Z", "Y", "X"),
+    parser.add_argument("--shape", type=POSITIVE_INT, nargs=3, default=SHAPE,
+                        metavar=("Z", "Y", "X"),
                         help="volume size (default 128 256 256; smaller only to try the script)")
     return parser
 

@@ -66,9 +66,11 @@ print(json.dumps({"peak_bytes": status("VmHWM:") - before,
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--shape", type=POSITIVE_INT, nargs=3, default=(48, 256, 256), metavar=("Z", "Y", "X"),
+    p.add_argument("--shape", type=POSITIVE_INT, nargs=3, default=(48, 256, 256),
+                   metavar=("Z", "Y", "X"),
                    help="the deeper input volume (default 48 256 256); the other has Z/3 slices")
-    p.add_argument("--batch", type=POSITIVE_INT, default=8, help="slices per forward pass (segment --batch)")
+    p.add_argument("--batch", type=POSITIVE_INT, default=8,
+                   help="slices per forward pass (segment --batch)")
     p.add_argument("--compare", type=Path, help="the training/ folder of another engine")
     p.add_argument("--one-size", action="store_true",
                    help="segment --shape only; bytes / voxel is then the whole peak per voxel, "

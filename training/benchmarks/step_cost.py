@@ -43,8 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dims", type=int, choices=(2, 3), default=2)
     p.add_argument("--patch", type=POSITIVE_INT, nargs="+", default=None)
-    p.add_argument("--batch", type=POSITIVE_INT, default=4, help="labelled (and unlabelled) batch size")
-    p.add_argument("--iterations", type=POSITIVE_INT, default=15, help="timed iterations per method")
+    p.add_argument("--batch", type=POSITIVE_INT, default=4,
+                   help="labelled (and unlabelled) batch size")
+    p.add_argument("--iterations", type=POSITIVE_INT, default=15,
+                   help="timed iterations per method")
     p.add_argument("--warmup", type=NONNEG_INT, default=3)
     p.add_argument("--data", type=Path, help="dataset folder (default: a synthetic phantom)")
     p.add_argument("--labelled", type=POSITIVE_INT, default=2)
