@@ -22,7 +22,8 @@ COMMANDS = (train, segment, evaluate, adapt, models, demo, device)
 _MEMORY_REMEDY = ("Close other programs, or use --device cpu if the GPU ran out (the CPU has "
                   "the computer's whole memory).")
 _MEMORY_REMEDIES = {  # what lowers each command's memory
-    "segment": "Use --batch 1 (fewer windows or slices at once), leave out --probabilities, or "
+    "segment": "Use --batch 1 (fewer windows or slices at once), leave out --probabilities and "
+               "--entropy (both keep every class's probabilities), or "
                "crop the image to the region of interest. " + _MEMORY_REMEDY,
     "train": "Use a smaller --batch or --patch. " + _MEMORY_REMEDY,
     "adapt": "Crop the image to the region of interest (an ROI in Slicer). " + _MEMORY_REMEDY}
