@@ -6,7 +6,7 @@ import SimpleITK as sitk
 
 from arcoseg.adapt.annotations import Annotations
 from arcoseg.adapt.baselines import nearest_copy
-from arcoseg.adapt.fusion import (FusionSettings, copy_probabilities, fuse,
+from arcoseg.adapt.fusion import (FusionSettings, checked_fusion, copy_probabilities, fuse,
                                   fused_segmentation)
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import ArcosegError
@@ -118,3 +118,12 @@ def test_bad_settings_and_grids_are_refused():
         FusionSettings(floor=0.0)
     with pytest.raises(ArcosegError, match="different grids"):
         fuse(np.ones((3, 5, 12, 12), np.float32) / 3, drawing(), (1.0, 1.0, 1.0), SHARP)
+
+
+@pytest.mark.parametrize("adapted,output,weight", [(0.9, 0.8, 0.0), (0.6, 0.7, 0.5),
+                                                   (None, None, 0.5), (0.7, 0.7, 0.5)])
+def test_the_held_out_slice_decides_whether_the_copy_helps(adapted, output, weight):
+    check = {"adapted_dice": adapted, "output_dice": output, "note": "n"}
+    assert checked_fusion(FusionSettings(weight=0.5), check).weight == weight
+    assert check["fusion_weight"] == weight
+    assert ("model alone" in check["note"]) == (weight == 0.0)

@@ -21,7 +21,8 @@ Measured on ACDC validation volumes against the copy alone and the model alone
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -112,6 +113,19 @@ def fuse(probabilities: np.ndarray, annotations: Annotations,
     for c in range(num_classes):
         fused[c][drawn] = annotations.labels[drawn] == c
     return fused.astype(np.float16)
+
+
+def checked_fusion(settings: FusionSettings, check: dict[str, Any]) -> FusionSettings:
+    """`settings`, or weight 0 (the model alone) when the held-out check (`adapt.check`) found
+    the fused output below the model alone on the held-out slice; `check["fusion_weight"]` and
+    its note say which was used."""
+    fused, alone = check.get("output_dice"), check.get("adapted_dice")
+    if fused is not None and alone is not None and fused < alone:
+        settings = replace(settings, weight=0.0)
+        check["note"] += ("; the copied drawing lowered the held-out Dice, so the segmentation "
+                          "is the model alone (drawn slices as drawn)")
+    check["fusion_weight"] = settings.weight
+    return settings
 
 
 def fused_segmentation(segmentation: Segmentation, annotations: Annotations, image: sitk.Image,

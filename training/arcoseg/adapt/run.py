@@ -7,7 +7,9 @@ on the drawn labels propagated to their neighbour slices (a fading prior, `adapt
 every other slice and extra image (mean teacher + contrastive) for a number of iterations, the
 time budget as an upper bound → compare the adapted model with the parent and with copying the
 nearest drawn slice on the held-out slice (`adapt.check`) → commit a new registry version
-(activated only if it is not worse) → segment the images and suggest the next slices to annotate.
+(activated only if it is not worse) → write the segmentations, the model fused with the drawing
+(`adapt.fusion`; the model alone where the held-out slice shows the copy misleads) → suggest the
+next slices to annotate.
 """
 
 from __future__ import annotations
@@ -26,24 +28,25 @@ from arcoseg.adapt import schedule
 from arcoseg.adapt.annotations import (Annotations, hold_out, make_annotations,
                                       read_annotation_map)
 from arcoseg.adapt.check import heldout_check
-from arcoseg.adapt.fusion import FusionSettings, fused_segmentation
+from arcoseg.adapt.fusion import FusionSettings, checked_fusion, fused_segmentation
+from arcoseg.adapt.parent import Parent, choose_parent
 from arcoseg.adapt.pace import PaceReporter
 from arcoseg.adapt.prior import PriorMethod, PriorSettings, propagate, scale_note
 from arcoseg.adapt.suggest import suggest_slices
 from arcoseg.data.orientation import to_slicing_axis
 from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_image, resample
 from arcoseg.device import resolve_device
-from arcoseg.errors import ArcosegError, Cancelled, InputError
+from arcoseg.errors import Cancelled, InputError
 from arcoseg.inference import Segmentation, segment_channels
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.geometry import check_format_holds, read_grid
 from arcoseg.io.images import array_to_image, image_output_suffixes, read_image, write_image
 from arcoseg.io.names import unique_case_ids
 from arcoseg.io.outputs import check_distinct, check_output_file, image_output_paths
-from arcoseg.modelfile import ModelMetadata, load_metadata, load_model, save_model
+from arcoseg.modelfile import ModelMetadata, save_model
 from arcoseg.networks.model import NetworkConfig, SegmentationModel
 from arcoseg.progress import Reporter
-from arcoseg.registry import Registry, VersionRef, check_name
+from arcoseg.registry import Registry, VersionRef
 from arcoseg.tempfiles import work_folder
 from arcoseg.train.options import PATCH_DIVISOR, TrainOptions
 from arcoseg.train.trainer import RunData, Trainer, extra_unlabelled, without_label
@@ -87,48 +90,6 @@ class AdaptRequest:
     amp: bool = True
     seed: int = 0
     home: Path | None = None  # registry home (default: $ARCOSEG_HOME or ~/.arcoseg)
-
-
-@dataclass
-class Parent:
-    """The model an adaptation starts from (None fields: from scratch)."""
-
-    name: str
-    ref: VersionRef | None
-    model: SegmentationModel | None
-    metadata: ModelMetadata | None
-    class_names: list[str]
-    class_values: list[int]
-
-
-def choose_parent(registry: Registry, request: AdaptRequest) -> Parent:
-    """Resolve --model (registry name or folder, imported if outside the registry) or
-    --from-scratch --classes."""
-    if request.model is None:
-        if not request.classes:
-            raise ArcosegError("Give --model NAME|PATH to adapt, or --from-scratch --classes A,B.")
-        names = ["background", *request.classes]
-        return Parent(check_name(request.name or "adapted"), None, None, None, names,
-                      list(range(len(names))))
-    ref = registry.lookup(request.model)
-    if ref is None:  # a folder outside the registry becomes a base model first (once)
-        folder = Path(request.model).expanduser()
-        ref = (registered_copy(registry, folder)
-               or registry.import_model(folder, name=request.name or folder.name))
-    model, metadata = load_model(registry.resolve(str(ref)))
-    return Parent(ref.name, ref, model, metadata, metadata.class_names,
-                  [int(c["value"]) for c in metadata.classes])
-
-
-def registered_copy(registry: Registry, folder: Path) -> VersionRef | None:
-    """A registered version with the same weights as `folder` (so adapting repeatedly from one
-    folder chains versions instead of importing it again)."""
-    digest = load_metadata(folder).weights_sha256
-    for version in registry.list():
-        ref = VersionRef(version["name"], version["version"])
-        if load_metadata(registry.resolve(str(ref))).weights_sha256 == digest:
-            return ref
-    return None
 
 
 @dataclass
@@ -284,7 +245,7 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     device = resolve_device(request.device)
     outputs = plan_outputs(request)
     registry = Registry(request.home)
-    parent = choose_parent(registry, request)
+    parent = choose_parent(registry, request.model, request.classes, request.name)
     items = read_annotated(request, parent)
     for item, path in zip(items, outputs):
         if path is not None:  # again with the image read: DICOM series have no header to check
@@ -302,28 +263,41 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
             raise Cancelled("Adapt cancelled: nothing was saved and the model registry is "
                             "unchanged. Run adapt again to start over.") from err
     adapted = trainer.method.eval_model()
-    alone = [segment_channels(adapted, trainer.metadata(), [item.image], device)
-             for item in items]
-    segmentations = [fused_segmentation(seg, item.annotations, item.image, parent.class_values,
-                                        request.fusion) for seg, item in zip(alone, items)]
-    parent_seg = (segment_channels(parent.model.to(device), parent.metadata, [items[0].image],
-                                   device) if parent.model is not None and items[0].held_out
-                  else None)
-    check = heldout_check(alone[0], parent_seg, items[0].annotations, items[0].held_out,
-                          segmentations[0])
-    del alone
+    segmentations, check, fusion = segment_and_check(adapted, trainer.metadata(), parent, items,
+                                                     request.fusion, device)
     metadata = trainer.metadata(
         parent=str(parent.ref) if parent.ref else None, held_out=check,
         images=[{"file": str(i.path), "sha256": fingerprint(i.path), "axis": axis,
                  "annotated_slices": i.annotations.slices} for i in items],
         unlabelled_images=[str(p) for p in request.unlabelled], budget_seconds=request.budget,
-        prior=asdict(request.prior), fusion=asdict(request.fusion))
+        prior=asdict(request.prior), fusion=asdict(fusion))
     reporter.log(("WARNING: " if not check["activated"] else "Held-out check: ") + check["note"])
     with registry.stage_version(parent.name, parent.ref) as staged:
         save_model(staged.path, adapted, metadata)
         staged.activate = check["activated"]
     return finish(request, registry, staged.ref, items, segmentations, check, trainer, reporter,
                   outputs)
+
+
+def segment_and_check(adapted: SegmentationModel, metadata: ModelMetadata, parent: Parent,
+                      items: list[AnnotatedImage], fusion: FusionSettings, device: torch.device
+                      ) -> tuple[list[Segmentation], dict[str, Any], FusionSettings]:
+    """Segment every image with the adapted model, fused with its drawing, and run the held-out
+    check (`adapt.check`) on the first. Where the fused output scores below the model alone on
+    the held-out slice, the drawing's copy misleads on this anatomy (e.g. drawn slices far apart)
+    and every output is the model alone (drawn slices still as drawn). Returns the segmentations,
+    the check and the fusion settings used."""
+    alone = [segment_channels(adapted, metadata, [item.image], device) for item in items]
+    first = items[0]
+    parent_seg = (segment_channels(parent.model.to(device), parent.metadata, [first.image],
+                                   device) if parent.model is not None and first.held_out
+                  else None)
+    fused = fused_segmentation(alone[0], first.annotations, first.image, parent.class_values,
+                               fusion)
+    check = heldout_check(alone[0], parent_seg, first.annotations, first.held_out, fused)
+    fusion = checked_fusion(fusion, check)
+    return ([fused_segmentation(seg, item.annotations, item.image, parent.class_values, fusion)
+             for seg, item in zip(alone, items)], check, fusion)
 
 
 def finish(request: AdaptRequest, registry: Registry, ref: VersionRef,

@@ -1,0 +1,55 @@
+"""The model an adaptation starts from: a registry version, a model folder (imported once) or
+nothing (from scratch, with the classes the user names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from arcoseg.errors import ArcosegError
+from arcoseg.modelfile import ModelMetadata, load_metadata, load_model
+from arcoseg.networks.model import SegmentationModel
+from arcoseg.registry import Registry, VersionRef, check_name
+
+
+@dataclass
+class Parent:
+    """The model an adaptation starts from (None fields: from scratch)."""
+
+    name: str
+    ref: VersionRef | None
+    model: SegmentationModel | None
+    metadata: ModelMetadata | None
+    class_names: list[str]
+    class_values: list[int]
+
+
+def choose_parent(registry: Registry, model: str | None, classes: list[str] | None,
+                  name: str | None) -> Parent:
+    """Resolve --model (registry name or folder, imported if outside the registry) or
+    --from-scratch --classes; `name` is the adapted model's registry name (--name)."""
+    if model is None:
+        if not classes:
+            raise ArcosegError("Give --model NAME|PATH to adapt, or --from-scratch --classes A,B.")
+        names = ["background", *classes]
+        return Parent(check_name(name or "adapted"), None, None, None, names,
+                      list(range(len(names))))
+    ref = registry.lookup(model)
+    if ref is None:  # a folder outside the registry becomes a base model first (once)
+        folder = Path(model).expanduser()
+        ref = (registered_copy(registry, folder)
+               or registry.import_model(folder, name=name or folder.name))
+    network, metadata = load_model(registry.resolve(str(ref)))
+    return Parent(ref.name, ref, network, metadata, metadata.class_names,
+                  [int(c["value"]) for c in metadata.classes])
+
+
+def registered_copy(registry: Registry, folder: Path) -> VersionRef | None:
+    """A registered version with the same weights as `folder` (so adapting repeatedly from one
+    folder chains versions instead of importing it again)."""
+    digest = load_metadata(folder).weights_sha256
+    for version in registry.list():
+        ref = VersionRef(version["name"], version["version"])
+        if load_metadata(registry.resolve(str(ref))).weights_sha256 == digest:
+            return ref
+    return None
