@@ -71,3 +71,13 @@ def test_mixing_is_reproducible_with_the_generator():
     first = mixing_plan(4, 4, (12, 12), "unlabelled", gen(3))
     second = mixing_plan(4, 4, (12, 12), "unlabelled", gen(3))
     assert torch.equal(first.box, second.box) and torch.equal(first.partner, second.partner)
+
+
+@pytest.mark.parametrize("mode", ["unlabelled", "bidirectional"])
+def test_on_a_coarser_grid_each_point_comes_from_the_image_its_nearest_pixel_comes_from(mode):
+    plan = mixing_plan(2, 2, (16, 12), mode, gen(4))
+    coarse = plan.apply(pool(4, (4, 6)))  # e.g. embeddings at stride (4, 2)
+    fine = plan.apply(pool(4, (16, 12)))
+    assert torch.equal(coarse, fine[:, ::4, ::2])
+    channels = plan.apply(pool(4, (3, 4, 6)))  # (P, C, *grid)
+    assert torch.equal(channels, coarse[:, None].expand(-1, 3, -1, -1))

@@ -7,7 +7,9 @@ import torch
 from safetensors.torch import load, save
 from torch import nn
 
+from arcoseg.arco.cutmix import MixPlan, mixing_plan
 from arcoseg.arco.step import ArcoConfig, SemiSupervisedMethod, unsupervised_loss
+from arcoseg.arco.teacher import batch_statistics
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import ArcosegError
 
@@ -284,6 +286,62 @@ def test_the_pseudo_labelling_pass_keeps_the_teachers_running_statistics(norm):
     assert captured["bn_training"] is (norm == "batch")
     assert torch.equal(captured["running"], captured["after"])
     assert not method.teacher.body[1].training
+
+
+@pytest.mark.parametrize("method, images", [("arco", 4), ("mean_teacher", 2)])
+def test_the_teacher_forwards_each_image_of_the_pool_once(method, images):
+    """ARCO: labelled + raw unlabelled (2 + 2), not also the student's 4 mixed inputs; mean
+    teacher: the raw unlabelled images only."""
+    model, method_, optimizer = build(2, method=method, anchors=32, negatives=16)
+    model.train()
+    seen = []
+    method_.teacher.body.register_forward_hook(lambda _m, args, _out: seen.append(len(args[0])))
+    step(model, method_, optimizer, batches(2, 1)[0], 0)
+    assert seen == [images]
+
+
+@pytest.mark.parametrize("mix", ["unlabelled", "bidirectional"])
+def test_the_teachers_view_of_the_mixed_inputs_is_its_pool_output_mixed_by_the_plan(mix):
+    _, method, _ = build(2, method="arco", mix=mix)
+    (x_l, _), (x_u, _) = batches(2, 1)[0]
+    plan = mixing_plan(2, 2, (16, 16), mix, torch.Generator().manual_seed(3))
+    with torch.no_grad(), batch_statistics(method.teacher):
+        view = method._teacher_pass(x_l, x_u, plan)
+        logits, z = method.teacher.forward_train(torch.cat([x_l, x_u]))
+    probs = torch.softmax(logits, dim=1)
+    pooled = torch.nn.functional.avg_pool2d(probs, 2)
+    pick = plan.box[:, ::2, ::2]  # the embeddings' grid (stride 2): nearest full-res pixel
+    rows, cols = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    for k in range(4):
+        source = torch.where(pick[k], plan.partner[k], plan.base[k])  # (8, 8) pool index
+        assert torch.equal(view.embeddings[k], z[source, :, rows, cols].movedim(-1, 0))
+        assert torch.equal(view.probabilities[k], pooled[source, :, rows, cols].movedim(-1, 0))
+    assert torch.equal(view.pseudo, plan.apply(probs.argmax(1)))
+    assert torch.equal(view.confidence, plan.apply(probs.max(1).values))
+    unlabelled = (torch.arange(4) >= 2).view(4, 1, 1).expand(4, 16, 16)
+    assert torch.equal(view.has_pseudo, plan.apply(unlabelled))
+    assert torch.equal(view.raw_embeddings, z[2:])
+
+
+def test_with_no_receptive_field_across_box_edges_the_view_equals_a_true_forward():
+    """A pointwise network and boxes on the embedding grid: mixing the pool's outputs is then
+    exactly the teacher's forward of the mixed images (the approximation is only at edges)."""
+    torch.manual_seed(0)
+    model = StandIn(2, pointwise=True)
+    method = SemiSupervisedMethod(model, ArcoConfig(method="arco", teacher_norm="running"), K,
+                                  2, "cpu")
+    (x_l, _), (x_u, _) = batches(2, 1)[0]
+    box = torch.zeros(4, 16, 16, dtype=torch.bool)
+    box[2:, 4:12, 2:10] = True
+    plan = MixPlan(torch.arange(4), torch.tensor([0, 1, 3, 2]), box)
+    with torch.no_grad():
+        view = method._teacher_pass(x_l, x_u, plan)
+        logits, z = method.teacher.forward_train(plan.apply(torch.cat([x_l, x_u])))
+    probs = torch.softmax(logits, dim=1)
+    assert torch.allclose(view.embeddings, z, atol=1e-6)
+    assert torch.allclose(view.probabilities, torch.nn.functional.avg_pool2d(probs, 2),
+                          atol=1e-6)
+    assert torch.equal(view.pseudo, probs.argmax(1))
 
 
 @pytest.mark.parametrize("bad", [dict(method="supervised"), dict(sampler="grid"),

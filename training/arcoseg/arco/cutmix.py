@@ -25,6 +25,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from arcoseg.constants import MIX_MODES
 
@@ -37,9 +38,21 @@ class MixPlan(NamedTuple):
     box: torch.Tensor  # (B, *spatial) bool
 
     def apply(self, pool: torch.Tensor) -> torch.Tensor:
-        """Mix a pool tensor (P, *spatial) or (P, C, *spatial) by the plan."""
-        mask = self.box if pool.ndim == self.box.ndim else self.box.unsqueeze(1)
+        """Mix a pool tensor (P, *grid) or (P, C, *grid) by the plan. On a grid other than the
+        box's (the embeddings' reduced resolution) the box is resampled to it by
+        `nearest_resize`, as the labels are, so each grid point takes its value from the same
+        pool image as its label."""
+        spatial = tuple(pool.shape[pool.ndim - self.box.ndim + 1:])
+        box = self.box if spatial == tuple(self.box.shape[1:]) else nearest_resize(self.box,
+                                                                                    spatial)
+        mask = box if pool.ndim == box.ndim else box.unsqueeze(1)
         return torch.where(mask, pool[self.partner], pool[self.base])
+
+
+def nearest_resize(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Nearest-neighbour resampling of (B, *spatial) integer or bool maps to (B, *size)."""
+    resized = F.interpolate(maps[:, None].float(), size=size, mode="nearest")[:, 0]
+    return resized.to(maps.dtype)
 
 
 def cutmix_box(batch: int, spatial: tuple[int, ...], generator: torch.Generator | None = None,

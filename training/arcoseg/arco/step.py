@@ -7,15 +7,24 @@ Per iteration (`SemiSupervisedMethod.training_step`):
    something (off by default: it made no clear difference on ACDC from 3 patients; Adapt from
    scratch uses it, RESULTS.md);
 1. the teacher predicts the raw unlabelled batch: pseudo-labels (argmax) and confidences (max p);
+   for ARCO one forward of the whole pool [labelled, raw unlabelled] gives it also the logits and
+   embeddings that step 3 mixes;
 2. strong view: CutMix (`cutmix.mixing_plan`: inside the unlabelled batch as specified, or
    bidirectional between labelled and unlabelled images); images, annotations, pseudo-labels and
    confidences share the boxes; then an intensity jitter of the unlabelled images (`jitter`);
-3. one student forward on labelled + strong unlabelled images; for ARCO the teacher also sees
-   them (embeddings and probabilities). The two teacher passes are one batched forward (the
-   mixed images do not depend on the teacher's output). With `teacher_norm="batch"` (default)
-   that forward normalises by the statistics of the whole batch it sees (raw unlabelled +
-   student inputs for ARCO, raw unlabelled only for mean teacher); with "running", by the
-   running statistics, so batching changes nothing;
+3. one student forward on labelled + strong unlabelled images. For ARCO the teacher's
+   probabilities and embeddings of those inputs are the pool's, mixed by the same plan (the
+   embeddings' box resampled to their grid, `MixPlan.apply`), not a second teacher forward of
+   the mixed images: the teacher forwards 2 B images instead of 3 B, the bulk of ARCO's extra
+   cost over mean teacher on the CPU (benchmarks/RESULTS.md, issue 16). Two approximations of a
+   true forward, both accepted: (a) near a box edge a true forward would see both images
+   inside its receptive field, the mixed outputs see one (a pixel's teacher output is what the
+   teacher says in its own image's context: CutMix pseudo-labels are built the same way in
+   step 2, as the spec asks, so the contrastive labels and embeddings now agree with them);
+   (b) the teacher sees the un-jittered images, the weak view of the mean-teacher convention,
+   while the student sees the jittered strong view. With `teacher_norm="batch"` (default) the
+   teacher's forward normalises by the statistics of the batch it sees (the pool for ARCO, the
+   raw unlabelled images for mean teacher); with "running", by the running statistics;
 4. L = L_sup + ramp(t) * (lambda_u L_unsup + lambda_c L_contrast + lambda_nn L_nn). L_nn pulls
    the student's pooled embedding of each strong unlabelled image towards its nearest entries of
    a FIFO of teacher embeddings of the raw unlabelled images (pushed after the loss is taken).
@@ -54,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arcoseg.arco.contrastive import PixelSelection, contrastive_loss, select_pixels
-from arcoseg.arco.cutmix import MIX_MODES, MixPlan, mixing_plan
+from arcoseg.arco.cutmix import MIX_MODES, MixPlan, mixing_plan, nearest_resize
 from arcoseg.arco.memory_bank import ClassMemoryBank, RingBuffer
 from arcoseg.arco.nn_loss import QUEUE_SIZE, TOP_K, image_embeddings, nearest_neighbour_loss
 from arcoseg.arco.samplers import SAMPLERS
@@ -137,24 +146,21 @@ def unsupervised_loss(logits: torch.Tensor, pseudo: torch.Tensor, confidence: to
     return weighted.sum() / valid.sum().clamp(min=1)
 
 
-def _to_embedding_grid(labels: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """Nearest-neighbour resampling of (B, *spatial) integer/bool maps to `size`."""
-    resized = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0]
-    return resized.to(labels.dtype)
-
-
 def _pool_probabilities(probs: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     pool = F.adaptive_avg_pool2d if probs.ndim == 4 else F.adaptive_avg_pool3d
     return pool(probs, size)
 
 
 class _TeacherView(NamedTuple):
-    pseudo: torch.Tensor  # mixed pseudo-labels of the student's inputs (B, *spatial)
-    confidence: torch.Tensor  # mixed max probabilities (B, *spatial)
+    """What the teacher says about the student's inputs x_all (B = n_l + n_u images)."""
+
+    pseudo: torch.Tensor  # argmax of its probabilities, mixed (B, *spatial); mean teacher: 0
+    # on the labelled images' pixels, which it never reads
+    confidence: torch.Tensor  # max probability, mixed alike (B, *spatial)
     has_pseudo: torch.Tensor  # bool (B, *spatial): where the pixel comes from an unlabelled image
-    logits: torch.Tensor | None  # teacher logits of the student's inputs (ARCO only)
-    embeddings: torch.Tensor | None  # their embeddings (B, D, *spatial/stride) (ARCO only)
-    raw_embeddings: torch.Tensor | None  # embeddings of the raw unlabelled images (ARCO only)
+    probabilities: torch.Tensor | None  # (B, K, *spatial/stride), pooled then mixed (ARCO only)
+    embeddings: torch.Tensor | None  # (B, D, *spatial/stride), mixed (ARCO only)
+    raw_embeddings: torch.Tensor | None  # (n_u, D, *spatial/stride) of the raw unlabelled images
 
 
 class SemiSupervisedMethod:
@@ -198,7 +204,7 @@ class SemiSupervisedMethod:
         plan, x_all, annotations = self._student_inputs(x_l, y_l, x_u, y_u)
         annotated = annotations != IGNORE_LABEL
         with torch.no_grad(), batch_statistics(self.teacher, cfg.teacher_norm == "batch"):
-            teacher = self._teacher_pass(x_u, x_all, plan, n_l)
+            teacher = self._teacher_pass(x_l, x_u, plan)
             start = time.perf_counter()
             selection = (self._select(teacher, annotations, annotated,
                                       iteration / max(1, max_iterations))
@@ -266,44 +272,47 @@ class SemiSupervisedMethod:
                                                              self.config.jitter)])
         return plan, x_all, plan.apply(torch.cat([y_l, y_u.to(y_l.dtype)]))
 
-    def _teacher_pass(self, x_u: torch.Tensor, x_all: torch.Tensor, plan: MixPlan,
-                      n_l: int) -> _TeacherView:
-        """Pseudo-labels of the raw unlabelled images, mixed like the student's inputs; for ARCO
-        also the teacher's logits and embeddings of the student's inputs: one batched forward."""
-        if not (self._contrast or self._neighbours):
-            raw, logits, embeddings, raw_embeddings = self.teacher(x_u), None, None, None
-        else:
-            both, every = self.teacher.forward_train(torch.cat([x_u, x_all]))
-            if every is None:
+    def _teacher_pass(self, x_l: torch.Tensor, x_u: torch.Tensor, plan: MixPlan) -> _TeacherView:
+        """One teacher forward: the raw unlabelled images (mean teacher) or the pool
+        [x_l, x_u] (ARCO); its outputs mixed by `plan` stand for the student's inputs (steps
+        1-3 of the module doc, with the approximations it states)."""
+        n_l = x_l.shape[0]
+        if self._contrast or self._neighbours:
+            logits, embeddings = self.teacher.forward_train(torch.cat([x_l, x_u]))
+            if embeddings is None:
                 raise ArcosegError("Method 'arco' needs a network with a representation head "
                                    "(head_dim set); use --method mean_teacher otherwise.")
-            n_u = x_u.shape[0]
-            raw, logits = both[:n_u], both[n_u:]
-            raw_embeddings, embeddings = every[:n_u], every[n_u:]
-        confidence, pseudo = torch.softmax(raw.float(), dim=1).max(dim=1)
+        else:
+            logits, embeddings = self.teacher(x_u), None
+        probs = torch.softmax(logits.float(), dim=1)
+        confidence, pseudo = probs.max(dim=1)
+        missing = n_l + x_u.shape[0] - logits.shape[0]  # mean teacher: the labelled images
 
-        def pooled(unlabelled: torch.Tensor, fill: float | bool) -> torch.Tensor:
-            """[fill for each labelled image, then `unlabelled`] mixed by the plan."""
-            labelled = torch.full((n_l, *unlabelled.shape[1:]), fill, dtype=unlabelled.dtype,
-                                  device=unlabelled.device)
-            return plan.apply(torch.cat([labelled, unlabelled]))
+        def mixed(values: torch.Tensor, fill: float | bool) -> torch.Tensor:
+            """`values` of the pool (`fill` for the images the teacher did not see), mixed."""
+            unseen = torch.full((missing, *values.shape[1:]), fill, dtype=values.dtype,
+                                device=values.device)
+            return plan.apply(torch.cat([unseen, values]))
 
-        return _TeacherView(pooled(pseudo, 0), pooled(confidence, 0.0),
-                            pooled(torch.ones_like(pseudo, dtype=torch.bool), False),
-                            logits, embeddings, raw_embeddings)
+        from_unlabelled = torch.arange(n_l + x_u.shape[0], device=x_u.device) >= n_l
+        view = (mixed(pseudo, 0), mixed(confidence, 0.0),
+                plan.apply(from_unlabelled.view(-1, *[1] * (x_u.ndim - 2))
+                           .expand(-1, *x_u.shape[2:])))
+        if embeddings is None:
+            return _TeacherView(*view, None, None, None)
+        grid = tuple(embeddings.shape[2:])
+        return _TeacherView(*view, plan.apply(_pool_probabilities(probs, grid)),
+                            plan.apply(embeddings), embeddings[n_l:])
 
     def _select(self, teacher: _TeacherView, annotations: torch.Tensor,
                 annotated: torch.Tensor, progress: float) -> PixelSelection:
         """Teacher-side pixel selection at the embedding resolution. Labels: annotations where
-        annotated, else the mixed pseudo-labels (from unlabelled images) or the teacher's argmax
-        on the input itself (unannotated parts of labelled images)."""
-        probs = torch.softmax(teacher.logits.float(), dim=1)
-        guess = torch.where(teacher.has_pseudo, teacher.pseudo,
-                            probs.argmax(1)).to(annotations.dtype)
-        labels = torch.where(annotated, annotations, guess)
-        size = tuple(teacher.embeddings.shape[2:])
-        return select_pixels(teacher.embeddings, _pool_probabilities(probs, size),
-                             _to_embedding_grid(labels, size), _to_embedding_grid(annotated, size),
+        annotated, else the teacher's mixed argmax (its pseudo-labels of the unlabelled images,
+        its guess on the unannotated parts of labelled images)."""
+        labels = torch.where(annotated, annotations, teacher.pseudo.to(annotations.dtype))
+        grid = tuple(teacher.embeddings.shape[2:])
+        return select_pixels(teacher.embeddings, teacher.probabilities,
+                             nearest_resize(labels, grid), nearest_resize(annotated, grid),
                              progress, self.config.conf_threshold, self.config.anchor_threshold,
                              self.config.reliable_percent)
 
