@@ -7,24 +7,26 @@ Per iteration (`SemiSupervisedMethod.training_step`):
    something (off by default: it made no clear difference on ACDC from 3 patients; Adapt from
    scratch uses it, RESULTS.md);
 1. the teacher predicts the raw unlabelled batch: pseudo-labels (argmax) and confidences (max p);
-   for ARCO one forward of the whole pool [labelled, raw unlabelled] gives it also the logits and
-   embeddings that step 3 mixes;
+   for ARCO one forward of the whole pool [labelled, raw unlabelled] gives also the labelled
+   images' probabilities and every image's embeddings, which step 3 mixes;
 2. strong view: CutMix (`cutmix.mixing_plan`: inside the unlabelled batch as specified, or
    bidirectional between labelled and unlabelled images); images, annotations, pseudo-labels and
    confidences share the boxes; then an intensity jitter of the unlabelled images (`jitter`);
-3. one student forward on labelled + strong unlabelled images. For ARCO the teacher's
-   probabilities and embeddings of those inputs are the pool's, mixed by the same plan (the
-   embeddings' box resampled to their grid, `MixPlan.apply`), not a second teacher forward of
-   the mixed images: the teacher forwards 2 B images instead of 3 B, the bulk of ARCO's extra
-   cost over mean teacher on the CPU (benchmarks/RESULTS.md, issue 16). Two approximations of a
-   true forward, both accepted: (a) near a box edge a true forward would see both images
-   inside its receptive field, the mixed outputs see one (a pixel's teacher output is what the
-   teacher says in its own image's context: CutMix pseudo-labels are built the same way in
-   step 2, as the spec asks, so the contrastive labels and embeddings now agree with them);
-   (b) the teacher sees the un-jittered images, the weak view of the mean-teacher convention,
-   while the student sees the jittered strong view. With `teacher_norm="batch"` (default) the
-   teacher's forward normalises by the statistics of the batch it sees (the pool for ARCO, the
-   raw unlabelled images for mean teacher); with "running", by the running statistics;
+3. one student forward on labelled + strong unlabelled images. For ARCO the teacher's view of
+   those inputs (spec step 3: its probabilities, pooled to the embeddings' grid, and its
+   embeddings) is the pool's output of step 1 mixed by the same plan (`MixPlan.apply`, which
+   resamples the box to the embeddings' grid as the labels are), not a second forward of the
+   mixed images: the teacher forwards 2 B images, not 3 B, the bulk of ARCO's extra cost over
+   mean teacher on the CPU (benchmarks/RESULTS.md, issue 16). It differs from a true forward in
+   two ways, both accepted: (a) within a receptive field of a box edge a true forward would see
+   both images, the mixed output sees one image's context; the spec already builds the
+   pseudo-labels and confidences this way (steps 1-2), so the labels, probabilities and
+   embeddings of the contrastive loss now come from the same teacher output, where before they
+   disagreed near the edges; (b) with the jitter on, the teacher sees the un-jittered images,
+   the weak view of the mean-teacher convention (and of step 1), the student the strong view.
+   With `teacher_norm="batch"` (default) the teacher's forward normalises by the statistics of
+   the batch it sees (the pool for ARCO, the raw unlabelled images for mean teacher); with
+   "running", by the running statistics;
 4. L = L_sup + ramp(t) * (lambda_u L_unsup + lambda_c L_contrast + lambda_nn L_nn). L_nn pulls
    the student's pooled embedding of each strong unlabelled image towards its nearest entries of
    a FIFO of teacher embeddings of the raw unlabelled images (pushed after the loss is taken).
