@@ -13,6 +13,7 @@ hits both sides alike. --profile-ops K adds the profiler's K most expensive oper
     python training/benchmarks/step_cost.py --dims 3 --patch 48 64 64 --batch 2 --data ../shared/data/LA
     python training/benchmarks/step_cost.py --methods mean_teacher,arco-sg --rounds 5 --threads 2
     python training/benchmarks/step_cost.py --methods mean_teacher,arco-sg --interleave --threads 2
+    python training/benchmarks/step_cost.py --interleave --cpu-time --threads 1
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interleave", action="store_true",
                    help="all methods in one process, one step of each in turn (a shared, "
                         "loaded machine); prints the median of the paired ratios")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="with --interleave: time steps by this process's CPU time, which "
+                        "other jobs' load inflates less (with --threads 1: spinning worker "
+                        "threads would count too)")
     p.add_argument("--out", type=Path, default=Path("results/step_cost"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
@@ -98,16 +103,18 @@ def interleaved(args: argparse.Namespace) -> None:
             data = prepare_data(args.data, options, Reporter(quiet=True))
             trainers[name] = Trainer(data, options, Path(tmp) / name, Reporter(quiet=True))
         times: dict[str, list[float]] = {name: [] for name in names}
+        clock = time.process_time if args.cpu_time else time.perf_counter
         for i in range(args.warmup + args.iterations):
             for name, trainer in trainers.items():
-                start = time.perf_counter()
+                start = clock()
                 trainer._step()
                 if trainer.device.type == "cuda":
                     torch.cuda.synchronize()
                 if i >= args.warmup:
-                    times[name].append(time.perf_counter() - start)
+                    times[name].append(clock() - start)
     print(f"{args.dims}D, patch {args.patch or 'default'}, batch {args.batch} + {args.batch}, "
-          f"{args.iterations} interleaved iterations, threads {args.threads or 'default'}\n\n"
+          f"{args.iterations} interleaved iterations, threads {args.threads or 'default'}, "
+          f"{'CPU' if args.cpu_time else 'wall'} time\n\n"
           "| method | median s / iteration | × mean_teacher (median of paired ratios) |\n"
           "|---|---|---|")
     for name in names:
