@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=POSITIVE, default=60.0, help="upper bound, seconds")
     p.add_argument("--iterations", type=POSITIVE_INT, default=AdaptRequest.iterations)
     p.add_argument("--base", type=Path, help="base model folder (2D or 3D) to adapt from")
+    p.add_argument("--base-only", action="store_true",
+                   help="with --base: only the adaptations from the base (no from-scratch rows)")
     p.add_argument("--methods", default="nearest,interpolate,arco,supervised",
                    help="baselines (nearest, interpolate) and Adapt methods (arco, supervised, "
                         "mean_teacher)")
@@ -171,7 +173,8 @@ def main() -> None:
     cases = dataset.split_cases("val")
     cases = ([c for c in cases if c.id in args.case_ids.split(",")] if args.case_ids
              else cases[: args.cases])
-    starts = ["scratch"] + (["base"] if args.base else [])
+    starts = ([] if args.base and args.base_only else ["scratch"]) + (["base"] if args.base
+                                                                       else [])
     methods = args.methods.split(",")
     rows: list[dict] = []
     args.out.mkdir(parents=True, exist_ok=True)
