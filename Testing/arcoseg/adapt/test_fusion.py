@@ -127,3 +127,10 @@ def test_the_held_out_slice_decides_whether_the_copy_helps(adapted, output, weig
     assert checked_fusion(FusionSettings(weight=0.5), check).weight == weight
     assert check["fusion_weight"] == weight
     assert ("model alone" in check["note"]) == (weight == 0.0)
+
+
+def test_fusing_along_another_axis_puts_every_slice_in_its_place():
+    ann = drawing(axis=2, shape=(12, 12, 6))
+    model = np.full((3, 12, 12, 6), 1 / 3, np.float32)  # a model that knows nothing
+    fused = fuse(model, ann, (1.0, 1.0, 1.0), SHARP).argmax(axis=0)
+    np.testing.assert_array_equal(fused, nearest_copy(ann.labels, 2, [1, 4]))

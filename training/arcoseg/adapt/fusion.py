@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import SimpleITK as sitk
@@ -67,22 +67,34 @@ def copy_probabilities(annotations: Annotations, num_classes: int,
     slice where nothing was drawn: those voxels count as no class, i.e. uniform);
     spacing_zyx: voxel size in mm in the array's axis order.
     """
+    out = np.empty((num_classes, *annotations.labels.shape), np.float32)
+    for index, prior in _copy_by_distance(annotations, num_classes, spacing_zyx, settings):
+        out[index] = prior
+    return out
+
+
+def _copy_by_distance(annotations: Annotations, num_classes: int,
+                      spacing_zyx: tuple[float, float, float], settings: FusionSettings
+                      ) -> Iterator[tuple[tuple, np.ndarray]]:
+    """The soft copy a few slices at a time: (index into (K, z, y, x), (K, ...) float32) for
+    each group of slices at one distance from the drawing (one blur per group), so a large
+    volume never needs the whole (K, z, y, x) prior at once."""
     axis, drawn = annotations.axis, annotations.labels
     size = drawn.shape[axis]
     source = nearest_slices(size, annotations.slices)
     distance_mm = slice_distance(size, annotations.slices) * spacing_zyx[axis]
-    out = np.empty((num_classes, *drawn.shape), np.float32)
-    for d in np.unique(distance_mm):  # one blur per distance: sigma is constant within a group
+    for d in np.unique(distance_mm):
         group = [int(i) for i in np.flatnonzero(distance_mm == d)]
         copied = np.take(drawn, source[group], axis=axis)
         sigma = _sigma_voxels(axis, settings.sigma_mm + settings.slope * d, spacing_zyx)
         fade = 1.0 if settings.reach_mm is None else math.exp(-d / settings.reach_mm)
         floor = 1 - (1 - settings.floor) * fade
+        prior = np.empty((num_classes, *copied.shape), np.float32)
         for c in range(num_classes):
             mask = gaussian_filter((copied == c).astype(np.float32), sigma, mode="nearest")
             mask[copied == IGNORE_LABEL] = 1.0 / num_classes
-            out[c][along(axis, group)] = (1 - floor) * mask + floor / num_classes
-    return out / out.sum(axis=0, keepdims=True)
+            prior[c] = (1 - floor) * mask + floor / num_classes
+        yield (slice(None), *along(axis, group)), prior / prior.sum(axis=0, keepdims=True)
 
 
 def _sigma_voxels(axis: int, sigma_mm: float, spacing_zyx: tuple[float, float, float]
@@ -96,23 +108,24 @@ def fuse(probabilities: np.ndarray, annotations: Annotations,
     """Fused class probabilities, (K, z, y, x) float16, with the drawing on the drawn slices.
 
     probabilities: the model's (K, z, y, x) on the annotated image's grid, (z, y, x) axis order.
-    Raises ArcosegError when the shapes disagree.
+    Works a few slices at a time (float32 only for those). Raises ArcosegError when the shapes
+    disagree.
     """
     if probabilities.shape[1:] != annotations.labels.shape:
         raise ArcosegError(f"Model probabilities {probabilities.shape[1:]} and annotations "
                            f"{annotations.labels.shape} are on different grids.")
     num_classes = probabilities.shape[0]
-    prior = copy_probabilities(annotations, num_classes, spacing_zyx, settings)
-    log_q = (1 - settings.weight) * np.log(np.clip(probabilities, TINY, 1, dtype=np.float32))
-    log_q += settings.weight * np.log(np.clip(prior, TINY, 1))
-    del prior
-    log_q -= log_q.max(axis=0, keepdims=True)
-    fused = np.exp(log_q, out=log_q)
-    fused /= fused.sum(axis=0, keepdims=True)
+    fused = np.empty(probabilities.shape, np.float16)
+    for index, prior in _copy_by_distance(annotations, num_classes, spacing_zyx, settings):
+        model = np.clip(probabilities[index], TINY, 1, dtype=np.float32)
+        log_q = (1 - settings.weight) * np.log(model) + settings.weight * np.log(prior)
+        log_q -= log_q.max(axis=0, keepdims=True)
+        q = np.exp(log_q)
+        fused[index] = q / q.sum(axis=0, keepdims=True)
     drawn = annotations.labels != IGNORE_LABEL  # the drawing wins where it exists
     for c in range(num_classes):
         fused[c][drawn] = annotations.labels[drawn] == c
-    return fused.astype(np.float16)
+    return fused
 
 
 def checked_fusion(settings: FusionSettings, check: dict[str, Any]) -> FusionSettings:
