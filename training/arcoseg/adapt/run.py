@@ -295,9 +295,12 @@ def segment_and_check(adapted: SegmentationModel, metadata: ModelMetadata, paren
     fused = fused_segmentation(alone[0], first.annotations, first.image, parent.class_values,
                                fusion)
     check = heldout_check(alone[0], parent_seg, first.annotations, first.held_out, fused)
-    fusion = checked_fusion(fusion, check)
-    return ([fused_segmentation(seg, item.annotations, item.image, parent.class_values, fusion)
-             for seg, item in zip(alone, items)], check, fusion)
+    used = checked_fusion(fusion, check)
+    rest = [fused_segmentation(seg, item.annotations, item.image, parent.class_values, used)
+            for seg, item in zip(alone[1:], items[1:])]
+    first_output = fused if used == fusion else fused_segmentation(
+        alone[0], first.annotations, first.image, parent.class_values, used)
+    return [first_output, *rest], check, used
 
 
 def finish(request: AdaptRequest, registry: Registry, ref: VersionRef,
