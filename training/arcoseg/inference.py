@@ -32,9 +32,11 @@ from arcoseg.io.geometry import Grid, check_format_holds, grid_difference
 from arcoseg.io.images import array_to_image, read_image, write_image
 from arcoseg.io.segnrrd import is_seg_nrrd, write_segmentation
 from arcoseg.modelfile import ModelMetadata
+from arcoseg.networks.fused import inference_network
 from arcoseg.networks.model import SegmentationModel
 
 Progress = Callable[[int, int], None]  # (units done, total units): slices (2D) or windows (3D)
+Network = Callable[[torch.Tensor], torch.Tensor]  # (B, C, *spatial) -> logits (B, K, *spatial)
 
 
 @torch.no_grad()
@@ -45,23 +47,23 @@ def predict_probabilities(model: SegmentationModel, image: np.ndarray, plan: Pla
     """Softmax probabilities (K, z, y, x) in `dtype` on the CPU for a preprocessed image
     (C, z, y, x). A 2D model fills the result `batch_size` slices at a time (no full-size
     float32 copy with float16); `progress` is told the slices (2D) or windows (3D) done."""
-    model.eval()
+    net = inference_network(model, plan.dims, device)
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     with autocast(device, amp):
         if plan.dims == 2:
-            return _predict_slices(model, volume, plan, device, batch_size, overlap, dtype,
+            return _predict_slices(net, volume, plan, device, batch_size, overlap, dtype,
                                    progress)
-        predictor = _counting(model, _window_count(volume.shape[1:], plan.patch_size, overlap),
+        predictor = _counting(net, _window_count(volume.shape[1:], plan.patch_size, overlap),
                               progress)
         logits = _window(predictor, volume[None].to(device), plan, batch_size, overlap)[0]
     return torch.softmax(logits.float(), dim=0).to("cpu", dtype)
 
 
-def _predict_slices(model: SegmentationModel, volume: torch.Tensor, plan: Plan,
+def _predict_slices(net: Network, volume: torch.Tensor, plan: Plan,
                     device: torch.device, batch_size: int, overlap: float, dtype: torch.dtype,
                     progress: Progress | None) -> torch.Tensor:
     out: torch.Tensor | None = None
-    for start, probs in _slice_batches(model, volume, plan, device, batch_size, overlap,
+    for start, probs in _slice_batches(net, volume, plan, device, batch_size, overlap,
                                        progress):
         if out is None:
             out = torch.empty((probs.shape[0], volume.shape[1], *probs.shape[2:]), dtype=dtype)
@@ -69,14 +71,14 @@ def _predict_slices(model: SegmentationModel, volume: torch.Tensor, plan: Plan,
     return out
 
 
-def _slice_batches(model: SegmentationModel, volume: torch.Tensor, plan: Plan,
+def _slice_batches(net: Network, volume: torch.Tensor, plan: Plan,
                    device: torch.device, batch_size: int, overlap: float,
                    progress: Progress | None) -> Iterator[tuple[int, torch.Tensor]]:
     """(first slice, float32 probabilities (K, b, y, x) on the CPU) for each `batch_size`
     slices of a (C, z, y, x) volume."""
     slices = volume.permute(1, 0, 2, 3)  # (z, C, y, x): slices are the batch
     for start in range(0, slices.shape[0], batch_size):
-        logits = _window(model, slices[start:start + batch_size].to(device), plan, batch_size,
+        logits = _window(net, slices[start:start + batch_size].to(device), plan, batch_size,
                          overlap)
         yield start, torch.softmax(logits.float(), dim=1).cpu().permute(1, 0, 2, 3)
         if progress is not None:
@@ -96,9 +98,9 @@ def predict_labels(model: SegmentationModel, image: np.ndarray, plan: Plan, devi
                                       torch.float16, progress)
         chunks = ((z, probs[:, z:z + batch_size]) for z in range(0, probs.shape[1], batch_size))
     else:
-        model.eval()
+        net = inference_network(model, plan.dims, device)
         volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-        chunks = _slice_batches(model, volume, plan, device, batch_size, overlap, progress)
+        chunks = _slice_batches(net, volume, plan, device, batch_size, overlap, progress)
     out = np.empty(image.shape[1:], np.uint8)
     with autocast(device, amp):
         for start, chunk in chunks:
@@ -115,14 +117,13 @@ def _window_count(size: tuple[int, ...], patch: tuple[int, ...], overlap: float)
     return count
 
 
-def _counting(model: SegmentationModel, total: int,
-              progress: Progress | None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The model, reporting the windows it has seen to `progress`."""
+def _counting(net: Network, total: int, progress: Progress | None) -> Network:
+    """The network, reporting the windows it has seen to `progress`."""
     done = 0
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         nonlocal done
-        logits = model(batch)
+        logits = net(batch)
         done = min(done + batch.shape[0], total)
         if progress is not None:
             progress(done, total)
@@ -131,11 +132,11 @@ def _counting(model: SegmentationModel, total: int,
     return predictor
 
 
-def _window(model: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, plan: Plan,
-            sw_batch: int, overlap: float) -> torch.Tensor:
+def _window(net: Network, batch: torch.Tensor, plan: Plan, sw_batch: int,
+            overlap: float) -> torch.Tensor:
     # MONAI pads inputs smaller than the window and blends overlapping windows (Gaussian).
     return sliding_window_inference(batch, roi_size=tuple(plan.patch_size), sw_batch_size=sw_batch,
-                                    predictor=model, overlap=overlap, mode="gaussian")
+                                    predictor=net, overlap=overlap, mode="gaussian")
 
 
 @dataclass
@@ -204,25 +205,28 @@ def _labels_on_input_grid(probs: np.ndarray, grid: Grid, reference: Grid, keep: 
     """Class indices (z, y, x) uint8 (argmax over classes) and, if `keep`, float16
     probabilities (K, z, y, x) on the reference grid, from float16 probabilities (K, z, y, x)
     on the model grid. One class at a time: it is resampled (linear), rounded to float16 and
-    compared with the best so far `chunk` slices at a time, then dropped."""
+    compared with the best so far `chunk` slices at a time, then dropped. The comparisons run
+    in torch on views of the arrays (4x faster than numpy's float16, same values)."""
     same = grid_difference(grid, reference) is None
     best = np.empty(tuple(reversed(reference.size)), np.float16)
     index = np.zeros(best.shape, np.uint8)
     kept = np.empty((len(probs), *best.shape), np.float16) if keep else None
+    best_t, index_t = torch.from_numpy(best), torch.from_numpy(index)
     for k in range(len(probs)):
         resampled = None if same else resample_to_reference(
             array_to_image(probs[k], grid, np.float32), reference, sitk.sitkLinear)
         p = probs[k] if same else sitk.GetArrayViewFromImage(resampled)  # a view: no copy
         for z in range(0, best.shape[0], chunk):
-            part = p[z:z + chunk].astype(np.float16, copy=False)
+            part = torch.from_numpy(p[z:z + chunk].astype(np.float16))  # a writable copy
             if kept is not None:
-                kept[k, z:z + chunk] = part
+                kept[k, z:z + chunk] = part.numpy()
+            top = best_t[z:z + chunk]
             if k == 0:
-                best[z:z + chunk] = part
+                top.copy_(part)
                 continue
-            better = part > best[z:z + chunk]  # strict: ties keep the lower class, as argmax
-            index[z:z + chunk][better] = k
-            np.maximum(best[z:z + chunk], part, out=best[z:z + chunk])
+            # strict: ties keep the lower class, as argmax
+            index_t[z:z + chunk].masked_fill_(part > top, k)
+            torch.maximum(top, part, out=top)
         del p, resampled
     return index, kept
 

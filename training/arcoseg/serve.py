@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from arcoseg import __version__
 from arcoseg.errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_USER
 from arcoseg.commands.common import HelpFormatter
+from arcoseg.cpu_load import CpuWatch
 from arcoseg.progress import JsonReporter, to_jsonable
 from arcoseg.ranges import NONNEG_INT
 from arcoseg.serve_lanes import HEAVY_WARMUP, Lane, Request
@@ -216,6 +217,7 @@ def run_server(args: argparse.Namespace) -> int:
     sys.stdout = sys.stderr
     server = Server(Channel(protocol), cache_models=args.cache_models, warmup=args.warmup)
     _install_signals(server)
+    CpuWatch().start()  # requests with --threads auto then choose without a 0.25 s sample
     try:
         code = server.serve(sys.stdin.buffer)
         sys.stderr.flush()

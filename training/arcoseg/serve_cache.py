@@ -35,6 +35,7 @@ class ModelCache:
     def load(self, model_dir: str | os.PathLike, device: Any) -> tuple[Any, Any]:
         """(model, metadata) like modelfile.load_model, loaded once per unchanged folder."""
         from arcoseg.modelfile import load_model
+        from arcoseg.networks.fused import keep_inference_network
 
         folder = Path(model_dir).resolve()
         key, stamp = (str(folder), str(device)), _stamp(folder)
@@ -46,6 +47,7 @@ class ModelCache:
                 return cached[1]
             self._models.pop(key, None)
         loaded = load_model(folder, device=device)
+        keep_inference_network(loaded[0])  # a cached model's weights never change
         self.loads += 1
         if self.capacity > 0:
             with self._lock:

@@ -128,12 +128,18 @@ def is_training(event: dict) -> bool:
     return event.get("event") == "progress" and event.get("message") == "training"
 
 
+def _threads(text: str) -> int | str:
+    return "auto" if text == "auto" else POSITIVE_INT(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="work folder")
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3], choices=(2, 3))
     parser.add_argument("--rounds", type=POSITIVE_INT, default=2, help="cold/warm pairs per model")
-    parser.add_argument("--threads", type=POSITIVE_INT, default=1, help="torch threads, both ways")
+    parser.add_argument("--threads", type=_threads, default=1,
+                        help="torch threads, both ways; 'auto': the commands choose (--threads "
+                             "left out, as the Slicer module sends them)")
     parser.add_argument("--no-adapt", dest="adapt", action="store_false")
     parser.add_argument("--shape", type=POSITIVE_INT, nargs=3, default=SHAPE,
                         metavar=("Z", "Y", "X"),
@@ -145,16 +151,17 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     paths = make_inputs(args.out, args.dims, tuple(args.shape))
-    env = {**os.environ, "ARCOSEG_HOME": str(args.out / "home"), "OMP_NUM_THREADS":
-           str(args.threads)}
+    env = {**os.environ, "ARCOSEG_HOME": str(args.out / "home")}
+    if args.threads != "auto":
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    threads = [] if args.threads == "auto" else ["--threads", str(args.threads)]
     worker = Worker(env)
     rows, n = [], 0
     for dims in args.dims:
         cold, warm = [], []
         for r in range(args.rounds):
             argv = ["segment", str(paths[f"model{dims}"]), str(paths["image"]), "-o",
-                    str(args.out / f"seg{dims}d_{r}.nii.gz"), "--device", "cpu",
-                    "--threads", str(args.threads)]
+                    str(args.out / f"seg{dims}d_{r}.nii.gz"), "--device", "cpu", *threads]
             cold.append(one_shot(argv, env)[0])
             n += 1
             seconds, final = worker.request(f"s{n}", argv)
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         argv = ["adapt", "--image", str(paths["image"]), "--annotations",
                 str(paths["annotations"]), "--model", str(paths[f"model{args.dims[0]}"]),
                 "--name", "latency", "--iterations", "1000", "--budget", "600", "--device",
-                "cpu", "--threads", str(args.threads), "-o", str(args.out / "adapted.nii.gz")]
+                "cpu", *threads, "-o", str(args.out / "adapted.nii.gz")]
         cold_s, _ = one_shot(argv, env, until=is_training)
         warm_s, event = worker.request("a1", argv, until=is_training)
         worker.cancel("a1")

@@ -38,6 +38,7 @@ from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_image, re
 from arcoseg.device import resolve_device
 from arcoseg.errors import Cancelled, InputError
 from arcoseg.inference import Segmentation, segment_channels
+from arcoseg.networks.fused import keep_inference_network
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.geometry import check_format_holds, read_grid
 from arcoseg.io.images import array_to_image, image_output_suffixes, read_image, write_image
@@ -287,6 +288,7 @@ def segment_and_check(adapted: SegmentationModel, metadata: ModelMetadata, paren
     the held-out slice, the drawing's copy misleads on this anatomy (e.g. drawn slices far apart)
     and every output is the model alone (drawn slices still as drawn). Returns the segmentations,
     the check and the fusion settings used."""
+    keep_inference_network(adapted)  # trained: its weights do not change any more
     alone = [segment_channels(adapted, metadata, [item.image], device) for item in items]
     first = items[0]
     parent_seg = (segment_channels(parent.model.to(device), parent.metadata, [first.image],

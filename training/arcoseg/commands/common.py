@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
-import time
 from pathlib import Path
 
 from arcoseg.constants import DEVICE_CHOICES
+from arcoseg.cpu_load import free_cores
 from arcoseg.ranges import POSITIVE_INT
 
 
@@ -40,48 +39,6 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 AUTO_THREADS = 0  # --threads not given: choose from the free cores
-
-
-SAMPLE_SECONDS = 0.25  # how long free_cores watches the machine's CPU time
-
-
-def free_cores() -> int:
-    """Cores this process may use (CPU affinity) minus those other programs keep busy now,
-    scaled to the affinity's share of the machine; at least 1. "Now" is the busy share of all
-    CPU time over SAMPLE_SECONDS (Linux /proc/stat), else the 1-minute load average, which
-    lags: a job that ended a minute ago still counts in it."""
-    allowed = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-               else os.cpu_count() or 1)
-    machine = max(allowed, os.cpu_count() or allowed)
-    busy = busy_cores_now()
-    if busy is None:
-        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(allowed, int(allowed - busy * allowed / machine + 0.5)))
-
-
-def busy_cores_now(seconds: float = SAMPLE_SECONDS) -> float | None:
-    """Cores' worth of CPU time other programs used over the next `seconds` (this process
-    sleeps meanwhile), from /proc/stat; None where that file does not exist."""
-    first = cpu_times()
-    if first is None:
-        return None
-    time.sleep(seconds)
-    second = cpu_times()
-    if second is None:
-        return None
-    idle, total = second[0] - first[0], second[1] - first[1]
-    return (1 - idle / total) * (os.cpu_count() or 1) if total > 0 else 0.0
-
-
-def cpu_times() -> tuple[int, int] | None:
-    """(idle, total) CPU time of the whole machine in clock ticks since boot (idle includes
-    waiting for I/O), from the first line of /proc/stat; None where unavailable."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    return fields[3] + fields[4], sum(fields)
 
 
 def apply_threads(threads: int | None) -> int | None:

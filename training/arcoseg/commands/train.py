@@ -92,8 +92,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true",
                    help="bfloat16 mixed precision on CUDA (off by default until measured; "
                         "nothing on the CPU)")
-    p.add_argument("--channels-last", action="store_true",
-                   help="channels-last memory format for the networks and batches (off by default)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="channels-last memory format for the networks and batches (default: on "
+                        "the CPU, where it is 20-30 %% faster; off on GPUs until measured there)")
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun on CUDA GPUs: BatchNorm over the global batch "
                         "(SyncBatchNorm) instead of each process's shard")

@@ -46,10 +46,11 @@ class TrainOptions:
     lr: float = 0.01
     seed: int = 0
     device: str = "auto"
-    # mixed precision (bf16 autocast) and channels-last on CUDA: off until measured faster with
-    # an unchanged Dice on a GPU (train.precision); sync_bn: SyncBatchNorm under torchrun (CUDA)
+    # mixed precision (bf16 autocast) on CUDA: off until measured faster with an unchanged Dice
+    # on a GPU; channels-last: None = on the CPU only, where it was measured faster
+    # (train.precision); sync_bn: SyncBatchNorm under torchrun (CUDA)
     amp: bool = False
-    channels_last: bool = False
+    channels_last: bool | None = None
     sync_bn: bool = False
     val_every: int = 200
     checkpoint_every: int = 500

@@ -94,7 +94,7 @@ class Trainer:
         self.model: SegmentationModel = build_model(self.config).to(self.device)
         if init_weights is not None:
             load_backbone_weights(self.model, init_weights)
-        self.memory_format = memory_format(options.dims, options.channels_last)
+        self.memory_format = memory_format(options.dims, options.channels_last, self.device)
         to_memory_format(self.model, self.memory_format)
         if options.sync_bn:
             self._convert_sync_bn()
