@@ -29,3 +29,16 @@ def test_unknown_device_is_refused():
 def test_cpu_description_warns():
     info = describe_device(torch.device("cpu"))
     assert info["is_cpu"] is True and info["torch"] == torch.__version__
+
+
+def test_native_bf16_follows_the_cpus_flags():
+    from pathlib import Path
+
+    from arcoseg.device import cpu_has_native_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo to compare with")
+    flags = set(next(line for line in cpuinfo.read_text().splitlines()
+                     if line.startswith("flags")).split())
+    assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_tile"})

@@ -53,8 +53,23 @@ def describe_device(device: torch.device) -> dict[str, str | bool]:
 
 
 def autocast(device: torch.device, enabled: bool = True) -> ContextManager:
-    """Mixed precision on GPUs (bf16 where supported, else fp16); a no-op on the CPU."""
-    if not enabled or device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    """Mixed precision of inference: on GPUs bf16 where supported, else fp16; on CPUs with
+    native bf16 arithmetic (`cpu_has_native_bf16`) bf16, where it predicts about 2x faster
+    than float32 with the same Dice (benchmarks/RESULTS.md, "Faster inference on the CPU");
+    elsewhere nothing (emulated bf16 would be slower)."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    if enabled and device.type == "cpu" and cpu_has_native_bf16():
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), so that oneDNN's
+    bf16 convolutions beat float32. torch has no public query; its private one is used where
+    it exists (False otherwise: float32 is always correct)."""
+    cpu = getattr(torch, "cpu", None)
+    probes = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported",
+                                                    "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)

@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the adapted models (OUT/work/registry) for later analysis")
     p.add_argument("--tag", default="", help="label of this configuration in the table")
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-amp", dest="amp", action="store_false",
+                   help="float32 throughout (default: Adapt's bfloat16 where the device has it)")
     p.add_argument("--out", type=Path, default=Path("results/adapt_benchmark"))
     return p
 
@@ -147,12 +149,12 @@ def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndar
                            iterations=args.iterations, warmup=args.warmup, jitter=args.jitter,
                            optimizer=args.optimizer, lr=args.lr,
                            prior=prior, early_stop=args.early_stop, holdout=False,
-                           device=args.device, home=work / "registry")
+                           device=args.device, amp=args.amp, home=work / "registry")
     t0 = time.perf_counter()
     result = adapt(request, Reporter(quiet=True), lambda: False)
     seconds = time.perf_counter() - t0
     model, meta = load_model(Path(result["model"]["path"]), device=device)
-    probs = segment_channels(model, meta, [image], device).probabilities
+    probs = segment_channels(model, meta, [image], device, amp=args.amp).probabilities
     spacing_zyx = tuple(reversed(image.GetSpacing()))
     rows = []
     for weight in args.fusion_weights:

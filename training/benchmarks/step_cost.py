@@ -58,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads of each method's process")
     p.add_argument("--profile-ops", type=NONNEG_INT, default=0,
                    help="also list the profiler's top N operations of each method")
-    p.add_argument("--amp", action="store_true", help="train with --amp (bf16 on CUDA)")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--amp", action="store_true",
+                   help="train with --amp (bf16 on CUDA and on CPUs with native bf16)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="default: the trainer's (on for the CPU only)")
     p.add_argument("--interleave", action="store_true",
                    help="all methods in one process, one step of each in turn (a shared, "
                         "loaded machine); prints the median of the paired ratios")
@@ -78,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _options(args: argparse.Namespace, name: str) -> TrainOptions:
     method, _, sampler = name.partition("-")
-    precision = {k: True for k in ("amp", "channels_last") if getattr(args, k)}
+    precision = {"amp": args.amp, "channels_last": args.channels_last}
     return TrainOptions(dims=args.dims, method=method, sampler=sampler or "sg",
                         labelled=args.labelled, iterations=10**6, batch=args.batch,
                         patch=tuple(args.patch) if args.patch else None, device=args.device,
@@ -114,6 +116,7 @@ def interleaved(args: argparse.Namespace) -> None:
                     times[name].append(clock() - start)
     print(f"{args.dims}D, patch {args.patch or 'default'}, batch {args.batch} + {args.batch}, "
           f"{args.iterations} interleaved iterations, threads {args.threads or 'default'}, "
+          f"amp {args.amp}, channels-last {_layout(args)}, "
           f"{'CPU' if args.cpu_time else 'wall'} time\n\n"
           "| method | median s / iteration | × mean_teacher (median of paired ratios) |\n"
           "|---|---|---|")
@@ -233,6 +236,10 @@ def _phantom(args: argparse.Namespace) -> Path:
     return make_phantom_dataset(args.out / "phantom", num_cases=6, shape_zyx=shape, val_cases=1)
 
 
+def _layout(args: argparse.Namespace) -> str:
+    return "default (CPU: on)" if args.channels_last is None else str(args.channels_last)
+
+
 def _forward(args: argparse.Namespace) -> list[str]:
     out = ["--dims", str(args.dims), "--batch", str(args.batch), "--iterations",
            str(args.iterations), "--warmup", str(args.warmup), "--data", str(args.data),
@@ -240,7 +247,8 @@ def _forward(args: argparse.Namespace) -> list[str]:
            "--profile-ops", str(args.profile_ops)]
     out += ["--threads", str(args.threads)] if args.threads else []
     out += ["--amp"] if args.amp else []
-    out += ["--channels-last"] if args.channels_last else []
+    if args.channels_last is not None:
+        out += ["--channels-last" if args.channels_last else "--no-channels-last"]
     return out + (["--patch", *map(str, args.patch)] if args.patch else [])
 
 
@@ -252,7 +260,7 @@ def format_table(records: list[dict], info: dict, args: argparse.Namespace) -> s
              f"{args.patch or 'default'}, batch {args.batch} labelled + {args.batch} unlabelled "
              f"(supervised: labelled only); median of {args.iterations} iterations, "
              f"{args.rounds} interleaved round(s), threads {args.threads or 'default'}, amp "
-             f"{args.amp}, channels-last {args.channels_last}.", "",
+             f"{args.amp}, channels-last {_layout(args)}.", "",
              "| method | s / iteration | × mean_teacher | host syncs / step | peak RSS MB | "
              + ("peak GPU MB |" if gpu else ""),
              "|---|---|---|---|---|" + ("---|" if gpu else "")]

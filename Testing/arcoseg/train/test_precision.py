@@ -8,7 +8,9 @@ import torch
 from arcoseg.data.synthetic import make_phantom_dataset
 from arcoseg.progress import Reporter
 from arcoseg.train.options import TrainOptions
-from arcoseg.train.precision import memory_format, training_autocast, uses_grad_scaler
+from arcoseg import device as device_module
+from arcoseg.device import autocast
+from arcoseg.train.precision import memory_format, uses_grad_scaler
 from arcoseg.train.trainer import Trainer, prepare_data
 
 CPU = torch.device("cpu")
@@ -41,8 +43,14 @@ def test_a_cpu_trainer_uses_channels_last_unless_told_not_to(dataset, tmp_path):
     assert plain.is_contiguous() and not plain.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_amp_is_a_no_op_on_the_cpu():
-    with training_autocast(CPU, True):
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_on_the_cpu_is_bfloat16_only_where_the_cpu_has_it_natively(monkeypatch, native):
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
+    with autocast(CPU, True):
+        assert torch.is_autocast_enabled("cpu") == native
+        if native:
+            assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with autocast(CPU, False):
         assert not torch.is_autocast_enabled("cpu")
     assert not uses_grad_scaler(CPU, True)
     assert memory_format(3, True) == torch.channels_last_3d

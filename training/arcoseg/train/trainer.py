@@ -21,7 +21,7 @@ import torch
 import arcoseg
 from arcoseg.data.preprocess import PreprocessedCase
 from arcoseg.data.sampling import PatchSampler, SliceSampler
-from arcoseg.device import describe_device, resolve_device
+from arcoseg.device import autocast, describe_device, resolve_device
 from arcoseg.errors import ArcosegError, Cancelled
 from arcoseg.evaluation.plots import plot_training_curves
 from arcoseg.fileutil import write_text_atomic
@@ -38,8 +38,7 @@ from arcoseg.train.metrics_log import MetricsLog
 from arcoseg.train.optimizer import make_optimizer
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.run_data import RunData, extra_unlabelled, prepare_data, without_label
-from arcoseg.train.precision import (memory_format, to_memory_format, training_autocast,
-                                     uses_grad_scaler)
+from arcoseg.train.precision import memory_format, to_memory_format, uses_grad_scaler
 from arcoseg.train.state import load_checkpoint, save_checkpoint
 from arcoseg.train.validation import validate
 
@@ -239,7 +238,7 @@ class Trainer:
         unlabelled = None  # none sampled while the method does not use it (warm-up)
         if self.unlabelled_sampler and self.method.uses_unlabelled(it, opts.iterations):
             unlabelled = self._batch(self.unlabelled_sampler)
-        with training_autocast(self.device, opts.amp):
+        with autocast(self.device, opts.amp):
             loss, terms = self.method.training_step(self.student, labelled, unlabelled,
                                                     it, opts.iterations)
         self.optimizer.zero_grad(set_to_none=True)
