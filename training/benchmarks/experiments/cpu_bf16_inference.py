@@ -38,12 +38,17 @@ def foreground_dice(prediction: np.ndarray, truth: np.ndarray, values: list[int]
     return float(np.mean(scores))
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--cases", type=POSITIVE_INT, default=20, help="the first N of splits.val")
     parser.add_argument("--threads", type=POSITIVE_INT, default=2)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not cpu_has_native_bf16():
         parser.error("this CPU has no native bfloat16: inference stays float32 here")
