@@ -156,6 +156,24 @@ def test_warm_up_and_bidirectional_mixing_reach_the_method(dataset, tmp_path):
                                                                            "batch")
 
 
+class _Progress(Reporter):
+    def __init__(self):
+        super().__init__(quiet=True)
+        self.phases = []
+
+    def progress(self, step, total, message="", **fields):
+        if message == "training" and "phase" in fields:
+            self.phases.append((step, fields["phase"]))
+
+
+def test_training_progress_says_which_phase_each_step_was(dataset, tmp_path):
+    reporter = _Progress()
+    train(dataset, _options(tmp_path, method="arco", labelled=1, iterations=4, warmup=2,
+                            val_every=10), tmp_path / "m", reporter)
+    assert reporter.phases == [(1, "supervised"), (2, "supervised"), (3, "semi-supervised"),
+                               (4, "semi-supervised")]
+
+
 @pytest.mark.parametrize("method", ["supervised", "arco"])
 def test_3d_models_train_on_patches(dataset_3d, tmp_path, method):
     out = tmp_path / "m3"

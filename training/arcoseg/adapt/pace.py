@@ -35,9 +35,14 @@ class PaceReporter(Reporter):
         self.marks: deque[tuple[int, float]] = deque(maxlen=WINDOW + 1)
         self.best = 0.0
         self.warned = False
+        self.phase: str | None = None  # the trainer's "phase" field (supervised warm-up or not)
 
     def progress(self, step: int, total: int, message: str = "", **fields: Any) -> None:
         if message == "training":
+            if fields.get("phase") != self.phase:  # a supervised warm-up's iterations are
+                self.phase = fields.get("phase")  # several times cheaper: a new baseline
+                self.marks.clear()
+                self.best = 0.0
             rate = self._rate(step)
             if rate is not None:
                 fields = {**fields, "it_per_s": rate}
@@ -55,7 +60,7 @@ class PaceReporter(Reporter):
         return (last - first) / (t1 - t0)
 
     def _maybe_warn(self, step: int, total: int, rate: float) -> None:
-        if step < MIN_STEPS or len(self.marks) < 2:
+        if step < MIN_STEPS or len(self.marks) < WINDOW + 1:
             return
         self.best = max(self.best, rate)
         if self.warned:

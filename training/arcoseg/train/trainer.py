@@ -291,6 +291,10 @@ class Trainer:
         if record and self.ctx.is_main:
             self.log.append(record)
             shown = {k: record[k] for k in ("loss", "val_dice") if k in record}
+            # of the step just taken (index it - 1): "supervised" in a warm-up or a supervised
+            # method, whose iterations are several times cheaper (adapt.pace)
+            used = self.method.uses_unlabelled(it - 1, opts.iterations)
+            shown["phase"] = "semi-supervised" if used else "supervised"
             self.reporter.progress(it, opts.iterations, "training", **shown)
         if it % opts.checkpoint_every == 0 and not last:
             self.save_checkpoint()
