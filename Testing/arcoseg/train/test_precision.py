@@ -52,6 +52,8 @@ def test_amp_on_the_cpu_is_bfloat16_only_where_the_cpu_has_it_natively(monkeypat
             assert torch.get_autocast_dtype("cpu") == torch.bfloat16
     with autocast(CPU, False):
         assert not torch.is_autocast_enabled("cpu")
+    with autocast(CPU, True, dims=3):  # 3D networks stay float32 on the CPU
+        assert not torch.is_autocast_enabled("cpu")
     assert not uses_grad_scaler(CPU, True)
     assert memory_format(3, True) == torch.channels_last_3d
     assert memory_format(2, False) == torch.contiguous_format

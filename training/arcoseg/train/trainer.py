@@ -238,7 +238,7 @@ class Trainer:
         unlabelled = None  # none sampled while the method does not use it (warm-up)
         if self.unlabelled_sampler and self.method.uses_unlabelled(it, opts.iterations):
             unlabelled = self._batch(self.unlabelled_sampler)
-        with autocast(self.device, opts.amp):
+        with autocast(self.device, opts.amp, opts.dims):
             loss, terms = self.method.training_step(self.student, labelled, unlabelled,
                                                     it, opts.iterations)
         self.optimizer.zero_grad(set_to_none=True)
