@@ -7,8 +7,9 @@ measured yet, issue 16). Adapt keeps its `--no-amp` default (on), measured on th
 where it was measured (RESULTS.md, "Faster inference on the CPU"); elsewhere off until measured.
 
 - amp: the step runs under `arcoseg.device.autocast`: bfloat16 on CUDA (float16 with a
-  GradScaler where the GPU has no bf16) and on CPUs with native bfloat16 (AVX512-BF16, AMX;
-  1.4-1.6x faster steps there); nothing on other CPUs (emulated bf16 is slower) and Apple MPS.
+  GradScaler where the GPU has no bf16) and, for 2D networks, on CPUs with native bfloat16
+  (AVX512-BF16, AMX; 1.4-1.6x faster steps there); nothing on other CPUs (emulated bf16 is
+  slower), for 3D networks on the CPU (see `device.autocast`) and on Apple MPS.
   The weights stay float32 (autocast casts per operation, the optimiser updates float32
   master weights, the EMA teacher is float32), and the losses that need float32 compute in it:
   the supervised and pseudo-label losses cast the logits to float32, the contrastive and
