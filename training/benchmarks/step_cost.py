@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-ops", type=NONNEG_INT, default=0,
                    help="also list the profiler's top N operations of each method")
     p.add_argument("--amp", action="store_true",
-                   help="train with --amp (bf16 on CUDA and on CPUs with native bf16)")
+                   help="train with --amp (bf16 on CUDA, and in 2D on CPUs with native bf16)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                    help="default: the trainer's (on for the CPU only)")
     p.add_argument("--interleave", action="store_true",

@@ -90,9 +90,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     add_device_arguments(p)
     p.add_argument("--amp", action="store_true",
-                   help="bfloat16 mixed precision on CUDA GPUs and on CPUs with native "
-                        "bfloat16 (AVX512-BF16, AMX); off by default until measured on the "
-                        "paper benchmark")
+                   help="bfloat16 mixed precision on CUDA GPUs and, for 2D models, on CPUs "
+                        "with native bfloat16 (AVX512-BF16, AMX); off by default until measured "
+                        "on the paper benchmark")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                    help="channels-last memory format for the networks and batches (default: on "
                         "the CPU, where it is 20-30 %% faster; off on GPUs until measured there)")

@@ -3,8 +3,8 @@
 `arcoseg train --amp` is off by default: it becomes the default only once measured faster on a
 GPU with an unchanged validation Dice at the paper profile (training/benchmarks/gpu_check.sh; not
 measured yet, issue 16). Adapt keeps its `--no-amp` default (on), measured on the CPU
-(benchmarks/RESULTS.md, "bfloat16 on the CPU"). Channels-last is on by default on the CPU only,
-where it was measured (RESULTS.md, "Faster inference on the CPU"); elsewhere off until measured.
+(benchmarks/RESULTS.md, "Faster on the CPU"). Channels-last is on by default on the CPU only,
+where it was measured (same section); elsewhere off until measured.
 
 - amp: the step runs under `arcoseg.device.autocast`: bfloat16 on CUDA (float16 with a
   GradScaler where the GPU has no bf16) and, for 2D networks, on CPUs with native bfloat16
