@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the drawing's weights in Adapt's output (arcoseg.adapt.fusion) to score "
                         "on each adapted model: one row each (0 = the model alone)")
     p.add_argument("--no-early-stop", dest="early_stop", action="store_false")
+    p.add_argument("--no-holdout", dest="holdout", action="store_false",
+                   help="train on every drawn slice from the start, as `adapt --no-holdout` "
+                        "(default: one is held out for the check and joins training at the end, "
+                        "as Adapt does by default)")
     p.add_argument("--keep-models", action="store_true",
                    help="keep the adapted models (OUT/work/registry) for later analysis")
     p.add_argument("--tag", default="", help="label of this configuration in the table")
@@ -148,7 +152,7 @@ def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndar
                            name=f"bench-{start}", method=method, budget=args.budget,
                            iterations=args.iterations, warmup=args.warmup, jitter=args.jitter,
                            optimizer=args.optimizer, lr=args.lr,
-                           prior=prior, early_stop=args.early_stop, holdout=False,
+                           prior=prior, early_stop=args.early_stop, holdout=args.holdout,
                            device=args.device, amp=args.amp, home=work / "registry")
     t0 = time.perf_counter()
     result = adapt(request, Reporter(quiet=True), lambda: False)
@@ -163,6 +167,7 @@ def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndar
         rows.append({"method": method, "start": start, "before": before, "seconds": seconds,
                      "fusion": weight, "iterations": result["iterations"],
                      "suggested": result["suggested_slices"],
+                     "joined_at": result["heldout"].get("joined_training_at"),
                      "model_path": result["model"]["path"],
                      **score(fused.argmax(axis=0), labels, slices, len(class_names))})
     return rows

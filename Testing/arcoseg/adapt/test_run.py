@@ -48,7 +48,7 @@ def _request(case, tmp_path, **kw):
 
 def test_adapt_from_scratch_writes_a_version_a_segmentation_and_suggestions(case, tmp_path):
     result = adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
-    assert result["axis"] == 1 and result["annotated_slices"] == [[10, 22]]
+    assert result["axis"] == 1 and result["annotated_slices"] == [[10, 16, 22]]
     check = result["heldout"]
     assert check["slice"] == 16 and check["parent_dice"] is None
     assert 0 <= check["adapted_dice"] < check["copy_dice"] <= 1  # 3 iterations: worse than a copy
@@ -62,14 +62,26 @@ def test_adapt_from_scratch_writes_a_version_a_segmentation_and_suggestions(case
     seg = sitk.ReadImage(str(tmp_path / "seg.nii.gz"))
     src = sitk.ReadImage(str(case["image"]))
     assert seg.GetSize() == src.GetSize() and seg.GetOrigin() == src.GetOrigin()
-    drawn = sitk.GetArrayFromImage(sitk.ReadImage(str(case["ann"])))[:, [10, 22]]
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(seg)[:, [10, 22]], drawn)
+    # every drawn slice as drawn, the held-out one (16) too: it is the user's drawing
+    drawn = sitk.GetArrayFromImage(sitk.ReadImage(str(case["ann"])))[:, [10, 16, 22]]
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(seg)[:, [10, 16, 22]], drawn)
     versions = Registry().list()
     assert [(v["name"], v["version"], v["active"]) for v in versions] == [("adapted", "v1", False)]
     meta = json.loads((Registry().resolve("adapted@v1") / "model.json").read_text())
     assert meta["plan"]["slice_axis"] == 1
-    assert meta["provenance"]["images"][0]["annotated_slices"] == [10, 22]
+    assert meta["provenance"]["images"][0]["annotated_slices"] == [10, 16, 22]
     assert meta["provenance"]["held_out"]["slice"] == 16
+
+
+def test_the_held_out_slice_joins_training_after_the_check_is_taken(case, tmp_path):
+    result = adapt(_request(case, tmp_path, iterations=20, early_stop=False),
+                   Reporter(quiet=True), lambda: False)
+    check = result["heldout"]
+    # scored with the weights of iteration 15 (3/4 of 20), then trained on slices 10, 16, 22
+    assert check["joined_training_at"] == 15 and result["iterations"] == 20
+    assert "before the held-out slice joined training" in check["note"]
+    meta = json.loads((Registry().resolve("adapted@v1") / "model.json").read_text())
+    assert meta["provenance"]["held_out"]["joined_training_at"] == 15
 
 
 def test_adapting_a_registry_model_adds_a_child_and_leaves_the_parent_untouched(case, tmp_path):

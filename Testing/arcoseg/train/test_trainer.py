@@ -122,6 +122,24 @@ def test_convergence_needs_a_flat_loss_and_enough_of_the_schedule():
     assert not after_iterations.converged(70, 100) and after_iterations.converged(80, 100)
 
 
+def test_convergence_waits_while_the_held_out_score_still_improves():
+    from arcoseg.train.trainer import Convergence
+
+    rising, levelled = Convergence(window=5), Convergence(window=5)
+    for _ in range(40):
+        rising.add(0.5)
+        levelled.add(0.5)
+    for score in (0.60, 0.70, 0.80):  # the last beats everything before by more than 0.01
+        rising.add_score(score)
+    for score in (0.80, 0.60, 0.805):  # +0.005 over the best before: noise, not a trend
+        levelled.add_score(score)
+    assert rising.score_improving() and not rising.converged(40, 100)
+    assert not levelled.score_improving() and levelled.converged(40, 100)
+    rising.add_score(0.79)
+    rising.add_score(0.78)  # two scores without a gain: the loss rule decides again
+    assert rising.converged(50, 100)
+
+
 @pytest.fixture(scope="module")
 def dataset_3d(tmp_path_factory):
     return make_phantom_dataset(tmp_path_factory.mktemp("ds3") / "Phantom3D", num_cases=4,

@@ -180,3 +180,13 @@ def hold_out(annotations: Annotations) -> tuple[Annotations, Annotations | None]
     test[index] = annotations.labels[index]
     return (Annotations(train, annotations.axis, keep),
             Annotations(test, annotations.axis, [held]))
+
+
+def rejoin(train: Annotations, held_out: Annotations | None) -> Annotations:
+    """Every drawn slice again: `train` with the `held_out` slice put back (`hold_out`'s
+    inverse; `train` itself when nothing was held out)."""
+    if held_out is None:
+        return train
+    labels = np.where(held_out.labels != IGNORE_LABEL, held_out.labels, train.labels)
+    return Annotations(labels.astype(train.labels.dtype), train.axis,
+                       sorted(train.slices + held_out.slices))

@@ -20,18 +20,19 @@ from arcoseg.inference import Segmentation
 from arcoseg.train.validation import class_dice
 
 
-def slice_dice(prediction: np.ndarray, held_out: Annotations, num_classes: int) -> float | None:
-    """Mean foreground Dice of a (z, y, x) class map on the held-out slice (None: no class
-    present in either, nothing to score)."""
+def slice_dice(prediction: np.ndarray, labels: np.ndarray, num_classes: int) -> float | None:
+    """Mean foreground Dice of a (z, y, x) class map against the drawn `labels` (z, y, x,
+    IGNORE_LABEL where nothing was drawn; e.g. the held-out slice): None when no class is
+    present in either, nothing to score."""
     dice = class_dice(torch.from_numpy(prediction.astype(np.int64)),
-                      torch.from_numpy(held_out.labels.astype(np.int64)), num_classes)
+                      torch.from_numpy(labels.astype(np.int64)), num_classes)
     return float(np.nanmean(dice)) if np.isfinite(dice).any() else None
 
 
 def copy_dice(train: Annotations, held_out: Annotations, num_classes: int) -> float | None:
     """Dice on the held-out slice of copying the nearest training slice onto it."""
     copied = nearest_copy(train.labels, train.axis, train.slices)
-    return slice_dice(copied, held_out, num_classes)
+    return slice_dice(copied, held_out.labels, num_classes)
 
 
 def compare(adapted: float | None, parent: float | None, copied: float | None,
@@ -69,7 +70,7 @@ def heldout_check(adapted: Segmentation, parent: Segmentation | None, train: Ann
     classes = adapted.probabilities.shape[0]
 
     def score(seg: Segmentation) -> float | None:
-        return slice_dice(seg.probabilities.argmax(axis=0), held_out, classes)
+        return slice_dice(seg.probabilities.argmax(axis=0), held_out.labels, classes)
 
     return compare(score(adapted), score(parent) if parent is not None else None,
                    copy_dice(train, held_out, classes), held_out.slices[0],

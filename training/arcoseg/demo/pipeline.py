@@ -101,9 +101,12 @@ def _axis_first(array: np.ndarray, axis: int) -> np.ndarray:
 def _report(class_names: list[str], chosen: list[int], axis: int, result: dict[str, Any],
             summary: dict[str, Any], unseen: list[float], notice: str) -> str:
     held = result["heldout"]
+    joined = held.get("joined_training_at")
     lines = ["# ARCOSegment demo: adapt from a few annotated slices", "",
              f"- Annotated slices (axis {axis}): {chosen} — one held out for the check "
-             f"(slice {held['slice']}), the rest used for training; every other slice unlabelled.",
+             f"(slice {held['slice']}"
+             + (f", trained on from iteration {joined}, after the check's snapshot" if joined
+                else "") + "), the rest used for training; every other slice unlabelled.",
              f"- Training: {result['iterations']} iterations in {result['seconds']} s "
              "(ARCO, stratified group sampling).",
              f"- Held-out slice Dice of the adapted model: {_pct(held['adapted_dice'])}; "

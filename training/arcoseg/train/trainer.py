@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -77,8 +77,12 @@ class Trainer:
     def __init__(self, data: RunData, options: TrainOptions, out_dir: Path, reporter: Reporter,
                  should_stop: Callable[[], bool] = lambda: False,
                  init_weights: dict[str, torch.Tensor] | None = None,
-                 network: NetworkConfig | None = None, ctx: Distributed | None = None) -> None:
+                 network: NetworkConfig | None = None, ctx: Distributed | None = None,
+                 hooks: Sequence[Callable[[Trainer], None]] = ()) -> None:
         self.ctx = ctx or Distributed()
+        # called every BUDGET_WINDOW iterations, after the budget fit and before the early-stop
+        # rule; they may score the model and change the labelled data (one process only)
+        self.hooks = list(hooks)
         self.data, self.options, self.out_dir = data, options, out_dir
         self.reporter = reporter if self.ctx.is_main else Reporter(quiet=True)
         self.should_stop = should_stop
@@ -194,6 +198,14 @@ class Trainer:
             self.log.truncate_after(self.state.iteration)
         self.reporter.log(f"Resuming at iteration {self.state.iteration}")
 
+    def use_labelled(self, cases: list[PreprocessedCase]) -> None:
+        """Train on `cases` as the labelled data from the next iteration on (a new sampler;
+        e.g. Adapt's held-out slice joining the training labels)."""
+        self.data.labelled = cases
+        opts = self.options
+        self.labelled_sampler = _sampler(cases, opts, opts.batch, opts.seed + 3, self.ctx,
+                                         opts.jitter)
+
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Train to `options.iterations`, validating and checkpointing on the way."""
@@ -266,10 +278,13 @@ class Trainer:
             recent = (self.state.seconds - self._budget_mark[1]) / (it - self._budget_mark[0])
             self._budget_mark = (it, self.state.seconds)
             left = max(0.0, opts.budget_seconds - self.state.seconds)
-            opts.iterations = max(it + 1, min(self.max_iterations, it + int(left / recent)))
+            # never past max_iterations (the run asked for), at least one more while below it
+            opts.iterations = min(self.max_iterations, max(it + 1, it + int(left / recent)))
             if left <= 0:
                 opts.iterations = it
         self._read_terms({})  # the early-stop losses not yet read with a log record
+        for hook in self.hooks:
+            hook(self)
         if opts.early_stop and self.convergence.converged(it, opts.iterations):
             self.reporter.log(f"Converged at iteration {it}")
             opts.iterations = it
@@ -325,6 +340,7 @@ class Trainer:
     def _validate(self, it: int) -> dict[str, float]:
         metrics = validate(self.method.eval_model(), self.data.val, self.data.plan,
                            self.data.class_names, self.device)
+        self.convergence.add_score(metrics["val_dice"])  # no early stop while it improves
         if metrics["val_dice"] > self.state.best_score:
             self.state.best_score, self.state.best_iteration = metrics["val_dice"], it
             self.state.best_metrics = metrics
