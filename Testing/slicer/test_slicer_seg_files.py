@@ -95,7 +95,8 @@ def test_a_slicer_segmentation_adapts_a_model(slicer_core, phantom, tmp_path, ca
     assert code == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     [result] = [e for e in events if e["event"] == "result"]
-    assert (result["axis"], result["annotated_slices"]) == (0, [[DRAWN[0]]])  # 5 held out
+    # both drawn slices are reported; 5 was held out for the check
+    assert (result["axis"], result["annotated_slices"]) == (0, [DRAWN])
     assert result["heldout"]["slice"] == DRAWN[1]
     assert [c["name"] for c in result["model"]["classes"]][1:] == MODEL_CLASSES
 
