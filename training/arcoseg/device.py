@@ -52,20 +52,30 @@ def describe_device(device: torch.device) -> dict[str, str | bool]:
             "cuda_version": torch.version.cuda or "", "is_cpu": device.type == "cpu"}
 
 
-def autocast(device: torch.device, enabled: bool = True, dims: int = 2) -> ContextManager:
-    """Mixed precision of inference and training: on GPUs bf16 where supported, else fp16; on
-    CPUs with native bf16 arithmetic (`cpu_has_native_bf16`) bf16 for 2D networks (`dims`),
-    where it predicts about 2x faster than float32 with the same Dice and Adapt trains 1.5x
-    faster (benchmarks/RESULTS.md, "Faster on the CPU"); elsewhere nothing. 3D networks stay
-    float32 on the CPU: bf16 training of the 3D V-Net on batch-1 patches drove BatchNorm's
-    running variance to infinity (Testing/arcoseg/adapt/test_run.py), and no 3D model was
-    checked; emulated bf16 (CPUs without it) would be slower."""
+def autocast_dtype(device: torch.device, enabled: bool = True, dims: int = 2
+                   ) -> torch.dtype | None:
+    """The dtype `autocast` computes in (None: float32, no autocast): on GPUs bf16 where
+    supported, else fp16; on CPUs with native bf16 arithmetic (`cpu_has_native_bf16`) bf16
+    for 2D networks (`dims`), where it predicts about 2x faster than float32 with the same
+    Dice and Adapt trains 1.5x faster (benchmarks/RESULTS.md, "Faster on the CPU"); elsewhere
+    None. 3D networks stay float32 on the CPU: bf16 training of the 3D V-Net on batch-1
+    patches drove BatchNorm's running variance to infinity
+    (Testing/arcoseg/adapt/test_run.py), and no 3D model was checked; emulated bf16 (CPUs
+    without it) would be slower."""
     if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if enabled and device.type == "cpu" and dims == 2 and cpu_has_native_bf16():
-        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, enabled: bool = True, dims: int = 2) -> ContextManager:
+    """Mixed precision of inference and training in `autocast_dtype`'s dtype (nothing where
+    that is None)."""
+    dtype = autocast_dtype(device, enabled, dims)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def cpu_has_native_bf16() -> bool:

@@ -25,14 +25,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def bf16_supported(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+from arcoseg.device import autocast_dtype
 
 
-def uses_grad_scaler(device: torch.device, amp: bool) -> bool:
+def uses_grad_scaler(device: torch.device, amp: bool, dims: int = 2) -> bool:
     """float16 autocast (a GPU without bfloat16) needs loss scaling."""
-    return amp and device.type == "cuda" and not bf16_supported(device)
+    return autocast_dtype(device, amp, dims) == torch.float16
 
 
 def memory_format(dims: int, channels_last: bool | None,

@@ -107,7 +107,8 @@ class Trainer:
         self.student = self._student()
         self.optimizer = make_optimizer(options.optimizer, self.model.parameters(), options.lr)
         self.scaler = torch.amp.GradScaler("cuda",
-                                           enabled=uses_grad_scaler(self.device, options.amp))
+                                           enabled=uses_grad_scaler(self.device, options.amp,
+                                                                    options.dims))
         # the teacher labels the unlabelled batches unjittered; the method jitters its own view
         self.labelled_sampler = _sampler(data.labelled, options, options.batch, options.seed,
                                          self.ctx, options.jitter)
