@@ -6,7 +6,9 @@ For each validation case and each k: the k slices are spread through the labelle
   "Fill between slices" = ITK morphological contour interpolation, the optional
   `arcoseg[bench]` dependency);
 - `arco` (Adapt) and `supervised` (a supervised-only fine-tune), from scratch and, with
-  `--base MODEL`, from a base model.
+  `--base MODEL`, from a base model: "(output as written)" is the segmentation `adapt` wrote
+  (the fusion its held-out check chose, every drawn slice as drawn), "(fusion w)" the same
+  model fused with the drawing at a fixed weight w by this script (0 = the model alone).
 Dice (mean over the foreground classes, in %) on the slices nobody annotated and on the whole
 volume, mean ± std over cases, and seconds per case (the whole `adapt` call for the models).
 
@@ -153,22 +155,26 @@ def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndar
                            iterations=args.iterations, warmup=args.warmup, jitter=args.jitter,
                            optimizer=args.optimizer, lr=args.lr,
                            prior=prior, early_stop=args.early_stop, holdout=args.holdout,
-                           device=args.device, amp=args.amp, home=work / "registry")
+                           device=args.device, amp=args.amp, home=work / "registry",
+                           output=work / f"{case.id}_k{len(slices)}_{start}_{method}.nii.gz")
     t0 = time.perf_counter()
     result = adapt(request, Reporter(quiet=True), lambda: False)
     seconds = time.perf_counter() - t0
     model, meta = load_model(Path(result["model"]["path"]), device=device)
     probs = segment_channels(model, meta, [image], device, amp=args.amp).probabilities
     spacing_zyx = tuple(reversed(image.GetSpacing()))
-    rows = []
+    common = {"method": method, "start": start, "before": before, "seconds": seconds,
+              "iterations": result["iterations"], "suggested": result["suggested_slices"],
+              "joined_at": result["heldout"].get("joined_training_at"),
+              "model_path": result["model"]["path"]}
+    # what Adapt wrote: its fusion weight as the held-out check chose it, every drawn slice
+    written = sitk.GetArrayFromImage(read_image(request.output))
+    rows = [{**common, "written": True,
+             **score(written, labels, slices, len(class_names))}]
     for weight in args.fusion_weights:
         fused = fuse(probs, Annotations(drawn, 0, slices), spacing_zyx,
                      FusionSettings(weight=weight))
-        rows.append({"method": method, "start": start, "before": before, "seconds": seconds,
-                     "fusion": weight, "iterations": result["iterations"],
-                     "suggested": result["suggested_slices"],
-                     "joined_at": result["heldout"].get("joined_training_at"),
-                     "model_path": result["model"]["path"],
+        rows.append({**common, "fusion": weight,
                      **score(fused.argmax(axis=0), labels, slices, len(class_names))})
     return rows
 
@@ -216,6 +222,7 @@ def _pm(values: list[float]) -> str:
 def _label(row: dict) -> str:
     """A table row's method: the method, the fusion weight of Adapt's output, the tag."""
     label = row["method"] + (f" (fusion {row['fusion']:g})" if "fusion" in row else "")
+    label += " (output as written)" if row.get("written") else ""
     return label + (f" {row['tag']}" if row.get("tag") and row["start"] != "none" else "")
 
 
