@@ -166,6 +166,8 @@ def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndar
     common = {"method": method, "start": start, "before": before, "seconds": seconds,
               "iterations": result["iterations"], "suggested": result["suggested_slices"],
               "joined_at": result["heldout"].get("joined_training_at"),
+              "heldout": {k: result["heldout"].get(k) for k in ("adapted_dice", "output_dice",
+                                                                "copy_dice", "parent_dice")},
               "model_path": result["model"]["path"]}
     # what Adapt wrote: its fusion weight as the held-out check chose it, every drawn slice
     written = sitk.GetArrayFromImage(read_image(request.output))
