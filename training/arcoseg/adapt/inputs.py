@@ -29,8 +29,14 @@ class AnnotatedImage:
 
     path: Path
     image: sitk.Image
-    annotations: Annotations
+    annotations: Annotations  # the slices that train from the start
     held_out: Annotations | None = None
+
+    @property
+    def drawn_slices(self) -> list[int]:
+        """Every slice the user drew, the held-out one included (`rejoin`'s slices, without
+        building its label map)."""
+        return sorted(self.annotations.slices + (self.held_out.slices if self.held_out else []))
 
 
 def read_annotated(request: AdaptRequest, parent: Parent) -> list[AnnotatedImage]:

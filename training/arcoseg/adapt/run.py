@@ -111,7 +111,7 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     metadata = trainer.metadata(
         parent=str(parent.ref) if parent.ref else None, held_out=check,
         images=[{"file": str(i.path), "sha256": fingerprint(i.path), "axis": axis,
-                 "annotated_slices": rejoin(i.annotations, i.held_out).slices} for i in items],
+                 "annotated_slices": i.drawn_slices} for i in items],
         unlabelled_images=[str(p) for p in request.unlabelled], budget_seconds=request.budget,
         prior=asdict(request.prior), fusion=asdict(fusion))
     reporter.log(("WARNING: " if not check["activated"] else "Held-out check: ") + check["note"])
@@ -157,10 +157,9 @@ def finish(request: AdaptRequest, registry: Registry, ref: VersionRef,
     """Write the adapted images' segmentations, suggest slices, build the result."""
     outputs, suggestions = [], []
     for i, (item, seg) in enumerate(zip(items, segmentations)):
-        annotated = rejoin(item.annotations, item.held_out).slices
         if i == 0:
-            suggestions = suggest_slices(seg.probabilities, item.annotations.axis, annotated,
-                                         request.suggestions)
+            suggestions = suggest_slices(seg.probabilities, item.annotations.axis,
+                                         item.drawn_slices, request.suggestions)
         path = paths[i]
         if path is not None:
             write_image(seg.labels, path)
@@ -171,7 +170,7 @@ def finish(request: AdaptRequest, registry: Registry, ref: VersionRef,
     return {"model": {**info, "name": ref.name, "version": ref.version,
                       "path": str(registry.resolve(str(ref)))},
             "heldout": check, "axis": items[0].annotations.axis,
-            "annotated_slices": [rejoin(i.annotations, i.held_out).slices for i in items],
+            "annotated_slices": [item.drawn_slices for item in items],
             "suggested_slices": [s["slice"] for s in suggestions], "suggestions": suggestions,
             "iterations": trainer.state.iteration, "seconds": round(trainer.state.seconds, 1),
             "outputs": outputs}
