@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from arcoseg.adapt.baselines import interpolate, nearest_copy, nearest_slices, slice_distance
+from arcoseg.adapt.baselines import (interpolate, nearest_copy, nearest_slices,
+                                     propagate_labels, slice_distance)
+from arcoseg.errors import ArcosegError
 
 
 def growing_square(size: int = 9) -> np.ndarray:
@@ -45,3 +47,20 @@ def test_interpolation_grows_the_shape_between_drawn_slices_and_does_not_extrapo
     assert areas[0] == areas[1] == areas[7] == areas[8] == 0  # like Slicer: no extrapolation
     middle = filled[4] == 1
     assert middle[12, 12] and not middle[0, 0]  # centred where the drawn squares are
+
+
+def test_propagation_interpolates_between_the_drawn_slices_and_copies_beyond_them():
+    labels = growing_square()
+    sketch = drawn(labels, 0, [2, 6])
+    filled = propagate_labels(sketch, 0, [2, 6], "interpolate")
+    between = interpolate(sketch, 0, [2, 6])
+    assert filled.dtype == np.uint8
+    assert (filled[2:7] == between[2:7]).all()
+    assert (filled[0] == labels[2]).all() and (filled[1] == labels[2]).all()
+    assert (filled[7] == labels[6]).all() and (filled[8] == labels[6]).all()
+    assert (propagate_labels(sketch, 0, [2, 6], "nearest") == nearest_copy(sketch, 0, [2, 6])).all()
+
+
+def test_an_unknown_propagation_is_refused_with_the_choices():
+    with pytest.raises(ArcosegError, match="nearest, interpolate"):
+        propagate_labels(np.zeros((3, 4, 4), np.uint8), 0, [1], "none")

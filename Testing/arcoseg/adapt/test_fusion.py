@@ -1,11 +1,13 @@
 """Adapt's output: the adapted model's probabilities fused with a soft copy of the drawing."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from arcoseg.adapt.annotations import Annotations
-from arcoseg.adapt.baselines import nearest_copy
+from arcoseg.adapt.baselines import nearest_copy, propagate_labels
 from arcoseg.adapt.fusion import (FusionSettings, checked_fusion, copy_probabilities, fuse,
                                   fused_segmentation)
 from arcoseg.constants import IGNORE_LABEL
@@ -40,6 +42,20 @@ def test_the_soft_copy_is_a_distribution_and_its_argmax_is_the_nearest_copy():
     assert prior.shape == (3, 6, 12, 12)
     np.testing.assert_allclose(prior.sum(axis=0), 1.0, atol=1e-5)
     np.testing.assert_array_equal(prior.argmax(axis=0), nearest_copy(ann.labels, 0, [1, 4]))
+
+
+def test_the_interpolating_source_fills_between_the_drawn_slices_as_fill_between_slices():
+    labels = np.full((6, 24, 24), IGNORE_LABEL, np.uint8)
+    labels[[1, 4]] = 0
+    labels[1, 6:18, 6:18] = 1  # a large square on slice 1, a small one on slice 4
+    labels[4, 10:14, 10:14] = 1
+    ann = Annotations(labels, 0, [1, 4])
+    prior = copy_probabilities(ann, 2, (5.0, 1.0, 1.0), replace(SHARP, source="interpolate"))
+    np.testing.assert_array_equal(prior.argmax(axis=0),
+                                  propagate_labels(labels, 0, [1, 4], "interpolate"))
+    areas = [int((prior[1, z] > 0.5).sum()) for z in range(6)]
+    assert areas[0] == areas[1] == 144 and areas[4] == areas[5] == 16  # copied beyond them
+    assert 144 > areas[2] > areas[3] > 16  # shrinking between them, where the copy jumps
 
 
 def test_the_copy_blurs_more_the_further_it_is_carried():
@@ -116,6 +132,8 @@ def test_bad_settings_and_grids_are_refused():
         FusionSettings(weight=1.5)
     with pytest.raises(ArcosegError, match="floor"):
         FusionSettings(floor=0.0)
+    with pytest.raises(ArcosegError, match="fusion source"):
+        FusionSettings(source="copy")
     with pytest.raises(ArcosegError, match="different grids"):
         fuse(np.ones((3, 5, 12, 12), np.float32) / 3, drawing(), (1.0, 1.0, 1.0), SHARP)
 

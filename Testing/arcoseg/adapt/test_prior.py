@@ -31,7 +31,8 @@ def test_propagate_copies_labels_and_leaves_drawn_and_far_slices_unannotated():
     labels[4, :2] = 2
     drawn = np.full_like(labels, 255)
     drawn[[1, 4]] = labels[[1, 4]]
-    prior, weights = propagate(drawn, 0, [1, 4], PriorSettings(scale=1.0, strength=0.5))
+    prior, weights = propagate(drawn, 0, [1, 4],
+                               PriorSettings(mode="nearest", scale=1.0, strength=0.5))
     assert (prior[[1, 4]] == 255).all() and (weights[[1, 4]] == 0).all()
     assert (prior[0] == 1).all() and (prior[2] == 1).all() and (prior[3] == labels[4]).all()
     assert weights[0, 0, 0] == weights[2, 3, 3] == pytest.approx(0.5)

@@ -1,5 +1,6 @@
 """`arcoseg adapt` end to end: a new version from a few slices, checked, cancellable."""
 
+import io
 import json
 import os
 import signal
@@ -47,7 +48,9 @@ def _request(case, tmp_path, **kw):
 
 
 def test_adapt_from_scratch_writes_a_version_a_segmentation_and_suggestions(case, tmp_path):
-    result = adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
+    log = io.StringIO()
+    result = adapt(_request(case, tmp_path), Reporter(log), lambda: False)
+    assert "on 3 annotated slice(s) (slice 16 held out for the check until late)" in log.getvalue()
     assert result["axis"] == 1 and result["annotated_slices"] == [[10, 16, 22]]
     check = result["heldout"]
     assert check["slice"] == 16 and check["parent_dice"] is None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from arcoseg.adapt.annotations import along
-from arcoseg.errors import ArcosegError
+from arcoseg.errors import ArcosegError, check_choice
 
 INTERPOLATION_PACKAGE = "itk-morphologicalcontourinterpolation"
 
@@ -77,3 +77,17 @@ def _interpolate_class(itk, mask: np.ndarray, axis: int) -> np.ndarray:
 
 
 BASELINES = {"nearest": nearest_copy, "interpolate": interpolate}
+PROPAGATIONS = tuple(BASELINES)  # how the drawing is carried to the other slices
+
+
+def propagate_labels(drawn: np.ndarray, axis: int, slices: list[int], mode: str) -> np.ndarray:
+    """Every slice along `axis` filled from the drawing, (z, y, x) uint8: `mode` 'nearest'
+    copies the nearest drawn slice; 'interpolate' fills between the outermost drawn slices by
+    `interpolate` and copies the nearest drawn slice beyond them (where Slicer leaves nothing).
+    Raises ArcosegError for an unknown mode, or as `interpolate` does."""
+    check_choice(mode, PROPAGATIONS, "propagation")
+    labels = nearest_copy(drawn, axis, slices).astype(np.uint8)
+    if mode == "interpolate":
+        inside = along(axis, list(range(min(slices), max(slices) + 1)))
+        labels[inside] = interpolate(drawn, axis, slices)[inside]
+    return labels

@@ -29,9 +29,9 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
 from arcoseg.adapt.annotations import Annotations, along
-from arcoseg.adapt.baselines import nearest_slices, slice_distance
+from arcoseg.adapt.baselines import PROPAGATIONS, propagate_labels, slice_distance
 from arcoseg.constants import FUSION_WEIGHT, IGNORE_LABEL
-from arcoseg.errors import ArcosegError
+from arcoseg.errors import ArcosegError, check_choice
 from arcoseg.inference import Segmentation
 from arcoseg.io.images import array_to_image
 from arcoseg.ranges import NONNEG, POSITIVE, UNIT, Range
@@ -48,8 +48,13 @@ class FusionSettings:
     slope: float = 0.1  # extra blur (mm) per mm of distance to the drawn slice
     floor: float = 0.01  # uniform share of the copy next to a drawn slice
     reach_mm: float | None = None  # distance over which the copy fades to uniform (None: never)
+    # how the drawing reaches the other slices (`baselines.propagate_labels`): 'nearest' copies
+    # the nearest drawn slice; 'interpolate' fills between the drawn slices as Slicer's "Fill
+    # between slices" does (the optional itk-morphologicalcontourinterpolation wheel)
+    source: str = "nearest"
 
     def __post_init__(self) -> None:
+        check_choice(self.source, PROPAGATIONS, "fusion source")
         UNIT.check(self.weight, "fusion weight")
         NONNEG.check(self.sigma_mm, "fusion sigma_mm")
         NONNEG.check(self.slope, "fusion slope")
@@ -79,13 +84,12 @@ def _copy_by_distance(annotations: Annotations, num_classes: int,
     """The soft copy a few slices at a time: (index into (K, z, y, x), (K, ...) float32) for
     each group of slices at one distance from the drawing (one blur per group), so a large
     volume never needs the whole (K, z, y, x) prior at once."""
-    axis, drawn = annotations.axis, annotations.labels
-    size = drawn.shape[axis]
-    source = nearest_slices(size, annotations.slices)
-    distance_mm = slice_distance(size, annotations.slices) * spacing_zyx[axis]
+    axis, slices = annotations.axis, annotations.slices
+    propagated = propagate_labels(annotations.labels, axis, slices, settings.source)
+    distance_mm = slice_distance(propagated.shape[axis], slices) * spacing_zyx[axis]
     for d in np.unique(distance_mm):
         group = [int(i) for i in np.flatnonzero(distance_mm == d)]
-        copied = np.take(drawn, source[group], axis=axis)
+        copied = np.take(propagated, group, axis=axis)
         sigma = _sigma_voxels(axis, settings.sigma_mm + settings.slope * d, spacing_zyx)
         fade = 1.0 if settings.reach_mm is None else math.exp(-d / settings.reach_mm)
         floor = 1 - (1 - settings.floor) * fade

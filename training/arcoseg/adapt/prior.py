@@ -1,7 +1,8 @@
 """Propagation prior: what the drawing already implies about the slices nobody drew.
 
-The drawn labels are carried to the other slices (`baselines.nearest_copy`, or
-`baselines.interpolate` between the outermost drawn slices and the nearest copy beyond them) and trained on as extra, down-weighted targets: weight
+The drawn labels are carried to the other slices (`baselines.propagate_labels`: the nearest
+copy, or interpolation between the outermost drawn slices and the copy beyond them) and
+trained on as extra, down-weighted targets: weight
 `strength * exp(-(d - 1) / scale)` for a slice `d` slices from the nearest drawn slice (0 on the
 drawn slices themselves, which the supervised loss already covers), times a schedule factor that
 falls linearly from 1 to 0 over the first `decay` fraction of training — so the model starts from
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from arcoseg.adapt.annotations import along
-from arcoseg.adapt.baselines import interpolate, nearest_copy, slice_distance
+from arcoseg.adapt.baselines import propagate_labels, slice_distance
 from arcoseg.constants import DEFAULT_PRIOR, IGNORE_LABEL, PRIOR_MODES
 from arcoseg.errors import check_choice
 from arcoseg.ranges import NONNEG, POSITIVE, POSITIVE_INT, SHARE
@@ -75,13 +76,12 @@ def propagate(drawn: np.ndarray, axis: int, slices: list[int], settings: PriorSe
               ) -> tuple[np.ndarray, np.ndarray]:
     """The prior of one image: (labels, weights), both (z, y, x) like `drawn`.
 
-    labels: the propagated classes (uint8), IGNORE_LABEL where the weight is 0 (drawn slices
-    and slices too far away); weights: float32 per voxel, constant within a slice.
+    labels: the propagated classes (uint8; `baselines.propagate_labels` by `settings.mode`),
+    IGNORE_LABEL where the weight is 0 (drawn slices and slices too far away); weights: float32
+    per voxel, constant within a slice. Raises ArcosegError for mode 'none' (nothing to
+    propagate) or as `propagate_labels` does.
     """
-    labels = nearest_copy(drawn, axis, slices).astype(np.uint8)
-    if settings.mode == "interpolate":  # between the outermost drawn slices; copies beyond them
-        inside = along(axis, list(range(min(slices), max(slices) + 1)))
-        labels[inside] = interpolate(drawn, axis, slices)[inside]
+    labels = propagate_labels(drawn, axis, slices, settings.mode)
     per_slice = slice_weights(drawn.shape[axis], slices, settings)
     shape = [1, 1, 1]
     shape[axis] = -1

@@ -90,9 +90,12 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
             check_format_holds(item.image, path, str(item.path))
     axis = items[0].annotations.axis
     plan = make_plan(parent, items, axis)
-    reporter.log(f"Adapting {parent.name} on {sum(len(i.annotations.slices) for i in items)} "
-                 f"annotated slice(s) along axis {axis}: {request.iterations} iterations at "
-                 f"most, budget {request.budget:.0f} s, {torch.get_num_threads()} CPU thread(s)")
+    held = items[0].held_out
+    held_out = f" (slice {held.slices[0]} held out for the check until late)" if held else ""
+    reporter.log(f"Adapting {parent.name} on {sum(len(i.drawn_slices) for i in items)} "
+                 f"annotated slice(s){held_out} along axis {axis}: {request.iterations} "
+                 f"iterations at most, budget {request.budget:.0f} s, "
+                 f"{torch.get_num_threads()} CPU thread(s)")
     pace = PaceReporter(reporter, request.iterations, request.budget)
     with work_folder("arcoseg-adapt") as work:
         try:

@@ -31,6 +31,8 @@ def prior_sampler(request: AdaptRequest, items: list[AnnotatedImage],
                   seed: int) -> SliceSampler | PatchSampler | None:
     """Batches of propagated slices (or patches) with their weights as the last image channel;
     None when the prior is off or reaches no slice."""
+    if not request.prior.active:
+        return None
     cases = []
     for item, case in zip(items, labelled):
         ann = item.annotations
@@ -40,7 +42,7 @@ def prior_sampler(request: AdaptRequest, items: list[AnnotatedImage],
             cases.append(PreprocessedCase(case.case_id, channels,
                                           on_plan(labels, item, plan, is_label=True),
                                           case.spacing_zyx))
-    if not request.prior.active or not cases:
+    if not cases:
         return None
     cls = SliceSampler if plan.dims == 2 else PatchSampler
     return cls(cases, patch, request.prior.batch, seed=seed)

@@ -1,0 +1,121 @@
+"""Experiment: fuse Adapt's model with the nearest-slice copy or with "Fill between slices"?
+
+Adapt's output fuses the adapted model with the drawing carried to the other slices
+(`arcoseg.adapt.fusion`, `FusionSettings.source`): by copying the nearest drawn slice, or by
+interpolating between the drawn slices (Slicer's "Fill between slices"; the nearest copy beyond
+the outermost drawn slices). Fusion comes after training, so the same adapted model can be
+fused both ways: this script reads the models an `adapt_benchmark.py --keep-models` run kept,
+segments each case again with its model, and scores every source x weight on the same slices
+nobody drew (Dice, mean over the foreground classes, %):
+
+    python training/benchmarks/adapt_benchmark.py --data ../shared/data/LA --k 3 --cases 8 \
+        --methods nearest,interpolate,arco --budget 120 --keep-models --out OUT
+    python training/benchmarks/experiments/fusion_sources.py --data ../shared/data/LA --run OUT
+
+Weight 0 is the model alone (the same for both sources). Prints a Markdown table (mean ± std
+over the cases, and the cases where each beats Fill between slices alone) and writes
+OUT/fusion_sources.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # adapt_benchmark's helpers
+from adapt_benchmark import score  # noqa: E402
+
+from arcoseg.adapt.annotations import Annotations  # noqa: E402
+from arcoseg.adapt.baselines import PROPAGATIONS  # noqa: E402
+from arcoseg.adapt.fusion import FusionSettings, fuse  # noqa: E402
+from arcoseg.commands.common import AUTO_THREADS, apply_threads  # noqa: E402
+from arcoseg.data.dataset import load_dataset  # noqa: E402
+from arcoseg.demo.pipeline import simulate_annotations  # noqa: E402
+from arcoseg.device import resolve_device  # noqa: E402
+from arcoseg.inference import segment_channels  # noqa: E402
+from arcoseg.io.images import read_image  # noqa: E402
+from arcoseg.modelfile import load_model  # noqa: E402
+from arcoseg.ranges import POSITIVE_INT, UNIT, ListOf  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="the dataset the run used")
+    p.add_argument("--run", type=Path, required=True,
+                   help="an adapt_benchmark.py --keep-models output folder")
+    p.add_argument("--weights", type=ListOf(UNIT), default="0.3,0.5,0.7",
+                   help="the drawing's weights to score with each source")
+    p.add_argument("--threads", type=POSITIVE_INT, default=AUTO_THREADS)
+    return p
+
+
+def adapted_rows(run: Path) -> list[dict]:
+    """One benchmark row per adapted model (the fixed-weight rows repeat the model)."""
+    rows = json.loads((run / "adapt_rows.json").read_text())
+    seen, out = set(), []
+    for row in rows:
+        if row.get("model_path") and row["model_path"] not in seen:
+            seen.add(row["model_path"])
+            out.append(row)
+    if not out:
+        raise SystemExit(f"{run}: no adapted model in adapt_rows.json; run adapt_benchmark.py "
+                         "with --keep-models.")
+    return out
+
+
+def score_case(row: dict, case, weights: list[float], num_classes: int) -> dict[str, float]:
+    """Dice on the unannotated slices of every source x weight for one kept model."""
+    image = read_image(case.images[0])
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
+    slices = row["slices"]
+    device = resolve_device("auto")
+    model, meta = load_model(Path(row["model_path"]), device=device)
+    probs = segment_channels(model, meta, [image], device).probabilities
+    drawing = Annotations(simulate_annotations(labels, 0, slices), 0, slices)
+    spacing_zyx = tuple(reversed(image.GetSpacing()))
+    scores = {"model alone": score(probs.argmax(axis=0), labels, slices, num_classes)["after"]}
+    for source in PROPAGATIONS:
+        for weight in weights:
+            fused = fuse(probs, drawing, spacing_zyx, FusionSettings(weight=weight, source=source))
+            scores[f"{source} {weight:g}"] = score(fused.argmax(axis=0), labels, slices,
+                                                   num_classes)["after"]
+    return scores
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    apply_threads(args.threads)
+    dataset = load_dataset(args.data)
+    cases = {c.id: c for c in dataset.split_cases("val")}
+    baselines = {(r["case"], r["k"], r["method"]): r["after"]
+                 for r in json.loads((args.run / "adapt_rows.json").read_text())
+                 if r["method"] in PROPAGATIONS}
+    results = []
+    for row in adapted_rows(args.run):
+        scores = score_case(row, cases[row["case"]], args.weights, len(dataset.class_names))
+        for method in PROPAGATIONS:
+            scores[f"{method} alone"] = baselines.get((row["case"], row["k"], method), np.nan)
+        results.append({"case": row["case"], "k": row["k"], "scores": scores})
+        print(json.dumps(results[-1]), flush=True)
+    (args.run / "fusion_sources.json").write_text(json.dumps(results, indent=2))
+    print(format_table(results))
+
+
+def format_table(results: list[dict]) -> str:
+    """Mean ± std (%) per output over the cases, and the cases above Fill between slices."""
+    lines = ["| output | Dice unannotated | cases above Fill between slices |", "|---|---:|---:|"]
+    fill = np.array([r["scores"]["interpolate alone"] for r in results])
+    for name in results[0]["scores"]:
+        values = np.array([r["scores"][name] for r in results])
+        lines.append(f"| {name} | {np.nanmean(values) * 100:.1f} ± {np.nanstd(values) * 100:.1f} "
+                     f"| {int((values > fill).sum())} of {len(values)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
