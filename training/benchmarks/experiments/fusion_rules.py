@@ -1,4 +1,4 @@
-"""Experiment: fuse Adapt's model with the nearest-slice copy or with "Fill between slices"?
+"""Experiment: how should Adapt fuse its model with the drawing: which source, which weight?
 
 Adapt's output fuses the adapted model with the drawing carried to the other slices
 (`arcoseg.adapt.fusion`, `FusionSettings.source`): by copying the nearest drawn slice, or by
@@ -10,19 +10,29 @@ nobody drew (Dice, mean over the foreground classes, %):
 
     python training/benchmarks/adapt_benchmark.py --data ../shared/data/LA --k 3 --cases 8 \
         --methods nearest,interpolate,arco --budget 120 --keep-models --out OUT
-    python training/benchmarks/experiments/fusion_sources.py --data ../shared/data/LA --run OUT
+    python training/benchmarks/experiments/fusion_rules.py --data ../shared/data/LA --run OUT
 
-Weight 0 is the model alone (the same for both sources). Prints a Markdown table (mean ± std
+Weight 0 is the model alone (the same for both sources). "chosen on the held-out slice" picks,
+per case, the source whose propagation of the other drawn slices scores higher on the slice
+Adapt holds out for its check (the middle one; the nearest copy on ties and with fewer than two
+other slices): a rule the product can apply before it writes the output. The weight rules, from
+the held-out check's numbers the run recorded (`heldout`: the checked model alone, its fused
+output, the copy): "held-out: alone if better" is the rule Adapt used until now (the model
+alone where it beats the fused output on the held-out slice, else weight 0.5), "held-out
+errors" sets w = e_model / (e_model + e_copy) with e = 1 - Dice on the held-out slice (the
+weight falls as the copy misses more than the model), at most 0.5. Prints a Markdown table (mean ± std
 over the cases, and the cases where each beats Fill between slices alone) and writes
-OUT/fusion_sources.json.
+OUT/fusion_rules.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -30,10 +40,12 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # adapt_benchmark's helpers
 from adapt_benchmark import score  # noqa: E402
 
-from arcoseg.adapt.annotations import Annotations  # noqa: E402
-from arcoseg.adapt.baselines import PROPAGATIONS  # noqa: E402
+from arcoseg.adapt.annotations import Annotations, hold_out  # noqa: E402
+from arcoseg.adapt.baselines import PROPAGATIONS, propagate_labels  # noqa: E402
+from arcoseg.adapt.check import slice_dice  # noqa: E402
 from arcoseg.adapt.fusion import FusionSettings, fuse  # noqa: E402
 from arcoseg.commands.common import AUTO_THREADS, apply_threads  # noqa: E402
+from arcoseg.constants import FUSION_WEIGHT  # noqa: E402
 from arcoseg.data.dataset import load_dataset  # noqa: E402
 from arcoseg.demo.pipeline import simulate_annotations  # noqa: E402
 from arcoseg.device import resolve_device  # noqa: E402
@@ -69,7 +81,7 @@ def adapted_rows(run: Path) -> list[dict]:
 
 
 def score_case(row: dict, case, weights: list[float], num_classes: int) -> dict[str, float]:
-    """Dice on the unannotated slices of every source x weight for one kept model."""
+    """Dice on the unannotated slices of every output (see the module doc) for one kept model."""
     image = read_image(case.images[0])
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
     slices = row["slices"]
@@ -78,13 +90,45 @@ def score_case(row: dict, case, weights: list[float], num_classes: int) -> dict[
     probs = segment_channels(model, meta, [image], device).probabilities
     drawing = Annotations(simulate_annotations(labels, 0, slices), 0, slices)
     spacing_zyx = tuple(reversed(image.GetSpacing()))
-    scores = {"model alone": score(probs.argmax(axis=0), labels, slices, num_classes)["after"]}
-    for source in PROPAGATIONS:
-        for weight in weights:
-            fused = fuse(probs, drawing, spacing_zyx, FusionSettings(weight=weight, source=source))
-            scores[f"{source} {weight:g}"] = score(fused.argmax(axis=0), labels, slices,
-                                                   num_classes)["after"]
-    return scores
+
+    @functools.cache
+    def fused(weight: float, source: str = "nearest") -> float:
+        settings = FusionSettings(weight=weight, source=source)
+        output = fuse(probs, drawing, spacing_zyx, settings).argmax(axis=0)
+        return score(output, labels, slices, num_classes)["after"]
+
+    scores = {"model alone": fused(0.0)}
+    scores.update({f"{source} {weight:g}": fused(weight, source)
+                   for source in PROPAGATIONS for weight in weights})
+    scores.update(weight_rules(row.get("heldout") or {}, fused))
+    held = heldout_propagation(drawing, num_classes)
+    chosen = max(held, key=lambda source: (held[source] or 0.0, source == "nearest"))
+    scores.update({f"chosen on the held-out slice {weight:g}": fused(weight, chosen)
+                   for weight in weights})
+    return {**scores, **{f"held-out slice: {source}": held[source] for source in held}}
+
+
+def weight_rules(check: dict, fused: Callable[[float], float]) -> dict[str, float]:
+    """The Dice of each weight rule (module doc) from the held-out check's numbers."""
+    alone, output, copied = (check.get(k) for k in ("adapted_dice", "output_dice", "copy_dice"))
+    out = {}
+    if alone is not None and output is not None:
+        out["held-out: alone if better"] = fused(0.0 if output < alone else FUSION_WEIGHT)
+    if alone is not None and copied is not None:
+        errors = (1 - alone, 1 - copied)
+        out["held-out errors"] = fused(min(FUSION_WEIGHT, errors[0] / max(1e-6, sum(errors))))
+    return out
+
+
+def heldout_propagation(drawing: Annotations, num_classes: int) -> dict[str, float | None]:
+    """Dice of each propagation of the training slices on Adapt's held-out slice (the middle
+    drawn slice, `annotations.hold_out`); interpolation needs two training slices."""
+    train, held_out = hold_out(drawing)
+    if held_out is None:
+        return {"nearest": None}
+    sources = PROPAGATIONS if len(train.slices) > 1 else ("nearest",)
+    return {source: slice_dice(propagate_labels(train.labels, train.axis, train.slices, source),
+                               held_out.labels, num_classes) for source in sources}
 
 
 def main() -> None:
@@ -102,7 +146,7 @@ def main() -> None:
             scores[f"{method} alone"] = baselines.get((row["case"], row["k"], method), np.nan)
         results.append({"case": row["case"], "k": row["k"], "scores": scores})
         print(json.dumps(results[-1]), flush=True)
-    (args.run / "fusion_sources.json").write_text(json.dumps(results, indent=2))
+    (args.run / "fusion_rules.json").write_text(json.dumps(results, indent=2))
     print(format_table(results))
 
 
@@ -111,7 +155,7 @@ def format_table(results: list[dict]) -> str:
     lines = ["| output | Dice unannotated | cases above Fill between slices |", "|---|---:|---:|"]
     fill = np.array([r["scores"]["interpolate alone"] for r in results])
     for name in results[0]["scores"]:
-        values = np.array([r["scores"][name] for r in results])
+        values = np.array([r["scores"][name] for r in results], dtype=float)
         lines.append(f"| {name} | {np.nanmean(values) * 100:.1f} ± {np.nanstd(values) * 100:.1f} "
                      f"| {int((values > fill).sum())} of {len(values)} |")
     return "\n".join(lines) + "\n"
