@@ -10,8 +10,8 @@ held-out slice is scored for the early stop and joins training for the end of th
 (`adapt.heldout`) → compare the model as it was before it joined with the parent and with
 copying the nearest drawn slice on the held-out slice (`adapt.check`) → commit a new registry
 version (activated only if it is not worse) → write the segmentations, the final model fused
-with every drawn slice (`adapt.fusion`; the model alone where the held-out slice shows the copy
-misleads) → suggest the next slices to annotate.
+with every drawn slice (`adapt.fusion`; the model alone where, on the held-out slice, the copy
+is far worse than the model) → suggest the next slices to annotate.
 """
 
 from __future__ import annotations
@@ -132,9 +132,9 @@ def segment_and_check(adapted: SegmentationModel, checked: SegmentationModel,
     """Run the held-out check (`adapt.check`) on the first image with `checked` (the model
     before the held-out slice joined training, `adapt.heldout`), then segment every image with
     the final model `adapted`, fused with every drawn slice (the held-out one too: the output
-    shows what the user drew). Where the fused output scores below the model alone on the
-    held-out slice, the drawing's copy misleads on this anatomy (e.g. drawn slices far apart)
-    and every output is the model alone (drawn slices still as drawn). Returns the
+    shows what the user drew). Where the copy scores far below the model on the held-out slice
+    (`fusion.checked_fusion`), the drawing's copy misleads on this anatomy and every output is
+    the model alone (drawn slices still as drawn). Returns the
     segmentations, the check and the fusion settings used."""
     keep_inference_network(adapted)  # trained: its weights do not change any more
     alone = [segment_channels(adapted, metadata, [item.image], device) for item in items]

@@ -20,7 +20,10 @@ the held-out check's numbers the run recorded (`heldout`: the checked model alon
 output, the copy): "held-out: alone if better" is the rule Adapt used until now (the model
 alone where it beats the fused output on the held-out slice, else weight 0.5), "held-out
 errors" sets w = e_model / (e_model + e_copy) with e = 1 - Dice on the held-out slice (the
-weight falls as the copy misses more than the model), at most 0.5. Prints a Markdown table (mean ± std
+weight falls as the copy misses more than the model), at most 0.5; "alone if the copy < 0.4 x
+the model": the model alone only where the copy scores below 0.4 times the model's Dice on the
+held-out slice (the copy there comes from twice the distance the output's copies do, so only a
+large gap says the copy harms), else weight 0.5. Prints a Markdown table (mean ± std
 over the cases, and the cases where each beats Fill between slices alone) and writes
 OUT/fusion_rules.json.
 """
@@ -115,6 +118,8 @@ def weight_rules(check: dict, fused: Callable[[float], float]) -> dict[str, floa
     if alone is not None and output is not None:
         out["held-out: alone if better"] = fused(0.0 if output < alone else FUSION_WEIGHT)
     if alone is not None and copied is not None:
+        out["held-out: alone if the copy < 0.4 x the model"] = fused(
+            0.0 if copied < 0.4 * alone else FUSION_WEIGHT)
         errors = (1 - alone, 1 - copied)
         out["held-out errors"] = fused(min(FUSION_WEIGHT, errors[0] / max(1e-6, sum(errors))))
     return out
