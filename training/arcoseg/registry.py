@@ -45,7 +45,7 @@ _VERSION = re.compile(r"v([1-9][0-9]*)")
 # Provenance fields of model.json copied into the index for `list` (the rest stays in model.json).
 _SUMMARY_KEYS = ("method", "dataset", "held_out", "validation")
 # `models export --with-history` adds a trained model folder's training/ history, without the
-# checkpoint files (train.trainer.CHECKPOINT_STEM: resume state, not history)
+# checkpoint files (train.resume.CHECKPOINT_STEM: resume state, not history)
 _HISTORY, _CHECKPOINT_PREFIX = "training", "checkpoint."
 
 

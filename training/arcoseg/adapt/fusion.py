@@ -12,7 +12,9 @@ where `p_copy` is a soft version of the nearest drawn slice's labels: each class
 plane by a Gaussian whose sigma grows with the distance d (mm, along the drawn axis) to that
 slice, `sigma = sigma_mm + slope * d`, then mixed with a uniform floor that grows with d,
 `floor(d) = 1 - (1 - floor) * exp(-d / reach_mm)`: far from the drawing the copy says little and
-the model decides. On the drawn slices themselves the output is the drawing.
+the model decides. On the drawn slices themselves the output is the drawing. The copy can also
+be "Fill between slices" between the drawn slices (`FusionSettings.source`); it scored no
+better on ACDC and LA (RESULTS.md), so the nearest copy is the default.
 
 Measured on ACDC validation volumes against the copy alone and the model alone
 (training/benchmarks/RESULTS.md, "Adapt fused with the drawing").
@@ -140,13 +142,13 @@ def checked_fusion(settings: FusionSettings, check: dict[str, Any]) -> FusionSet
 
     Why not simply "the model alone where it beats the fused output on the held-out slice", the
     rule until 2026-12-01: the held-out slice is the middle drawn slice, so its copy comes from a
-    whole gap between drawn slices away, while the output's copies come from at most half a gap
-    between the drawn slices: the comparison undervalues the copy. On 50 ACDC and LA validation volumes that rule chose the model alone
-    on 22, and on 19 of them the fixed fusion scored higher on the slices nobody drew (by 3.7
-    points on average; benchmarks/RESULTS.md, "Which fusion Adapt writes"), while the copy was
-    never below COPY_SHARE times the model; only a copy far worse than the model says the
-    drawing misleads on this anatomy (the brain demo: copy 0.26, model 0.91, where
-    fusion lowered the output by 3.6 points).
+    whole gap between drawn slices away, while the output's copies come from at most half a
+    gap: the comparison undervalues the copy. On 50 ACDC and LA validation volumes that rule
+    chose the model alone on 22, and on 19 of them the fixed fusion scored higher on the slices
+    nobody drew (by 3.7 points on average; benchmarks/RESULTS.md, "Which fusion Adapt
+    writes"), while the copy was never below COPY_SHARE times the model. Only a copy far worse
+    than the model says the drawing misleads on this anatomy (the brain demo: copy 0.26, model
+    0.91, where fusion lowered the output by 3.6 points).
     """
     copied, alone = check.get("copy_dice"), check.get("adapted_dice")
     if copied is not None and alone is not None and copied < COPY_SHARE * alone:

@@ -55,7 +55,7 @@ from arcoseg.evaluation.model_eval import ALL_CASES, evaluate_model_on_cases, sp
 from arcoseg.fileutil import write_text_atomic
 from arcoseg.progress import Reporter, to_jsonable
 from arcoseg.ranges import FRACTION, POSITIVE_INT, SEED, ListOf
-from arcoseg.train.trainer import CHECKPOINT_STEM
+from arcoseg.train.resume import CHECKPOINT_STEM
 
 RUN_RECORD, RESULTS_JSON, RESULTS_MD = "run.json", "results.json", "results.md"
 

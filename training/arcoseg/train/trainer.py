@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -39,26 +38,12 @@ from arcoseg.train.optimizer import make_optimizer
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.run_data import RunData, extra_unlabelled, prepare_data, without_label
 from arcoseg.train.precision import memory_format, to_memory_format, uses_grad_scaler
-from arcoseg.train.state import load_checkpoint, save_checkpoint
+from arcoseg.train.resume import CHECKPOINT_STEM, RunState, resume_run, save_run
 from arcoseg.train.validation import validate
 
 __all__ = ["Convergence", "RunData", "Trainer", "extra_unlabelled", "prepare_data", "train",
            "without_label"]
-CHECKPOINT_STEM = "training/checkpoint"
 BUDGET_WINDOW = 5  # iterations between re-estimates of how many fit the time budget
-# options that may change between an interrupted run and its resume
-RESUMABLE_CHANGES = ("iterations", "device", "amp", "channels_last")
-
-
-@dataclass
-class RunState:
-    """The loop's progress, saved in checkpoints."""
-
-    iteration: int = 0
-    best_score: float = -1.0
-    best_iteration: int = 0
-    best_metrics: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def _sampler(cases: list[PreprocessedCase], options: TrainOptions, batch: int, seed: int,
@@ -143,61 +128,16 @@ class Trainer:
             StudentForward(self.model), self.device,
             find_unused=self.model.head is not None and not always_embeds))
 
-    # -- checkpoints -------------------------------------------------------------------------
+    # -- checkpoints (train.resume) -----------------------------------------------------------
     def save_checkpoint(self) -> None:
         """Everything needed to continue exactly where the run is now (rank 0 writes it; every
         rank must call this, to hand over its own random state)."""
-        generators = self._generator_states()
-        if not self.ctx.is_main:
-            return
-        save_checkpoint(self.out_dir / CHECKPOINT_STEM, {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "method": self.method.state_dict(), "scaler": self.scaler.state_dict(),
-            "labelled_sampler": self.labelled_sampler.state_dict(),
-            "unlabelled_sampler": (self.unlabelled_sampler.state_dict()
-                                   if self.unlabelled_sampler else None),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "rank_generators": generators, "world_size": self.ctx.world_size,
-            "state": vars(self.state), "options": self.options.to_dict()})
-
-    def _generator_states(self) -> list[torch.Tensor]:
-        generator = getattr(self.method, "generator", None)
-        if generator is None:
-            return []
-        return distributed.gather_states(self.ctx, generator.get_state(), self.device)
+        save_run(self)
 
     def resume(self) -> None:
         """Load the run's last checkpoint; refuse one written with different options or by
         another number of processes."""
-        ckpt = load_checkpoint(self.out_dir / CHECKPOINT_STEM)
-        saved = {k: v for k, v in ckpt["options"].items() if k not in RESUMABLE_CHANGES}
-        now = {k: v for k, v in self.options.to_dict().items() if k not in RESUMABLE_CHANGES}
-        if saved != now:
-            changed = sorted(k for k in now if saved.get(k) != now[k])
-            raise ArcosegError(f"Cannot resume {self.out_dir}: the options differ from the "
-                               f"interrupted run ({', '.join(changed)}). Rerun with the same options.")
-        world = ckpt.get("world_size", 1)
-        if world != self.ctx.world_size:
-            raise ArcosegError(f"Cannot resume {self.out_dir}: it was trained by {world} "
-                               f"process(es), this run has {self.ctx.world_size}. Resume with "
-                               f"torchrun --nproc-per-node {world} (or without torchrun for 1).")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.method.load_state_dict(ckpt["method"])
-        if ckpt.get("rank_generators"):
-            self.method.generator.set_state(ckpt["rank_generators"][self.ctx.rank].cpu())
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.labelled_sampler.load_state_dict(ckpt["labelled_sampler"])
-        if self.unlabelled_sampler is not None:
-            self.unlabelled_sampler.load_state_dict(ckpt["unlabelled_sampler"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        if ckpt["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-        self.state = RunState(**ckpt["state"])
-        if self.ctx.is_main:
-            self.log.truncate_after(self.state.iteration)
-        self.reporter.log(f"Resuming at iteration {self.state.iteration}")
+        resume_run(self)
 
     def use_labelled(self, cases: list[PreprocessedCase]) -> None:
         """Train on `cases` as the labelled data from the next iteration on (a new sampler;

@@ -1,0 +1,101 @@
+"""A training run's checkpoint: what `Trainer` saves to continue exactly where it stopped, and
+`--resume` restoring it (the pickle-free file format is `train.state`'s).
+
+A checkpoint holds the student, optimiser, method (teacher, memory bank, queue, generator),
+gradient scaler, samplers, torch and CUDA random states, every rank's method generator, the
+loop's `RunState` and the options. A resume must use the same options (except those in
+RESUMABLE_CHANGES) and the same number of processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from arcoseg.errors import ArcosegError
+from arcoseg.train import distributed
+from arcoseg.train.state import load_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:
+    from arcoseg.train.trainer import Trainer
+
+CHECKPOINT_STEM = "training/checkpoint"
+# options that may change between an interrupted run and its resume
+RESUMABLE_CHANGES = ("iterations", "device", "amp", "channels_last")
+
+
+@dataclass
+class RunState:
+    """The loop's progress, saved in checkpoints."""
+
+    iteration: int = 0
+    best_score: float = -1.0
+    best_iteration: int = 0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def save_run(trainer: Trainer) -> None:
+    """Write `trainer`'s checkpoint (rank 0 writes; every rank must call this, to hand over its
+    own random state)."""
+    generators = _generator_states(trainer)
+    if not trainer.ctx.is_main:
+        return
+    save_checkpoint(trainer.out_dir / CHECKPOINT_STEM, {
+        "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+        "method": trainer.method.state_dict(), "scaler": trainer.scaler.state_dict(),
+        "labelled_sampler": trainer.labelled_sampler.state_dict(),
+        "unlabelled_sampler": (trainer.unlabelled_sampler.state_dict()
+                               if trainer.unlabelled_sampler else None),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "rank_generators": generators, "world_size": trainer.ctx.world_size,
+        "state": vars(trainer.state), "options": trainer.options.to_dict()})
+
+
+def _generator_states(trainer: Trainer) -> list[torch.Tensor]:
+    generator = getattr(trainer.method, "generator", None)
+    if generator is None:
+        return []
+    return distributed.gather_states(trainer.ctx, generator.get_state(), trainer.device)
+
+
+def resume_run(trainer: Trainer) -> None:
+    """Load `trainer`'s last checkpoint into it. Raises ArcosegError (with what to do) when
+    there is none, it is damaged, or it was written with other options or another number of
+    processes."""
+    ckpt = load_checkpoint(trainer.out_dir / CHECKPOINT_STEM)
+    _check_compatible(trainer, ckpt)
+    trainer.model.load_state_dict(ckpt["model"])
+    trainer.optimizer.load_state_dict(ckpt["optimizer"])
+    trainer.method.load_state_dict(ckpt["method"])
+    if ckpt.get("rank_generators"):
+        trainer.method.generator.set_state(ckpt["rank_generators"][trainer.ctx.rank].cpu())
+    trainer.scaler.load_state_dict(ckpt["scaler"])
+    trainer.labelled_sampler.load_state_dict(ckpt["labelled_sampler"])
+    if trainer.unlabelled_sampler is not None:
+        trainer.unlabelled_sampler.load_state_dict(ckpt["unlabelled_sampler"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    if ckpt["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+    trainer.state = RunState(**ckpt["state"])
+    if trainer.ctx.is_main:
+        trainer.log.truncate_after(trainer.state.iteration)
+    trainer.reporter.log(f"Resuming at iteration {trainer.state.iteration}")
+
+
+def _check_compatible(trainer: Trainer, ckpt: dict) -> None:
+    """Refuse a checkpoint of other options or another number of processes."""
+    saved = {k: v for k, v in ckpt["options"].items() if k not in RESUMABLE_CHANGES}
+    now = {k: v for k, v in trainer.options.to_dict().items() if k not in RESUMABLE_CHANGES}
+    if saved != now:
+        changed = sorted(k for k in now if saved.get(k) != now[k])
+        raise ArcosegError(f"Cannot resume {trainer.out_dir}: the options differ from the "
+                           f"interrupted run ({', '.join(changed)}). Rerun with the same options.")
+    world = ckpt.get("world_size", 1)
+    if world != trainer.ctx.world_size:
+        raise ArcosegError(f"Cannot resume {trainer.out_dir}: it was trained by {world} "
+                           f"process(es), this run has {trainer.ctx.world_size}. Resume with "
+                           f"torchrun --nproc-per-node {world} (or without torchrun for 1).")
