@@ -104,7 +104,8 @@ class AdaptOutput:
     iterations: int = 0
     seconds: float = 0.0
     copy_dice: float | None = None  # copying the nearest drawn slice onto the held-out one
-    output_dice: float | None = None  # the segmentation Adapt wrote: model and drawing fused
+    output_dice: float | None = None  # the model fused with the drawing (Adapt's output
+    # unless the copy is far worse than the model there: then the model alone is written)
 
     def heldout_check(self) -> str:
         """The held-out check in words: 'held-out slice 17, Dice 0.710 → 0.802 (activated)',

@@ -141,6 +141,7 @@ def test_bad_settings_and_grids_are_refused():
 @pytest.mark.parametrize("adapted,copied,weight", [
     (0.91, 0.26, 0.0),  # the brain demo: the copy far below the model, the model alone
     (0.88, 0.36, 0.5),  # the copy below the model but not far: fused (it helped on ACDC, k = 2)
+    (0.5, 0.19, 0.0), (0.5, 0.21, 0.5),  # either side of 0.4 x the model
     (0.40, 0.80, 0.5), (None, None, 0.5), (0.5, None, 0.5)])
 def test_the_model_alone_is_written_only_where_the_copy_is_far_worse_on_the_held_out_slice(
         adapted, copied, weight):

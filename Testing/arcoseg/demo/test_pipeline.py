@@ -37,6 +37,10 @@ def test_demo_pipeline_writes_report_overlay_and_suggestions(tmp_path):
     out = tmp_path / "out"
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "Next slices to annotate" in report and "test notice" in report
+    weight = result["heldout"]["fusion_weight"]
+    written = ("the model alone" if weight == 0
+               else f"the model fused with the drawing (weight {weight:g})")
+    assert f"the segmentation written: {written}." in report
     assert (out / "overlay.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "evaluation" / "summary.md").is_file()
     assert len(result["annotated_slices"]) == 3

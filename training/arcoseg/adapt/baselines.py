@@ -8,12 +8,17 @@ along `axis` — and fill the slices nobody drew. They are the baselines Adapt m
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 from arcoseg.adapt.annotations import along
+from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import ArcosegError, check_choice
 
 INTERPOLATION_PACKAGE = "itk-morphologicalcontourinterpolation"
+_MISSING_INTERPOLATION = (f"Interpolation needs the optional package {INTERPOLATION_PACKAGE}: "
+                          f"pip install 'arcoseg[bench]' (or {INTERPOLATION_PACKAGE}).")
 
 
 def slice_distance(size: int, slices: list[int]) -> np.ndarray:
@@ -53,12 +58,11 @@ def interpolate(drawn: np.ndarray, axis: int, slices: list[int]) -> np.ndarray:
     try:
         import itk
     except ImportError as err:
-        raise ArcosegError(f"Interpolation needs the optional package {INTERPOLATION_PACKAGE}: "
-                           f"pip install 'arcoseg[bench]' (or {INTERPOLATION_PACKAGE}).") from err
+        raise ArcosegError(_MISSING_INTERPOLATION) from err
     itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(1)  # see _interpolate_class
     source = np.zeros(drawn.shape, np.uint8)
     source[along(axis, slices)] = drawn[along(axis, slices)]
-    source[source == 255] = 0  # an unannotated mark inside a drawn slice is no class
+    source[source == IGNORE_LABEL] = 0  # an unannotated mark inside a drawn slice is no class
     filled = np.zeros_like(source)
     for value in np.unique(source[source > 0]):
         filled[_interpolate_class(itk, source == value, axis)] = value
@@ -83,11 +87,21 @@ PROPAGATIONS = tuple(BASELINES)  # how the drawing is carried to the other slice
 def propagate_labels(drawn: np.ndarray, axis: int, slices: list[int], mode: str) -> np.ndarray:
     """Every slice along `axis` filled from the drawing, (z, y, x) uint8: `mode` 'nearest'
     copies the nearest drawn slice; 'interpolate' fills between the outermost drawn slices by
-    `interpolate` and copies the nearest drawn slice beyond them (where Slicer leaves nothing).
-    Raises ArcosegError for an unknown mode, or as `interpolate` does."""
+    `interpolate` and copies the nearest drawn slice beyond them (where Slicer leaves nothing;
+    with one drawn slice, the copy everywhere). Voxels left unannotated (IGNORE_LABEL) inside
+    a drawn slice stay IGNORE_LABEL on it and wherever it is the nearest drawn slice: nobody
+    said what they are. Raises ArcosegError for an unknown mode, or as `interpolate` does."""
     check_choice(mode, PROPAGATIONS, "propagation")
     labels = nearest_copy(drawn, axis, slices).astype(np.uint8)
-    if mode == "interpolate":
+    if mode == "interpolate" and len(set(slices)) > 1:
         inside = along(axis, list(range(min(slices), max(slices) + 1)))
-        labels[inside] = interpolate(drawn, axis, slices)[inside]
+        filled = interpolate(drawn, axis, slices)[inside]
+        labels[inside] = np.where(labels[inside] == IGNORE_LABEL, IGNORE_LABEL, filled)
     return labels
+
+
+def check_interpolation() -> None:
+    """Raise ArcosegError (with the install command) when `interpolate`'s optional package is
+    missing, before any long work that would need it."""
+    if importlib.util.find_spec("itk") is None:
+        raise ArcosegError(_MISSING_INTERPOLATION)

@@ -8,7 +8,8 @@ Statistical Science 1986; a product of experts, Hinton, Neural Computation 2002)
 
     log q(c | v) = (1 - w) log p_model(c | v) + w log p_copy(c | v) + const,
 
-where `p_copy` is a soft version of the nearest drawn slice's labels: each class mask blurred in
+where `p_copy` is a soft version of the nearest drawn slice's labels (or, with `source`
+'interpolate', of Fill between slices, see below): each class mask blurred in
 plane by a Gaussian whose sigma grows with the distance d (mm, along the drawn axis) to that
 slice, `sigma = sigma_mm + slope * d`, then mixed with a uniform floor that grows with d,
 `floor(d) = 1 - (1 - floor) * exp(-d / reach_mm)`: far from the drawing the copy says little and
@@ -31,7 +32,8 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
 from arcoseg.adapt.annotations import Annotations, along
-from arcoseg.adapt.baselines import PROPAGATIONS, propagate_labels, slice_distance
+from arcoseg.adapt.baselines import (PROPAGATIONS, check_interpolation, propagate_labels,
+                                     slice_distance)
 from arcoseg.constants import FUSION_WEIGHT, IGNORE_LABEL
 from arcoseg.errors import ArcosegError, check_choice
 from arcoseg.inference import Segmentation
@@ -58,6 +60,8 @@ class FusionSettings:
 
     def __post_init__(self) -> None:
         check_choice(self.source, PROPAGATIONS, "fusion source")
+        if self.source == "interpolate":
+            check_interpolation()
         UNIT.check(self.weight, "fusion weight")
         NONNEG.check(self.sigma_mm, "fusion sigma_mm")
         NONNEG.check(self.slope, "fusion slope")
@@ -69,7 +73,8 @@ class FusionSettings:
 def copy_probabilities(annotations: Annotations, num_classes: int,
                        spacing_zyx: tuple[float, float, float],
                        settings: FusionSettings) -> np.ndarray:
-    """The soft nearest-slice copy, (K, z, y, x) float32 summing to 1 over K.
+    """The soft copy of the drawing (by `settings.source`), (K, z, y, x) float32 summing to 1
+    over K.
 
     annotations: class indices on the drawn slices (IGNORE_LABEL elsewhere, and inside a drawn
     slice where nothing was drawn: those voxels count as no class, i.e. uniform);
@@ -138,7 +143,8 @@ def fuse(probabilities: np.ndarray, annotations: Annotations,
 def checked_fusion(settings: FusionSettings, check: dict[str, Any]) -> FusionSettings:
     """`settings`, or weight 0 (the model alone) when the held-out check (`adapt.check`) found
     the nearest-slice copy far worse than the adapted model on the held-out slice: below
-    COPY_SHARE times the model's Dice. `check["fusion_weight"]` and its note say which was used.
+    COPY_SHARE times the model's Dice (`check["copy_dice"]`: the nearest copy, whatever
+    `settings.source`). `check["fusion_weight"]` and its note say which was used.
 
     Why not simply "the model alone where it beats the fused output on the held-out slice", the
     rule until 2026-12-01: the held-out slice is the middle drawn slice, so its copy comes from a

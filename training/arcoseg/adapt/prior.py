@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from arcoseg.adapt.annotations import along
-from arcoseg.adapt.baselines import propagate_labels, slice_distance
+from arcoseg.adapt.baselines import check_interpolation, propagate_labels, slice_distance
 from arcoseg.constants import DEFAULT_PRIOR, IGNORE_LABEL, PRIOR_MODES
 from arcoseg.errors import check_choice
 from arcoseg.ranges import NONNEG, POSITIVE, POSITIVE_INT, SHARE
@@ -46,6 +46,8 @@ class PriorSettings:
 
     def __post_init__(self) -> None:
         check_choice(self.mode, PRIOR_MODES, "prior mode")
+        if self.mode == "interpolate":
+            check_interpolation()
         NONNEG.check(self.strength, "Prior strength")
         POSITIVE.check(self.scale, "Prior scale (slices)")
         SHARE.check(self.decay, "Prior decay (part of the schedule)")

@@ -90,8 +90,9 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
             check_format_holds(item.image, path, str(item.path))
     axis = items[0].annotations.axis
     plan = make_plan(parent, items, axis)
-    held = items[0].held_out
-    held_out = f" (slice {held.slices[0]} held out for the check until late)" if held else ""
+    check_slice = items[0].held_out
+    held_out = (f" (slice {check_slice.slices[0]} held out for the check until late)"
+                if check_slice else "")
     reporter.log(f"Adapting {parent.name} on {sum(len(i.drawn_slices) for i in items)} "
                  f"annotated slice(s){held_out} along axis {axis}: {request.iterations} "
                  f"iterations at most, budget {request.budget:.0f} s, "

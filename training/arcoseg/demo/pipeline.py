@@ -110,10 +110,10 @@ def _report(class_names: list[str], chosen: list[int], axis: int, result: dict[s
              f"- Training: {result['iterations']} iterations in {result['seconds']} s "
              "(ARCO, stratified group sampling).",
              f"- Held-out slice Dice of the adapted model: {_pct(held['adapted_dice'])}; "
-             f"of the segmentation written (model and drawing fused): "
-             f"{_pct(held.get('output_dice'))}; "
+             f"of the model fused with the drawing: {_pct(held.get('output_dice'))}; "
              f"copying the nearest annotated slice onto it: {_pct(held.get('copy_dice'))}"
-             f"{'' if held['activated'] else ' (model saved, not activated)'}.",
+             f"{'' if held['activated'] else ' (model saved, not activated)'}; "
+             f"the segmentation written: {_written(held)}.",
              "- Dice on the slices nobody annotated: " + ", ".join(
                  f"{n} {_pct(d)}" for n, d in zip(class_names[1:], unseen)) + ".",
              f"- Next slices to annotate: {result['suggested_slices']}.", "",
@@ -125,3 +125,12 @@ def _report(class_names: list[str], chosen: list[int], axis: int, result: dict[s
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.1f} %"
+
+
+def _written(held: dict) -> str:
+    """Which segmentation Adapt wrote, from its held-out check (`adapt.fusion.checked_fusion`)."""
+    weight = held.get("fusion_weight")
+    if weight is None:
+        return "n/a"
+    return ("the model alone (the copy is far worse than the model here)" if weight == 0
+            else f"the model fused with the drawing (weight {weight:g})")

@@ -46,7 +46,7 @@ from adapt_benchmark import score  # noqa: E402
 from arcoseg.adapt.annotations import Annotations, hold_out  # noqa: E402
 from arcoseg.adapt.baselines import PROPAGATIONS, propagate_labels  # noqa: E402
 from arcoseg.adapt.check import slice_dice  # noqa: E402
-from arcoseg.adapt.fusion import FusionSettings, fuse  # noqa: E402
+from arcoseg.adapt.fusion import COPY_SHARE, FusionSettings, fuse  # noqa: E402
 from arcoseg.commands.common import AUTO_THREADS, apply_threads  # noqa: E402
 from arcoseg.constants import FUSION_WEIGHT  # noqa: E402
 from arcoseg.data.dataset import load_dataset  # noqa: E402
@@ -118,8 +118,8 @@ def weight_rules(check: dict, fused: Callable[[float], float]) -> dict[str, floa
     if alone is not None and output is not None:
         out["held-out: alone if better"] = fused(0.0 if output < alone else FUSION_WEIGHT)
     if alone is not None and copied is not None:
-        out["held-out: alone if the copy < 0.4 x the model"] = fused(
-            0.0 if copied < 0.4 * alone else FUSION_WEIGHT)
+        out[f"held-out: alone if the copy < {COPY_SHARE:g} x the model"] = fused(
+            0.0 if copied < COPY_SHARE * alone else FUSION_WEIGHT)
         errors = (1 - alone, 1 - copied)
         out["held-out errors"] = fused(min(FUSION_WEIGHT, errors[0] / max(1e-6, sum(errors))))
     return out
@@ -156,13 +156,20 @@ def main() -> None:
 
 
 def format_table(results: list[dict]) -> str:
-    """Mean ± std (%) per output over the cases, and the cases above Fill between slices."""
-    lines = ["| output | Dice unannotated | cases above Fill between slices |", "|---|---:|---:|"]
-    fill = np.array([r["scores"]["interpolate alone"] for r in results])
-    for name in results[0]["scores"]:
-        values = np.array([r["scores"][name] for r in results], dtype=float)
-        lines.append(f"| {name} | {np.nanmean(values) * 100:.1f} ± {np.nanstd(values) * 100:.1f} "
-                     f"| {int((values > fill).sum())} of {len(values)} |")
+    """Per k: mean ± std (%) of each output over the cases that have it, and the cases above
+    Fill between slices."""
+    lines = ["| k | output | cases | Dice unannotated | cases above Fill between slices |",
+             "|---:|---|---:|---:|---:|"]
+    for k in sorted({r["k"] for r in results}):
+        group = [r["scores"] for r in results if r["k"] == k]
+        names = list(dict.fromkeys(name for scores in group for name in scores))
+        fill = np.array([scores["interpolate alone"] for scores in group], dtype=float)
+        for name in names:
+            values = np.array([scores.get(name, np.nan) for scores in group], dtype=float)
+            have = ~np.isnan(values)
+            lines.append(f"| {k} | {name} | {int(have.sum())} | "
+                         f"{np.nanmean(values) * 100:.1f} ± {np.nanstd(values) * 100:.1f} | "
+                         f"{int((values[have] > fill[have]).sum())} of {int(have.sum())} |")
     return "\n".join(lines) + "\n"
 
 
