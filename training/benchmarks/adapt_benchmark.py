@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=FRACTION,
                    help="supervised-only fraction (default: Adapt's, half from scratch)")
     p.add_argument("--optimizer", choices=OPTIMIZERS,
-                   help="adamw or sgd (default: Adapt's, adamw from scratch, sgd from a base)")
+                   help="adamw or sgd (default: Adapt's, adamw)")
     p.add_argument("--lr", type=POSITIVE, help="initial learning rate (default: the optimiser's)")
     p.add_argument("--prior", choices=PRIOR_MODES, default=PriorSettings.mode,
                    help="propagation prior (adapt.prior)")

@@ -98,8 +98,7 @@ def test_adapting_a_registry_model_adds_a_child_and_leaves_the_parent_untouched(
     assert (parent_dir / "model.safetensors").read_bytes() == before
 
 
-def test_from_scratch_half_is_supervised_with_adamw_and_from_a_parent_none_with_sgd(case,
-                                                                                  tmp_path):
+def test_from_scratch_half_is_supervised_and_from_a_parent_none_both_with_adamw(case, tmp_path):
     def options(name):
         meta = json.loads((Registry().resolve(name) / "model.json").read_text())
         found = meta["provenance"]["options"]
@@ -110,7 +109,7 @@ def test_from_scratch_half_is_supervised_with_adamw_and_from_a_parent_none_with_
     assert schedule.SCRATCH_WARMUP == 0.5
     adapt(_request(case, tmp_path, classes=None, model="adapted"), Reporter(quiet=True),
           lambda: False)
-    assert options("adapted@v2") == (0.0, "sgd", 0.01)
+    assert options("adapted@v2") == (0.0, "adamw", 0.001)
     adapt(_request(case, tmp_path, name="sup", method="supervised"), Reporter(quiet=True),
           lambda: False)
     assert options("sup@v1")[0] == 0.0  # nothing semi-supervised to warm up for

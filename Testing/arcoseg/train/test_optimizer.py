@@ -26,14 +26,13 @@ def test_an_unknown_optimiser_is_refused_by_name():
         TrainOptions(optimizer="adam")
 
 
-@pytest.mark.parametrize("requested,lr,scratch,expected", [
-    (None, None, True, ("adamw", 1e-3)),
-    (None, None, False, ("sgd", 0.01)),
-    ("sgd", None, True, ("sgd", 0.01)),
-    ("adamw", 5e-4, False, ("adamw", 5e-4)),
+@pytest.mark.parametrize("requested,lr,expected", [
+    (None, None, ("adamw", 1e-3)),
+    ("sgd", None, ("sgd", 0.01)),
+    ("adamw", 5e-4, ("adamw", 5e-4)),
 ])
-def test_adapt_picks_the_optimiser_by_start_unless_asked(requested, lr, scratch, expected):
-    assert schedule.optimizer(requested, lr, scratch) == expected
+def test_adapt_trains_with_adamw_unless_asked(requested, lr, expected):
+    assert schedule.optimizer(requested, lr) == expected
 
 
 def test_adapt_warm_up_defaults():

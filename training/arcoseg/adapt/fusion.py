@@ -149,9 +149,9 @@ def checked_fusion(settings: FusionSettings, check: dict[str, Any]) -> FusionSet
     Why not simply "the model alone where it beats the fused output on the held-out slice", the
     rule until 2026-12-01: the held-out slice is the middle drawn slice, so its copy comes from a
     whole gap between drawn slices away, while the output's copies come from at most half a
-    gap: the comparison undervalues the copy. On 50 ACDC and LA validation volumes that rule
-    chose the model alone on 22, and on 19 of them the fixed fusion scored higher on the slices
-    nobody drew (by 3.7 points on average; benchmarks/RESULTS.md, "Which fusion Adapt
+    gap: the comparison undervalues the copy. On 60 ACDC and LA validation volumes that rule
+    chose the model alone on 28, and on 23 of them the fixed fusion scored higher on the slices
+    nobody drew (by 3.7 points on average there; benchmarks/RESULTS.md, "Which fusion Adapt
     writes"), while the copy was never below COPY_SHARE times the model. Only a copy far worse
     than the model says the drawing misleads on this anatomy (the brain demo: copy 0.26, model
     0.91, where fusion lowered the output by 3.6 points).

@@ -29,7 +29,7 @@ class AdaptRequest:
     # supervised-only fraction of the schedule before the semi-supervised terms; None: half
     # from scratch (a random teacher's pseudo-labels wreck it, RESULTS.md), none from a parent
     warmup: float | None = None
-    optimizer: str | None = None  # None: AdamW from scratch, SGD from a parent (adapt.schedule)
+    optimizer: str | None = None  # None: AdamW (adapt.schedule)
     lr: float | None = None  # None: the optimiser's default (adapt.schedule)
     # intensity augmentation (data.intensity): off, unlike `train`. It makes a model robust to
     # intensity differences between patients, but Adapt trains on and segments one image, and

@@ -54,7 +54,7 @@ def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedIm
     """Run the ARCO training with partial labels inside the time budget; the held-out slice
     (if any) joins training for the end of the schedule (`adapt.heldout`)."""
     scratch = parent.model is None
-    optimizer, lr = schedule.optimizer(request.optimizer, request.lr, scratch)
+    optimizer, lr = schedule.optimizer(request.optimizer, request.lr)
     options = TrainOptions(dims=plan.dims, method=request.method, sampler=request.sampler,
                            optimizer=optimizer, lr=lr,
                            iterations=request.iterations, batch=4 if plan.dims == 2 else 2,

@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="fraction of the schedule trained supervised-only before the "
                         "semi-supervised terms start (default: 0.5 with --from-scratch, else 0)")
     p.add_argument("--optimizer", choices=OPTIMIZERS,
-                   help="adamw or sgd (default: adamw from scratch, sgd from a model)")
+                   help="adamw or sgd (default: adamw)")
     p.add_argument("--lr", type=POSITIVE,
                    help="initial learning rate (default: 0.001 for adamw, 0.01 for sgd)")
     p.add_argument("--prior", choices=PRIOR_MODES, default=DEFAULT_PRIOR,

@@ -11,6 +11,7 @@ nobody drew (Dice, mean over the foreground classes, %):
     python training/benchmarks/adapt_benchmark.py --data ../shared/data/LA --k 3 --cases 8 \
         --methods nearest,interpolate,arco --budget 120 --keep-models --out OUT
     python training/benchmarks/experiments/fusion_rules.py --data ../shared/data/LA --run OUT
+    python training/benchmarks/experiments/fusion_rules.py --demo DEMO_OUT   # arcoseg demo --out
 
 Weight 0 is the model alone (the same for both sources). "chosen on the held-out slice" picks,
 per case, the source whose propagation of the other drawn slices scores higher on the slice
@@ -35,6 +36,7 @@ import functools
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -44,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # adapt_benchmark'
 from adapt_benchmark import score  # noqa: E402
 
 from arcoseg.adapt.annotations import Annotations, hold_out  # noqa: E402
-from arcoseg.adapt.baselines import PROPAGATIONS, propagate_labels  # noqa: E402
+from arcoseg.adapt.baselines import BASELINES, PROPAGATIONS, propagate_labels  # noqa: E402
 from arcoseg.adapt.check import slice_dice  # noqa: E402
 from arcoseg.adapt.fusion import COPY_SHARE, FusionSettings, fuse  # noqa: E402
 from arcoseg.commands.common import AUTO_THREADS, apply_threads  # noqa: E402
@@ -60,9 +62,10 @@ from arcoseg.ranges import POSITIVE_INT, UNIT, ListOf  # noqa: E402
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="the dataset the run used")
-    p.add_argument("--run", type=Path, required=True,
-                   help="an adapt_benchmark.py --keep-models output folder")
+    p.add_argument("--data", type=Path, help="the dataset the run used")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--run", type=Path, help="an adapt_benchmark.py --keep-models output folder")
+    where.add_argument("--demo", type=Path, help="an `arcoseg demo --out DIR` folder instead")
     p.add_argument("--weights", type=ListOf(UNIT), default="0.3,0.5,0.7",
                    help="the drawing's weights to score with each source")
     p.add_argument("--threads", type=POSITIVE_INT, default=AUTO_THREADS)
@@ -139,6 +142,16 @@ def heldout_propagation(drawing: Annotations, num_classes: int) -> dict[str, flo
 def main() -> None:
     args = build_parser().parse_args()
     apply_threads(args.threads)
+    results = demo_results(args) if args.demo else run_results(args)
+    out = args.demo or args.run
+    (out / "fusion_rules.json").write_text(json.dumps(results, indent=2))
+    print(format_table(results))
+
+
+def run_results(args: argparse.Namespace) -> list[dict]:
+    """Every kept model of an adapt_benchmark run, scored (one JSON line each as it goes)."""
+    if args.data is None:
+        raise SystemExit("--run needs --data (the dataset the run used).")
     dataset = load_dataset(args.data)
     cases = {c.id: c for c in dataset.split_cases("val")}
     baselines = {(r["case"], r["k"], r["method"]): r["after"]
@@ -151,8 +164,28 @@ def main() -> None:
             scores[f"{method} alone"] = baselines.get((row["case"], row["k"], method), np.nan)
         results.append({"case": row["case"], "k": row["k"], "scores": scores})
         print(json.dumps(results[-1]), flush=True)
-    (args.run / "fusion_rules.json").write_text(json.dumps(results, indent=2))
-    print(format_table(results))
+    return results
+
+
+def demo_results(args: argparse.Namespace) -> list[dict]:
+    """An `arcoseg demo --out DIR` run scored the same way: its inputs, its adapted model and
+    the held-out check its model.json keeps."""
+    inputs = args.demo / "inputs"
+    versions = sorted((args.demo / "registry" / "models" / "demo" / "versions").iterdir(),
+                      key=lambda p: int(p.name[1:]))
+    meta = json.loads((versions[-1] / "model.json").read_text())
+    slices = meta["provenance"]["images"][0]["annotated_slices"]
+    case = SimpleNamespace(images=[inputs / "image.nii.gz"], label=inputs / "full_labels.nii.gz")
+    row = {"slices": slices, "model_path": str(versions[-1]),
+           "heldout": meta["provenance"]["held_out"]}
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
+    num_classes = int(labels.max()) + 1
+    scores = score_case(row, case, args.weights, num_classes)
+    drawing = simulate_annotations(labels, 0, slices)
+    for method in PROPAGATIONS:  # the free baselines, as adapt_benchmark.py scores them
+        filled = BASELINES[method](drawing, 0, slices)
+        scores[f"{method} alone"] = score(filled, labels, slices, num_classes)["after"]
+    return [{"case": "demo", "k": len(slices), "scores": scores}]
 
 
 def format_table(results: list[dict]) -> str:
