@@ -12,6 +12,7 @@ nobody drew (Dice, mean over the foreground classes, %):
         --methods nearest,interpolate,arco --budget 120 --keep-models --out OUT
     python training/benchmarks/experiments/fusion_rules.py --data ../shared/data/LA --run OUT
     python training/benchmarks/experiments/fusion_rules.py --demo DEMO_OUT   # arcoseg demo --out
+    python training/benchmarks/experiments/fusion_rules.py --count RUN [RUN ...]  # rows only
 
 Weight 0 is the model alone (the same for both sources). "chosen on the held-out slice" picks,
 per case, the source whose propagation of the other drawn slices scores higher on the slice
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--run", type=Path, help="an adapt_benchmark.py --keep-models output folder")
     where.add_argument("--demo", type=Path, help="an `arcoseg demo --out DIR` folder instead")
+    where.add_argument("--count", type=Path, nargs="+", metavar="RUN",
+                       help="only count, from the rows of adapt_benchmark runs (no kept models "
+                            "needed), where the old rule wrote the model alone and how it did")
     p.add_argument("--weights", type=ListOf(UNIT), default="0.3,0.5,0.7",
                    help="the drawing's weights to score with each source")
     p.add_argument("--threads", type=POSITIVE_INT, default=AUTO_THREADS)
@@ -142,6 +146,9 @@ def heldout_propagation(drawing: Annotations, num_classes: int) -> dict[str, flo
 def main() -> None:
     args = build_parser().parse_args()
     apply_threads(args.threads)
+    if args.count:
+        print(count_old_rule(args.count))
+        return
     results = demo_results(args) if args.demo else run_results(args)
     out = args.demo or args.run
     (out / "fusion_rules.json").write_text(json.dumps(results, indent=2))
@@ -186,6 +193,27 @@ def demo_results(args: argparse.Namespace) -> list[dict]:
         filled = BASELINES[method](drawing, 0, slices)
         scores[f"{method} alone"] = score(filled, labels, slices, num_classes)["after"]
     return [{"case": "demo", "k": len(slices), "scores": scores}]
+
+
+def count_old_rule(runs: list[Path]) -> str:
+    """Over the Adapt rows of `runs` that keep the held-out check's numbers: how often the old
+    rule wrote the model alone, how often weight 0.5 then scored higher on the slices nobody
+    drew (and by how much), and the lowest copy / model ratio on the held-out slice."""
+    volumes = {}
+    for run in runs:
+        for row in json.loads((run / "adapt_rows.json").read_text()):
+            check = row.get("heldout") or {}
+            if row["method"] == "arco" and "fusion" in row and check.get("output_dice") is not None:
+                volume = volumes.setdefault((str(run), row["case"], row["k"]), {"check": check})
+                volume[row["fusion"]] = row["after"]
+    alone = [v for v in volumes.values() if v["check"]["output_dice"] < v["check"]["adapted_dice"]]
+    gains = [v[FUSION_WEIGHT] - v[0.0] for v in alone]
+    ratio = min(v["check"]["copy_dice"] / max(1e-9, v["check"]["adapted_dice"])
+                for v in volumes.values())
+    return (f"{len(volumes)} volumes; the old rule wrote the model alone on {len(alone)}; "
+            f"weight {FUSION_WEIGHT:g} scored higher on {sum(g > 0 for g in gains)} of them "
+            f"(mean {np.mean(gains) * 100:+.1f} points there); lowest copy / model ratio on "
+            f"the held-out slice {ratio:.2f} (the new rule's threshold: {COPY_SHARE:g})")
 
 
 def format_table(results: list[dict]) -> str:
