@@ -106,6 +106,7 @@ class AdaptOutput:
     copy_dice: float | None = None  # copying the nearest drawn slice onto the held-out one
     output_dice: float | None = None  # the model fused with the drawing (Adapt's output
     # unless the copy is far worse than the model there: then the model alone is written)
+    fusion_weight: float | None = None  # the drawing's weight in what was written (0: model alone)
 
     def heldout_check(self) -> str:
         """The held-out check in words: 'held-out slice 17, Dice 0.710 → 0.802 (activated)',
@@ -124,6 +125,8 @@ class AdaptOutput:
         copied = "" if self.copy_dice is None else f"; nearest-slice copy {fmt(self.copy_dice)}"
         if self.output_dice is not None:
             copied += f"; segmentation (model + drawing) {fmt(self.output_dice)}"
+        if self.fusion_weight == 0:
+            copied += "; the model alone was written (copying misleads on this anatomy)"
         return (f"held-out slice {self.heldout_slice}, Dice {fmt(self.parent_dice)} → "
                 f"{fmt(self.adapted_dice)}{copied} ({verdict})")
 
@@ -155,7 +158,8 @@ def parse_adapt_result(result: Mapping[str, Any]) -> AdaptOutput:
                        iterations=int(result.get("iterations") or 0),
                        seconds=float(result.get("seconds") or 0.0),
                        copy_dice=number(heldout.get("copy_dice")),
-                       output_dice=number(heldout.get("output_dice")))
+                       output_dice=number(heldout.get("output_dice")),
+                       fusion_weight=number(heldout.get("fusion_weight")))
 
 
 class EngineJob(Generic[T]):

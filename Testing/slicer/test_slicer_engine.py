@@ -114,6 +114,12 @@ def test_adapt_summary_names_the_nearest_slice_copy_and_a_from_scratch_model_lef
     assert out.summary() == ("liver@v4: held-out slice 17, Dice n/a → 0.600; nearest-slice copy "
                              "0.650; segmentation (model + drawing) 0.700 (saved, not active: "
                              "copying the nearest drawn slice scored higher)")
+    alone = dict(ADAPT_RESULT, heldout={"slice": 38, "parent_dice": None, "copy_dice": 0.26,
+                                        "adapted_dice": 0.91, "output_dice": 0.83,
+                                        "fusion_weight": 0.0, "activated": True})
+    assert engine.parse_adapt_result(alone).summary().endswith(
+        "segmentation (model + drawing) 0.830; the model alone was written (copying misleads on "
+        "this anatomy) (activated)")
 
 
 def test_an_adapt_result_without_a_model_version_is_an_engine_error():
