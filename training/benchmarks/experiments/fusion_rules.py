@@ -49,7 +49,7 @@ from adapt_benchmark import score  # noqa: E402
 from arcoseg.adapt.annotations import Annotations, hold_out  # noqa: E402
 from arcoseg.adapt.baselines import BASELINES, PROPAGATIONS, propagate_labels  # noqa: E402
 from arcoseg.adapt.check import slice_dice  # noqa: E402
-from arcoseg.adapt.fusion import COPY_SHARE, FusionSettings, fuse  # noqa: E402
+from arcoseg.adapt.fusion import COPY_SHARE, FusionSettings, checked_fusion, fuse  # noqa: E402
 from arcoseg.commands.common import AUTO_THREADS, apply_threads  # noqa: E402
 from arcoseg.constants import FUSION_WEIGHT  # noqa: E402
 from arcoseg.data.dataset import load_dataset  # noqa: E402
@@ -119,17 +119,24 @@ def score_case(row: dict, case, weights: list[float], num_classes: int) -> dict[
 
 
 def weight_rules(check: dict, fused: Callable[[float], float]) -> dict[str, float]:
-    """The Dice of each weight rule (module doc) from the held-out check's numbers."""
+    """The Dice of each weight rule (module doc) from the held-out check's numbers; the new
+    rule is the product's own (`checked_fusion`)."""
     alone, output, copied = (check.get(k) for k in ("adapted_dice", "output_dice", "copy_dice"))
     out = {}
     if alone is not None and output is not None:
-        out["held-out: alone if better"] = fused(0.0 if output < alone else FUSION_WEIGHT)
+        out["held-out: alone if better"] = fused(0.0 if _old_rule_alone(check) else FUSION_WEIGHT)
     if alone is not None and copied is not None:
-        out[f"held-out: alone if the copy < {COPY_SHARE:g} x the model"] = fused(
-            0.0 if copied < COPY_SHARE * alone else FUSION_WEIGHT)
+        chosen = checked_fusion(FusionSettings(), {**check, "note": ""}).weight
+        out[f"held-out: alone if the copy < {COPY_SHARE:g} x the model"] = fused(chosen)
         errors = (1 - alone, 1 - copied)
         out["held-out errors"] = fused(min(FUSION_WEIGHT, errors[0] / max(1e-6, sum(errors))))
     return out
+
+
+def _old_rule_alone(check: dict) -> bool:
+    """The rule Adapt used until 2026-12-01: the model alone where it beat its fused output on
+    the held-out slice."""
+    return check["output_dice"] < check["adapted_dice"]
 
 
 def heldout_propagation(drawing: Annotations, num_classes: int) -> dict[str, float | None]:
@@ -206,7 +213,7 @@ def count_old_rule(runs: list[Path]) -> str:
             if row["method"] == "arco" and "fusion" in row and check.get("output_dice") is not None:
                 volume = volumes.setdefault((str(run), row["case"], row["k"]), {"check": check})
                 volume[row["fusion"]] = row["after"]
-    alone = [v for v in volumes.values() if v["check"]["output_dice"] < v["check"]["adapted_dice"]]
+    alone = [v for v in volumes.values() if _old_rule_alone(v["check"])]
     gains = [v[FUSION_WEIGHT] - v[0.0] for v in alone]
     ratio = min(v["check"]["copy_dice"] / max(1e-9, v["check"]["adapted_dice"])
                 for v in volumes.values())
