@@ -123,10 +123,12 @@ class AdaptOutput:
         def fmt(value):
             return "n/a" if value is None else f"{value:.3f}"
         copied = "" if self.copy_dice is None else f"; nearest-slice copy {fmt(self.copy_dice)}"
-        if self.output_dice is not None:
+        if self.fusion_weight == 0:  # the engine's rule or the user's --fusion-weight 0
+            if self.output_dice is not None:
+                copied += f"; model + drawing {fmt(self.output_dice)}"
+            copied += "; the segmentation is the model alone"
+        elif self.output_dice is not None:
             copied += f"; segmentation (model + drawing) {fmt(self.output_dice)}"
-        if self.fusion_weight == 0:
-            copied += "; the model alone was written (copying misleads on this anatomy)"
         return (f"held-out slice {self.heldout_slice}, Dice {fmt(self.parent_dice)} → "
                 f"{fmt(self.adapted_dice)}{copied} ({verdict})")
 

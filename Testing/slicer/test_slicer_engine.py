@@ -118,8 +118,7 @@ def test_adapt_summary_names_the_nearest_slice_copy_and_a_from_scratch_model_lef
                                         "adapted_dice": 0.91, "output_dice": 0.83,
                                         "fusion_weight": 0.0, "activated": True})
     assert engine.parse_adapt_result(alone).summary().endswith(
-        "segmentation (model + drawing) 0.830; the model alone was written (copying misleads on "
-        "this anatomy) (activated)")
+        "model + drawing 0.830; the segmentation is the model alone (activated)")
 
 
 def test_an_adapt_result_without_a_model_version_is_an_engine_error():

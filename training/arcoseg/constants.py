@@ -3,6 +3,8 @@
 # Label value of voxels nobody annotated (partial labels). They are *not* background:
 # losses ignore them, samplers never treat them as foreground.
 IGNORE_LABEL = 255
+# Name of class 0 of a model Adapt starts from scratch (--classes names the others).
+BACKGROUND = "background"
 
 # Array axis order everywhere in the engine: numpy arrays are (z, y, x) as SimpleITK's
 # GetArrayFromImage returns them; spacings stored next to arrays are (z, y, x) too.

@@ -93,10 +93,10 @@ class ModelMetadata:
             raise ModelFileError(f"{len(self.classes)} classes are described "
                                  f"({self.class_names}) but the network has "
                                  f"{config.num_classes} outputs.")
-        for key in ("name", "value"):
-            seen = [c[key] for c in self.classes]
-            if len(set(seen)) != len(seen):
-                raise ModelFileError(f"Class {key}s must be unique, got {seen}.")
+        check_class_names(self.class_names)
+        values = [c["value"] for c in self.classes]
+        if len(set(values)) != len(values):
+            raise ModelFileError(f"Class values must be unique, got {values}.")
         for key in ("plan", "provenance"):
             if not isinstance(getattr(self, key), dict):
                 raise ModelFileError(f"'{key}' must be a JSON object.")
@@ -147,14 +147,22 @@ class ModelMetadata:
                    format_version=version)
 
 
+def check_class_names(names: Sequence[Any]) -> None:
+    """ModelFileError unless every class name is a non-empty string and no two are equal."""
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ModelFileError(f"Class name must be a non-empty string, got {name!r}.")
+    if len(set(names)) != len(names):
+        raise ModelFileError(f"Class names must be unique, got {list(names)}.")
+
+
 def _check_class(entry: Any) -> dict[str, Any]:
     """A validated copy of one {"name", "value", "color"} class entry."""
     if not isinstance(entry, Mapping) or sorted(entry) != sorted(_CLASS_KEYS):
         raise ModelFileError(f"A class entry must have exactly the keys {list(_CLASS_KEYS)}, "
                              f"got {entry!r}.")
     name, value, color = entry["name"], entry["value"], entry["color"]
-    if not isinstance(name, str) or not name.strip():
-        raise ModelFileError(f"Class name must be a non-empty string, got {name!r}.")
+    check_class_names([name])
     if not is_integer(value) or value < 0:
         raise ModelFileError(f"Class {name!r}: 'value' must be an integer >= 0, got {value!r}.")
     if (not isinstance(color, (list, tuple)) or len(color) != 3

@@ -202,6 +202,14 @@ class Registry:
             staged.ref = self._commit(staged.path, name, kind="adapted", parent=parent,
                                       activate=staged.activate)
 
+    def check_classes_of(self, name: str, class_names: list[str]) -> None:
+        """ModelFileError if model `name` exists with other classes than `class_names`: a new
+        version of it must have the same ones. Call it before the work that makes the version
+        (committing checks again)."""
+        model = self._read_index()["models"].get(name)
+        if model is not None:
+            _check_version_classes(model, class_names, name)
+
     # ------------------------------------------------------------------------------ changing
 
     def activate(self, name: str, version: str) -> VersionRef:
@@ -303,10 +311,8 @@ class Registry:
         with self._locked() as index:
             model = index["models"].get(name)
             if model is not None:
-                modelfile = _modelfile()
-                modelfile.check_classes(modelfile.load_metadata(staged),
-                                        model["versions"][-1]["classes"],
-                                        f"Adding a version to model {name!r}")
+                _check_version_classes(model, _modelfile().load_metadata(staged).class_names,
+                                       name)
             else:
                 model = {"active": None, "history": [], "next": 1, "versions": []}
             number = max(model["next"], self._next_free_number(name))
@@ -476,6 +482,15 @@ class Registry:
                 **({"source": entry["source"]} if "source" in entry else {}),
                 "weights_sha256": entry["weights_sha256"],
                 "path": str(self._version_dir(name, entry["version"]))}
+
+
+def _check_version_classes(model: dict[str, Any], class_names: list[str], name: str) -> None:
+    """ModelFileError unless `class_names` are those of the newest version of `model`."""
+    expected = model["versions"][-1]["classes"]
+    if class_names != expected:
+        raise ModelFileError(f"Adding a version to model {name!r}: its classes {expected} differ "
+                             f"from the new model's {class_names}. Give another name (--name), "
+                             "or start from a model with these classes (same names, order).")
 
 
 def _version_entry(version: str, kind: str, parent: VersionRef | None, info: dict[str, Any],

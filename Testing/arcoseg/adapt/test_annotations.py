@@ -74,6 +74,17 @@ def test_hold_out_takes_the_middle_slice_out_of_training():
     assert (test.labels[6] == full[6]).all() and (test.labels[3] == IGNORE_LABEL).all()
 
 
+def test_hold_out_passes_over_a_slice_drawn_all_background():
+    full = _blob()
+    drawn = full.copy()
+    drawn[6] = 0  # the middle drawn slice: reviewed, nothing there, so nothing to score
+    ann = make_annotations(drawn, 3, axis=0, slices=[3, 6, 9])
+    train, test = hold_out(ann)
+    # the slice nearest the middle that holds a class (the lower one of two as near)
+    assert test.slices == [3] and train.slices == [6, 9]
+    assert (test.labels[3] == full[3]).all() and (train.labels[6] == 0).all()
+
+
 def test_a_single_slice_has_no_held_out_check():
     ann = make_annotations(_blob(), 3, axis=0, slices=[6])
     train, test = hold_out(ann)

@@ -105,6 +105,19 @@ def test_without_convergence_the_slice_joins_at_three_quarters_of_the_schedule(m
     assert trainer.labelled == ["with"]
 
 
+def test_a_budget_that_ends_the_run_early_never_releases_the_slice(monkeypatch):
+    trainer = _trainer(200, early_stop=False)
+    hook = HeldOutSlice(np.zeros((1, 12, 32, 32), np.float32), _held_labels(), ["with"],
+                        _plan(2), torch.device("cpu"))
+    monkeypatch.setattr(HeldOutSlice, "score", lambda self, model: 0.5)
+    trainer.state.iteration = 100
+    trainer.options.iterations = 100  # the budget ran out: the Trainer ends the run at 100
+    hook(trainer)
+    # the slice never trained: no release, and the final model is the one the check scores
+    assert hook.released_at is None and hook.snapshot is None
+    assert trainer.labelled == ["without"]
+
+
 def test_the_checked_model_has_the_weights_of_the_release():
     final = torch.nn.Linear(2, 2)
     hook = HeldOutSlice(np.zeros((1, 12, 32, 32), np.float32), _held_labels(), [], _plan(2),

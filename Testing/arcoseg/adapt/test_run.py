@@ -1,5 +1,6 @@
 """`arcoseg adapt` end to end: a new version from a few slices, checked, cancellable."""
 
+import hashlib
 import io
 import json
 import os
@@ -14,15 +15,17 @@ import pytest
 import SimpleITK as sitk
 
 import arcoseg.adapt.check as check_module
+import arcoseg.io.images as images_module
 from arcoseg.adapt import schedule
 from arcoseg.adapt.prior import PriorSettings
-from arcoseg.adapt.run import AdaptRequest, adapt
+from arcoseg.adapt.run import AdaptRequest, adapt, fingerprint
 from arcoseg.cli import main
 from arcoseg.data.intensity import DEFAULT_JITTER
 from arcoseg.data.synthetic import make_phantom
-from arcoseg.errors import Cancelled
+from arcoseg.errors import Cancelled, ModelFileError, OutputError
 from arcoseg.progress import Reporter
 from arcoseg.registry import Registry
+from arcoseg.train.trainer import Trainer
 
 
 @pytest.fixture
@@ -135,6 +138,76 @@ def test_a_model_worse_than_copying_is_saved_but_not_activated(case, tmp_path, m
     assert result["heldout"]["activated"] is False and result["heldout"]["copy_dice"] == 1.0
     assert str(Registry().active("adapted")) == "adapted@v1"
     assert {v["version"] for v in Registry().list()} == {"v1", "v2"}
+
+
+def test_name_puts_the_adapted_version_under_its_own_model_and_the_parent_stays_active(
+        case, tmp_path):
+    adapt(_request(case, tmp_path, holdout=False), Reporter(quiet=True), lambda: False)
+    result = adapt(_request(case, tmp_path, classes=None, model="adapted", name="trial",
+                            holdout=False), Reporter(quiet=True), lambda: False)
+    model = result["model"]
+    assert (model["name"], model["version"], model["parent"]) == ("trial", "v1", "adapted@v1")
+    assert str(Registry().active("adapted")) == "adapted@v1"
+    assert str(Registry().active("trial")) == "trial@v1"
+
+
+def _no_training(monkeypatch):
+    def refuse(self):
+        raise AssertionError("training started")
+    monkeypatch.setattr(Trainer, "run", refuse)
+
+
+def test_a_name_that_holds_other_classes_is_refused_before_training(case, tmp_path,
+                                                                    monkeypatch):
+    adapt(_request(case, tmp_path, holdout=False), Reporter(quiet=True), lambda: False)
+    _no_training(monkeypatch)
+    with pytest.raises(ModelFileError, match=r"classes \['background', 'a', 'b'\] differ"):
+        adapt(_request(case, tmp_path, classes=["x", "y"]), Reporter(quiet=True), lambda: False)
+    assert [v["ref"] for v in Registry().list()] == ["adapted@v1"]
+
+
+@pytest.mark.parametrize("classes", ["a,a", "a,", "background,a"])
+def test_class_names_a_model_cannot_hold_are_refused_before_any_work(case, tmp_path, capsys,
+                                                                     monkeypatch, classes):
+    _no_training(monkeypatch)
+    code = main(["adapt", "--image", str(case["image"]), "--annotations", str(case["ann"]),
+                 "--from-scratch", "--classes", classes, "--progress", "json",
+                 "-o", str(tmp_path / "seg.nii.gz")])
+    error = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 2 and error["event"] == "error" and f"--classes {classes}" in error["message"]
+    assert Registry().list() == [] and not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_a_segmentation_that_cannot_be_written_leaves_no_model_version(case, tmp_path,
+                                                                      monkeypatch):
+    def broken(image, path):
+        raise RuntimeError("disk full")
+    monkeypatch.setitem(images_module._IMAGE_WRITERS, ".nii.gz", broken)
+    with pytest.raises(OutputError, match="disk full"):
+        adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
+    assert Registry().list() == [] and list(tmp_path.glob("seg*")) == []
+
+
+def test_a_version_that_cannot_be_committed_leaves_no_segmentation(case, tmp_path, monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise OSError("index not writable")
+    monkeypatch.setattr(Registry, "_commit", broken)
+    with pytest.raises(OSError, match="index not writable"):
+        adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
+    assert list(tmp_path.glob("seg*")) == []
+
+
+def test_a_dicom_series_folder_is_fingerprinted_by_its_files(tmp_path):
+    series = tmp_path / "series"
+    series.mkdir()
+    for name, data in (("b.dcm", b"slice 2"), ("a.dcm", b"slice 1")):
+        (series / name).write_bytes(data)
+    first = fingerprint(series)
+    assert first == fingerprint(series) and len(first) == 64
+    (series / "b.dcm").write_bytes(b"slice 2, changed")
+    assert fingerprint(series) != first
+    (tmp_path / "one.nii.gz").write_bytes(b"x")
+    assert fingerprint(tmp_path / "one.nii.gz") == hashlib.sha256(b"x").hexdigest()
 
 
 def test_cancel_leaves_the_registry_unchanged(case, tmp_path):

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from arcoseg.cli import main
 from arcoseg.errors import InputError
-from arcoseg.io import images
+from arcoseg.io import image_files
 from arcoseg.io.images import read_image
 
 
@@ -48,7 +48,7 @@ def test_an_unreadable_file_is_reported_as_a_permission_problem(tmp_path, monkey
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(images, "open", denied, raising=False)
+    monkeypatch.setattr(image_files, "open", denied, raising=False)
     with pytest.raises(InputError, match=rf"Cannot read {path}: permission denied\. Ask its "
                                          r"owner.*chmod a\+r") as err:
         read_image(path)

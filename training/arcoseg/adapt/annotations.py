@@ -165,13 +165,20 @@ def _short(values: list[int], limit: int = 12) -> str:
 
 
 def hold_out(annotations: Annotations) -> tuple[Annotations, Annotations | None]:
-    """Split off one annotated slice (the middle one) for the held-out check.
+    """Split off one annotated slice for the held-out check: the middle one of those that hold
+    a foreground class (a slice drawn all background could not score the model: Dice skips
+    classes absent from the drawing).
 
     Returns (training annotations, held-out annotations), or (all, None) with a single slice.
     """
     if len(annotations.slices) < 2:
         return annotations, None
-    held = annotations.slices[len(annotations.slices) // 2]
+    middle = len(annotations.slices) // 2
+    labels = annotations.labels
+    scorable = [i for i, s in enumerate(annotations.slices)
+                if np.isin(labels[along(annotations.axis, [s])], (0, IGNORE_LABEL),
+                           invert=True).any()]
+    held = annotations.slices[min(scorable or [middle], key=lambda i: (abs(i - middle), i))]
     keep = [s for s in annotations.slices if s != held]
     index = along(annotations.axis, [held])
     train = annotations.labels.copy()

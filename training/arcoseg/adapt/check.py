@@ -22,8 +22,9 @@ from arcoseg.train.validation import class_dice
 
 def slice_dice(prediction: np.ndarray, labels: np.ndarray, num_classes: int) -> float | None:
     """Mean foreground Dice of a (z, y, x) class map against the drawn `labels` (z, y, x,
-    IGNORE_LABEL where nothing was drawn; e.g. the held-out slice): None when no class is
-    present in either, nothing to score."""
+    IGNORE_LABEL where nothing was drawn; e.g. the held-out slice), over the foreground classes
+    present in `labels` (MONAI's ignore_empty: a class absent from the drawing is not scored,
+    whatever the prediction); None when `labels` holds no foreground class."""
     dice = class_dice(torch.from_numpy(prediction.astype(np.int64)),
                       torch.from_numpy(labels.astype(np.int64)), num_classes)
     return float(np.nanmean(dice)) if np.isfinite(dice).any() else None

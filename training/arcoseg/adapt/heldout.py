@@ -62,6 +62,8 @@ class HeldOutSlice:
             if score is not None:
                 self.scores.append((it, score))
                 trainer.convergence.add_score(score)
+        if it >= opts.iterations:  # the budget ends the run here: the slice never trains, so
+            return  # the final model is the one to check (`checked_model`)
         converged = opts.early_stop and trainer.convergence.converged(it, opts.iterations)
         if converged or it >= RELEASE_AT * opts.iterations:
             self._release(trainer, converged)

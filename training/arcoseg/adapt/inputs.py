@@ -13,7 +13,8 @@ import SimpleITK as sitk
 from arcoseg.adapt.request import AdaptRequest
 from arcoseg.adapt.annotations import Annotations, hold_out, make_annotations, read_annotation_map
 from arcoseg.adapt.parent import Parent
-from arcoseg.data.orientation import to_slicing_axis
+from arcoseg.constants import IGNORE_LABEL
+from arcoseg.data.orientation import slicing_order, to_slicing_axis
 from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_image, resample
 from arcoseg.errors import InputError
 from arcoseg.io.images import array_to_image, read_image
@@ -76,15 +77,44 @@ def make_plan(parent: Parent, items: list[AnnotatedImage], axis: int) -> Plan:
                 label_values=parent.class_values, patch_size=patch, slice_axis=axis)
 
 
-def on_plan(array: np.ndarray, item: AnnotatedImage, plan: Plan, is_label: bool) -> np.ndarray:
+def on_plan(array: np.ndarray, item: AnnotatedImage, plan: Plan, is_label: bool,
+            drawing: bool = True) -> np.ndarray:
     """A (z, y, x) map on `item`'s grid, oriented and resampled like the image for training
-    (labels by nearest neighbour)."""
+    (labels by nearest neighbour; a `drawing`'s slices, in 3D, first widened to the plan's
+    voxel size along the drawn axis, `widen_drawn_slices`, so that none falls between
+    samples)."""
+    if is_label and drawing and plan.dims == 3:
+        axis = item.annotations.axis
+        image_mm = tuple(reversed(item.image.GetSpacing()))[axis]
+        plan_mm = plan.target_spacing[slicing_order(plan.slice_axis).index(axis)]
+        array = widen_drawn_slices(array, axis, plan_mm / image_mm)
     oriented = to_slicing_axis(array_to_image(array, item.image,
                                               np.uint8 if is_label else np.float32),
                                plan.slice_axis)
     resampled = resample(oriented, plan.target_spacing, is_label=is_label,
                          in_plane_only=plan.dims == 2)
     return sitk.GetArrayFromImage(resampled)
+
+
+def widen_drawn_slices(labels: np.ndarray, axis: int, ratio: float) -> np.ndarray:
+    """`labels` (z, y, x; IGNORE_LABEL where nothing was drawn) with each drawn slice copied onto
+    the undrawn slices within half a plan voxel of it along `axis` (`ratio`: the plan's spacing
+    over the image's along `axis`; nearer drawn slices first). Nearest-neighbour resampling to
+    a grid `ratio` times coarser samples every `ratio`-th slice and would drop the drawn slices
+    between its samples (every other one at `ratio` 2); widened, each keeps a plan slice, about
+    where it was drawn. Returns `labels` itself when the plan is not coarser."""
+    reach = math.ceil((ratio - 1) / 2) if ratio > 1 + 1e-3 else 0
+    if reach == 0:
+        return labels
+    widened = np.moveaxis(labels.copy(), axis, 0)
+    drawn = np.flatnonzero((widened != IGNORE_LABEL).any(axis=(1, 2)))
+    for distance in range(1, reach + 1):
+        for s in drawn:
+            for n in (s - distance, s + distance):
+                if 0 <= n < len(widened) and n not in drawn:
+                    free = widened[n] == IGNORE_LABEL
+                    widened[n][free] = widened[s][free]
+    return np.ascontiguousarray(np.moveaxis(widened, 0, axis))
 
 
 def preprocess_annotated(item: AnnotatedImage, plan: Plan) -> PreprocessedCase:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from arcoseg.constants import BACKGROUND
 from arcoseg.errors import ArcosegError
 from arcoseg.modelfile import ModelMetadata, load_metadata, load_model
 from arcoseg.networks.model import SegmentationModel
@@ -14,9 +15,10 @@ from arcoseg.registry import Registry, VersionRef, check_name
 
 @dataclass
 class Parent:
-    """The model an adaptation starts from (None fields: from scratch)."""
+    """The model an adaptation starts from (None fields: from scratch), and the registry name
+    the adapted version goes to."""
 
-    name: str
+    name: str  # the adapted model's registry name
     ref: VersionRef | None
     model: SegmentationModel | None
     metadata: ModelMetadata | None
@@ -27,21 +29,29 @@ class Parent:
 def choose_parent(registry: Registry, model: str | None, classes: list[str] | None,
                   name: str | None) -> Parent:
     """Resolve --model (registry name or folder, imported if outside the registry) or
-    --from-scratch --classes; `name` is the adapted model's registry name (--name)."""
+    --from-scratch --classes; `name` is the adapted model's registry name (--name; default
+    the parent's, from scratch "adapted").
+
+    Raises ArcosegError when neither is given, RegistryError for a bad name and ModelFileError
+    when the model `name` already exists with other classes: all before any training.
+    """
     if model is None:
         if not classes:
             raise ArcosegError("Give --model NAME|PATH to adapt, or --from-scratch --classes A,B.")
-        names = ["background", *classes]
-        return Parent(check_name(name or "adapted"), None, None, None, names,
-                      list(range(len(names))))
-    ref = registry.lookup(model)
-    if ref is None:  # a folder outside the registry becomes a base model first (once)
-        folder = Path(model).expanduser()
-        ref = (registered_copy(registry, folder)
-               or registry.import_model(folder, name=name or folder.name))
-    network, metadata = load_model(registry.resolve(str(ref)))
-    return Parent(ref.name, ref, network, metadata, metadata.class_names,
-                  [int(c["value"]) for c in metadata.classes])
+        names = [BACKGROUND, *classes]
+        parent = Parent(check_name(name or "adapted"), None, None, None, names,
+                        list(range(len(names))))
+    else:
+        ref = registry.lookup(model)
+        if ref is None:  # a folder outside the registry becomes a base model first (once)
+            folder = Path(model).expanduser()
+            ref = (registered_copy(registry, folder)
+                   or registry.import_model(folder, name=name or folder.name))
+        network, metadata = load_model(registry.resolve(str(ref)))
+        parent = Parent(check_name(name or ref.name), ref, network, metadata,
+                        metadata.class_names, [int(c["value"]) for c in metadata.classes])
+    registry.check_classes_of(parent.name, parent.class_names)
+    return parent
 
 
 def registered_copy(registry: Registry, folder: Path) -> VersionRef | None:

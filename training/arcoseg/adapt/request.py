@@ -8,6 +8,9 @@ from pathlib import Path
 
 from arcoseg.adapt.fusion import FusionSettings
 from arcoseg.adapt.prior import PriorSettings
+from arcoseg.constants import BACKGROUND
+from arcoseg.errors import InputError, ModelFileError
+from arcoseg.modelfile import check_class_names
 
 
 @dataclass
@@ -45,3 +48,12 @@ class AdaptRequest:
     amp: bool = True
     seed: int = 0
     home: Path | None = None  # registry home (default: $ARCOSEG_HOME or ~/.arcoseg)
+
+    def __post_init__(self) -> None:
+        """InputError for class names a model cannot hold (checked before any work)."""
+        if self.classes is not None:
+            try:
+                check_class_names([BACKGROUND, *self.classes])
+            except ModelFileError as err:
+                raise InputError(f"--classes {','.join(self.classes)}: {err} Name each "
+                                 f"foreground class once ({BACKGROUND} is class 0 already).") from err

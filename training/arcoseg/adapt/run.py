@@ -38,7 +38,7 @@ from arcoseg.inference import Segmentation, segment_channels
 from arcoseg.networks.fused import keep_inference_network
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.geometry import check_format_holds, read_grid
-from arcoseg.io.images import image_output_suffixes, write_image
+from arcoseg.io.images import image_output_suffixes, pending_images
 from arcoseg.io.names import unique_case_ids
 from arcoseg.io.outputs import check_distinct, check_output_file, image_output_paths
 from arcoseg.modelfile import ModelMetadata, save_model
@@ -50,11 +50,16 @@ from arcoseg.train.trainer import Trainer
 
 
 def fingerprint(path: Path) -> str:
-    """SHA-256 of a file's bytes (provenance: which images an adaptation saw)."""
+    """SHA-256 of an image file's bytes, or of a DICOM series folder's files (their relative
+    names and bytes, in name order): provenance, which images an adaptation saw."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -74,7 +79,7 @@ def plan_outputs(request: AdaptRequest) -> list[Path | None]:
         check_output_file(path)
         grid = read_grid(image)
         if grid is not None:
-            check_format_holds(grid, path, str(image))
+            check_format_holds(grid, path, str(image), ext_option=False)
     return paths
 
 
@@ -87,8 +92,10 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     items = read_annotated(request, parent)
     for item, path in zip(items, outputs):
         if path is not None:  # again with the image read: DICOM series have no header to check
-            check_format_holds(item.image, path, str(item.path))
+            check_format_holds(item.image, path, str(item.path), ext_option=False)
     axis = items[0].annotations.axis
+    seen = [{"file": str(i.path), "sha256": fingerprint(i.path), "axis": axis,
+             "annotated_slices": i.drawn_slices} for i in items]
     plan = make_plan(parent, items, axis)
     check_slice = items[0].held_out
     held_out = (f" (slice {check_slice.slices[0]} held out for the check until late)"
@@ -114,12 +121,14 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
                           "joined training")
     metadata = trainer.metadata(
         parent=str(parent.ref) if parent.ref else None, held_out=check,
-        images=[{"file": str(i.path), "sha256": fingerprint(i.path), "axis": axis,
-                 "annotated_slices": i.drawn_slices} for i in items],
+        images=seen,
         unlabelled_images=[str(p) for p in request.unlabelled], budget_seconds=request.budget,
         prior=asdict(request.prior), fusion=asdict(fusion))
     reporter.log(("WARNING: " if not check["activated"] else "Held-out check: ") + check["note"])
-    with registry.stage_version(parent.name, parent.ref) as staged:
+    # The segmentations take their names only once the model is committed, and are deleted if
+    # writing one or committing fails: no output without its model version, nor the reverse.
+    written = [(seg.labels, path) for seg, path in zip(segmentations, outputs) if path is not None]
+    with pending_images(written), registry.stage_version(parent.name, parent.ref) as staged:
         save_model(staged.path, adapted, metadata)
         staged.activate = check["activated"]
     return finish(request, registry, staged.ref, items, segmentations, check, trainer, reporter,
@@ -158,16 +167,12 @@ def finish(request: AdaptRequest, registry: Registry, ref: VersionRef,
            items: list[AnnotatedImage], segmentations: list[Segmentation],
            check: dict[str, Any], trainer: Trainer, reporter: Reporter,
            paths: list[Path | None]) -> dict[str, Any]:
-    """Write the adapted images' segmentations, suggest slices, build the result."""
-    outputs, suggestions = [], []
-    for i, (item, seg) in enumerate(zip(items, segmentations)):
-        if i == 0:
-            suggestions = suggest_slices(seg.probabilities, item.annotations.axis,
-                                         item.drawn_slices, request.suggestions)
-        path = paths[i]
-        if path is not None:
-            write_image(seg.labels, path)
-            outputs.append({"image": str(item.path), "labels": str(path)})
+    """Suggest slices and build the result (the segmentations are written at `paths`)."""
+    first = items[0]
+    suggestions = suggest_slices(segmentations[0].probabilities, first.annotations.axis,
+                                 first.drawn_slices, request.suggestions)
+    outputs = [{"image": str(item.path), "labels": str(path)}
+               for item, path in zip(items, paths) if path is not None]
     info = registry.show(str(ref))
     reporter.log("Next slices to annotate (axis "
                  f"{items[0].annotations.axis}): {[s['slice'] for s in suggestions]}")

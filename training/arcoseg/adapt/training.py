@@ -40,7 +40,8 @@ def prior_sampler(request: AdaptRequest, items: list[AnnotatedImage],
         if weights.any():
             channels = np.concatenate([case.image, on_plan(weights, item, plan, False)[None]])
             cases.append(PreprocessedCase(case.case_id, channels,
-                                          on_plan(labels, item, plan, is_label=True),
+                                          on_plan(labels, item, plan, is_label=True,
+                                                  drawing=False),  # dense: nothing to widen
                                           case.spacing_zyx))
     if not cases:
         return None

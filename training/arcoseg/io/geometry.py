@@ -98,9 +98,11 @@ def orthonormalized(image: GridLike) -> Grid:
     return replace(grid, direction=tuple((u @ vt).ravel().tolist()))
 
 
-def check_format_holds(image: GridLike, output: str | os.PathLike, source: str) -> None:
+def check_format_holds(image: GridLike, output: str | os.PathLike, source: str,
+                       ext_option: bool = True) -> None:
     """Raise OutputError (before any work) if writing a result on `image`'s grid to `output`
-    would move it: a sheared direction cannot be stored in NIfTI."""
+    would move it: a sheared direction cannot be stored in NIfTI. `ext_option`: the command has
+    --ext for folder outputs (the message suggests it)."""
     if full_suffix(output) not in ORTHONORMAL_ONLY_SUFFIXES:
         return
     grid = Grid.of(image)
@@ -112,8 +114,8 @@ def check_format_holds(image: GridLike, output: str | os.PathLike, source: str) 
             f"{_fmt(grid.direction)}. NIfTI cannot store it, so {output} would place the "
             f"labels up to {offset:.2g} voxels (about {millimetres:.2g} mm) away from the image. "
             f"Write {' or '.join(HOLDS_ANY_DIRECTION)} instead (e.g. -o "
-            f"{_with_suffix(output, '.nrrd')}, or --ext .nrrd for a folder), or resample the "
-            "image to an orthogonal grid first.")
+            f"{_with_suffix(output, '.nrrd')}{', or --ext .nrrd for a folder' if ext_option else ''}"
+            "), or resample the image to an orthogonal grid first.")
 
 
 def read_grid(path: str | os.PathLike) -> Grid | None:

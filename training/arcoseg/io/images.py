@@ -6,13 +6,10 @@ Everything outside this module sees numpy arrays in (z, y, x) order; SimpleITK's
 
 from __future__ import annotations
 
-import gzip
-import math
+import contextlib
 import os
-import struct
-import zlib
 from pathlib import Path
-from typing import Callable, Collection
+from typing import Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -21,8 +18,9 @@ from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import InputError, OutputError
 from arcoseg.fileutil import atomic_path, full_suffix
 from arcoseg.io.geometry import Grid, GridLike, check_written, grid_difference
+from arcoseg.io.image_files import (READABLE_SUFFIXES, check_nifti_complete, check_readable,
+                                   last_line, read_dicom_series, unreadable)
 
-READABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 MAX_LABEL_VALUE = 254  # 255 is IGNORE_LABEL (unannotated) inside the engine
 
 
@@ -52,7 +50,7 @@ def read_spacing_zyx(path: str | os.PathLike) -> tuple[float, float, float]:
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
-        raise _unreadable(path, err) from err
+        raise unreadable(path, err) from err
     spacing = list(reader.GetSpacing())[:3]
     spacing += [1.0] * (3 - len(spacing))
     return tuple(float(s) for s in reversed(spacing))  # type: ignore[return-value]
@@ -139,18 +137,31 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
     if the format did not keep the image's grid (e.g. a sheared direction in NIfTI). Check with
     `geometry.check_format_holds` before long work to refuse earlier.
     """
-    suffix = full_suffix(path)
-    writer = _IMAGE_WRITERS.get(suffix)
-    if writer is None:
-        raise OutputError(f"Cannot write {path}: unsupported extension '{suffix or '(none)'}'. "
-                          f"Use one of {', '.join(image_output_suffixes())}.")
-    with atomic_path(path) as tmp:
-        try:
-            writer(image, tmp)
-        except RuntimeError as err:
-            raise OutputError(f"Could not write {path}: {_last_line(err)}. "
-                              "Check the free disk space and permissions.") from err
-        check_written(image, tmp, str(path))
+    with pending_images([(image, path)]):
+        pass
+
+
+@contextlib.contextmanager
+def pending_images(images: Sequence[tuple[sitk.Image, str | os.PathLike]]) -> Iterator[None]:
+    """Write each (image, path) as `write_image` does, but let the files take their names only
+    when the block ends without an exception (e.g. once the model they come from is committed);
+    otherwise delete them, leaving every path as it was. OutputError as `write_image`."""
+    with contextlib.ExitStack() as pending:
+        for image, path in images:
+            suffix = full_suffix(path)
+            writer = _IMAGE_WRITERS.get(suffix)
+            if writer is None:
+                raise OutputError(f"Cannot write {path}: unsupported extension "
+                                  f"'{suffix or '(none)'}'. Use one of "
+                                  f"{', '.join(image_output_suffixes())}.")
+            tmp = pending.enter_context(atomic_path(path))
+            try:
+                writer(image, tmp)
+            except RuntimeError as err:
+                raise OutputError(f"Could not write {path}: {last_line(err)}. "
+                                  "Check the free disk space and permissions.") from err
+            check_written(image, tmp, str(path))
+        yield
 
 
 def array_to_image(array_zyx: np.ndarray, reference: GridLike,
@@ -175,15 +186,15 @@ def _read_3d(path: str | os.PathLike) -> sitk.Image:
     if not p.exists():
         raise InputError(f"Image {p} does not exist. Check the path.")
     if p.is_dir():
-        image = _read_dicom_series(p)
+        image = read_dicom_series(p)
     else:
-        _check_readable(p)
+        check_readable(p)
         if full_suffix(p) in (".nii", ".nii.gz"):
-            _check_nifti_complete(p)
+            check_nifti_complete(p)
         try:
             image = sitk.ReadImage(str(p))
         except RuntimeError as err:
-            raise _unreadable(p, err) from err
+            raise unreadable(p, err) from err
     if image.GetNumberOfComponentsPerPixel() != 1 and full_suffix(p) == ".seg.nrrd":
         raise InputError(f"{p} is a Slicer segmentation with overlapping segments (one layer "
                          "per component), not an image. Give it as annotations (adapt "
@@ -204,100 +215,6 @@ def _read_3d(path: str | os.PathLike) -> sitk.Image:
     return image
 
 
-def _check_readable(path: Path) -> None:
-    """InputError naming the real cause when `path` cannot be opened (permissions, ...): the
-    readers would report it as a corrupt or unsupported file."""
-    try:
-        with open(path, "rb") as f:
-            f.read(1)
-    except PermissionError as err:
-        raise InputError(f"Cannot read {path}: permission denied. Ask its owner to make it "
-                         "readable for you (e.g. chmod a+r), or copy it to a folder you can "
-                         "read.") from err
-    except OSError as err:
-        raise InputError(f"Cannot read {path}: {err.strerror or err}. Check the path and the "
-                         "disk.") from err
-
-
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    try:
-        entries = sorted(folder.iterdir())
-    except PermissionError as err:
-        raise InputError(f"Cannot open folder {folder}: permission denied. Ask its owner to "
-                         "make it readable for you, or copy it to a folder you can read.") from err
-    if not entries:
-        raise InputError(f"Folder {folder} is empty. Give an image file "
-                         f"({', '.join(READABLE_SUFFIXES)}), a folder of image files, or a "
-                         "folder holding one DICOM series.")
-    reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        folders = [e.name for e in entries if e.is_dir()]
-        names = ", ".join(e.name for e in entries[:5]) + (", …" if len(entries) > 5 else "")
-        raise InputError(
-            f"Folder {folder} holds no image file ({', '.join(READABLE_SUFFIXES)}) and no DICOM "
-            f"series (it holds {len(entries)} entries: {names}). Give an image file, a folder of "
-            "image files, or a folder holding one DICOM series"
-            + (f"; subfolders are not searched, so give one of them (e.g. {folder / folders[0]})"
-               if folders else "") + ".")
-    if len(series) > 1:
-        raise InputError(f"Folder {folder} contains {len(series)} DICOM series "
-                         f"({', '.join(series)}); put each series in its own folder.")
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    try:
-        return reader.Execute()
-    except RuntimeError as err:
-        raise _unreadable(folder, err) from err
-
-
-def _check_nifti_complete(path: Path) -> None:
-    """Raise InputError if a NIfTI file holds fewer bytes than its header promises.
-
-    Hand-written because ITK's NIfTI reader silently accepts truncated files (it returns
-    uninitialised memory); for .nii.gz this also verifies the gzip checksum. Files whose header
-    is not NIfTI are left to SimpleITK to reject.
-    """
-    opener = gzip.open if full_suffix(path) == ".nii.gz" else open
-    try:
-        with opener(path, "rb") as f:
-            header = f.read(540)
-            expected_end = _nifti_data_end(header)
-            if expected_end is None:
-                return
-            if opener is open:
-                total = path.stat().st_size
-            else:
-                total = len(header)
-                while chunk := f.read(1 << 22):
-                    total += len(chunk)
-    except (OSError, EOFError, zlib.error) as err:
-        raise InputError(f"{path} is not a readable image: the compressed data is corrupt or "
-                         f"truncated ({err}). Re-export or re-download the file.") from err
-    if total < expected_end:
-        raise InputError(f"{path} is not a readable image: it holds {total} bytes but its header "
-                         f"needs {expected_end}; the file may be truncated. Re-export or "
-                         "re-download it.")
-
-
-def _nifti_data_end(header: bytes) -> int | None:
-    """Offset of the end of the voxel data from a NIfTI-1/2 header, or None if not NIfTI."""
-    for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
-            offset = int(struct.unpack(endian + "f", header[108:112])[0])
-        elif len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            dims = struct.unpack(endian + "8q", header[16:80])
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
-            offset = struct.unpack(endian + "q", header[168:176])[0]
-        else:
-            continue
-        if not 1 <= dims[0] <= 7:
-            return None
-        return max(offset, 348) + math.prod(max(d, 1) for d in dims[1:dims[0] + 1]) * bitpix // 8
-    return None
-
-
 def _label_values(label: sitk.Image, path: str | os.PathLike, highest: int) -> list[int]:
     """The distinct values of a label map; InputError unless they are integers in 0..highest."""
     values = np.unique(sitk.GetArrayViewFromImage(label))
@@ -311,16 +228,6 @@ def _label_values(label: sitk.Image, path: str | os.PathLike, highest: int) -> l
                          f"0..{highest}. Relabel the classes with small non-negative "
                          "integers.")
     return [int(v) for v in values]
-
-
-def _unreadable(path: str | os.PathLike, err: RuntimeError) -> InputError:
-    return InputError(f"{path} is not a readable image (unsupported format, corrupt, or "
-                      f"truncated): {_last_line(err)}. Re-export or re-download the file.")
-
-
-def _last_line(err: Exception) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[-1] if lines else type(err).__name__
 
 
 def _fmt(values) -> str:

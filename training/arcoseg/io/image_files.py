@@ -1,0 +1,126 @@
+"""Checks and readers behind `io.images.read_image` for what SimpleITK reports badly: files
+that cannot be opened, truncated NIfTI, DICOM series folders."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from arcoseg.errors import InputError
+from arcoseg.fileutil import full_suffix
+
+READABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def check_readable(path: Path) -> None:
+    """InputError naming the real cause when `path` cannot be opened (permissions, ...): the
+    readers would report it as a corrupt or unsupported file."""
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except PermissionError as err:
+        raise InputError(f"Cannot read {path}: permission denied. Ask its owner to make it "
+                         "readable for you (e.g. chmod a+r), or copy it to a folder you can "
+                         "read.") from err
+    except OSError as err:
+        raise InputError(f"Cannot read {path}: {err.strerror or err}. Check the path and the "
+                         "disk.") from err
+
+
+def read_dicom_series(folder: Path) -> sitk.Image:
+    """The one DICOM series in `folder`; InputError for an empty or unreadable folder, a folder
+    without a series (naming what it holds) or with several."""
+    try:
+        entries = sorted(folder.iterdir())
+    except PermissionError as err:
+        raise InputError(f"Cannot open folder {folder}: permission denied. Ask its owner to "
+                         "make it readable for you, or copy it to a folder you can read.") from err
+    if not entries:
+        raise InputError(f"Folder {folder} is empty. Give an image file "
+                         f"({', '.join(READABLE_SUFFIXES)}), a folder of image files, or a "
+                         "folder holding one DICOM series.")
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        folders = [e.name for e in entries if e.is_dir()]
+        names = ", ".join(e.name for e in entries[:5]) + (", …" if len(entries) > 5 else "")
+        raise InputError(
+            f"Folder {folder} holds no image file ({', '.join(READABLE_SUFFIXES)}) and no DICOM "
+            f"series (it holds {len(entries)} entries: {names}). Give an image file, a folder of "
+            "image files, or a folder holding one DICOM series"
+            + (f"; subfolders are not searched, so give one of them (e.g. {folder / folders[0]})"
+               if folders else "") + ".")
+    if len(series) > 1:
+        raise InputError(f"Folder {folder} contains {len(series)} DICOM series "
+                         f"({', '.join(series)}); put each series in its own folder.")
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    try:
+        return reader.Execute()
+    except RuntimeError as err:
+        raise unreadable(folder, err) from err
+
+
+def check_nifti_complete(path: Path) -> None:
+    """Raise InputError if a NIfTI file holds fewer bytes than its header promises.
+
+    Hand-written because ITK's NIfTI reader silently accepts truncated files (it returns
+    uninitialised memory); for .nii.gz this also verifies the gzip checksum. Files whose header
+    is not NIfTI are left to SimpleITK to reject.
+    """
+    opener = gzip.open if full_suffix(path) == ".nii.gz" else open
+    try:
+        with opener(path, "rb") as f:
+            header = f.read(540)
+            expected_end = nifti_data_end(header)
+            if expected_end is None:
+                return
+            if opener is open:
+                total = path.stat().st_size
+            else:
+                total = len(header)
+                while chunk := f.read(1 << 22):
+                    total += len(chunk)
+    except (OSError, EOFError, zlib.error) as err:
+        raise InputError(f"{path} is not a readable image: the compressed data is corrupt or "
+                         f"truncated ({err}). Re-export or re-download the file.") from err
+    if total < expected_end:
+        raise InputError(f"{path} is not a readable image: it holds {total} bytes but its header "
+                         f"needs {expected_end}; the file may be truncated. Re-export or "
+                         "re-download it.")
+
+
+def nifti_data_end(header: bytes) -> int | None:
+    """Offset of the end of the voxel data from a NIfTI-1/2 header, or None if not NIfTI."""
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+        elif len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+            dims = struct.unpack(endian + "8q", header[16:80])
+            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+        else:
+            continue
+        if not 1 <= dims[0] <= 7:
+            return None
+        return max(offset, 348) + math.prod(max(d, 1) for d in dims[1:dims[0] + 1]) * bitpix // 8
+    return None
+
+
+def unreadable(path: str | os.PathLike, err: RuntimeError) -> InputError:
+    """The InputError for a file or folder SimpleITK failed to read with `err`."""
+    return InputError(f"{path} is not a readable image (unsupported format, corrupt, or "
+                      f"truncated): {last_line(err)}. Re-export or re-download the file.")
+
+
+def last_line(err: Exception) -> str:
+    """The last non-empty line of an error message (ITK's are long), or the error's type."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
