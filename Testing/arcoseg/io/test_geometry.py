@@ -77,6 +77,10 @@ def test_format_check_refuses_nifti_for_a_sheared_grid_before_any_work():
     assert "voxels (about" in message  # how far labels would move
     check_format_holds(_image(direction=SHEARED), "seg.nrrd", "ct.nrrd")
     check_format_holds(_image(), "seg.nii.gz", "ct.nrrd")  # orthonormal: NIfTI is fine
+    assert "--ext .nrrd for a folder" in message
+    with pytest.raises(OutputError) as err:  # adapt has no --ext: not suggested there
+        check_format_holds(_image(direction=SHEARED), "seg.nii.gz", "ct.nrrd", ext_option=False)
+    assert "--ext" not in str(err.value) and "-o seg.nrrd)" in str(err.value)
 
 
 def test_read_grid_reads_the_header_only(tmp_path):

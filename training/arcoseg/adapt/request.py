@@ -56,4 +56,5 @@ class AdaptRequest:
                 check_class_names([BACKGROUND, *self.classes])
             except ModelFileError as err:
                 raise InputError(f"--classes {','.join(self.classes)}: {err} Name each "
-                                 f"foreground class once ({BACKGROUND} is class 0 already).") from err
+                                 f"foreground class once ({BACKGROUND} is class 0 already)."
+                                 ) from err

@@ -109,13 +109,14 @@ def check_format_holds(image: GridLike, output: str | os.PathLike, source: str,
     offset = voxel_offset(grid, orthonormalized(grid))
     if offset > GRID_TOLERANCE_VOXELS:
         millimetres = offset * max(grid.spacing)
+        folders = ", or --ext .nrrd for a folder" if ext_option else ""
         raise OutputError(
             f"{source} has a sheared (non-orthogonal) direction, e.g. a tilted CT gantry: "
             f"{_fmt(grid.direction)}. NIfTI cannot store it, so {output} would place the "
             f"labels up to {offset:.2g} voxels (about {millimetres:.2g} mm) away from the image. "
             f"Write {' or '.join(HOLDS_ANY_DIRECTION)} instead (e.g. -o "
-            f"{_with_suffix(output, '.nrrd')}{', or --ext .nrrd for a folder' if ext_option else ''}"
-            "), or resample the image to an orthogonal grid first.")
+            f"{_with_suffix(output, '.nrrd')}{folders}), or resample the image to an orthogonal "
+            "grid first.")
 
 
 def read_grid(path: str | os.PathLike) -> Grid | None:
