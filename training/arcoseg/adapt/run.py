@@ -9,9 +9,9 @@ teacher + contrastive) for a number of iterations, the time budget as an upper b
 held-out slice is scored for the early stop and joins training for the end of the schedule
 (`adapt.heldout`) → compare the model as it was before it joined with the parent and with
 copying the nearest drawn slice on the held-out slice (`adapt.check`) → commit a new registry
-version (activated only if it is not worse) → write the segmentations, the final model fused
-with every drawn slice (`adapt.fusion`; the model alone where, on the held-out slice, the copy
-is far worse than the model) → suggest the next slices to annotate.
+version (activated only if it is not worse) together with the segmentations, the final model
+fused with every drawn slice (`adapt.fusion`; the model alone where, on the held-out slice, the
+copy is far worse than the model): both or neither → suggest the next slices to annotate.
 """
 
 from __future__ import annotations
