@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from arcoseg.adapt.run import AdaptRequest, plan_outputs
 from arcoseg.cli import main
 from arcoseg.data.synthetic import make_phantom
-from arcoseg.errors import InputError
+from arcoseg.errors import InputError, OutputError
 from arcoseg.io.geometry import grid_difference
 from arcoseg.io.images import read_image, write_image
 
@@ -83,6 +83,22 @@ def test_two_images_and_a_file_name_are_refused(untrained_model, tmp_path, capsy
                       "--device", "cpu")
     assert code == 2 and "names one file but 2 images" in event["message"]
     assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_a_result_is_never_written_onto_an_input_file(untrained_model, tmp_path, capsys):
+    ct = image_file(tmp_path / "ct.nii.gz")
+    before = ct.read_bytes()
+    code, event = run(capsys, "segment", untrained_model, ct, "-o", ct, "--device", "cpu")
+    assert code == 2 and "is one of the input files" in event["message"]
+    assert ct.read_bytes() == before
+
+
+def test_adapt_never_writes_its_result_onto_the_image_or_the_drawing(tmp_path):
+    ct = image_file(tmp_path / "ct.nii.gz")
+    drawing = image_file(tmp_path / "ann.nii.gz", seed=1)
+    for output in (ct, drawing, tmp_path / "." / "ct.nii.gz"):
+        with pytest.raises(OutputError, match="is one of the input files"):
+            plan_outputs(AdaptRequest(images=[ct], annotations=[drawing], output=output))
 
 
 def test_dotted_case_names_keep_their_dots(untrained_model, tmp_path, capsys):

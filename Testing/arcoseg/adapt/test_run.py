@@ -22,9 +22,9 @@ from arcoseg.adapt.run import AdaptRequest, adapt, fingerprint
 from arcoseg.cli import main
 from arcoseg.data.intensity import DEFAULT_JITTER
 from arcoseg.data.synthetic import make_phantom
-from arcoseg.errors import Cancelled, ModelFileError, OutputError
+from arcoseg.errors import Cancelled, InputError, ModelFileError, OutputError
 from arcoseg.progress import Reporter
-from arcoseg.registry import Registry
+from arcoseg.registry import Registry, RegistryError
 from arcoseg.train.trainer import Trainer
 
 
@@ -164,6 +164,21 @@ def test_a_name_that_holds_other_classes_is_refused_before_training(case, tmp_pa
     with pytest.raises(ModelFileError, match=r"classes \['background', 'a', 'b'\] differ"):
         adapt(_request(case, tmp_path, classes=["x", "y"]), Reporter(quiet=True), lambda: False)
     assert [v["ref"] for v in Registry().list()] == ["adapted@v1"]
+
+
+def test_an_empty_name_is_refused_not_taken_for_the_default(case, tmp_path, monkeypatch):
+    adapt(_request(case, tmp_path, holdout=False), Reporter(quiet=True), lambda: False)
+    _no_training(monkeypatch)
+    with pytest.raises(RegistryError, match="name"):
+        adapt(_request(case, tmp_path, classes=None, model="adapted", name=""),
+              Reporter(quiet=True), lambda: False)
+    assert [v["ref"] for v in Registry().list()] == ["adapted@v1"]
+
+
+def test_more_classes_than_a_label_map_holds_are_refused(case, tmp_path):
+    with pytest.raises(InputError, match="at most 254 besides background"):
+        _request(case, tmp_path, classes=[f"k{i}" for i in range(255)])
+    assert len(_request(case, tmp_path, classes=[f"k{i}" for i in range(254)]).classes) == 254
 
 
 @pytest.mark.parametrize("classes", ["a,a", "a,", "background,a"])

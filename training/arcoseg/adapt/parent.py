@@ -35,20 +35,22 @@ def choose_parent(registry: Registry, model: str | None, classes: list[str] | No
     Raises ArcosegError when neither is given, RegistryError for a bad name and ModelFileError
     when the model `name` already exists with other classes: all before any training.
     """
+    if name is not None:
+        check_name(name)  # before a folder is imported under it
     if model is None:
         if not classes:
             raise ArcosegError("Give --model NAME|PATH to adapt, or --from-scratch --classes A,B.")
         names = [BACKGROUND, *classes]
-        parent = Parent(check_name(name or "adapted"), None, None, None, names,
+        parent = Parent("adapted" if name is None else name, None, None, None, names,
                         list(range(len(names))))
     else:
         ref = registry.lookup(model)
         if ref is None:  # a folder outside the registry becomes a base model first (once)
             folder = Path(model).expanduser()
             ref = (registered_copy(registry, folder)
-                   or registry.import_model(folder, name=name or folder.name))
+                   or registry.import_model(folder, name=folder.name if name is None else name))
         network, metadata = load_model(registry.resolve(str(ref)))
-        parent = Parent(check_name(name or ref.name), ref, network, metadata,
+        parent = Parent(ref.name if name is None else name, ref, network, metadata,
                         metadata.class_names, [int(c["value"]) for c in metadata.classes])
     registry.check_classes_of(parent.name, parent.class_names)
     return parent

@@ -10,6 +10,7 @@ from arcoseg.adapt.fusion import FusionSettings
 from arcoseg.adapt.prior import PriorSettings
 from arcoseg.constants import BACKGROUND
 from arcoseg.errors import InputError, ModelFileError
+from arcoseg.io.images import MAX_LABEL_VALUE
 from arcoseg.modelfile import check_class_names
 
 
@@ -52,6 +53,10 @@ class AdaptRequest:
     def __post_init__(self) -> None:
         """InputError for class names a model cannot hold (checked before any work)."""
         if self.classes is not None:
+            if len(self.classes) > MAX_LABEL_VALUE:
+                raise InputError(f"--classes names {len(self.classes)} classes; a label map holds "
+                                 f"at most {MAX_LABEL_VALUE} besides {BACKGROUND} (value "
+                                 f"{MAX_LABEL_VALUE + 1} marks unannotated voxels).")
             try:
                 check_class_names([BACKGROUND, *self.classes])
             except ModelFileError as err:

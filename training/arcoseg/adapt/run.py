@@ -74,7 +74,7 @@ def plan_outputs(request: AdaptRequest) -> list[Path | None]:
     ext = {f"{cid}_seg": full_suffix(path) if full_suffix(path) in writable else ".nii.gz"
            for cid, path in ids.items()}
     paths = list(image_output_paths(request.output, list(ext), ext).values())
-    check_distinct(paths)
+    check_distinct(paths, [*request.images, *request.annotations, *request.unlabelled])
     for image, path in zip(request.images, paths):
         check_output_file(path)
         grid = read_grid(image)

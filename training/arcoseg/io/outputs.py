@@ -62,14 +62,19 @@ def sibling(path: Path, tag: str) -> Path:
     return path.with_name(f"{stem}_{tag}{'.nrrd' if suffix == SEG_NRRD else suffix}")
 
 
-def check_distinct(paths: Iterable[Path]) -> None:
-    """OutputError if two outputs would be written to the same file."""
+def check_distinct(paths: Iterable[Path], inputs: Iterable[Path] = ()) -> None:
+    """OutputError if two outputs would be written to the same file, or one onto an input file
+    (which it would replace: the user's image or drawing lost)."""
+    read = {Path(os.path.realpath(path)) for path in inputs}
     seen: dict[Path, Path] = {}
     for path in paths:
         key = Path(os.path.abspath(path))
         if key in seen:
             raise OutputError(f"Two results would both be written to {path}; rename an input "
                               "or choose another output.")
+        if Path(os.path.realpath(path)) in read:
+            raise OutputError(f"The result would be written to {path}, which is one of the "
+                              "input files, and replace it. Choose another output (-o).")
         seen[key] = path
 
 
