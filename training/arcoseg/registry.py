@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -201,6 +202,17 @@ class Registry:
             yield staged
             staged.ref = self._commit(staged.path, name, kind="adapted", parent=parent,
                                       activate=staged.activate)
+
+    def check_writable(self) -> None:
+        """OutputError unless the registry folder can be created and written: call it before
+        long work that ends by adding a version (Adapt), not after."""
+        with self._locked():
+            try:
+                fd, probe = tempfile.mkstemp(dir=self.home, prefix=".write-check-")
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as err:
+                raise _not_writable(self.home, err) from err
 
     def check_classes_of(self, name: str, class_names: list[str]) -> None:
         """ModelFileError if model `name` exists with other classes than `class_names`: a new
@@ -394,6 +406,8 @@ class Registry:
             raise RegistryError(f"Another ARCOSegment process is using the registry {self.home} "
                                 f"(waited {self.lock_timeout:g} s for {lock.lock_file}). Let it "
                                 "finish, then try again.") from err
+        except OSError as err:
+            raise _not_writable(self.home, err) from err
         try:
             yield self._read_index()
         finally:
@@ -482,6 +496,12 @@ class Registry:
                 **({"source": entry["source"]} if "source" in entry else {}),
                 "weights_sha256": entry["weights_sha256"],
                 "path": str(self._version_dir(name, entry["version"]))}
+
+
+def _not_writable(home: Path, err: OSError) -> OutputError:
+    return OutputError(f"Cannot write in the model registry folder {home}: "
+                       f"{err.strerror or err}. Fix its permissions, or set ARCOSEG_HOME to a "
+                       "writable folder.")
 
 
 def _check_version_classes(model: dict[str, Any], class_names: list[str], name: str) -> None:

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 import arcoseg.adapt.check as check_module
 import arcoseg.io.images as images_module
+import arcoseg.registry as registry_module
 from arcoseg.adapt import schedule
 from arcoseg.adapt.prior import PriorSettings
 from arcoseg.adapt.run import AdaptRequest, adapt, fingerprint
@@ -173,6 +174,23 @@ def test_an_empty_name_is_refused_not_taken_for_the_default(case, tmp_path, monk
         adapt(_request(case, tmp_path, classes=None, model="adapted", name=""),
               Reporter(quiet=True), lambda: False)
     assert [v["ref"] for v in Registry().list()] == ["adapted@v1"]
+
+
+@pytest.mark.parametrize("broken", ["probe", "lock"])
+def test_a_registry_that_cannot_be_written_is_refused_before_training(case, tmp_path,
+                                                                      monkeypatch, broken):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    # simulated: the tests may run as root, who can write into a read-only folder
+    if broken == "probe":
+        monkeypatch.setattr(registry_module.tempfile, "mkstemp", denied)
+    else:
+        monkeypatch.setattr(registry_module.FileLock, "acquire", denied)
+    _no_training(monkeypatch)
+    with pytest.raises(OutputError, match="Cannot write in the model registry folder .*"
+                                          "ARCOSEG_HOME"):
+        adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
+    assert not (tmp_path / "seg.nii.gz").exists()
 
 
 def test_more_classes_than_a_label_map_holds_are_refused(case, tmp_path):

@@ -88,6 +88,7 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     device = resolve_device(request.device)
     outputs = plan_outputs(request)
     registry = Registry(request.home)
+    registry.check_writable()  # the version is added after training: refuse now, not then
     parent = choose_parent(registry, request.model, request.classes, request.name)
     items = read_annotated(request, parent)
     for item, path in zip(items, outputs):
