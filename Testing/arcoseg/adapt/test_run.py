@@ -199,7 +199,7 @@ def test_more_classes_than_a_label_map_holds_are_refused(case, tmp_path):
     assert len(_request(case, tmp_path, classes=[f"k{i}" for i in range(254)]).classes) == 254
 
 
-@pytest.mark.parametrize("classes", ["a,a", "a,", "background,a"])
+@pytest.mark.parametrize("classes", ["a,a", "a,", "background,a", ""])
 def test_class_names_a_model_cannot_hold_are_refused_before_any_work(case, tmp_path, capsys,
                                                                      monkeypatch, classes):
     _no_training(monkeypatch)

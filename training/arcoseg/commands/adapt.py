@@ -98,7 +98,8 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
         raise InputError("Use --classes together with --from-scratch (and only then).")
     request = AdaptRequest(
         images=list(args.image), annotations=list(args.annotations), model=args.model,
-        classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
+        classes=(None if args.classes is None
+                 else [c.strip() for c in args.classes.split(",")]),
         name=args.name, axis=None if args.axis == "auto" else int(args.axis),
         slices=parse_slices(args.slices), unlabelled=list(args.unlabelled), budget=args.budget,
         iterations=args.iterations, method=args.method, sampler=args.sampler,

@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         return actions.add_parser(name, help=help_text, description=help_text,
                                   parents=[_PROGRESS], formatter_class=HelpFormatter)
 
-    action("list", "list every model version, newest first, the active one marked")
+    action("list", "list every model version: models by name, each newest first, the "
+                   "active one marked")
     action("show", "show one model version: network, classes, provenance, registry fields"
            ).add_argument("spec", help=_SPEC_HELP)
     action("activate", "make a version the active one").add_argument("spec",
