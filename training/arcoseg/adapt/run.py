@@ -53,9 +53,9 @@ def fingerprint(path: Path) -> str:
     """SHA-256 of an image file's bytes, or of a DICOM series folder's files (their relative
     names and bytes, in name order): provenance, which images an adaptation saw."""
     digest = hashlib.sha256()
-    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
+    folder = path.is_dir()
+    for file in sorted(f for f in path.rglob("*") if f.is_file()) if folder else [path]:
+        if folder:
             digest.update(file.relative_to(path).as_posix().encode() + b"\0")
         with file.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
