@@ -34,7 +34,7 @@ import torch
 from arcoseg.adapt.annotations import Annotations
 from arcoseg.adapt.baselines import BASELINES
 from arcoseg.adapt.fusion import FusionSettings, fuse
-from arcoseg.adapt.prior import PRIOR_MODES, PriorSettings
+from arcoseg.adapt.prior import PRIOR_MODES, ParentPriorSettings, PriorSettings
 from arcoseg.adapt.run import AdaptRequest, adapt
 from arcoseg.commands.common import AUTO_THREADS, apply_threads
 from arcoseg.constants import FUSION_WEIGHT, OPTIMIZERS
@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-strength", type=NONNEG, default=PriorSettings.strength)
     p.add_argument("--prior-scale", type=POSITIVE, default=PriorSettings.scale)
     p.add_argument("--prior-decay", type=SHARE, default=PriorSettings.decay)
+    p.add_argument("--parent-prior", type=NONNEG, default=ParentPriorSettings.strength,
+                   help="from --base: weight of the base's prediction far from the drawing "
+                        "(adapt.parent_prior; 0: off)")
+    p.add_argument("--parent-prior-scale", type=POSITIVE, default=ParentPriorSettings.scale)
     p.add_argument("--fusion-weights", type=ListOf(UNIT), default=f"0,{FUSION_WEIGHT}",
                    help="the drawing's weights in Adapt's output (arcoseg.adapt.fusion) to score "
                         "on each adapted model: one row each (0 = the model alone)")
@@ -154,7 +158,9 @@ def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndar
                            name=f"bench-{start}", method=method, budget=args.budget,
                            iterations=args.iterations, warmup=args.warmup, jitter=args.jitter,
                            optimizer=args.optimizer, lr=args.lr,
-                           prior=prior, early_stop=args.early_stop, holdout=args.holdout,
+                           prior=prior, parent_prior=ParentPriorSettings(
+                               args.parent_prior, args.parent_prior_scale),
+                           early_stop=args.early_stop, holdout=args.holdout,
                            device=args.device, amp=args.amp, home=work / "registry",
                            output=work / f"{case.id}_k{len(slices)}_{start}_{method}.nii.gz")
     t0 = time.perf_counter()

@@ -8,8 +8,9 @@ drawn slices themselves, which the supervised loss already covers), times a sche
 falls linearly from 1 to 0 over the first `decay` fraction of training — so the model starts from
 what the drawing implies and the semi-supervised terms and the image take over later.
 
-`PriorMethod` wraps any training method (`train.methods.Method`) and adds the prior's weighted
-cross-entropy on a batch of propagated slices to its loss. The per-voxel weights travel with
+`PriorMethod` wraps any training method (`train.methods.Method`) and adds the priors' weighted
+cross-entropy on batches of propagated slices (and of the parent's prediction,
+`adapt.parent_prior`) to its loss. The per-voxel weights travel with
 the images as one extra channel through the ordinary samplers (so cropping, padding and
 flipping treat them exactly like the image; padding gives weight 0).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -59,6 +60,25 @@ class PriorSettings:
         return self.mode != "none" and self.strength > 0
 
 
+@dataclass
+class ParentPriorSettings:
+    """How strongly the parent's prediction is kept far from the drawing (`adapt.parent_prior`;
+    here, beside `PriorSettings`, so that `AdaptRequest` can hold it without importing the
+    inputs)."""
+
+    strength: float = 0.0  # weight far from the drawing for a parent the drawing agrees with
+    scale: float = 3.0  # slices: the weight reaches 63 % of its top `scale` slices from a drawing
+
+    def __post_init__(self) -> None:
+        NONNEG.check(self.strength, "Parent prior strength")
+        POSITIVE.check(self.scale, "Parent prior scale (slices)")
+
+    @property
+    def active(self) -> bool:
+        """Whether the prior adds anything."""
+        return self.strength > 0
+
+
 def slice_weights(size: int, slices: list[int], settings: PriorSettings) -> np.ndarray:
     """(size,) prior weight of each slice index: 0 on drawn slices, `strength` next to one,
     falling by 1/e every `scale` slices, 0 where it would fall below MIN_WEIGHT."""
@@ -84,13 +104,18 @@ def propagate(drawn: np.ndarray, axis: int, slices: list[int], settings: PriorSe
     propagate) or as `propagate_labels` does.
     """
     labels = propagate_labels(drawn, axis, slices, settings.mode)
-    per_slice = slice_weights(drawn.shape[axis], slices, settings)
-    shape = [1, 1, 1]
-    shape[axis] = -1
-    weights = np.broadcast_to(per_slice.reshape(shape), drawn.shape).astype(np.float32)
+    weights = per_voxel(slice_weights(drawn.shape[axis], slices, settings), drawn.shape, axis)
     labels[weights == 0] = IGNORE_LABEL
     labels[along(axis, slices)] = IGNORE_LABEL
-    return labels, np.ascontiguousarray(weights)
+    return labels, weights
+
+
+def per_voxel(per_slice: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray:
+    """A (z, y, x) float32 map of `shape` holding `per_slice[i]` on every voxel of slice i
+    along `axis`."""
+    view = [1, 1, 1]
+    view[axis] = -1
+    return np.ascontiguousarray(np.broadcast_to(per_slice.reshape(view), shape), np.float32)
 
 
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
@@ -104,28 +129,49 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
     return (ce * weights.float()).mean()
 
 
-class PriorMethod:
-    """A training method plus the propagation prior's weighted cross-entropy.
+@dataclass
+class PriorTerm:
+    """One prior `PriorMethod` trains on: batches from `sampler` (images with the per-voxel
+    weights as their last channel, labels), times `factor(iteration, total)`; logged as
+    loss_<name>."""
 
-    `sampler.sample()` gives (images with the weights as their last channel, prior labels);
-    the wrapped method's loss, terms and teacher are unchanged otherwise.
+    name: str
+    sampler: Any
+    factor: Callable[[int, int], float]
+
+
+class PriorMethod:
+    """A training method plus weighted cross-entropy on the batches of one or more priors
+    (the propagation prior here, the parent prior in `adapt.parent_prior`).
+
+    The priors' batches go through the student in one forward pass; each term's loss is its
+    own weighted mean, so adding a term leaves the others' scale unchanged. The wrapped
+    method's loss, terms and teacher are unchanged otherwise.
     """
 
-    def __init__(self, inner: Method, sampler: Any, settings: PriorSettings,
-                 device: torch.device) -> None:
-        self.inner, self.sampler, self.settings, self.device = inner, sampler, settings, device
+    def __init__(self, inner: Method, terms: list[PriorTerm], device: torch.device) -> None:
+        self.inner, self.terms, self.device = inner, terms, device
 
     def training_step(self, student: torch.nn.Module, labelled: Batch, unlabelled: Batch | None,
                       iteration: int, max_iterations: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        """The wrapped method's step, plus factor * the prior loss while the factor is > 0."""
+        """The wrapped method's step, plus factor * each prior's loss while its factor is > 0."""
         loss, terms = self.inner.training_step(student, labelled, unlabelled, iteration,
                                                max_iterations)
-        factor = schedule_factor(iteration, max_iterations, self.settings.decay)
-        if factor > 0:
-            images, labels = (t.to(self.device) for t in self.sampler.sample())
-            prior = weighted_cross_entropy(student(images[:, :-1]), labels, images[:, -1])
-            loss = loss + factor * prior
-            terms = {**terms, "loss_prior": prior.detach(), "prior_factor": factor}
+        active = [(term, factor) for term in self.terms
+                  if (factor := term.factor(iteration, max_iterations)) > 0]
+        if not active:
+            return loss, terms
+        batches = [term.sampler.sample() for term, _ in active]
+        images = torch.cat([b[0] for b in batches]).to(self.device)
+        labels = torch.cat([b[1] for b in batches]).to(self.device)
+        logits = student(images[:, :-1])
+        terms, start = dict(terms), 0
+        for (term, factor), (batch_images, _) in zip(active, batches):
+            part = slice(start, start + len(batch_images))
+            value = weighted_cross_entropy(logits[part], labels[part], images[part, -1])
+            loss = loss + factor * value
+            terms[f"loss_{term.name}"], terms[f"{term.name}_factor"] = value.detach(), factor
+            start = part.stop
         return loss, terms
 
     def uses_unlabelled(self, iteration: int, max_iterations: int) -> bool:
@@ -138,11 +184,19 @@ class PriorMethod:
         return self.inner.eval_model()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"inner": self.inner.state_dict(), "sampler": self.sampler.state_dict()}
+        return {"inner": self.inner.state_dict(),
+                "samplers": [term.sampler.state_dict() for term in self.terms]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.inner.load_state_dict(state["inner"])
-        self.sampler.load_state_dict(state["sampler"])
+        for term, sampler_state in zip(self.terms, state["samplers"]):
+            term.sampler.load_state_dict(sampler_state)
+
+
+def propagation_term(sampler: Any, settings: PriorSettings) -> PriorTerm:
+    """The propagation prior's term: it fades out over `settings.decay` of the schedule."""
+    return PriorTerm("prior", sampler,
+                     lambda iteration, total: schedule_factor(iteration, total, settings.decay))
 
 
 def scale_note(settings: PriorSettings) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arcoseg.adapt.fusion import FusionSettings
-from arcoseg.adapt.prior import PriorSettings
+from arcoseg.adapt.prior import ParentPriorSettings, PriorSettings
 from arcoseg.constants import BACKGROUND
 from arcoseg.errors import InputError, ModelFileError
 from arcoseg.io.images import MAX_LABEL_VALUE
@@ -42,6 +42,7 @@ class AdaptRequest:
     holdout: bool = True
     early_stop: bool = True  # end once the supervised loss stops improving
     prior: PriorSettings = field(default_factory=PriorSettings)
+    parent_prior: ParentPriorSettings = field(default_factory=ParentPriorSettings)  # from a model
     fusion: FusionSettings = field(default_factory=FusionSettings)  # the output: model + drawing
     suggestions: int = 3
     output: Path | None = None

@@ -124,7 +124,8 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
         parent=str(parent.ref) if parent.ref else None, held_out=check,
         images=seen,
         unlabelled_images=[str(p) for p in request.unlabelled], budget_seconds=request.budget,
-        prior=asdict(request.prior), fusion=asdict(fusion))
+        prior=asdict(request.prior), parent_prior=asdict(request.parent_prior),
+        fusion=asdict(fusion))
     reporter.log(("WARNING: " if not check["activated"] else "Held-out check: ") + check["note"])
     # The segmentations take their names only once the model is committed, and are deleted if
     # writing one or committing fails: no output without its model version, nor the reverse.

@@ -1,5 +1,5 @@
-"""Adapt's training run: partial labels, the propagation prior and the held-out slice, within
-the time budget."""
+"""Adapt's training run: partial labels, the priors (propagation, parent) and the held-out
+slice, within the time budget."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from arcoseg.adapt.request import AdaptRequest
 from arcoseg.adapt.annotations import rejoin
 from arcoseg.adapt.heldout import HeldOutSlice
 from arcoseg.adapt.parent import Parent
-from arcoseg.adapt.prior import PriorMethod, propagate, scale_note
+from arcoseg.adapt.parent_prior import parent_case, parent_term
+from arcoseg.adapt.prior import PriorMethod, PriorTerm, propagate, propagation_term, scale_note
 from arcoseg.data.preprocess import Plan, PreprocessedCase
 from arcoseg.device import resolve_device
 from arcoseg.networks.model import NetworkConfig
@@ -26,13 +27,10 @@ from arcoseg.train.trainer import RunData, Trainer, extra_unlabelled, without_la
 from arcoseg.data.sampling import PatchSampler, SliceSampler
 
 
-def prior_sampler(request: AdaptRequest, items: list[AnnotatedImage],
-                  labelled: list[PreprocessedCase], plan: Plan, patch: tuple[int, ...],
-                  seed: int) -> SliceSampler | PatchSampler | None:
-    """Batches of propagated slices (or patches) with their weights as the last image channel;
-    None when the prior is off or reaches no slice."""
-    if not request.prior.active:
-        return None
+def propagation_cases(request: AdaptRequest, items: list[AnnotatedImage],
+                      labelled: list[PreprocessedCase], plan: Plan) -> list[PreprocessedCase]:
+    """The propagation prior's cases (`adapt.prior`): each image with the weights as its last
+    channel and the propagated labels; images the prior reaches no slice of are left out."""
     cases = []
     for item, case in zip(items, labelled):
         ann = item.annotations
@@ -43,10 +41,53 @@ def prior_sampler(request: AdaptRequest, items: list[AnnotatedImage],
                                           on_plan(labels, item, plan, is_label=True,
                                                   drawing=False),  # dense: nothing to widen
                                           case.spacing_zyx))
-    if not cases:
-        return None
+    return cases
+
+
+def parent_cases(request: AdaptRequest, parent: Parent, items: list[AnnotatedImage],
+                 labelled: list[PreprocessedCase], plan: Plan, device: torch.device,
+                 reporter: Reporter) -> list[PreprocessedCase]:
+    """The parent prior's cases (`adapt.parent_prior`), the parent's agreement with each
+    drawing logged."""
+    cases = []
+    model = parent.model.to(device)
+    for item, case in zip(items, labelled):
+        prior, trust = parent_case(model, item, case, plan, request.parent_prior, device)
+        if trust is not None:
+            reporter.log(f"Parent prior on {item.path.name}: the parent scores Dice {trust:.3f} "
+                         f"on the drawn slices; its prediction is kept with weight up to "
+                         f"{request.parent_prior.strength * trust:.2f} far from them")
+        if prior is not None:
+            cases.append(prior)
+    return cases
+
+
+def prior_terms(request: AdaptRequest, parent: Parent, items: list[AnnotatedImage],
+                labelled: list[PreprocessedCase], plan: Plan, patch: tuple[int, ...],
+                device: torch.device, reporter: Reporter) -> list[PriorTerm]:
+    """The priors Adapt trains with beside its method: the propagation prior and, from a parent,
+    the parent prior; each one that reaches no voxel is left out."""
+    terms = []
+    if request.prior.active:
+        cases = propagation_cases(request, items, labelled, plan)
+        if cases:
+            terms.append(propagation_term(
+                weighted_sampler(cases, plan, patch, request.prior.batch, request.seed + 2),
+                request.prior))
+    reporter.log(scale_note(request.prior) if terms else "no propagation prior")
+    if request.parent_prior.active and parent.model is not None:
+        cases = parent_cases(request, parent, items, labelled, plan, device, reporter)
+        if cases:
+            terms.append(parent_term(weighted_sampler(cases, plan, patch, request.prior.batch,
+                                                      request.seed + 3)))
+    return terms
+
+
+def weighted_sampler(cases: list[PreprocessedCase], plan: Plan, patch: tuple[int, ...],
+                     batch: int, seed: int) -> SliceSampler | PatchSampler:
+    """Batches of a prior's slices (2D) or patches (3D), its weights the last image channel."""
     cls = SliceSampler if plan.dims == 2 else PatchSampler
-    return cls(cases, patch, request.prior.batch, seed=seed)
+    return cls(cases, patch, batch, seed=seed)
 
 
 def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedImage], plan: Plan,
@@ -76,11 +117,10 @@ def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedIm
     held = held_out_hook(items[0], labelled, plan, resolve_device(request.device))
     trainer = Trainer(data, options, work, reporter, should_stop=stop, init_weights=weights,
                       network=network, hooks=[held] if held else [])
-    sampler = (prior_sampler(request, items, labelled, plan, tuple(options.patch),
-                             request.seed + 2) if request.prior.active else None)
-    if sampler is not None:
-        trainer.method = PriorMethod(trainer.method, sampler, request.prior, trainer.device)
-    reporter.log(scale_note(request.prior) if sampler is not None else "no propagation prior")
+    terms = prior_terms(request, parent, items, labelled, plan, tuple(options.patch),
+                        trainer.device, reporter)
+    if terms:
+        trainer.method = PriorMethod(trainer.method, terms, trainer.device)
     trainer.run()
     return trainer, held
 
