@@ -16,11 +16,11 @@ import pytest
 import torch
 from filelock import FileLock
 
-from arcoseg import registry as registry_module
+from arcoseg.registry import store as registry_store
 from arcoseg.errors import Cancelled, ModelFileError, OutputError
 from arcoseg.modelfile import ModelMetadata, load_metadata, make_classes, save_model
 from arcoseg.networks import NetworkConfig, build_model
-from arcoseg.registry import Registry, RegistryError, VersionRef, registry_home
+from arcoseg.registry import Registry, RegistryError, VersionRef, check_name, registry_home
 
 CONFIG = NetworkConfig(arch="unet2d", in_channels=1, num_classes=2, features=(4, 8, 16, 32, 64))
 HELD_OUT = {"parent_dice": 0.61, "adapted_dice": 0.74}
@@ -129,13 +129,29 @@ def test_import_into_an_existing_name_adds_an_active_version_with_the_same_class
     assert len(registry.list()) == 2
 
 
-@pytest.mark.parametrize("name", ["", "a b", "../up", ".hidden", "a/b", "x" * 101, "é"])
+@pytest.mark.parametrize("name", ["", "a b", "../up", ".hidden", "a/b", "x" * 101, "é",
+                                  "-rf", "--help", "CON", "nul", "com1.v2", "LPT9"])
 def test_invalid_model_names_are_refused(registry: Registry, base: Path, name: str) -> None:
     with pytest.raises(RegistryError, match="Invalid model name"):
         registry.import_model(base, name=name)
     with pytest.raises(RegistryError, match="Invalid model name"):
         with registry.stage_version(name):
             pass
+
+
+@pytest.mark.parametrize("name", ["_brain", "brain-mri.v2", "CONsole", "com10", "9"])
+def test_names_near_the_refused_ones_are_valid(name: str) -> None:
+    assert check_name(name) == name
+
+
+def test_a_name_differing_from_a_model_only_in_case_is_refused(
+        registry: Registry, imported: VersionRef, base: Path) -> None:
+    # on Windows and macOS "Brain" and "brain" would be one folder
+    with pytest.raises(RegistryError, match="only in upper/lower case.*'brain'"):
+        registry.import_model(base, name="Brain")
+    with pytest.raises(RegistryError, match="only in upper/lower case"):
+        registry.check_can_add("BRAIN", ["background", "organ"])
+    assert [v["ref"] for v in registry.list()] == ["brain@v1"]
 
 
 def test_a_folder_name_that_is_no_valid_name_asks_for_one(registry: Registry,
@@ -262,7 +278,7 @@ def test_a_failed_index_write_leaves_no_version(registry: Registry, imported: Ve
     def disk_full(path, text):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(registry_module, "write_text_atomic", disk_full)
+    monkeypatch.setattr(registry_store, "write_text_atomic", disk_full)
     with pytest.raises(OSError):
         adapt(registry, "brain", imported)
     assert [v["ref"] for v in registry.list()] == ["brain@v1"]

@@ -23,6 +23,8 @@ DEFAULT_JITTER = 0.5  # intensity augmentation strength (arcoseg.data.intensity)
 PRIOR_MODES = ("none", "nearest", "interpolate")  # Adapt's propagation prior (arcoseg.adapt.prior)
 FUSION_WEIGHT = 0.5  # the drawing's weight in Adapt's output (arcoseg.adapt.fusion)
 DEFAULT_PRIOR = "none"  # until its effect is measured (training/benchmarks/RESULTS.md)
+# Adapt from a model: weight of the parent's prediction far from the drawing (adapt.parent_prior)
+PARENT_PRIOR = 3.0
 # `arcoseg demo`: a fixed iteration count (its result must not depend on the machine's load,
 # issue 13); the budget in seconds only stops a machine far too slow to finish them
 DEMO_ITERATIONS = 600

@@ -148,12 +148,14 @@ class ModelMetadata:
 
 
 def check_class_names(names: Sequence[Any]) -> None:
-    """ModelFileError unless every class name is a non-empty string and no two are equal."""
+    """ModelFileError unless every class name is a non-empty string and no two are equal up
+    to case and surrounding spaces: Slicer segments are matched to classes that way
+    (`io.segnrrd`, the module's `segments.py`), so 'LV' and 'lv' would be one segment."""
     for name in names:
         if not isinstance(name, str) or not name.strip():
             raise ModelFileError(f"Class name must be a non-empty string, got {name!r}.")
-    if len(set(names)) != len(names):
-        raise ModelFileError(f"Class names must be unique, got {list(names)}.")
+    if len({name.strip().lower() for name in names}) != len(names):
+        raise ModelFileError(f"Class names must be unique (ignoring case), got {list(names)}.")
 
 
 def _check_class(entry: Any) -> dict[str, Any]:

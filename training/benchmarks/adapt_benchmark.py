@@ -45,7 +45,7 @@ from arcoseg.inference import segment_channels
 from arcoseg.io.images import array_to_image, read_image, write_image
 from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter
-from arcoseg.ranges import (FRACTION, NONNEG, POSITIVE, POSITIVE_INT, SHARE, UNIT,
+from arcoseg.ranges import (FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SHARE, UNIT,
                             ListOf)
 from arcoseg.train.validation import class_dice
 
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parent-prior", type=NONNEG, default=ParentPriorSettings.strength,
                    help="from --base: weight of the base's prediction far from the drawing "
                         "(adapt.parent_prior; 0: off)")
+    p.add_argument("--parent-prior-margin", type=NONNEG_INT, default=ParentPriorSettings.margin)
     p.add_argument("--parent-prior-scale", type=POSITIVE, default=ParentPriorSettings.scale)
     p.add_argument("--fusion-weights", type=ListOf(UNIT), default=f"0,{FUSION_WEIGHT}",
                    help="the drawing's weights in Adapt's output (arcoseg.adapt.fusion) to score "
@@ -159,7 +160,8 @@ def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndar
                            iterations=args.iterations, warmup=args.warmup, jitter=args.jitter,
                            optimizer=args.optimizer, lr=args.lr,
                            prior=prior, parent_prior=ParentPriorSettings(
-                               args.parent_prior, args.parent_prior_scale),
+                               args.parent_prior, args.parent_prior_margin,
+                               args.parent_prior_scale),
                            early_stop=args.early_stop, holdout=args.holdout,
                            device=args.device, amp=args.amp, home=work / "registry",
                            output=work / f"{case.id}_k{len(slices)}_{start}_{method}.nii.gz")

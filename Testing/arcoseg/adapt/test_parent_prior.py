@@ -22,7 +22,7 @@ IGNORE = 255
 
 
 def test_weights_are_zero_on_drawn_slices_and_rise_with_the_distance_scaled_by_trust():
-    settings = ParentPriorSettings(strength=1.0, scale=2.0)
+    settings = ParentPriorSettings(strength=1.0, margin=0, scale=2.0)
     w = slice_weights(12, [3, 8], settings, trust=0.5)
     assert w[3] == w[8] == 0
     assert w[2] == w[4] == pytest.approx(0.5 * (1 - np.exp(-0.5)))
@@ -32,12 +32,24 @@ def test_weights_are_zero_on_drawn_slices_and_rise_with_the_distance_scaled_by_t
     assert not slice_weights(12, [3, 8], settings, trust=0.01).any()  # below MIN_WEIGHT
 
 
+def test_the_margin_next_to_a_drawn_slice_is_left_to_the_drawing():
+    settings = ParentPriorSettings(strength=1.0, margin=2, scale=2.0)
+    w = slice_weights(20, [10], settings, trust=1.0)
+    assert not w[8:13].any()  # the drawn slice and 2 on each side
+    assert w[7] == w[13] == pytest.approx(1 - np.exp(-0.5))
+    assert w[0] == pytest.approx(1 - np.exp(-4.0))
+    # a thick-sliced volume drawn every 3rd slice: the prior reaches no slice at all
+    assert not slice_weights(10, [1, 4, 7], settings, trust=1.0).any()
+
+
 def test_settings_out_of_range_are_refused():
     with pytest.raises(ArcosegError):
         ParentPriorSettings(strength=-1)
     with pytest.raises(ArcosegError):
         ParentPriorSettings(scale=0)
-    assert not ParentPriorSettings().active and ParentPriorSettings(strength=0.5).active
+    with pytest.raises(ArcosegError):
+        ParentPriorSettings(margin=-1)
+    assert not ParentPriorSettings(strength=0).active and ParentPriorSettings(strength=0.5).active
 
 
 def _one_image(truth: np.ndarray, drawn_slices: list[int]):
@@ -60,7 +72,7 @@ def test_the_parent_s_prediction_becomes_targets_weighted_by_its_agreement_with_
     prediction[2, 2:6, 2:4] = 0  # the parent misses half the object on drawn slice 2
     monkeypatch.setattr(parent_prior, "predict_labels", lambda *args: prediction.copy())
     item, case, plan = _one_image(truth, [2, 6])
-    settings = ParentPriorSettings(strength=1.0, scale=3.0)
+    settings = ParentPriorSettings(strength=1.0, margin=0, scale=3.0)
     prior, trust = parent_case(None, item, case, plan, settings, torch.device("cpu"))
     # Dice on the drawn slices: 24 voxels predicted, 32 drawn, 24 shared
     assert trust == pytest.approx(2 * 24 / (24 + 32))
@@ -91,7 +103,8 @@ def test_adapting_from_a_parent_trains_on_its_prediction_and_records_the_prior(c
 
     adapt(request(classes=["a", "b"]), Reporter(quiet=True), lambda: False)
     log = io.StringIO()
-    result = adapt(request(model="adapted", parent_prior=ParentPriorSettings(strength=0.5)),
+    result = adapt(request(model="adapted",
+                           parent_prior=ParentPriorSettings(strength=0.5, margin=0)),
                    Reporter(log), lambda: False)
     said = re.search(r"Parent prior on img\.nii\.gz: the parent scores Dice ([0-9.]+) on the "
                      r"drawn slices; its prediction is kept with weight up to ([0-9.]+)",
@@ -99,5 +112,5 @@ def test_adapting_from_a_parent_trains_on_its_prediction_and_records_the_prior(c
     assert said and 0 < float(said[1]) <= 1
     assert float(said[2]) == pytest.approx(0.5 * float(said[1]), abs=0.01)
     meta = json.loads((Path(result["model"]["path"]) / "model.json").read_text())
-    assert meta["provenance"]["parent_prior"] == {"strength": 0.5, "scale": 3.0}
+    assert meta["provenance"]["parent_prior"] == {"strength": 0.5, "margin": 0, "scale": 3.0}
     assert result["iterations"] == 3

@@ -16,7 +16,8 @@ import SimpleITK as sitk
 
 import arcoseg.adapt.check as check_module
 import arcoseg.io.images as images_module
-import arcoseg.registry as registry_module
+import arcoseg.registry.store as registry_store
+import arcoseg.registry.versions as registry_versions
 from arcoseg.adapt import schedule
 from arcoseg.adapt.prior import PriorSettings
 from arcoseg.adapt.run import AdaptRequest, adapt, fingerprint
@@ -166,9 +167,11 @@ def test_a_registry_that_cannot_be_written_is_refused_before_training(case, tmp_
         raise PermissionError(13, "Permission denied")
     # simulated: the tests may run as root, who can write into a read-only folder
     if broken == "probe":
-        monkeypatch.setattr(registry_module.tempfile, "mkstemp", denied)
+        mkstemp = registry_versions.tempfile.mkstemp
+        monkeypatch.setattr(registry_versions.tempfile, "mkstemp", lambda *args, **kw: (
+            denied() if Path(kw["dir"]) == Registry().home else mkstemp(*args, **kw)))
     else:
-        monkeypatch.setattr(registry_module.FileLock, "acquire", denied)
+        monkeypatch.setattr(registry_store.FileLock, "acquire", denied)
     _no_training(monkeypatch)
     with pytest.raises(OutputError, match="Cannot write in the model registry folder .*"
                                           "ARCOSEG_HOME"):
@@ -182,7 +185,7 @@ def test_more_classes_than_a_label_map_holds_are_refused(case, tmp_path):
     assert len(_request(case, tmp_path, classes=[f"k{i}" for i in range(254)]).classes) == 254
 
 
-@pytest.mark.parametrize("classes", ["a,a", "a,", "background,a", ""])
+@pytest.mark.parametrize("classes", ["a,a", "LV,lv", "a,", "background,a", "Background,a", ""])
 def test_class_names_a_model_cannot_hold_are_refused_before_any_work(case, tmp_path, capsys,
                                                                      monkeypatch, classes):
     _no_training(monkeypatch)

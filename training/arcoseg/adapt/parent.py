@@ -32,8 +32,9 @@ def choose_parent(registry: Registry, model: str | None, classes: list[str] | No
     --from-scratch --classes; `name` is the adapted model's registry name (--name; default
     the parent's, from scratch "adapted").
 
-    Raises ArcosegError when neither is given, RegistryError for a bad name and ModelFileError
-    when the model `name` already exists with other classes: all before any training.
+    Raises ArcosegError when neither is given, RegistryError for a bad name (or one differing
+    from another model's only in case) and ModelFileError when the model `name` already exists
+    with other classes: all before any training.
     """
     if name is not None:
         check_name(name)  # before a folder is imported under it
@@ -52,7 +53,7 @@ def choose_parent(registry: Registry, model: str | None, classes: list[str] | No
         network, metadata = load_model(registry.resolve(str(ref)))
         parent = Parent(ref.name if name is None else name, ref, network, metadata,
                         metadata.class_names, [int(c["value"]) for c in metadata.classes])
-    registry.check_classes_of(parent.name, parent.class_names)
+    registry.check_can_add(parent.name, parent.class_names)
     return parent
 
 

@@ -8,10 +8,11 @@ ECCV 2016, section 3: the old model's responses on the new data are kept as targ
 one), made spatial: the parent's class map (its argmax on the plan's grid, computed once before
 training) is trained on as extra targets, with weight
 
-    strength * trust * (1 - exp(-d / scale))
+    strength * trust * (1 - exp(-max(0, d - margin) / scale))
 
-on a slice `d` slices from the nearest drawn slice (0 on the drawn slices, where the drawing
-rules; rising towards strength * trust far from every drawing), where `trust` is the parent's
+on a slice `d` slices from the nearest drawn slice (0 on the drawn slices and the `margin`
+slices next to them, where the drawing rules; rising towards strength * trust far from every
+drawing), where `trust` is the parent's
 mean foreground Dice on the drawn slices: a parent the user had to correct everywhere is kept
 little. The weight is the same over the whole schedule (forgetting does not stop halfway).
 """
@@ -33,11 +34,11 @@ from arcoseg.networks.model import SegmentationModel
 
 def slice_weights(size: int, slices: list[int], settings: ParentPriorSettings,
                   trust: float) -> np.ndarray:
-    """(size,) weight of each slice index: 0 on drawn slices, rising as
-    strength * trust * (1 - exp(-d / scale)) with the distance d (slices) to the nearest drawn
-    slice; 0 where that is below MIN_WEIGHT."""
-    distance = slice_distance(size, slices).astype(np.float64)
-    weights = settings.strength * trust * (1 - np.exp(-distance / settings.scale))
+    """(size,) weight of each slice index: 0 on drawn slices and within `margin` slices of one,
+    then rising as strength * trust * (1 - exp(-(d - margin) / scale)) with the distance d
+    (slices) to the nearest drawn slice; 0 where that is below MIN_WEIGHT."""
+    beyond = np.maximum(0, slice_distance(size, slices) - settings.margin).astype(np.float64)
+    weights = settings.strength * trust * (1 - np.exp(-beyond / settings.scale))
     weights[weights < MIN_WEIGHT] = 0.0
     return weights.astype(np.float32)
 

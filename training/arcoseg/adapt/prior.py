@@ -27,9 +27,9 @@ import torch.nn.functional as F
 
 from arcoseg.adapt.annotations import along
 from arcoseg.adapt.baselines import check_interpolation, propagate_labels, slice_distance
-from arcoseg.constants import DEFAULT_PRIOR, IGNORE_LABEL, PRIOR_MODES
+from arcoseg.constants import DEFAULT_PRIOR, IGNORE_LABEL, PARENT_PRIOR, PRIOR_MODES
 from arcoseg.errors import check_choice
-from arcoseg.ranges import NONNEG, POSITIVE, POSITIVE_INT, SHARE
+from arcoseg.ranges import NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SHARE
 from arcoseg.train.methods import Batch, Method
 
 MIN_WEIGHT = 0.02  # slices weighted less than this are left out of the prior (unannotated)
@@ -66,11 +66,16 @@ class ParentPriorSettings:
     here, beside `PriorSettings`, so that `AdaptRequest` can hold it without importing the
     inputs)."""
 
-    strength: float = 0.0  # weight far from the drawing for a parent the drawing agrees with
-    scale: float = 3.0  # slices: the weight reaches 63 % of its top `scale` slices from a drawing
+    strength: float = PARENT_PRIOR  # weight far from the drawing, for a parent the drawing agrees
+    # with entirely (the weight is scaled by the parent's Dice on the drawn slices)
+    # slices next to a drawn one where the drawing alone rules (0 weight): on volumes with a few
+    # thick slices (ACDC: 8-10) every slice is that near and the parent adds nothing there
+    margin: int = 2
+    scale: float = 3.0  # slices: beyond the margin the weight reaches 63 % of its top in `scale`
 
     def __post_init__(self) -> None:
         NONNEG.check(self.strength, "Parent prior strength")
+        NONNEG_INT.check(self.margin, "Parent prior margin (slices)")
         POSITIVE.check(self.scale, "Parent prior scale (slices)")
 
     @property

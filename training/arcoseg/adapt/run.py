@@ -39,6 +39,7 @@ from arcoseg.networks.fused import keep_inference_network
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.geometry import check_format_holds, read_grid
 from arcoseg.io.images import image_output_suffixes, pending_images
+from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD, write_segmentation
 from arcoseg.io.names import unique_case_ids
 from arcoseg.io.outputs import check_distinct, check_output_file, image_output_paths
 from arcoseg.modelfile import ModelMetadata, save_model
@@ -66,14 +67,16 @@ def fingerprint(path: Path) -> str:
 def plan_outputs(request: AdaptRequest) -> list[Path | None]:
     """Where each image's segmentation goes, checked before any work (io.outputs): -o itself
     for one image, '<case>_seg' inside folder -o for several, in the image's own format where
-    ARCOSegment writes it (so a sheared NRRD stays NRRD), else .nii.gz."""
+    ARCOSegment writes it (so a sheared NRRD stays NRRD), else .nii.gz; -o NAME.seg.nrrd: a
+    Slicer segmentation, one named segment per class."""
     if request.output is None:
         return [None] * len(request.images)
     ids = unique_case_ids(request.images, "Images")
     writable = image_output_suffixes()
     ext = {f"{cid}_seg": full_suffix(path) if full_suffix(path) in writable else ".nii.gz"
            for cid, path in ids.items()}
-    paths = list(image_output_paths(request.output, list(ext), ext).values())
+    paths = list(image_output_paths(request.output, list(ext), ext,
+                                    (*writable, SEG_NRRD)).values())
     check_distinct(paths, [*request.images, *request.annotations, *request.unlabelled])
     for image, path in zip(request.images, paths):
         check_output_file(path)
@@ -130,7 +133,9 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     # The segmentations take their names only once the model is committed, and are deleted if
     # writing one or committing fails: no output without its model version, nor the reverse.
     written = [(seg.labels, path) for seg, path in zip(segmentations, outputs) if path is not None]
-    with pending_images(written), registry.stage_version(parent.name, parent.ref) as staged:
+    slicer = {SEG_NRRD: lambda image, tmp: write_segmentation(image, metadata.classes, tmp)}
+    with pending_images(written, slicer), registry.stage_version(parent.name,
+                                                                 parent.ref) as staged:
         save_model(staged.path, adapted, metadata)
         staged.activate = check["activated"]
     return finish(request, registry, staged.ref, items, segmentations, check, trainer, reporter,

@@ -69,9 +69,8 @@ from arcoseg.arco.cutmix import MIX_MODES, MixPlan, mixing_plan, nearest_resize
 from arcoseg.arco.memory_bank import ClassMemoryBank, RingBuffer
 from arcoseg.arco.nn_loss import QUEUE_SIZE, TOP_K, image_embeddings, nearest_neighbour_loss
 from arcoseg.arco.samplers import SAMPLERS
-from arcoseg.arco.teacher import (TEACHER_NORMS, batch_statistics, ema_update, make_teacher,
-                                  sigmoid_rampup)
-from arcoseg.constants import IGNORE_LABEL
+from arcoseg.arco.teacher import batch_statistics, ema_update, make_teacher, sigmoid_rampup
+from arcoseg.constants import IGNORE_LABEL, TEACHER_NORMS
 from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter, intensity_jitter
 from arcoseg.errors import ArcosegError, check_choice
 from arcoseg.train.losses import supervised_loss

@@ -27,8 +27,6 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from arcoseg.constants import TEACHER_NORMS
-
 
 def make_teacher(student: nn.Module) -> nn.Module:
     """A frozen copy of `student` in eval mode (no dropout, BatchNorm running statistics)."""

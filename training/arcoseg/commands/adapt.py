@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
-from arcoseg.constants import DEFAULT_PRIOR, FUSION_WEIGHT, OPTIMIZERS, PRIOR_MODES, SAMPLERS
+from arcoseg.constants import (DEFAULT_PRIOR, FUSION_WEIGHT, OPTIMIZERS, PARENT_PRIOR, PRIOR_MODES,
+                               SAMPLERS)
 from arcoseg.errors import InputError
 from arcoseg.progress import Reporter
-from arcoseg.ranges import FRACTION, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED, UNIT
+from arcoseg.ranges import FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED, UNIT
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -61,6 +62,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(interpolate, needs arcoseg[bench]) to the neighbouring slices as "
                         "fading extra targets; none to switch it off (default "
                         f"{DEFAULT_PRIOR})")
+    p.add_argument("--parent-prior", type=NONNEG, default=PARENT_PRIOR,
+                   help="with --model: weight of the parent's prediction on the slices far from "
+                        "the drawing, trained on so that Adapt keeps what the parent knew there "
+                        "(scaled by the parent's Dice on the drawn slices; 0: off; default "
+                        f"{PARENT_PRIOR:g})")
     p.add_argument("--fusion-weight", type=UNIT, default=FUSION_WEIGHT,
                    help="weight of the drawing in the output: the adapted model's probabilities "
                         "and a soft copy of the nearest drawn slice, fused per voxel (0: the "
@@ -70,7 +76,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--suggest", type=NONNEG_INT, default=3,
                    help="how many next slices to suggest (0: none)")
     p.add_argument("-o", "--out", type=Path,
-                   help="segmentation output: a file for one image, a folder for several")
+                   help="segmentation output: a file for one image (NAME.seg.nrrd: a Slicer "
+                        "segmentation, one named segment per class), a folder for several")
     p.add_argument("--seed", type=SEED, default=0,
                    help="random seed (weights, sampling, augmentation)")
     add_device_arguments(p)
@@ -91,7 +98,7 @@ def parse_slices(text: str | None) -> list[int] | None:
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Adapt and return the new version, held-out check and suggestions."""
     from arcoseg.adapt.fusion import FusionSettings  # torch, MONAI: only when run
-    from arcoseg.adapt.prior import PriorSettings
+    from arcoseg.adapt.prior import ParentPriorSettings, PriorSettings
     from arcoseg.adapt.run import AdaptRequest, adapt
 
     if args.from_scratch == (args.classes is None):
@@ -105,6 +112,7 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
         iterations=args.iterations, method=args.method, sampler=args.sampler,
         warmup=args.warmup, optimizer=args.optimizer, lr=args.lr, holdout=args.holdout, suggestions=args.suggest, output=args.out,
         device=args.device, amp=args.amp, seed=args.seed, prior=PriorSettings(mode=args.prior),
+        parent_prior=ParentPriorSettings(strength=args.parent_prior),
         fusion=FusionSettings(weight=args.fusion_weight))
     if not args.from_scratch and args.model is None:
         raise InputError("Give --model NAME|PATH to adapt, or --from-scratch --classes A,B.")

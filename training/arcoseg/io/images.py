@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Sequence
+from typing import Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -142,23 +142,26 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def pending_images(images: Sequence[tuple[sitk.Image, str | os.PathLike]]) -> Iterator[None]:
-    """Write each (image, path) as `write_image` does, but let the files take their names only
+def pending_images(images: Sequence[tuple[sitk.Image, str | os.PathLike]],
+                   writers: Mapping[str, ImageWriter] | None = None) -> Iterator[None]:
+    """Write each (image, path) as `write_image` does (or with `writers[suffix]`, e.g. a
+    .seg.nrrd writer that knows the class names), but let the files take their names only
     when the block ends without an exception (e.g. once the model they come from is committed);
     otherwise delete them, leaving every path as it was. OutputError as `write_image`."""
+    known = {**_IMAGE_WRITERS, **(writers or {})}
     with contextlib.ExitStack() as pending:
         for image, path in images:
             suffix = full_suffix(path)
-            writer = _IMAGE_WRITERS.get(suffix)
+            writer = known.get(suffix)
             if writer is None:
                 raise OutputError(f"Cannot write {path}: unsupported extension "
-                                  f"'{suffix or '(none)'}'. Use one of "
-                                  f"{', '.join(image_output_suffixes())}.")
-            tmp = pending.enter_context(atomic_path(path))
+                                  f"'{suffix or '(none)'}'. Use one of {', '.join(known)}.")
             try:
+                tmp = pending.enter_context(atomic_path(path))
                 writer(image, tmp)
-            except RuntimeError as err:
-                raise OutputError(f"Could not write {path}: {last_line(err)}. "
+            except (RuntimeError, OSError) as err:
+                reason = err.strerror or err if isinstance(err, OSError) else last_line(err)
+                raise OutputError(f"Could not write {path}: {reason}. "
                                   "Check the free disk space and permissions.") from err
             check_written(image, tmp, str(path))
         yield

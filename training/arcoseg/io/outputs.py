@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Union
 
@@ -118,6 +119,15 @@ def _check_can_create(folder: Path) -> None:
     if not os.access(anchor, os.W_OK | os.X_OK):
         raise OutputError(f"Output folder {anchor} is not writable. Choose another location or "
                           "fix its permissions.")
+    # os.access trusts the permission bits, which root passes everywhere and file systems like
+    # /proc or a full quota do not honour: create (and delete) a file to be sure
+    try:
+        fd, probe = tempfile.mkstemp(dir=anchor, prefix=".arcoseg-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"Cannot write in {anchor}: {err.strerror or err}. Choose another "
+                          "location or fix its permissions.") from err
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from arcoseg.arco.cutmix import MIX_MODES
 from arcoseg.arco.samplers import SAMPLERS
-from arcoseg.arco.teacher import TEACHER_NORMS
-from arcoseg.constants import METHODS, OPTIMIZERS
+from arcoseg.constants import METHODS, OPTIMIZERS, TEACHER_NORMS
 from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter
 from arcoseg.errors import ArcosegError, check_choice
 from arcoseg.ranges import FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED, Range

@@ -1,0 +1,74 @@
+"""The registry index's entries: a new version's entry, and the rules for adding a version to
+a model (its name, its classes), removing versions and keeping the activation history."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from arcoseg.errors import ModelFileError
+from arcoseg.registry.names import RegistryError, VersionRef
+
+# Provenance fields of model.json copied into the index for `list` (the rest stays in model.json).
+_SUMMARY_KEYS = ("method", "dataset", "held_out", "validation")
+
+
+def version_entry(version: str, kind: str, parent: VersionRef | None, info: dict[str, Any],
+                  source: str | None) -> dict[str, Any]:
+    """The index entry of a new version, `info` being its `model_info`."""
+    entry = {"version": version, "kind": kind, "parent": str(parent) if parent else None,
+             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "classes": [c["name"] for c in info["classes"]],
+             "weights_sha256": info["weights_sha256"],
+             "summary": {k: info["provenance"][k] for k in _SUMMARY_KEYS
+                         if info["provenance"].get(k) is not None}}
+    if source:
+        entry["source"] = source
+    return entry
+
+
+def check_can_add(index: dict[str, Any], name: str, class_names: list[str]) -> None:
+    """RegistryError when another model's name differs from `name` only in case (on Windows
+    and macOS both would live in one folder); ModelFileError when model `name` exists with
+    other classes than `class_names` (same names, same order) than its newest version."""
+    twins = [n for n in index["models"] if n != name and n.casefold() == name.casefold()]
+    if twins:
+        raise RegistryError(f"Model name {name!r} differs from the existing model {twins[0]!r} "
+                            "only in upper/lower case; on Windows and macOS both would be one "
+                            f"folder. Use {twins[0]!r} (--name) or a different name.")
+    model = index["models"].get(name)
+    if model is None:
+        return
+    expected = model["versions"][-1]["classes"]
+    if class_names != expected:
+        raise ModelFileError(f"Adding a version to model {name!r}: its classes {expected} differ "
+                             f"from the new model's {class_names}. Give another name (--name), "
+                             "or start from a model with these classes (same names, order).")
+
+
+def check_removable(index: dict[str, Any], name: str, ids: list[str], whole: bool) -> None:
+    """RegistryError when removing `ids` of `name` takes the active version or orphans a child."""
+    active = index["models"][name]["active"]
+    if active in ids:
+        what = (f"removes its active version {name}@{active}" if whole
+                else f"is the active version of {name}")
+        raise RegistryError(f"{name if whole else f'{name}@{active}'} {what}. Activate another "
+                            "version first (arcoseg models activate NAME@VERSION), or use --force.")
+    doomed = {str(VersionRef(name, v)) for v in ids}
+    children = [f"{n}@{v['version']} (child of {v['parent']})"
+                for n, m in index["models"].items() for v in m["versions"]
+                if v.get("parent") in doomed and str(VersionRef(n, v["version"])) not in doomed]
+    if children:
+        raise RegistryError(f"Other versions were adapted from it: {', '.join(children)}. "
+                            "Remove them first, or use --force (they keep the parent's name).")
+
+
+def forget_versions(model: dict[str, Any], ids: list[str]) -> None:
+    """Drop removed versions from the activation history; re-activate if the active one went."""
+    kept = [h for h in model["history"] if h not in ids]
+    model["history"] = [h for i, h in enumerate(kept) if i == 0 or h != kept[i - 1]]
+    if model["active"] in ids:
+        model["active"] = (model["history"].pop() if model["history"]
+                           else model["versions"][-1]["version"])
+    while model["history"] and model["history"][-1] == model["active"]:
+        model["history"].pop()  # rolling back to the active version would change nothing
