@@ -48,7 +48,9 @@ def parent_case(model: SegmentationModel, item: AnnotatedImage, case: Preprocess
                 ) -> tuple[PreprocessedCase | None, float | None]:
     """The parent's prior on one image and the trust behind it.
 
-    `case` is `item` on the plan's grid (image (C, z, y, x), drawn labels (z, y, x)). Returns
+    `case` is `item` on the plan's grid (image (C, z, y, x), drawn labels (z, y, x), the
+    held-out slice not among them). The weights count the distance to every slice the user
+    drew, the held-out one included: the parent's prediction is never a target there. Returns
     (the case with the weights as an extra last image channel and the parent's class map as
     labels, IGNORE_LABEL on drawn voxels and where the weight is 0; None when no voxel is
     weighted) and the trust (the parent's mean foreground Dice on the drawn slices, 0..1; None
@@ -58,8 +60,8 @@ def parent_case(model: SegmentationModel, item: AnnotatedImage, case: Preprocess
     trust = slice_dice(prediction, case.label, len(plan.label_values))
     if not trust:
         return None, trust
-    ann = item.annotations
-    per_slice = slice_weights(ann.labels.shape[ann.axis], ann.slices, settings, trust)
+    ann = item.annotations  # every drawn slice counts, the held-out one too: never a target
+    per_slice = slice_weights(ann.labels.shape[ann.axis], item.drawn_slices, settings, trust)
     weights = on_plan(per_voxel(per_slice, ann.labels.shape, ann.axis), item, plan, False)
     prediction[(weights < MIN_WEIGHT) | (case.label != IGNORE_LABEL)] = IGNORE_LABEL
     if (prediction == IGNORE_LABEL).all():
