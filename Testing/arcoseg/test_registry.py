@@ -506,3 +506,17 @@ def test_export_holds_the_model_and_history_only_when_asked(
     folder = registry.export(base, tmp_path / "copy")
     assert sorted(p.name for p in folder.rglob("*")) == ["model.json", "model.safetensors"]
     assert registry.import_model(with_history) == VersionRef("full", "v1")
+
+
+def test_a_model_registered_before_the_name_rules_stays_usable(registry: Registry,
+                                                              imported: VersionRef) -> None:
+    # an index written when 'CON' was still accepted: the model can be listed, extended, removed
+    index = json.loads(registry.index_path.read_text())
+    index["models"]["CON"] = index["models"].pop("brain")
+    registry.index_path.write_text(json.dumps(index))
+    (registry.models_dir / "brain").rename(registry.models_dir / "CON")
+    registry.check_new_name("CON")
+    assert registry.active("CON") == VersionRef("CON", "v1")
+    assert registry.remove("CON", force=True) == [VersionRef("CON", "v1")]
+    with pytest.raises(RegistryError, match="Windows reserves"):
+        registry.check_new_name("CON")

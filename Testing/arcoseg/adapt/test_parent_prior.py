@@ -14,7 +14,7 @@ import arcoseg.adapt.parent_prior as parent_prior
 from arcoseg.adapt.annotations import Annotations
 from arcoseg.adapt.inputs import AnnotatedImage
 from arcoseg.adapt.parent_prior import parent_case, slice_weights
-from arcoseg.adapt.prior import ParentPriorSettings
+from arcoseg.adapt.prior import ParentPriorSettings, PriorMethod
 from arcoseg.data.preprocess import Plan, PreprocessedCase
 from arcoseg.errors import ArcosegError
 
@@ -84,6 +84,20 @@ def test_the_parent_s_prediction_becomes_targets_weighted_by_its_agreement_with_
     np.testing.assert_array_equal(prior.image[:-1], case.image)
 
 
+def test_the_held_out_drawn_slice_is_never_a_target_of_the_parent(monkeypatch):
+    truth = np.zeros((16, 8, 8), np.uint8)
+    truth[:, 2:6, 2:6] = 1
+    monkeypatch.setattr(parent_prior, "predict_labels", lambda *args: truth.copy())
+    item, case, plan = _one_image(truth, [2, 14])
+    held = np.full_like(truth, IGNORE)
+    held[8] = truth[8]
+    item.held_out = Annotations(held, 0, [8])  # drawn, but held out of the training labels
+    settings = ParentPriorSettings(strength=1.0, margin=0, scale=3.0)
+    prior, _ = parent_case(None, item, case, plan, settings, torch.device("cpu"))
+    assert (prior.label[8] == IGNORE).all() and not prior.image[-1, 8].any()
+    assert prior.image[-1, 7, 0, 0] == pytest.approx(1 - np.exp(-1 / 3))  # next to slice 8
+
+
 def test_no_prior_when_the_drawing_holds_no_foreground(monkeypatch):
     truth = np.zeros((6, 8, 8), np.uint8)
     monkeypatch.setattr(parent_prior, "predict_labels", lambda *args: truth.copy())
@@ -93,7 +107,8 @@ def test_no_prior_when_the_drawing_holds_no_foreground(monkeypatch):
     assert prior is None and trust is None
 
 
-def test_adapting_from_a_parent_trains_on_its_prediction_and_records_the_prior(case, tmp_path):
+def test_adapting_from_a_parent_trains_on_its_prediction_and_records_the_prior(case, tmp_path,
+                                                                              monkeypatch):
     from arcoseg.adapt.run import AdaptRequest, adapt
     from arcoseg.progress import Reporter
 
@@ -102,6 +117,14 @@ def test_adapting_from_a_parent_trains_on_its_prediction_and_records_the_prior(c
                             iterations=3, device="cpu", holdout=False, **kw)
 
     adapt(request(classes=["a", "b"]), Reporter(quiet=True), lambda: False)
+    trained: list[str] = []
+    step = PriorMethod.training_step
+
+    def spy(self, *args):
+        loss, terms = step(self, *args)
+        trained.extend(terms)
+        return loss, terms
+    monkeypatch.setattr(PriorMethod, "training_step", spy)
     log = io.StringIO()
     result = adapt(request(model="adapted",
                            parent_prior=ParentPriorSettings(strength=0.5, margin=0)),
@@ -113,4 +136,4 @@ def test_adapting_from_a_parent_trains_on_its_prediction_and_records_the_prior(c
     assert float(said[2]) == pytest.approx(0.5 * float(said[1]), abs=0.01)
     meta = json.loads((Path(result["model"]["path"]) / "model.json").read_text())
     assert meta["provenance"]["parent_prior"] == {"strength": 0.5, "margin": 0, "scale": 3.0}
-    assert result["iterations"] == 3
+    assert result["iterations"] == 3 and trained.count("loss_parent") == 3

@@ -1,6 +1,7 @@
 """What `arcoseg adapt` writes: the segmentation in the format -o names."""
 
 import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,8 @@ def test_a_seg_nrrd_output_is_a_slicer_segmentation_with_a_segment_per_class(cas
     np.testing.assert_array_equal(sitk.GetArrayFromImage(labels)[:, [10, 16, 22]], drawn)
 
 
-@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.skipif(not Path("/proc/self").is_dir() or os.geteuid() != 0,
+                    reason="needs Linux's /proc and root (others fail os.access already)")
 def test_an_output_folder_that_takes_no_files_is_refused_before_training(case, tmp_path,
                                                                          monkeypatch):
     # /proc passes os.access for root, but no file can be created there

@@ -10,7 +10,7 @@ from arcoseg.constants import BACKGROUND
 from arcoseg.errors import ArcosegError
 from arcoseg.modelfile import ModelMetadata, load_metadata, load_model
 from arcoseg.networks.model import SegmentationModel
-from arcoseg.registry import Registry, VersionRef, check_name
+from arcoseg.registry import Registry, VersionRef
 
 
 @dataclass
@@ -37,7 +37,7 @@ def choose_parent(registry: Registry, model: str | None, classes: list[str] | No
     with other classes: all before any training.
     """
     if name is not None:
-        check_name(name)  # before a folder is imported under it
+        registry.check_new_name(name)  # before a folder is imported under it
     if model is None:
         if not classes:
             raise ArcosegError("Give --model NAME|PATH to adapt, or --from-scratch --classes A,B.")

@@ -127,7 +127,8 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
         parent=str(parent.ref) if parent.ref else None, held_out=check,
         images=seen,
         unlabelled_images=[str(p) for p in request.unlabelled], budget_seconds=request.budget,
-        prior=asdict(request.prior), parent_prior=asdict(request.parent_prior),
+        prior=asdict(request.prior),
+        parent_prior=asdict(request.parent_prior) if parent.model is not None else None,
         fusion=asdict(fusion))
     reporter.log(("WARNING: " if not check["activated"] else "Held-out check: ") + check["note"])
     # The segmentations take their names only once the model is committed, and are deleted if

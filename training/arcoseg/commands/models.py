@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, existing_path
 from arcoseg.progress import Reporter
-from arcoseg.registry import Registry, RegistryError, check_name
+from arcoseg.registry import Registry, RegistryError
 
 # The cli adds --progress to `models` itself; the actions accept it too so that it may also
 # follow them (`arcoseg models list --progress json`). SUPPRESS keeps the cli's default.
@@ -82,7 +82,7 @@ def _activate(registry: Registry, args: argparse.Namespace, reporter: Reporter
               ) -> dict[str, Any]:
     name, _, version = args.spec.partition("@")
     if not version:
-        current = registry.active(check_name(name))
+        current = registry.active(name)
         raise RegistryError(f"Say which version of {name} to activate, e.g. `arcoseg models "
                             f"activate {name}@VERSION` ({current} is active now).")
     return {"active": str(registry.activate(name, version))}

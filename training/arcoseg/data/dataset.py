@@ -21,10 +21,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from arcoseg.constants import IGNORE_LABEL
-from arcoseg.errors import InputError
+from arcoseg.errors import InputError, ModelFileError
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.images import MAX_LABEL_VALUE
 from arcoseg.io.names import image_stem, unique_case_ids
+from arcoseg.modelfile import check_class_names
 
 IGNORE_NAME = "ignore"
 
@@ -263,6 +264,10 @@ def _check_labels(labels: dict[str, Any], json_path: Path) -> dict[str, int]:
                              f"0..{MAX_LABEL_VALUE}.")
     if len(set(labels.values())) != len(labels):
         raise InputError(f"{json_path}: two labels share a value in 'labels'.")
+    try:  # the names a model made from this dataset will hold: refused now, not at its save
+        check_class_names([n for n in labels if n != IGNORE_NAME])
+    except ModelFileError as err:
+        raise InputError(f"{json_path}: 'labels': {err} Rename one.") from err
     values = [v for n, v in labels.items() if n != IGNORE_NAME]
     if 0 not in values or len(values) < 2:
         raise InputError(f"{json_path}: 'labels' needs background = 0 and at least one class.")

@@ -156,6 +156,7 @@ def pending_images(images: Sequence[tuple[sitk.Image, str | os.PathLike]],
             if writer is None:
                 raise OutputError(f"Cannot write {path}: unsupported extension "
                                   f"'{suffix or '(none)'}'. Use one of {', '.join(known)}.")
+            tmp = path
             try:
                 tmp = pending.enter_context(atomic_path(path))
                 writer(image, tmp)
@@ -163,6 +164,8 @@ def pending_images(images: Sequence[tuple[sitk.Image, str | os.PathLike]],
                 reason = err.strerror or err if isinstance(err, OSError) else last_line(err)
                 raise OutputError(f"Could not write {path}: {reason}. "
                                   "Check the free disk space and permissions.") from err
+            except OutputError as err:  # a writer's own error names the temporary file
+                raise OutputError(str(err).replace(str(tmp), str(path))) from err
             check_written(image, tmp, str(path))
         yield
 

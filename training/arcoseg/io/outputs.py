@@ -120,7 +120,8 @@ def _check_can_create(folder: Path) -> None:
         raise OutputError(f"Output folder {anchor} is not writable. Choose another location or "
                           "fix its permissions.")
     # os.access trusts the permission bits, which root passes everywhere and file systems like
-    # /proc or a full quota do not honour: create (and delete) a file to be sure
+    # /proc or a read-only mount do not honour: create (and delete) a file to be sure (a disk
+    # that fills while writing is caught where the file is written, `io.images`)
     try:
         fd, probe = tempfile.mkstemp(dir=anchor, prefix=".arcoseg-write-check-")
         os.close(fd)

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from arcoseg.errors import ModelFileError
-from arcoseg.registry.names import RegistryError, VersionRef
+from arcoseg.registry.names import RegistryError, VersionRef, check_name
 
 # Provenance fields of model.json copied into the index for `list` (the rest stays in model.json).
 _SUMMARY_KEYS = ("method", "dataset", "held_out", "validation")
@@ -27,15 +27,24 @@ def version_entry(version: str, kind: str, parent: VersionRef | None, info: dict
     return entry
 
 
-def check_can_add(index: dict[str, Any], name: str, class_names: list[str]) -> None:
-    """RegistryError when another model's name differs from `name` only in case (on Windows
-    and macOS both would live in one folder); ModelFileError when model `name` exists with
-    other classes than `class_names` (same names, same order) than its newest version."""
-    twins = [n for n in index["models"] if n != name and n.casefold() == name.casefold()]
+def check_new_name(index: dict[str, Any], name: str, hint: str = "") -> None:
+    """RegistryError unless `name` is a model the index holds (kept under the rules it was added
+    with) or a valid new name: `check_name`, and not differing from an existing model's name only
+    in case (on Windows and macOS both would be one folder)."""
+    if name in index["models"]:
+        return
+    check_name(name, hint)
+    twins = [n for n in index["models"] if n.casefold() == name.casefold()]
     if twins:
         raise RegistryError(f"Model name {name!r} differs from the existing model {twins[0]!r} "
                             "only in upper/lower case; on Windows and macOS both would be one "
                             f"folder. Use {twins[0]!r} (--name) or a different name.")
+
+
+def check_can_add(index: dict[str, Any], name: str, class_names: list[str]) -> None:
+    """`check_new_name`'s errors, and ModelFileError when model `name` exists and its newest
+    version's classes are not `class_names` (same names, same order)."""
+    check_new_name(index, name)
     model = index["models"].get(name)
     if model is None:
         return

@@ -12,9 +12,9 @@ from arcoseg.errors import ModelFileError
 from arcoseg.fileutil import full_suffix
 from arcoseg.registry.archive import (copy_model_files, export_files, extract_model_zip,
                                       write_model_folder, write_model_zip)
-from arcoseg.registry.entries import (check_can_add, check_removable, forget_versions,
-                                      version_entry)
-from arcoseg.registry.names import RegistryError, StagedVersion, VersionRef, check_name
+from arcoseg.registry.entries import (check_can_add, check_new_name, check_removable,
+                                      forget_versions, version_entry)
+from arcoseg.registry.names import RegistryError, StagedVersion, VersionRef
 from arcoseg.registry.store import RegistryStore, active_version, not_writable
 
 
@@ -75,7 +75,7 @@ class Registry(RegistryStore):
             folder = src.parent if src.is_file() and not is_zip else src
             name = folder.name[: -len(".zip")] if is_zip else folder.name
             hint = " Give the model a name with --name."
-        check_name(name, hint)
+        self.check_new_name(name, hint)
         with self._staging_area() as area:
             staged = area / "model"
             # errors name the user's files, never the staging copy
@@ -101,7 +101,7 @@ class Registry(RegistryStore):
         exception (Cancelled, KeyboardInterrupt, ...) deletes the staged files and changes
         nothing.
         """
-        check_name(name)
+        self.check_new_name(name)
         if parent is not None:
             self._version(self._read_index(), parent)  # fail before any work if it is unknown
         with self._staging_area() as area:
@@ -120,6 +120,11 @@ class Registry(RegistryStore):
                 os.unlink(probe)
             except OSError as err:
                 raise not_writable(self.home, err) from err
+
+    def check_new_name(self, name: str, hint: str = "") -> None:
+        """RegistryError unless `name` is a registered model or may become one
+        (`entries.check_new_name`)."""
+        check_new_name(self._read_index(), name, hint)
 
     def check_can_add(self, name: str, class_names: list[str]) -> None:
         """The errors `entries.check_can_add` gives for a new version of `name` with classes
@@ -163,7 +168,7 @@ class Registry(RegistryStore):
         """
         with self._locked() as index:
             name, _, version = spec.partition("@")
-            model = self._model(index, check_name(name))
+            model = self._model(index, name)  # a registered name, whatever its rules were
             ids = [version] if version else [v["version"] for v in model["versions"]]
             if version:
                 self._version(index, VersionRef(name, version))
