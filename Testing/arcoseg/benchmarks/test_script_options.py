@@ -4,7 +4,6 @@ ends with exit 2 and a message before any data is read."""
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 from pathlib import Path

@@ -1,7 +1,6 @@
 """The demo's pipeline (simulated clinician → adapt → evaluate → report) on a tiny phantom."""
 
 import numpy as np
-import pytest
 
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.data.synthetic import make_phantom
