@@ -56,3 +56,27 @@ def untrained_model(tmp_path: Path) -> Path:
     save_model(folder, build_model(config).eval(), ModelMetadata(
         network=config, classes=make_classes(["background", "a", "b"]), plan=plan.to_dict()))
     return folder
+
+
+@pytest.fixture(scope="session")
+def drawn_phantom():
+    """A function (folder, shape (z, y, x)) -> {"image", "ann"} paths: a phantom image and its
+    labels on three coronal slices (array axis 1: 10, 16, 22; 0 elsewhere), as NIfTI files."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from arcoseg.data.synthetic import make_phantom
+
+    def write(folder: Path, shape_zyx: tuple[int, int, int]) -> dict[str, Path]:
+        image, labels = make_phantom(shape_zyx, seed=2)
+        full = sitk.GetArrayFromImage(labels)
+        drawn = np.zeros_like(full)
+        drawn[:, [10, 16, 22], :] = full[:, [10, 16, 22], :]
+        annotations = sitk.GetImageFromArray(drawn)
+        annotations.CopyInformation(labels)
+        paths = {"image": folder / "img.nii.gz", "ann": folder / "ann.nii.gz"}
+        sitk.WriteImage(image, str(paths["image"]))
+        sitk.WriteImage(annotations, str(paths["ann"]))
+        return paths
+
+    return write

@@ -18,7 +18,6 @@ import pytest
 import SimpleITK as sitk
 
 from arcoseg.cli import main
-from arcoseg.data.synthetic import make_phantom
 from arcoseg.errors import EXIT_CANCELLED, EXIT_USER
 
 TRAINING = Path(__file__).resolve().parents[2] / "training"
@@ -73,20 +72,10 @@ class Worker:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict[str, Path]:
+def data(tmp_path_factory, drawn_phantom) -> dict[str, Path]:
     """A tiny image, annotations on three coronal slices, and a registry home."""
     root = tmp_path_factory.mktemp("serve")
-    image, labels = make_phantom((6, 32, 32), seed=2)
-    full = sitk.GetArrayFromImage(labels)
-    drawn = np.zeros_like(full)
-    drawn[:, [10, 16, 22], :] = full[:, [10, 16, 22], :]
-    annotations = sitk.GetImageFromArray(drawn)
-    annotations.CopyInformation(labels)
-    paths = {"image": root / "img.nii.gz", "ann": root / "ann.nii.gz", "home": root / "home",
-             "root": root}
-    sitk.WriteImage(image, str(paths["image"]))
-    sitk.WriteImage(annotations, str(paths["ann"]))
-    return paths
+    return {**drawn_phantom(root, (6, 32, 32)), "home": root / "home", "root": root}
 
 
 def adapt_argv(data, out: Path, iterations: int, name: str = "organs") -> list[str]:

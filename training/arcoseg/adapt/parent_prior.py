@@ -25,7 +25,8 @@ import torch
 from arcoseg.adapt.baselines import slice_distance
 from arcoseg.adapt.check import slice_dice
 from arcoseg.adapt.inputs import AnnotatedImage, on_plan
-from arcoseg.adapt.prior import MIN_WEIGHT, ParentPriorSettings, PriorTerm, per_voxel
+from arcoseg.adapt.prior import (MIN_WEIGHT, ParentPriorSettings, PriorTerm, per_voxel,
+                                 weighted_case)
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.data.preprocess import Plan, PreprocessedCase
 from arcoseg.inference import predict_labels
@@ -66,8 +67,7 @@ def parent_case(model: SegmentationModel, item: AnnotatedImage, case: Preprocess
     prediction[(weights < MIN_WEIGHT) | (case.label != IGNORE_LABEL)] = IGNORE_LABEL
     if (prediction == IGNORE_LABEL).all():
         return None, trust
-    return PreprocessedCase(case.case_id, np.concatenate([case.image, weights[None]]),
-                            prediction, case.spacing_zyx), trust
+    return weighted_case(case, weights, prediction), trust
 
 
 def parent_term(sampler: object) -> PriorTerm:

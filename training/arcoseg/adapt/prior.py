@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from arcoseg.adapt.annotations import along
 from arcoseg.adapt.baselines import check_interpolation, propagate_labels, slice_distance
 from arcoseg.constants import DEFAULT_PRIOR, IGNORE_LABEL, PARENT_PRIOR, PRIOR_MODES
+from arcoseg.data.preprocess import PreprocessedCase
 from arcoseg.errors import check_choice
 from arcoseg.ranges import NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SHARE
 from arcoseg.train.methods import Batch, Method
@@ -121,6 +122,15 @@ def per_voxel(per_slice: np.ndarray, shape: tuple[int, ...], axis: int) -> np.nd
     view = [1, 1, 1]
     view[axis] = -1
     return np.ascontiguousarray(np.broadcast_to(per_slice.reshape(view), shape), np.float32)
+
+
+def weighted_case(case: PreprocessedCase, weights: np.ndarray, labels: np.ndarray
+                  ) -> PreprocessedCase:
+    """`case` (image (C, z, y, x) on the plan's grid) with a prior's per-voxel `weights`
+    (z, y, x) as an extra last image channel and the prior's `labels` (z, y, x): the layout
+    the samplers carry and `PriorMethod` reads (images[:, :-1], images[:, -1])."""
+    return PreprocessedCase(case.case_id, np.concatenate([case.image, weights[None]]), labels,
+                            case.spacing_zyx)
 
 
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,

@@ -7,7 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from arcoseg.adapt import schedule
@@ -17,7 +16,8 @@ from arcoseg.adapt.annotations import rejoin
 from arcoseg.adapt.heldout import HeldOutSlice
 from arcoseg.adapt.parent import Parent
 from arcoseg.adapt.parent_prior import parent_case, parent_term
-from arcoseg.adapt.prior import PriorMethod, PriorTerm, propagate, propagation_term, scale_note
+from arcoseg.adapt.prior import (PriorMethod, PriorTerm, propagate, propagation_term, scale_note,
+                                 weighted_case)
 from arcoseg.data.preprocess import Plan, PreprocessedCase
 from arcoseg.device import resolve_device
 from arcoseg.networks.model import NetworkConfig
@@ -36,11 +36,9 @@ def propagation_cases(request: AdaptRequest, items: list[AnnotatedImage],
         ann = item.annotations
         labels, weights = propagate(ann.labels, ann.axis, ann.slices, request.prior)
         if weights.any():
-            channels = np.concatenate([case.image, on_plan(weights, item, plan, False)[None]])
-            cases.append(PreprocessedCase(case.case_id, channels,
-                                          on_plan(labels, item, plan, is_label=True,
-                                                  drawing=False),  # dense: nothing to widen
-                                          case.spacing_zyx))
+            cases.append(weighted_case(case, on_plan(weights, item, plan, False),
+                                       on_plan(labels, item, plan, is_label=True,
+                                               drawing=False)))  # dense: nothing to widen
     return cases
 
 
@@ -78,6 +76,7 @@ def prior_terms(request: AdaptRequest, parent: Parent, items: list[AnnotatedImag
     if request.parent_prior.active and parent.model is not None:
         cases = parent_cases(request, parent, items, labelled, plan, device, reporter)
         if cases:
+            # as many parent slices (or patches) per iteration as the propagation prior's
             terms.append(parent_term(weighted_sampler(cases, plan, patch, request.prior.batch,
                                                       request.seed + 3)))
     return terms
