@@ -151,6 +151,28 @@ def test_the_model_alone_is_written_only_where_the_copy_is_far_worse_on_the_held
     assert ("model alone" in check["note"]) == (weight == 0.0)
 
 
+@pytest.mark.parametrize("adapted,copied,weight", [
+    (0.9, 0.8, 0.1 / 0.3),  # the model misses half as much as the copy: a third of the weight
+    (0.95, 0.7, 0.05 / 0.35),  # far better than the copy: the copy counts little
+    (0.7, 0.8, 0.5), (0.6, 0.6, 0.5),  # the copy as good or better: the settings' weight, no more
+    (1.0, 1.0, 0.0),  # both perfect: nothing to gain from the copy
+    (0.91, 0.26, 0.0), (None, 0.5, 0.5), (0.5, None, 0.5)])
+def test_from_a_model_the_copy_is_weighted_by_its_error_against_the_models(adapted, copied,
+                                                                           weight):
+    check = {"adapted_dice": adapted, "copy_dice": copied, "output_dice": 0.1, "note": "n"}
+    used = checked_fusion(FusionSettings(weight=0.5), check, from_model=True).weight
+    assert used == pytest.approx(weight) and check["fusion_weight"] == used
+    assert ("errors of the model and the copy" in check["note"]) == (
+        copied is not None and adapted is not None and copied >= 0.4 * adapted)
+
+
+def test_the_error_weight_never_exceeds_the_users_weight():
+    check = {"adapted_dice": 0.9, "copy_dice": 0.8, "note": ""}
+    assert checked_fusion(FusionSettings(weight=0.2), check, from_model=True).weight == 0.2
+    check = {"adapted_dice": 0.9, "copy_dice": 0.8, "note": ""}
+    assert checked_fusion(FusionSettings(weight=0.0), check, from_model=True).weight == 0.0
+
+
 def test_fusing_along_another_axis_puts_every_slice_in_its_place():
     ann = drawing(axis=2, shape=(12, 12, 6))
     model = np.full((3, 12, 12, 6), 1 / 3, np.float32)  # a model that knows nothing

@@ -19,7 +19,7 @@ import arcoseg.io.images as images_module
 import arcoseg.registry.store as registry_store
 import arcoseg.registry.versions as registry_versions
 from arcoseg.adapt import schedule
-from arcoseg.adapt.prior import PriorSettings
+from arcoseg.adapt.prior import ParentPriorSettings, PriorSettings
 from arcoseg.adapt.run import AdaptRequest, adapt, fingerprint
 from arcoseg.cli import main
 from arcoseg.data.intensity import DEFAULT_JITTER
@@ -123,6 +123,28 @@ def test_a_model_worse_than_copying_is_saved_but_not_activated(case, tmp_path, m
     assert result["heldout"]["activated"] is False and result["heldout"]["copy_dice"] == 1.0
     assert str(Registry().active("adapted")) == "adapted@v1"
     assert {v["version"] for v in Registry().list()} == {"v1", "v2"}
+
+
+def test_from_a_model_the_copys_weight_and_the_parents_margin_follow_the_check(
+        case, tmp_path, monkeypatch):
+    monkeypatch.setattr(check_module, "slice_dice", lambda *a: 0.9)  # the model (and parent)
+    monkeypatch.setattr(check_module, "copy_dice", lambda *a: 0.8)  # misses twice as much
+    margins = []
+    compare = check_module.compare
+    monkeypatch.setattr(check_module, "compare", lambda *a, **kw: margins.append(a[-1]) or
+                        compare(*a, **kw))
+    scratch = adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
+    assert scratch["heldout"]["fusion_weight"] == 0.5  # from scratch: the fixed weight
+    child = adapt(_request(case, tmp_path, classes=None, model="adapted"), Reporter(quiet=True),
+                  lambda: False)
+    assert child["heldout"]["fusion_weight"] == pytest.approx(0.1 / (0.1 + 0.2))
+    meta = json.loads((Registry().resolve("adapted@v2") / "model.json").read_text())
+    assert meta["provenance"]["held_out"]["fusion_weight"] == pytest.approx(1 / 3)
+    adapt(_request(case, tmp_path, classes=None, model="adapted",
+                   parent_prior=ParentPriorSettings(strength=0.0)),
+          Reporter(quiet=True), lambda: False)
+    # the margin only from a parent and with the parent prior on (check.PARENT_MARGIN)
+    assert margins == [0.0, check_module.PARENT_MARGIN, 0.0]
 
 
 def test_name_puts_the_adapted_version_under_its_own_model_and_the_parent_stays_active(

@@ -140,11 +140,18 @@ def fuse(probabilities: np.ndarray, annotations: Annotations,
     return fused
 
 
-def checked_fusion(settings: FusionSettings, check: dict[str, Any]) -> FusionSettings:
-    """`settings`, or weight 0 (the model alone) when the held-out check (`adapt.check`) found
-    the nearest-slice copy far worse than the adapted model on the held-out slice: below
-    COPY_SHARE times the model's Dice (`check["copy_dice"]`: the nearest copy, whatever
-    `settings.source`). `check["fusion_weight"]` and its note say which was used.
+def checked_fusion(settings: FusionSettings, check: dict[str, Any], *,
+                   from_model: bool = False) -> FusionSettings:
+    """`settings` with the drawing's weight the held-out check (`adapt.check`) allows, and
+    `check["fusion_weight"]` and its note saying which weight was used:
+    - weight 0 (the model alone) where the nearest-slice copy (`check["copy_dice"]`, whatever
+      `settings.source`) scores below COPY_SHARE times the adapted model's Dice on the held-out
+      slice: the drawing's copy misleads on this anatomy;
+    - adapting from a model (`from_model`): w = e_model / (e_model + e_copy), at most
+      `settings.weight`, with e = 1 - Dice on the held-out slice (inverse-error weighting of
+      the two opinions): a model that keeps its parent's knowledge far from the drawing (the
+      parent prior) needs the copy less, by as much as it beats the copy there;
+    - from scratch: `settings` as given.
 
     Why not simply "the model alone where it beats the fused output on the held-out slice", the
     rule until 2026-12-01: the held-out slice is the middle drawn slice, so its copy comes from a
@@ -154,14 +161,24 @@ def checked_fusion(settings: FusionSettings, check: dict[str, Any]) -> FusionSet
     nobody drew (by 3.7 points on average there; benchmarks/RESULTS.md, "Which fusion Adapt
     writes"), while the copy was never below COPY_SHARE times the model. Only a copy far worse
     than the model says the drawing misleads on this anatomy (the brain demo: copy 0.26, model
-    0.91, where fusion lowered the output by 3.6 points).
+    0.91, where fusion lowered the output by 3.6 points). The same bias is why the error
+    weighting is not used from scratch: there it scored 0.5 to 1.5 points below the fixed
+    weight on those volumes, while from a base with the parent prior it scored higher
+    (RESULTS.md, "The fusion weight from the held-out errors").
     """
     copied, alone = check.get("copy_dice"), check.get("adapted_dice")
-    if copied is not None and alone is not None and copied < COPY_SHARE * alone:
-        settings = replace(settings, weight=0.0)
-        check["note"] += (f"; copying the nearest drawn slice scores below {COPY_SHARE:g} x the "
-                          "model on the held-out slice, so the segmentation is the model alone "
-                          "(drawn slices as drawn)")
+    if copied is not None and alone is not None:
+        if copied < COPY_SHARE * alone:
+            settings = replace(settings, weight=0.0)
+            check["note"] += (f"; copying the nearest drawn slice scores below {COPY_SHARE:g} x "
+                              "the model on the held-out slice, so the segmentation is the model "
+                              "alone (drawn slices as drawn)")
+        elif from_model:
+            errors = 1.0 - alone, 1.0 - copied
+            weight = min(settings.weight, errors[0] / max(TINY, sum(errors)))
+            settings = replace(settings, weight=weight)
+            check["note"] += (f"; the drawing's copy is fused with weight {weight:.2f}, by the "
+                              "errors of the model and the copy on the held-out slice")
     check["fusion_weight"] = settings.weight
     return settings
 

@@ -27,7 +27,7 @@ from arcoseg.adapt.inputs import AnnotatedImage, make_plan, read_annotated
 from arcoseg.adapt.request import AdaptRequest
 from arcoseg.adapt.training import train_adapted
 from arcoseg.adapt.annotations import rejoin
-from arcoseg.adapt.check import heldout_check
+from arcoseg.adapt.check import PARENT_MARGIN, heldout_check
 from arcoseg.adapt.fusion import FusionSettings, checked_fusion, fused_segmentation
 from arcoseg.adapt.parent import Parent, choose_parent
 from arcoseg.adapt.pace import PaceReporter
@@ -117,8 +117,10 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
                             "unchanged. Run adapt again to start over.") from err
     adapted = trainer.method.eval_model()
     checked = held.checked_model(adapted) if held else adapted
+    margin = PARENT_MARGIN if request.parent_prior.active and parent.model is not None else 0.0
     segmentations, check, fusion = segment_and_check(adapted, checked, trainer.metadata(),
-                                                     parent, items, request.fusion, device)
+                                                     parent, items, request.fusion, device,
+                                                     margin)
     check["joined_training_at"] = held.released_at if held else None
     if check["joined_training_at"] is not None:
         check["note"] += (f"; scored at iteration {held.released_at}, before the held-out slice "
@@ -145,14 +147,16 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
 
 def segment_and_check(adapted: SegmentationModel, checked: SegmentationModel,
                       metadata: ModelMetadata, parent: Parent, items: list[AnnotatedImage],
-                      fusion: FusionSettings, device: torch.device
+                      fusion: FusionSettings, device: torch.device, parent_margin: float = 0.0
                       ) -> tuple[list[Segmentation], dict[str, Any], FusionSettings]:
     """Run the held-out check (`adapt.check`) on the first image with `checked` (the model
-    before the held-out slice joined training, `adapt.heldout`), then segment every image with
+    before the held-out slice joined training, `adapt.heldout`; `parent_margin`: see
+    `check.compare`), then segment every image with
     the final model `adapted`, fused with every drawn slice (the held-out one too: the output
     shows what the user drew). Where the copy scores far below the model on the held-out slice
     (`fusion.checked_fusion`), the drawing's copy misleads on this anatomy and every output is
-    the model alone (drawn slices still as drawn). Returns the
+    the model alone (drawn slices still as drawn); from a model, the copy's weight falls with
+    its error there against the model's. Returns the
     segmentations, the check and the fusion settings used."""
     keep_inference_network(adapted)  # trained: its weights do not change any more
     alone = [segment_channels(adapted, metadata, [item.image], device) for item in items]
@@ -164,8 +168,9 @@ def segment_and_check(adapted: SegmentationModel, checked: SegmentationModel,
               else segment_channels(checked, metadata, [first.image], device))
     fused = fused_segmentation(before, first.annotations, first.image, parent.class_values,
                                fusion)
-    check = heldout_check(before, parent_seg, first.annotations, first.held_out, fused)
-    used = checked_fusion(fusion, check)
+    check = heldout_check(before, parent_seg, first.annotations, first.held_out, fused,
+                          parent_margin)
+    used = checked_fusion(fusion, check, from_model=parent.model is not None)
     return [fused_segmentation(seg, rejoin(item.annotations, item.held_out), item.image,
                                parent.class_values, used)
             for seg, item in zip(alone, items)], check, used

@@ -19,13 +19,15 @@ per case, the source whose propagation of the other drawn slices scores higher o
 Adapt holds out for its check (the middle one; the nearest copy on ties and with fewer than two
 other slices): a rule the product can apply before it writes the output. The weight rules, from
 the held-out check's numbers the run recorded (`heldout`: the checked model alone, its fused
-output, the copy): "held-out: alone if better" is the rule Adapt used until now (the model
-alone where it beats the fused output on the held-out slice, else weight 0.5), "held-out
-errors" sets w = e_model / (e_model + e_copy) with e = 1 - Dice on the held-out slice (the
-weight falls as the copy misses more than the model), at most 0.5; "alone if the copy < 0.4 x
-the model": the model alone only where the copy scores below 0.4 times the model's Dice on the
-held-out slice (the copy there comes from twice the distance the output's copies do, so only a
-large gap says the copy harms), else weight 0.5. Prints a Markdown table (mean ± std
+output, the copy): "held-out: alone if better" is Adapt's rule until session 10 (the model
+alone where it beats the fused output on the held-out slice, else weight 0.5); "held-out: alone
+if the copy < 0.4 x the model", Adapt's rule from scratch: the model alone only where the copy
+scores below 0.4 times the model's Dice on the held-out slice (the copy there comes from twice
+the distance the output's copies do, so only a large gap says the copy harms), else weight
+0.5; "held-out: errors", Adapt's rule from a model: the same, else w = e_model / (e_model +
+e_copy) with e = 1 - Dice on the held-out slice, at most 0.5. "nearest W between, model
+beyond" fuses with weight W between the outermost drawn slices and writes the model alone
+beyond them. Prints a Markdown table (mean ± std
 over the cases, and the cases where each beats Fill between slices alone) and writes
 OUT/fusion_rules.json.
 """
@@ -107,9 +109,21 @@ def score_case(row: dict, case, weights: list[float], num_classes: int) -> dict[
         output = fuse(probs, drawing, spacing_zyx, settings).argmax(axis=0)
         return score(output, labels, slices, num_classes)["after"]
 
+    @functools.cache
+    def between(weight: float) -> float:
+        """Fused between the outermost drawn slices, the model alone beyond them."""
+        output = fuse(probs, drawing, spacing_zyx, FusionSettings(weight=weight)).argmax(axis=0)
+        alone = fuse(probs, drawing, spacing_zyx, FusionSettings(weight=0.0)).argmax(axis=0)
+        beyond = (np.arange(labels.shape[0]) < min(slices)) | (np.arange(labels.shape[0])
+                                                              > max(slices))
+        output[beyond] = alone[beyond]
+        return score(output, labels, slices, num_classes)["after"]
+
     scores = {"model alone": fused(0.0)}
     scores.update({f"{source} {weight:g}": fused(weight, source)
                    for source in PROPAGATIONS for weight in weights})
+    scores.update({f"nearest {weight:g} between, model beyond": between(weight)
+                   for weight in weights})
     scores.update(weight_rules(row.get("heldout") or {}, fused))
     held = heldout_propagation(drawing, num_classes)
     chosen = max(held, key=lambda source: (held[source] or 0.0, source == "nearest"))
@@ -119,17 +133,18 @@ def score_case(row: dict, case, weights: list[float], num_classes: int) -> dict[
 
 
 def weight_rules(check: dict, fused: Callable[[float], float]) -> dict[str, float]:
-    """The Dice of each weight rule (module doc) from the held-out check's numbers; the new
-    rule is the product's own (`checked_fusion`)."""
+    """The Dice of each weight rule (module doc) from the held-out check's numbers; the last
+    two are the product's own (`checked_fusion`, from scratch and from a model)."""
     alone, output, copied = (check.get(k) for k in ("adapted_dice", "output_dice", "copy_dice"))
     out = {}
     if alone is not None and output is not None:
         out["held-out: alone if better"] = fused(0.0 if _old_rule_alone(check) else FUSION_WEIGHT)
     if alone is not None and copied is not None:
-        chosen = checked_fusion(FusionSettings(), {**check, "note": ""}).weight
-        out[f"held-out: alone if the copy < {COPY_SHARE:g} x the model"] = fused(chosen)
-        errors = (1 - alone, 1 - copied)
-        out["held-out errors"] = fused(min(FUSION_WEIGHT, errors[0] / max(1e-6, sum(errors))))
+        for from_model, name in ((False, f"alone if the copy < {COPY_SHARE:g} x the model"),
+                                 (True, "errors")):
+            chosen = checked_fusion(FusionSettings(), {**check, "note": ""},
+                                    from_model=from_model).weight
+            out[f"held-out: {name}"] = fused(chosen)
     return out
 
 
