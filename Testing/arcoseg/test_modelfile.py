@@ -19,6 +19,8 @@ from arcoseg.modelfile import (FORMAT_VERSION, ModelMetadata, check_classes, def
 from arcoseg.networks import NetworkConfig, build_model
 
 CLASSES = ["background", "RV", "myocardium", "LV"]
+PLAN = {"dims": 2, "target_spacing": [5.0, 1.5, 1.5], "normalization": "zscore",
+        "label_values": [0, 1, 2, 3], "patch_size": [32, 32], "slice_axis": 0}
 
 
 def _config(**changes) -> NetworkConfig:
@@ -29,7 +31,7 @@ def _config(**changes) -> NetworkConfig:
 
 def _metadata(config: NetworkConfig | None = None) -> ModelMetadata:
     return ModelMetadata(network=config or _config(), classes=make_classes(CLASSES),
-                         plan={"spacing": [5.0, 1.5, 1.5], "patch_size": [32, 32]},
+                         plan=PLAN,
                          provenance={"dataset": "ACDC", "labelled_cases": 3, "dice": float("nan")})
 
 
@@ -196,6 +198,33 @@ def test_metadata_missing_a_key_is_refused(saved: Path) -> None:
         load_model(saved)
 
 
+@pytest.mark.parametrize("change,message", [
+    ({"target_spacing": [2.0, float("inf"), 1.0]}, "Target spacing must be 3 positive"),
+    ({"target_spacing": [float("nan"), 1.0, 1.0]}, "Target spacing must be 3 positive"),
+    ({"normalization": "ct", "ct_clip": [100, -100], "ct_mean": 0, "ct_std": 1},
+     "ct_clip must be two finite numbers, low < high"),
+    ({"normalization": "ct", "ct_clip": [-100, 100], "ct_mean": 0, "ct_std": 0},
+     "ct_std finite and > 0"),
+    ({"label_values": [0, 2, 1, 3]}, r"label_values \[0, 2, 1, 3\] disagree with the classes"),
+    ({"label_values": [0, 1, 1, 3]}, "label_values must be distinct values 0..254"),
+])
+def test_a_plan_that_cannot_preprocess_or_contradicts_the_classes_is_refused(saved, change,
+                                                                              message):
+    """A hand-edited plan gave an all-background segmentation (inf spacing), a traceback (nan)
+    or garbage (an inverted CT window) with exit 0; each is refused when the file is read, so
+    `models import` refuses it too."""
+    _rewrite_json(saved, plan={**PLAN, **change})
+    with pytest.raises(ModelFileError, match=message):
+        load_model(saved)
+
+
+def test_a_class_value_that_marks_unannotated_voxels_is_refused(saved: Path) -> None:
+    classes = make_classes(CLASSES, [0, 1, 2, 255])
+    _rewrite_json(saved, classes=classes, plan={**PLAN, "label_values": [0, 1, 2, 255]})
+    with pytest.raises(ModelFileError, match=r"'value' must be an integer 0..254 \(255 marks"):
+        load_model(saved)
+
+
 def test_newer_format_version_asks_for_an_upgrade(saved: Path) -> None:
     _rewrite_json(saved, format_version=FORMAT_VERSION + 1, network={"arch": "future"})
     with pytest.raises(ModelFileError, match="newer ARCOSegment.*Upgrade"):
@@ -252,7 +281,7 @@ def test_unparseable_weights_with_matching_checksum_are_refused(saved: Path) -> 
 
 def test_weights_not_fitting_the_network_are_refused(saved: Path) -> None:
     _rewrite_json(saved, network=_config(num_classes=3, head_dim=None).to_dict(),
-                  classes=make_classes(CLASSES[:3]))
+                  classes=make_classes(CLASSES[:3]), plan={**PLAN, "label_values": [0, 1, 2]})
     with pytest.raises(ModelFileError, match=r"do not fit.*unexpected 19 .*wrong shape 2 "
                                              r"\(backbone.out_conv.conv.weight \(4, 4, 3, 3\) "
                                              r"instead of \(3, 4, 3, 3\)"):

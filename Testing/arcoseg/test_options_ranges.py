@@ -11,6 +11,7 @@ import pytest
 
 from arcoseg.benchmarks.paper import build_parser as paper_parser
 from arcoseg.cli import build_parser, main
+from arcoseg.cpu_load import allowed_cores
 from arcoseg.errors import ArcosegError
 from arcoseg.ranges import FRACTION, NONNEG_INT, POSITIVE, POSITIVE_INT, ListOf, Range
 from arcoseg.train.options import TrainOptions
@@ -94,7 +95,10 @@ def test_out_of_range_values_are_refused_with_exit_2(root, words, action, capsys
     (["adapt", "--image", "a", "--annotations", "b", "--budget", "-10"], "--budget", "> 0"),
     (["adapt", "--image", "a", "--annotations", "b", "--warmup", "1"], "--warmup", "[0, 1)"),
     (["demo", "--slices", "0"], "--slices", ">= 1"),
-    (["device", "--threads", "0"], "--threads", ">= 1"),
+    (["device", "--threads", "0"], "--threads", "in [1, "),
+    # a huge count crashed torch's thread pools (exit 139), the serve worker with it
+    (["segment", "m", "x.nii.gz", "-o", "y.nii.gz", "--threads", "100000"], "--threads",
+     f"in [1, {allowed_cores()}]"),
 ])
 def test_reported_cases_end_before_any_work(argv, option, expected, capsys):
     """Issue 17 item 14 and issue 13 item 5: these ran (or crashed with a traceback) before."""

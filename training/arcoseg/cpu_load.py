@@ -76,12 +76,17 @@ def busy_cores_now(seconds: float = SAMPLE_SECONDS) -> float | None:
     return max(0.0, busy - own)
 
 
+def allowed_cores() -> int:
+    """CPU cores this process may run on (its CPU affinity; the machine's where unknown)."""
+    return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1)
+
+
 def free_cores() -> int:
     """Cores this process may use (CPU affinity) minus those other programs keep busy now
     (`busy_cores_now`, else the load average), scaled to the affinity's share of the machine;
     at least 1."""
-    allowed = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-               else os.cpu_count() or 1)
+    allowed = allowed_cores()
     machine = max(allowed, os.cpu_count() or allowed)
     busy = busy_cores_now()
     if busy is None:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from arcoseg import __version__
-from arcoseg.constants import METADATA_FILE, MODEL_FILES, WEIGHTS_FILE
+from arcoseg.constants import IGNORE_LABEL, METADATA_FILE, MODEL_FILES, WEIGHTS_FILE
 from arcoseg.errors import DeviceError, ModelFileError, OutputError
 from arcoseg.fileutil import make_temp_dir
 from arcoseg.networks import NetworkConfig, SegmentationModel, build_model
@@ -100,6 +100,19 @@ class ModelMetadata:
         for key in ("plan", "provenance"):
             if not isinstance(getattr(self, key), dict):
                 raise ModelFileError(f"'{key}' must be a JSON object.")
+        if self.plan:
+            self._check_plan(values)
+
+    def _check_plan(self, values: list[int]) -> None:
+        """ModelFileError unless the plan is valid (`Plan.from_dict`) and its label values are
+        the classes' values in order (a file edited by hand may disagree)."""
+        from arcoseg.data.preprocess import Plan  # here: preprocess imports the data layer
+
+        plan = Plan.from_dict(self.plan)
+        if plan.label_values != values:
+            raise ModelFileError(f"The plan's label_values {plan.label_values} disagree with the "
+                                 f"classes' values {values}; the model file was edited or is "
+                                 "from another program.")
 
     @property
     def network_config(self) -> NetworkConfig:
@@ -148,12 +161,16 @@ class ModelMetadata:
 
 
 def check_class_names(names: Sequence[Any]) -> None:
-    """ModelFileError unless every class name is a non-empty string and no two are equal up
-    to case and surrounding spaces: Slicer segments are matched to classes that way
+    """ModelFileError unless every class name is a non-empty string of printable characters
+    (a line break would end a .seg.nrrd header line) and no two are equal up to case and
+    surrounding spaces: Slicer segments are matched to classes that way
     (`io.segnrrd`, the module's `segments.py`), so 'LV' and 'lv' would be one segment."""
     for name in names:
         if not isinstance(name, str) or not name.strip():
             raise ModelFileError(f"Class name must be a non-empty string, got {name!r}.")
+        if any(not character.isprintable() for character in name):
+            raise ModelFileError(f"Class name {name!r} holds a control character (a line "
+                                 "break, tab, ...); use a name of printable characters.")
     if len({name.strip().lower() for name in names}) != len(names):
         raise ModelFileError(f"Class names must be unique (ignoring case), got {list(names)}.")
 
@@ -165,8 +182,9 @@ def _check_class(entry: Any) -> dict[str, Any]:
                              f"got {entry!r}.")
     name, value, color = entry["name"], entry["value"], entry["color"]
     check_class_names([name])
-    if not is_integer(value) or value < 0:
-        raise ModelFileError(f"Class {name!r}: 'value' must be an integer >= 0, got {value!r}.")
+    if not is_integer(value) or not 0 <= value < IGNORE_LABEL:
+        raise ModelFileError(f"Class {name!r}: 'value' must be an integer 0..{IGNORE_LABEL - 1} "
+                             f"({IGNORE_LABEL} marks unannotated voxels), got {value!r}.")
     if (not isinstance(color, (list, tuple)) or len(color) != 3
             or not all(is_integer(c) and 0 <= c <= 255 for c in color)):
         raise ModelFileError(f"Class {name!r}: 'color' must be 3 integers 0-255, got {color!r}.")

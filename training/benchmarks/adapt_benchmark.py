@@ -36,7 +36,7 @@ from arcoseg.adapt.baselines import BASELINES
 from arcoseg.adapt.fusion import FusionSettings, fuse
 from arcoseg.adapt.prior import PRIOR_MODES, ParentPriorSettings, PriorSettings
 from arcoseg.adapt.run import AdaptRequest, adapt
-from arcoseg.commands.common import AUTO_THREADS, apply_threads
+from arcoseg.commands.common import AUTO_THREADS, apply_threads, thread_range
 from arcoseg.constants import FUSION_WEIGHT, OPTIMIZERS
 from arcoseg.data.dataset import load_dataset
 from arcoseg.demo.pipeline import pick_slices, simulate_annotations, unannotated_dice
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=POSITIVE_INT, default=4,
                    help="validation cases to use (the first N)")
     p.add_argument("--case-ids", help="comma-separated validation case ids instead of --cases")
-    p.add_argument("--threads", type=POSITIVE_INT, default=AUTO_THREADS,
+    p.add_argument("--threads", type=thread_range(), default=AUTO_THREADS,
                    help="CPU threads (default: the free cores)")
     p.add_argument("--budget", type=POSITIVE, default=60.0, help="upper bound, seconds")
     p.add_argument("--iterations", type=POSITIVE_INT, default=AdaptRequest.iterations)

@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from arcoseg.adapt.baselines import BASELINES
 from arcoseg.adapt.suggest import SUGGEST_RULES, suggest_slices
-from arcoseg.commands.common import AUTO_THREADS, apply_threads
+from arcoseg.commands.common import AUTO_THREADS, apply_threads, thread_range
 from arcoseg.data.dataset import load_dataset
 from arcoseg.demo.pipeline import pick_slices, simulate_annotations
 from arcoseg.device import resolve_device
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", type=Path, required=True, help="adapt_rows.json with model_path")
     p.add_argument("--draws", type=POSITIVE_INT, default=5, help="random clinicians per case")
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--threads", type=POSITIVE_INT, default=AUTO_THREADS)
+    p.add_argument("--threads", type=thread_range(), default=AUTO_THREADS)
     p.add_argument("--out", type=Path, default=Path("results/suggest_benchmark"))
     return p
 

@@ -76,7 +76,9 @@ def test_the_held_out_slice_joins_training_after_the_check_is_taken(case, tmp_pa
 
 
 def test_adapting_a_registry_model_adds_a_child_and_leaves_the_parent_untouched(case, tmp_path):
-    adapt(_request(case, tmp_path, holdout=False), Reporter(quiet=True), lambda: False)
+    first = adapt(_request(case, tmp_path, holdout=False), Reporter(quiet=True), lambda: False)
+    assert first["heldout"]["note"] == ("no held-out check (--no-holdout): every annotated "
+                                        "slice was trained on")  # not "single annotated slice"
     parent_dir = Registry().resolve("adapted@v1")
     before = (parent_dir / "model.safetensors").read_bytes()
     result = adapt(_request(case, tmp_path, classes=None, model="adapted"), Reporter(quiet=True),
@@ -207,7 +209,8 @@ def test_more_classes_than_a_label_map_holds_are_refused(case, tmp_path):
     assert len(_request(case, tmp_path, classes=[f"k{i}" for i in range(254)]).classes) == 254
 
 
-@pytest.mark.parametrize("classes", ["a,a", "LV,lv", "a,", "background,a", "Background,a", ""])
+@pytest.mark.parametrize("classes", ["a,a", "LV,lv", "a,", "background,a", "Background,a", "",
+                                     "lv\nx,myo"])
 def test_class_names_a_model_cannot_hold_are_refused_before_any_work(case, tmp_path, capsys,
                                                                      monkeypatch, classes):
     _no_training(monkeypatch)

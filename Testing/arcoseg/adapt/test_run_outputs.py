@@ -33,6 +33,17 @@ def test_a_seg_nrrd_output_is_a_slicer_segmentation_with_a_segment_per_class(cas
     np.testing.assert_array_equal(sitk.GetArrayFromImage(labels)[:, [10, 16, 22]], drawn)
 
 
+def test_class_names_a_seg_nrrd_cannot_hold_are_refused_before_training(case, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setattr(Trainer, "run", lambda self: pytest.fail("training started"))
+    out = tmp_path / "drawn.seg.nrrd"
+    request = AdaptRequest(images=[case["image"]], annotations=[case["ann"]],
+                           classes=["Ödem", "Läsion"], device="cpu", output=out)
+    with pytest.raises(OutputError, match=r"Class 'Ödem' cannot be a segment name.*\.nii\.gz"):
+        adapt(request, Reporter(quiet=True), lambda: False)
+    assert Registry().list() == [] and not out.exists()
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir() or os.geteuid() != 0,
                     reason="needs Linux's /proc and root (others fail os.access already)")
 def test_an_output_folder_that_takes_no_files_is_refused_before_training(case, tmp_path,

@@ -175,6 +175,7 @@ def test_json_without_layout_keys_is_rejected(phantom_dataset):
     ({"background": 0, "a": 1, "b": 1}, "share a value"),
     ({"background": 0, "a": 300}, "outside 0..254"),
     ({"background": 0, "LV": 1, "lv": 2}, "unique \\(ignoring case\\).*Rename one"),
+    ({"background": 0, "LV\nx": 1}, "control character"),
 ])
 def test_invalid_labels_are_rejected(phantom_dataset, labels, message):
     _edit(phantom_dataset, labels=labels)

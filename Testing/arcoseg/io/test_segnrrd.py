@@ -11,9 +11,10 @@ import SimpleITK as sitk
 import slicerio
 
 from arcoseg.cli import main
-from arcoseg.errors import InputError
+from arcoseg.errors import InputError, OutputError
 from arcoseg.io.images import read_image
-from arcoseg.io.segnrrd import ClassSpec, image_ijk_to_lps, read_segmentation, write_segmentation
+from arcoseg.io.segnrrd import (ClassSpec, check_segment_names, image_ijk_to_lps,
+                                read_segmentation, write_segmentation)
 
 CLASSES = [ClassSpec("RV", 1), ClassSpec("Myo", 2), ClassSpec("LV", 3)]
 SHAPE = (6, 10, 12)  # (z, y, x)
@@ -78,6 +79,30 @@ def test_an_unknown_segment_name_is_refused_naming_file_segment_classes_and_reme
     message = str(info.value)
     assert "Segment 'Tumour'" in message and str(path) in message
     assert "RV (value 1), Myo (value 2), LV (value 3)" in message and "Rename it" in message
+
+
+@pytest.mark.parametrize("second", ["LV", "lv ", " Lv"])
+def test_two_segments_matching_one_class_are_refused_not_merged(tmp_path, image, second):
+    """Two segments named 'LV' (or 'LV' and 'lv '): which one is the LV is a guess, and merging
+    them trained on wrong labels."""
+    seg = slicerio.create_segmentation(SHAPE[::-1], image_ijk_to_lps(image))
+    seg["voxels"][1:3, 1:3, 1] = 3  # (i, j, k)
+    seg["voxels"][5:7, 5:7, 1] = 4
+    seg["segments"] = [{"id": "Segment_1", "name": "LV", "labelValue": 3, "layer": 0},
+                       {"id": "Segment_2", "name": second, "labelValue": 4, "layer": 0}]
+    path = tmp_path / "twins.seg.nrrd"
+    slicerio.write_segmentation(str(path), seg)
+    with pytest.raises(InputError) as info:
+        positions(path, image)
+    message = str(info.value)
+    assert "'LV' (id Segment_1)" in message and "(id Segment_2)" in message
+    assert "both match class 'LV'" in message and str(path) in message and "rename" in message
+
+
+def test_class_names_a_seg_nrrd_header_cannot_hold_are_refused_before_writing(tmp_path):
+    check_segment_names(["LV", "Myo 2", "a|b"], tmp_path / "ok.seg.nrrd")
+    with pytest.raises(OutputError, match=r"Class 'Ödem' cannot be a segment name in .*x.seg"):
+        check_segment_names(["LV", "Ödem"], tmp_path / "x.seg.nrrd")
 
 
 def test_overlapping_segments_in_layers_are_refused_with_the_real_cause(tmp_path, image):

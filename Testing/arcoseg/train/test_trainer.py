@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from arcoseg.data.synthetic import make_phantom_dataset
-from arcoseg.errors import ArcosegError, Cancelled
+from arcoseg.errors import ArcosegError, Cancelled, InputError
 from arcoseg.progress import Reporter
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.trainer import train
@@ -215,3 +215,19 @@ def test_extra_unlabelled_images_join_the_unlabelled_pool(dataset, tmp_path):
                                           unlabelled=[extra]), Reporter(quiet=True))
     assert len(more.unlabelled) == len(base.unlabelled) + 2
     assert all(c.label is None for c in more.unlabelled)
+
+
+def test_a_patch_far_larger_than_every_image_is_refused_before_training(dataset, tmp_path):
+    """`--patch 4096 4096` on 32 x 32 slices exhausted 24 GB before the first iteration."""
+    from arcoseg.train.trainer import prepare_data
+
+    # 128 x 128 = 16 x the 32 x 32 slices: still accepted (small images, a default patch)
+    prepare_data(dataset, _options(tmp_path, patch=(128, 128)), Reporter(quiet=True))
+    with pytest.raises(InputError) as info:
+        prepare_data(dataset, _options(tmp_path, patch=(4096, 4096)), Reporter(quiet=True))
+    message = str(info.value)
+    assert "--patch 4096 x 4096" in message
+    assert "largest image on the plan's grid (32 x 32" in message
+    assert "at most 32 x 32" in message
+    with pytest.raises(InputError, match="--patch 144 x 128"):  # just above 16 x
+        prepare_data(dataset, _options(tmp_path, patch=(144, 128)), Reporter(quiet=True))

@@ -39,7 +39,8 @@ from arcoseg.networks.fused import keep_inference_network
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.geometry import check_format_holds, read_grid
 from arcoseg.io.images import image_output_suffixes, pending_images
-from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD, write_segmentation
+from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
+from arcoseg.io.segnrrd import check_segment_names, is_seg_nrrd, write_segmentation
 from arcoseg.io.names import unique_case_ids
 from arcoseg.io.outputs import check_distinct, check_output_file, image_output_paths
 from arcoseg.modelfile import ModelMetadata, save_model
@@ -93,6 +94,9 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     registry = Registry(request.home)
     registry.check_writable()  # the version is added after training: refuse now, not then
     parent = choose_parent(registry, request.model, request.classes, request.name)
+    for path in outputs:
+        if path is not None and is_seg_nrrd(path):
+            check_segment_names(parent.class_names[1:], path)
     items = read_annotated(request, parent)
     for item, path in zip(items, outputs):
         if path is not None:  # again with the image read: DICOM series have no header to check
@@ -122,6 +126,8 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
                                                      parent, items, request.fusion, device,
                                                      margin)
     check["joined_training_at"] = held.released_at if held else None
+    if not request.holdout and len(items[0].drawn_slices) > 1:
+        check["note"] = "no held-out check (--no-holdout): every annotated slice was trained on"
     if check["joined_training_at"] is not None:
         check["note"] += (f"; scored at iteration {held.released_at}, before the held-out slice "
                           "joined training")

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from arcoseg.constants import DEVICE_CHOICES
-from arcoseg.cpu_load import free_cores
-from arcoseg.ranges import POSITIVE_INT
+from arcoseg.cpu_load import allowed_cores, free_cores
+from arcoseg.ranges import Range
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -33,13 +33,21 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-amp", dest="amp", action="store_false",
                         help="disable mixed precision: bfloat16 on GPUs and, for 2D models, on "
                              "CPUs with native bfloat16 (AVX512-BF16, AMX)")
-    parser.add_argument("--threads", type=POSITIVE_INT, default=AUTO_THREADS,
-                        help="CPU threads torch may use (default: the cores not busy with other "
-                             "programs now, from the CPU affinity and a sample of the CPU time). Oversubscribed "
-                             "cores slow torch down up to tenfold")
+    parser.add_argument("--threads", type=thread_range(), default=AUTO_THREADS,
+                        help="CPU threads torch may use, at most the cores this process may use "
+                             "(default: the cores not busy with other programs now, from the CPU "
+                             "affinity and a sample of the CPU time). Oversubscribed cores slow "
+                             "torch down up to tenfold")
 
 
 AUTO_THREADS = 0  # --threads not given: choose from the free cores
+
+
+def thread_range() -> Range:
+    """The range of --threads: 1 to the cores this process may use (more only oversubscribes
+    them, and a huge count makes torch's and OpenBLAS's thread pools fail to start: a crash,
+    not an error)."""
+    return Range(int, 1, allowed_cores())
 
 
 def apply_threads(threads: int | None) -> int | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -81,17 +82,34 @@ class Plan:
         if len(self.patch_size) != self.dims or min(self.patch_size) < 1:
             raise InputError(f"A {self.dims}D patch size needs {self.dims} positive sizes, "
                              f"got {tuple(self.patch_size)}.")
-        if len(self.target_spacing) != 3 or min(self.target_spacing) <= 0:
+        if len(self.target_spacing) != 3 or not all(math.isfinite(s) and s > 0
+                                                     for s in self.target_spacing):
             raise InputError(f"Target spacing must be 3 positive numbers (z, y, x), "
                              f"got {tuple(self.target_spacing)}.")
+        if (len(set(self.label_values)) != len(self.label_values)
+                or not all(0 <= v < IGNORE_LABEL for v in self.label_values)):
+            raise InputError(f"label_values must be distinct values 0..{IGNORE_LABEL - 1}, got "
+                             f"{self.label_values}.")
         if self.slice_axis not in (0, 1, 2) or (self.dims == 3 and self.slice_axis != 0):
             raise InputError(f"slice_axis must be 0, 1 or 2 (and 0 for 3D), not {self.slice_axis}.")
         if self.normalization not in NORMALIZATIONS:
             raise InputError(f"normalization must be one of {NORMALIZATIONS}, "
                              f"not {self.normalization!r}.")
-        if self.normalization == "ct" and (self.ct_clip is None or self.ct_mean is None
-                                           or self.ct_std is None):
+        if self.normalization == "ct":
+            self._validate_ct()
+
+    def _validate_ct(self) -> None:
+        """CT statistics that normalise: a finite clip window low < high, a finite mean and a
+        finite standard deviation > 0."""
+        if self.ct_clip is None or self.ct_mean is None or self.ct_std is None:
             raise InputError("CT normalization needs ct_clip, ct_mean and ct_std.")
+        low, high = self.ct_clip
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise InputError(f"ct_clip must be two finite numbers, low < high, got "
+                             f"{tuple(self.ct_clip)}.")
+        if not (math.isfinite(self.ct_mean) and math.isfinite(self.ct_std) and self.ct_std > 0):
+            raise InputError(f"ct_mean must be finite and ct_std finite and > 0, got "
+                             f"{self.ct_mean} and {self.ct_std}.")
 
 
 def _optional(value: Any, convert: Any) -> Any:

@@ -56,15 +56,18 @@ def read_segmentation(path: str | os.PathLike, classes: Sequence[ClassSpec],
     else the file's reference image geometry, else the file's own grid.
 
     Raises InputError (naming the file, the cause and what to do) for an unreadable file,
-    a segment matching no class, segments of different classes overlapping, and segments drawn
-    on another grid than `reference` or reaching outside it.
+    a segment matching no class, two segments matching one class (e.g. two named 'LV': which
+    one is the class is a guess), segments of different classes overlapping, and segments
+    drawn on another grid than `reference` or reaching outside it.
     """
     segmentation = _read(path)
     layers = _layers_zyx(segmentation)
     positions = np.zeros(layers.shape[1:], np.uint8)
     owner: dict[int, str] = {}
+    matched: dict[int, str] = {}
     for segment in segmentation.get("segments", []):
         position = _match(segment, classes, path)
+        _check_one_segment_per_class(segment, position, classes, matched, path)
         mask = layers[segment.get("layer", 0)] == segment.get("labelValue", 1)
         _check_overlap(mask, positions, position, segment, owner, path)
         positions[mask] = position
@@ -97,6 +100,18 @@ def write_segmentation(labels: sitk.Image, classes: Sequence[dict[str, Any]],
         if not np.allclose(written["ijkToLPS"], segmentation["ijkToLPS"], atol=1e-6):
             raise OutputError(f"{path} did not keep the image geometry when written; write a "
                               ".nrrd label map instead.")
+
+
+def check_segment_names(names: Sequence[str], path: str | os.PathLike) -> None:
+    """OutputError unless every class name can be a segment name in the .seg.nrrd `path`: the
+    NRRD header that holds them is ASCII (pynrrd, which slicerio writes with, refuses anything
+    else, and reads other bytes by dropping them), so checked before any work."""
+    for name in names:
+        if not name.isascii():
+            raise OutputError(
+                f"Class '{name}' cannot be a segment name in {path}: a .seg.nrrd header holds "
+                "ASCII characters only. Write a label map (.nii.gz or .nrrd) and load it in "
+                "Slicer as a segmentation, or use ASCII class names.")
 
 
 def image_ijk_to_lps(image: sitk.Image) -> np.ndarray:
@@ -144,6 +159,24 @@ def _match(segment: dict[str, Any], classes: Sequence[ClassSpec], path) -> int:
     raise InputError(f"Segment '{name}' of {path} matches no class of the model ({expected}). "
                      "Rename it in Slicer's Segment Editor to one of these class names, remove "
                      "it, or adapt from scratch to train a model with new classes.")
+
+
+def _segment_label(segment: dict[str, Any]) -> str:
+    """How the user knows a segment: its name (and id when the name is not unique)."""
+    return f"'{segment.get('name', '')}' (id {segment.get('id', '?')})"
+
+
+def _check_one_segment_per_class(segment: dict[str, Any], position: int,
+                                 classes: Sequence[ClassSpec], matched: dict[int, str],
+                                 path) -> None:
+    """InputError when a second segment matches the class at `position` (1-based)."""
+    if position in matched:
+        raise InputError(
+            f"Segments {matched[position]} and {_segment_label(segment)} of {path} both match "
+            f"class '{classes[position - 1].name}'; one class comes from one segment. In "
+            "Slicer's Segment Editor rename the one that is another structure, or merge them "
+            "(Logical operators → Add), and save again.")
+    matched[position] = _segment_label(segment)
 
 
 def _check_overlap(mask: np.ndarray, positions: np.ndarray, position: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,13 @@ from arcoseg.data.dataset import load_dataset
 from arcoseg.data.orientation import to_slicing_axis
 from arcoseg.data.preprocess import (Plan, PreprocessedCase, load_cases, make_plan,
                                      preprocess_image)
-from arcoseg.errors import ArcosegError
+from arcoseg.errors import ArcosegError, InputError
 from arcoseg.io.images import list_images, read_image
 from arcoseg.progress import Reporter
 from arcoseg.train.options import TrainOptions
+
+
+PATCH_EXCESS = 16  # a patch may hold up to this many times the largest image's voxels
 
 
 @dataclass
@@ -53,8 +57,27 @@ def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) 
                                "cases or --method supervised.")
     provenance = {"dataset": dataset.name, "dataset_path": str(dataset.root),
                   "labelled_cases": [c.id for c in labelled], "unlabelled_cases": len(unlabelled)}
-    return RunData(plan, dataset.class_names, dataset.class_values, dataset.num_channels,
+    data = RunData(plan, dataset.class_names, dataset.class_values, dataset.num_channels,
                    load(labelled, "labelled"), unlabelled, load(val, "validation"), provenance)
+    check_patch(plan, [*data.labelled, *data.unlabelled, *data.val])
+    return data
+
+
+def check_patch(plan: Plan, cases: list[PreprocessedCase]) -> None:
+    """InputError when the patch holds more than PATCH_EXCESS times the voxels of the largest
+    image (its slices for a 2D model) on the plan's grid: smaller images are padded to the
+    patch, so such a patch is mostly padding, and a patch of 4096 x 4096 exhausted 24 GB of
+    memory before the first iteration instead of being refused."""
+    extents = [case.image.shape[-plan.dims:] for case in cases]
+    largest = max(extents, key=math.prod)
+    if math.prod(plan.patch_size) > PATCH_EXCESS * math.prod(largest):
+        patch = " x ".join(map(str, plan.patch_size))
+        image = " x ".join(map(str, largest))
+        raise InputError(f"--patch {patch} holds more than {PATCH_EXCESS} times the voxels of "
+                         f"the largest image on the plan's grid ({image} at "
+                         f"{plan.target_spacing} mm): it would be mostly padding and could "
+                         f"exhaust the memory. Give a --patch about the image size, at most "
+                         f"{image}.")
 
 
 def extra_unlabelled(paths: list[Path], plan: Plan, reporter: Reporter) -> list[PreprocessedCase]:
