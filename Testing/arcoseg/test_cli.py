@@ -1,6 +1,7 @@
 """The command line end to end: train → segment → evaluate, JSON progress, clean failures."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -112,6 +113,27 @@ def test_evaluate_model_on_split_and_files(model, dataset, tmp_path, capsys):
                             str(dataset / "dataset.json"), "-o", str(tmp_path / "ev2"))
     assert code == 0
     assert set(result_of(events)["summary"]["classes"]) == {"class1", "class2"}
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("lv=1,lv=2", "unique \\(ignoring case\\)"), ("lv=1,LV=2", "unique \\(ignoring case\\)"),
+    ("lv=1,myo=1", "its own label value from 1 to 254"), ("lv=300", "from 1 to 254"),
+    ("lv=-1", "from 1 to 254"), ("lv", "neither a dataset.json"),
+])
+def test_evaluate_labels_a_label_map_cannot_hold_are_refused(spec, message, tmp_path, capsys):
+    """They were collapsed into a dict (the error then blamed the label map) or accepted."""
+    code, events = run_json(capsys, "evaluate", str(tmp_path), str(tmp_path), "--labels", spec,
+                            "-o", str(tmp_path / "ev"))
+    assert code == 2 and re.search(message, events[-1]["message"]), events[-1]
+    assert not (tmp_path / "ev").exists()
+
+
+def test_evaluate_labels_can_name_a_registered_model(model, tmp_path):
+    from arcoseg.commands.evaluate import parse_labels
+    from arcoseg.registry import Registry
+
+    Registry().import_model(model, name="heart")
+    assert parse_labels("heart") == parse_labels(str(model)) == {"class1": 1, "class2": 2}
 
 
 # --- bad input: a clear message naming the file, exit code 2, no partial output -------------

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
+from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import ArcosegError, InputError
 from arcoseg.progress import Reporter
 
@@ -32,25 +33,53 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+_NOT_LABELS = ("--labels '{spec}' is neither a dataset.json, a model (folder or registered name), "
+               "nor 'name=value,…' (e.g. RV=1,Myo=2,LV=3).")
+
+
 def parse_labels(spec: str | None) -> dict[str, int] | None:
-    """Class name → label value from a dataset.json, a model folder, or 'name=value,…'."""
+    """Class name → label value from a dataset.json, a model (folder or registry name), or
+    'name=value,…'; InputError for anything else or for names/values a label map cannot hold."""
     from arcoseg.data.dataset import load_dataset  # heavy imports only when run
     from arcoseg.modelfile import load_metadata
+    from arcoseg.registry import Registry, RegistryError
 
     if spec is None:
         return None
     path = Path(spec).expanduser()
+    if "=" not in spec and not path.exists() and not path.suffix and len(path.parts) == 1:
+        try:  # a registered model's name
+            path = Registry().resolve(spec)
+        except RegistryError as err:
+            raise InputError(f"{_NOT_LABELS.format(spec=spec)} ({err})") from err
     if path.is_dir() and (path / "model.json").exists():
         return {c["name"]: c["value"] for c in load_metadata(path).classes if c["value"] != 0}
     if path.is_dir() or path.name == "dataset.json":
         ds = load_dataset(path if path.is_dir() else path.parent)
         return ds.foreground_labels
+    return _name_value_pairs(spec)
+
+
+def _name_value_pairs(spec: str) -> dict[str, int]:
+    """'RV=1,Myo=2' → {'RV': 1, 'Myo': 2}: names a model could hold (modelfile's rule),
+    distinct values 1..254."""
+    from arcoseg.errors import ModelFileError
+    from arcoseg.modelfile import check_class_names
+
     try:
-        pairs = [item.split("=") for item in spec.split(",")]
-        return {name.strip(): int(value) for name, value in pairs}
+        pairs = [(name.strip(), int(value)) for name, value in
+                 (item.split("=") for item in spec.split(","))]
     except ValueError as err:
-        raise InputError(f"--labels '{spec}' is neither a dataset.json, a model folder, nor "
-                         "'name=value,…' (e.g. RV=1,Myo=2,LV=3).") from err
+        raise InputError(_NOT_LABELS.format(spec=spec)) from err
+    values = [value for _, value in pairs]
+    if len(set(values)) != len(values) or not all(0 < v < IGNORE_LABEL for v in values):
+        raise InputError(f"--labels '{spec}': each class needs its own label value from 1 to "
+                         f"{IGNORE_LABEL - 1} (0 is the background).")
+    try:
+        check_class_names([name for name, _ in pairs])
+    except ModelFileError as err:
+        raise InputError(f"--labels '{spec}': {err}") from err
+    return dict(pairs)
 
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
