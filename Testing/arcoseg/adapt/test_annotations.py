@@ -55,6 +55,17 @@ def test_given_slices_override_detection_and_are_checked():
         make_annotations(full, 3, axis=0, slices=[40])
 
 
+def test_given_slices_that_hold_no_annotation_are_named_with_the_drawn_ones():
+    """It said "holds only background on its annotated slices [6]" for a never-drawn slice."""
+    full = _blob()
+    labels = np.full_like(full, IGNORE_LABEL)
+    labels[[3, 6]] = full[[3, 6]]
+    with pytest.raises(InputError, match=r"--slices \[5\] of annotations hold no annotation "
+                                         r".*along axis 0 are \[3, 6\]"):
+        make_annotations(labels, 3, axis=0, slices=[3, 5])
+    assert make_annotations(labels, 3, axis=0, slices=[6]).slices == [6]
+
+
 def test_label_values_beyond_the_classes_are_refused():
     with pytest.raises(InputError, match="value"):
         make_annotations(_blob() * 2, num_classes=3)

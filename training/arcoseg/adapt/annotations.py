@@ -95,11 +95,19 @@ def make_annotations(labels: np.ndarray, num_classes: int, axis: int | None = No
     axis = detect_axis(labels, source) if axis is None else axis
     if axis not in (0, 1, 2):
         raise InputError(f"--axis must be 0, 1 or 2 (array axes z, y, x), not {axis}.")
+    given_slices = slices is not None
     slices = annotated_slices(labels, axis) if slices is None else sorted(set(slices))
     size = labels.shape[axis]
     outside = [s for s in slices if not 0 <= s < size]
     if outside:
         raise InputError(f"Slice(s) {outside} are outside {source} (axis {axis} has {size} slices).")
+    if given_slices and (labels == IGNORE_LABEL).any():
+        undrawn = [s for s in slices if (labels[along(axis, [s])] == IGNORE_LABEL).all()]
+        if undrawn:
+            raise InputError(f"--slices {undrawn} of {source} hold no annotation (every voxel "
+                             f"{IGNORE_LABEL}, unannotated); the annotated slices along axis "
+                             f"{axis} are {annotated_slices(labels, axis)}. Give --slices from "
+                             "those, or leave --slices out.")
     if not slices:
         raise InputError(f"No annotated slice found in {source}.")
     check_one_axis(labels, axis, slices, source, given_axis)
