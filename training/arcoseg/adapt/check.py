@@ -12,8 +12,8 @@ parent's prediction on the slices far from the drawing, so a small loss on one s
 slice's Dice is noisy) does not say the model is worse. On 24 LA and ACDC validation volumes
 adapted from a base with the prior, every adapted model beat its base on the slices nobody
 drew (by 0.1 to 53 points), while 5 of them scored 0.001 to 0.021 below the base on the
-held-out slice and were kept inactive by the strict rule (benchmarks/RESULTS.md, "The
-activation check with the parent prior"). Without the prior (session 11) a model 0.005 below
+held-out slice and were kept inactive by the strict rule (benchmarks/RESULTS.md, "From a
+model: the copy's weight from the held-out errors, and the activation margin"). Without the prior (session 11) a model 0.005 below
 its base on the held-out slice was 28 points below it on the undrawn slices: there the rule
 stays strict.
 """

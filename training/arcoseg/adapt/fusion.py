@@ -18,7 +18,9 @@ be "Fill between slices" between the drawn slices (`FusionSettings.source`); it 
 better on ACDC and LA (RESULTS.md), so the nearest copy is the default.
 
 Measured on ACDC validation volumes against the copy alone and the model alone
-(training/benchmarks/RESULTS.md, "Adapt fused with the drawing").
+(training/benchmarks/RESULTS.md, "Adapt fused with the drawing"). The weight w Adapt uses comes
+from its held-out check (`checked_fusion`): the model alone where the copy misleads, and from a
+model a lower w where the model beats the copy on the held-out slice.
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ def checked_fusion(settings: FusionSettings, check: dict[str, Any], *,
     0.91, where fusion lowered the output by 3.6 points). The same bias is why the error
     weighting is not used from scratch: there it scored 0.5 to 1.5 points below the fixed
     weight on those volumes, while from a base with the parent prior it scored higher
-    (RESULTS.md, "The fusion weight from the held-out errors").
+    (RESULTS.md, "From a model: the copy's weight from the held-out errors").
     """
     copied, alone = check.get("copy_dice"), check.get("adapted_dice")
     if copied is not None and alone is not None:
