@@ -119,6 +119,23 @@ def test_resolve_accepts_name_name_at_version_and_folder_path(
             registry.resolve(unknown)
 
 
+@pytest.mark.parametrize("spec", ["brain@", "@v1", "brain@v1@v2"])
+def test_a_malformed_version_reference_is_refused_everywhere(
+        registry: Registry, imported: VersionRef, tmp_path: Path, spec: str) -> None:
+    # 'brain@' never reads as 'brain': removing it would remove the whole model
+    example = "NAME@v1" if spec.startswith("@") else "brain@v1"
+    message = (f"Malformed model version {spec!r}: write NAME@VERSION with a name, one '@' and "
+               f"a version (e.g. {example!r}). Run `arcoseg models list` to see the versions.")
+    for use in (registry.resolve, registry.lookup, registry.show,
+                lambda s: registry.export(s, tmp_path / "out"),
+                lambda s: registry.remove(s, force=True)):
+        with pytest.raises(RegistryError) as refused:
+            use(spec)
+        assert str(refused.value) == message
+    assert [v["ref"] for v in registry.list()] == ["brain@v1"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_import_into_an_existing_name_adds_an_active_version_with_the_same_classes(
         registry: Registry, imported: VersionRef, tmp_path: Path) -> None:
     ref = registry.import_model(save_tiny(tmp_path / "newer", seed=3), name="brain")
@@ -152,6 +169,42 @@ def test_a_name_differing_from_a_model_only_in_case_is_refused(
     with pytest.raises(RegistryError, match="only in upper/lower case"):
         registry.check_can_add("BRAIN", ["background", "organ"])
     assert [v["ref"] for v in registry.list()] == ["brain@v1"]
+
+
+@pytest.mark.parametrize("name", ["heart.", "abc.", "abc..", "v1.2."])
+def test_a_new_name_may_not_end_in_a_dot(registry: Registry, base: Path, name: str) -> None:
+    # Windows drops trailing dots: 'heart.' would be the folder 'heart'
+    message = (f"Invalid model name {name!r}: a name may not end in '.', since Windows drops "
+               "trailing dots and the model's folder would be "
+               f"{name.rstrip('.')!r} there. Drop the trailing dot or end the name in a letter, "
+               "digit, '_' or '-'.")
+    with pytest.raises(RegistryError) as refused:
+        registry.import_model(base, name=name)
+    assert str(refused.value) == message
+    with pytest.raises(RegistryError, match="may not end in '.'"):
+        with registry.stage_version(name):
+            pass
+    assert registry.list() == []
+
+
+def test_a_name_windows_folds_onto_an_existing_model_is_refused_and_legacy_ones_stay_usable(
+        registry: Registry, imported: VersionRef, base: Path) -> None:
+    # an index written when 'brain.' was still accepted: on Windows it is the folder 'brain'
+    index = json.loads(registry.index_path.read_text())
+    index["models"]["brain."] = index["models"].pop("brain")
+    registry.index_path.write_text(json.dumps(index))
+    for twin in ("brain", "BRAIN"):
+        with pytest.raises(RegistryError) as refused:
+            registry.import_model(base, name=twin)
+        assert str(refused.value) == (
+            f"Model name {twin!r} differs from the existing model 'brain.' only in trailing dots "
+            "or spaces (or case); Windows drops those, so both would be one folder there. Use "
+            "'brain.' (--name) or a different name.")
+        with pytest.raises(RegistryError, match="only in trailing dots"):
+            registry.check_can_add(twin, ["background", "organ"])
+    registry.check_new_name("brain.")  # the registered model keeps its name
+    assert registry.active("brain.") == VersionRef("brain.", "v1")
+    assert [v["ref"] for v in registry.list()] == ["brain.@v1"]
 
 
 def test_a_folder_name_that_is_no_valid_name_asks_for_one(registry: Registry,
@@ -250,6 +303,41 @@ def test_a_first_version_saved_without_activation_leaves_the_model_without_an_ac
     assert registry.activate("patient7", "v1") == ref and registry.active("patient7") == ref
     with pytest.raises(RegistryError, match="no earlier active version"):
         registry.rollback("patient7")
+
+
+def test_a_model_without_an_active_version_names_its_versions_and_the_commands_to_use(
+        registry: Registry, imported: VersionRef) -> None:
+    adapt(registry, "heart", imported, activate=False)
+    with pytest.raises(RegistryError) as refused:
+        registry.resolve("heart")
+    assert str(refused.value) == (
+        "Model heart has no active version: heart@v1 was saved but not activated (see its "
+        "held-out check with `arcoseg models show heart@v1`). Activate it with `arcoseg models "
+        "activate heart@v1`, or name a version (heart@v1).")
+    adapt(registry, "heart", imported, seed=2, activate=False)
+    with pytest.raises(RegistryError) as refused:
+        registry.active("heart")
+    assert str(refused.value) == (
+        "Model heart has no active version: heart@v1, heart@v2 were saved but none was activated "
+        "(see each one's held-out check with `arcoseg models show heart@v2`). Activate one, e.g. "
+        "with `arcoseg models activate heart@v2`, or name a version (heart@v2).")
+
+
+def test_rollback_after_activating_a_first_version_says_there_is_nothing_earlier(
+        registry: Registry, imported: VersionRef) -> None:
+    adapt(registry, "heart", imported, activate=False)
+    adapt(registry, "heart", imported, seed=2, activate=False)
+    registry.activate("heart", "v1")
+    with pytest.raises(RegistryError) as refused:
+        registry.rollback("heart")
+    assert str(refused.value) == (
+        "Model heart has no earlier active version to roll back to (heart@v1 is active now). "
+        "Activate one explicitly: arcoseg models activate heart@VERSION (versions: v2).")
+    with pytest.raises(RegistryError) as refused:
+        registry.rollback("brain")
+    assert str(refused.value) == ("Model brain has no earlier active version to roll back to: "
+                                  "brain@v1 is its only version.")
+    assert registry.active("heart") == VersionRef("heart", "v1")
 
 
 @pytest.mark.parametrize("error", [Cancelled("stopped"), KeyboardInterrupt()])

@@ -116,3 +116,41 @@ def test_list_of_an_empty_registry_is_empty_and_creates_nothing(
         capsys: pytest.CaptureFixture, home: Path) -> None:
     code, events = run_json(capsys, "list")
     assert code == 0 and result_of(events)["versions"] == [] and not home.exists()
+
+
+@pytest.mark.parametrize("argv", [["remove", "brain@", "--force"], ["show", "brain@"],
+                                  ["activate", "brain@"], ["export", "brain@", "out.zip"],
+                                  ["remove", "brain@v1@v2", "--force"]])
+def test_a_malformed_version_reference_is_a_user_error_that_changes_nothing(
+        two_versions: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        argv: list[str]) -> None:
+    # 'brain@' is not 'brain': `remove brain@ --force` must not remove the whole model
+    monkeypatch.chdir(two_versions)
+    code, events = run_json(capsys, *argv)
+    assert code == EXIT_USER and error_of(events)["message"] == (
+        f"Malformed model version {argv[1]!r}: write NAME@VERSION with a name, one '@' and a "
+        "version (e.g. 'brain@v1'). Run `arcoseg models list` to see the versions.")
+    assert [v["ref"] for v in result_of(run_json(capsys, "list")[1])["versions"]] == \
+        ["brain@v2", "brain@v1"]
+    assert not (two_versions / "out.zip").exists()
+
+
+def test_list_as_text_gives_the_held_out_check_in_words_and_json_keeps_every_field(
+        two_versions: Path, capsys: pytest.CaptureFixture) -> None:
+    registry = Registry()
+    check = {"slice": 17, "parent_dice": 0.876, "copy_dice": 0.8, "adapted_dice": 0.912,
+             "output_dice": 0.93, "activated": True, "note": "adapted 0.912 Dice ..."}
+    with registry.stage_version("brain", VersionRef("brain", "v2")) as staged:
+        save_tiny(staged.path, seed=2, provenance={"method": "arco-adapt", "held_out": check})
+    with registry.stage_version("brain", VersionRef("brain", "v3")) as staged:
+        save_tiny(staged.path, seed=3, provenance={"method": "arco-adapt", "held_out": {
+            "slice": None, "parent_dice": None, "copy_dice": None, "adapted_dice": None}})
+    capsys.readouterr()
+    assert main(["models", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    tails = {line[2:].split()[0]: line.split("arco-adapt")[-1] for line in lines
+             if "arco-adapt" in line}
+    assert tails == {"brain@v4": "  no held-out check",
+                     "brain@v3": "  held-out Dice 0.91 (parent 0.88, copy 0.80)",
+                     "brain@v2": "  held-out Dice 0.70 (parent 0.50)"}
+    assert result_of(run_json(capsys, "list")[1])["versions"][1]["held_out"] == check

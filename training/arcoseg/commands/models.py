@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, existing_path
 from arcoseg.progress import Reporter
 from arcoseg.registry import Registry, RegistryError
+from arcoseg.registry.names import parse_ref
 
 # The cli adds --progress to `models` itself; the actions accept it too so that it may also
 # follow them (`arcoseg models list --progress json`). SUPPRESS keeps the cli's default.
@@ -66,12 +66,30 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
 
 def _list(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     versions = registry.list()
-    reporter.show("\n".join(
-        f"{'*' if v['active'] else ' '} {v['ref']:<28} {v['kind']:<8} {v['created']}  parent "
-        f"{v['parent'] or '-'}  {v.get('method', '')}"
-        + (f"  held-out {json.dumps(v['held_out'])}" if "held_out" in v else "")
-        for v in versions) or "No models registered yet.")
+    reporter.show("\n".join(_list_line(v) for v in versions) or "No models registered yet.")
     return {"versions": versions}
+
+
+def _list_line(version: dict[str, Any]) -> str:
+    """One version in `models list`'s text form (the result keeps every field)."""
+    held_out = version.get("held_out")
+    return (f"{'*' if version['active'] else ' '} {version['ref']:<28} {version['kind']:<8} "
+            f"{version['created']}  parent {version['parent'] or '-'}  "
+            f"{version.get('method', '')}"
+            + (f"  {_held_out_text(held_out)}" if isinstance(held_out, dict) else ""))
+
+
+def _held_out_text(held_out: dict[str, Any]) -> str:
+    """A version's held-out check in words: 'held-out Dice 0.91 (parent 0.88, copy 0.80)'."""
+    def dice(key: str) -> str | None:
+        value = held_out.get(key)
+        return f"{value:.2f}" if isinstance(value, (int, float)) else None
+
+    if dice("adapted_dice") is None:
+        return "no held-out check"
+    rivals = [f"{label} {dice(key)}" for label, key in (("parent", "parent_dice"),
+                                                         ("copy", "copy_dice")) if dice(key)]
+    return f"held-out Dice {dice('adapted_dice')}" + (f" ({', '.join(rivals)})" if rivals else "")
 
 
 def _show(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
@@ -80,8 +98,8 @@ def _show(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> d
 
 def _activate(registry: Registry, args: argparse.Namespace, reporter: Reporter
               ) -> dict[str, Any]:
-    name, _, version = args.spec.partition("@")
-    if not version:
+    name, version = parse_ref(args.spec)
+    if version is None:
         current = registry.active(name)
         raise RegistryError(f"Say which version of {name} to activate, e.g. `arcoseg models "
                             f"activate {name}@VERSION` ({current} is active now).")

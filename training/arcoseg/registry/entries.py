@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from arcoseg.errors import ModelFileError
-from arcoseg.registry.names import RegistryError, VersionRef, check_name
+from arcoseg.registry.names import RegistryError, VersionRef, check_name, windows_form
 
 # Provenance fields of model.json copied into the index for `list` (the rest stays in model.json).
 _SUMMARY_KEYS = ("method", "dataset", "held_out", "validation")
@@ -29,16 +29,22 @@ def version_entry(version: str, kind: str, parent: VersionRef | None, info: dict
 
 def check_new_name(index: dict[str, Any], name: str, hint: str = "") -> None:
     """RegistryError unless `name` is a model the index holds (kept under the rules it was added
-    with) or a valid new name: `check_name`, and not differing from an existing model's name only
-    in case (on Windows and macOS both would be one folder)."""
+    with) or a valid new name: `check_name`, and not the same folder on Windows or macOS as an
+    existing model's (`windows_form`: differing only in case or in trailing dots/spaces)."""
     if name in index["models"]:
         return
     check_name(name, hint)
-    twins = [n for n in index["models"] if n.casefold() == name.casefold()]
-    if twins:
+    twins = [n for n in index["models"] if windows_form(n) == windows_form(name)]
+    if not twins:
+        return
+    if twins[0].casefold() == name.casefold():
         raise RegistryError(f"Model name {name!r} differs from the existing model {twins[0]!r} "
                             "only in upper/lower case; on Windows and macOS both would be one "
                             f"folder. Use {twins[0]!r} (--name) or a different name.")
+    raise RegistryError(f"Model name {name!r} differs from the existing model {twins[0]!r} only "
+                        "in trailing dots or spaces (or case); Windows drops those, so both "
+                        f"would be one folder there. Use {twins[0]!r} (--name) or a different "
+                        "name.")
 
 
 def check_can_add(index: dict[str, Any], name: str, class_names: list[str]) -> None:

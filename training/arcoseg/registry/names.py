@@ -55,17 +55,44 @@ class StagedVersion:
 def check_name(name: str, hint: str = "") -> str:
     """`name` if it is a valid model name, else RegistryError: 1-100 letters, digits, '.', '_'
     or '-', starting with a letter, digit or '_' (a leading '-' reads as a command-line option,
-    a leading '.' as a hidden or relative path), and not a name Windows reserves (CON, NUL,
-    COM1...), since every model is a folder named after it."""
+    a leading '.' as a hidden or relative path), not ending in '.' (Windows drops trailing dots
+    from folder names), and not a name Windows reserves (CON, NUL, COM1...), since every model
+    is a folder named after it."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise RegistryError(f"Invalid model name {name!r}: use 1-100 letters, digits, '.', '_' or "
                             f"'-', starting with a letter, digit or '_' (e.g. 'brain-mri')."
                             f"{hint}")
+    if name.endswith("."):
+        raise RegistryError(f"Invalid model name {name!r}: a name may not end in '.', since "
+                            f"Windows drops trailing dots and the model's folder would be "
+                            f"{name.rstrip('.')!r} there. Drop the trailing dot or end the name "
+                            f"in a letter, digit, '_' or '-'.{hint}")
     if name.split(".")[0].upper() in _WINDOWS_RESERVED:
         raise RegistryError(f"Invalid model name {name!r}: Windows reserves "
                             f"{name.split('.')[0]!r} for a device, so no folder can have that "
                             f"name. Choose another (e.g. '{name}-model').{hint}")
     return name
+
+
+def windows_form(name: str) -> str:
+    """The folder Windows makes of `name`, case folded (Windows drops trailing dots and spaces
+    and ignores case): two models with the same form would be one folder there."""
+    return name.rstrip(". ").casefold()
+
+
+def parse_ref(spec: str) -> tuple[str, str | None]:
+    """(name, version) of the reference `NAME@VERSION`, (name, None) of a bare `NAME`;
+    RegistryError when the text around an '@' is missing or holds another '@' (`NAME@` must
+    never read as `NAME`: removing `NAME@` would remove the whole model)."""
+    name, at, version = spec.partition("@")
+    if not at:
+        return name, None
+    if not name or not version or "@" in version:
+        example = f"{name or 'NAME'}@v1"
+        raise RegistryError(f"Malformed model version {spec!r}: write NAME@VERSION with a name, "
+                            f"one '@' and a version (e.g. {example!r}). Run `arcoseg models list` "
+                            "to see the versions.")
+    return name, version
 
 
 def looks_like_path(spec: str) -> bool:

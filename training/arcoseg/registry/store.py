@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 from arcoseg.errors import OutputError
 from arcoseg.fileutil import write_text_atomic
 from arcoseg.registry.names import (VERSION_ID, RegistryError, VersionRef, looks_like_path,
-                                    registry_home)
+                                    parse_ref, registry_home)
 
 INDEX_VERSION = 1
 INDEX_FILE = "registry.json"
@@ -151,21 +151,30 @@ class RegistryStore:
 
     def _locate(self, spec: str | os.PathLike,
                 index: dict[str, Any]) -> tuple[Path, VersionRef | None]:
-        """Folder and registry version (None outside the registry) that `spec` names."""
+        """Folder and registry version (None outside the registry) that `spec` names: a
+        registered `NAME` or `NAME@VERSION` (RegistryError when malformed, e.g. `NAME@`), else
+        an existing folder."""
         text = os.fspath(spec)
-        name, _, version = text.partition("@")
-        if not isinstance(spec, os.PathLike) and not looks_like_path(text) \
-                and name in index["models"]:
-            ref = VersionRef(name, version or active_version(index, name, index["models"][name]))
-            self._version(index, ref)
+        as_name = not isinstance(spec, os.PathLike) and not looks_like_path(text)
+        if as_name and text.partition("@")[0] in index["models"]:
+            ref = self._registered_ref(text, index)
             return self._version_dir(ref.name, ref.version), ref
         path = Path(text).expanduser()
         if not path.exists():
+            if as_name:
+                parse_ref(text)  # a malformed reference gets its own message
             known = ", ".join(sorted(index["models"])) or "none"
             raise RegistryError(f"No model {text!r}: it is neither a model in the registry "
                                 f"{self.home} (models: {known}) nor an existing folder. Run "
                                 "`arcoseg models list`, or give a model folder path.")
         return path, self._ref_of_path(path, index)
+
+    def _registered_ref(self, text: str, index: dict[str, Any]) -> VersionRef:
+        """The listed version `NAME@VERSION` or `NAME` (its active version) names."""
+        name, version = parse_ref(text)
+        ref = VersionRef(name, version or active_version(index, name, index["models"][name]))
+        self._version(index, ref)
+        return ref
 
     def _ref_of_path(self, path: Path, index: dict[str, Any]) -> VersionRef | None:
         """The registered version whose folder `path` is, if any."""
@@ -202,9 +211,19 @@ def active_version(index: dict[str, Any], name: str, model: dict[str, Any]) -> s
     """The active version of `model`; a clear error when none is (every version was saved
     without activation, e.g. an adaptation that failed its held-out check)."""
     if model["active"] is None:
-        versions = ", ".join(f"{name}@{v['version']}" for v in model["versions"])
-        raise RegistryError(f"Model {name} has no active version: {versions} were saved but not "
-                            "activated (see their held-out check with `arcoseg models show`). "
-                            f"Activate one explicitly (arcoseg models activate {name}@VERSION) "
-                            "or name a version.")
+        raise _no_active_version(name, [str(VersionRef(name, v["version"]))
+                                        for v in model["versions"]])
     return model["active"]
+
+
+def _no_active_version(name: str, refs: list[str]) -> RegistryError:
+    """The error for model `name` whose versions `refs` (oldest first) were none activated."""
+    newest = refs[-1]
+    if len(refs) == 1:
+        saved, which, pick = f"{newest} was saved but not activated", "its", "it with"
+    else:
+        saved, which, pick = (f"{', '.join(refs)} were saved but none was activated",
+                              "each one's", "one, e.g. with")
+    return RegistryError(f"Model {name} has no active version: {saved} (see {which} held-out "
+                         f"check with `arcoseg models show {newest}`). Activate {pick} "
+                         f"`arcoseg models activate {newest}`, or name a version ({newest}).")

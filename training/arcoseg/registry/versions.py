@@ -14,7 +14,7 @@ from arcoseg.registry.archive import (copy_model_files, export_files, extract_mo
                                       write_model_folder, write_model_zip)
 from arcoseg.registry.entries import (check_can_add, check_new_name, check_removable,
                                       forget_versions, version_entry)
-from arcoseg.registry.names import RegistryError, StagedVersion, VersionRef
+from arcoseg.registry.names import RegistryError, StagedVersion, VersionRef, parse_ref
 from arcoseg.registry.store import RegistryStore, active_version, not_writable
 
 
@@ -151,10 +151,7 @@ class Registry(RegistryStore):
         with self._locked() as index:
             model = self._model(index, name)
             if not model["history"]:
-                raise RegistryError(f"Model {name} has no earlier active version to roll back to "
-                                    f"({name}@{model['active']} has been active since it was "
-                                    f"added). Activate one explicitly: arcoseg models activate "
-                                    f"{name}@VERSION.")
+                raise _nothing_to_roll_back(name, model)
             model["active"] = model["history"].pop()
             self._write_index(index)
             return VersionRef(name, model["active"])
@@ -167,7 +164,7 @@ class Registry(RegistryStore):
         previously active one (else the newest left).
         """
         with self._locked() as index:
-            name, _, version = spec.partition("@")
+            name, version = parse_ref(spec)  # 'NAME@' is an error, never the whole model
             model = self._model(index, name)  # a registered name, whatever its rules were
             ids = [version] if version else [v["version"] for v in model["versions"]]
             if version:
@@ -236,6 +233,20 @@ class Registry(RegistryStore):
                 self._discard(dest)
                 raise
         return VersionRef(name, version)
+
+
+def _nothing_to_roll_back(name: str, model: dict[str, Any]) -> RegistryError:
+    """The error for rolling back model `name` (its index entry) whose activation history is
+    empty: nothing was active before the active version, or that was rolled back or removed."""
+    others = [v["version"] for v in model["versions"] if v["version"] != model["active"]]
+    if not others:
+        return RegistryError(f"Model {name} has no earlier active version to roll back to: "
+                             f"{name}@{model['active']} is its only version.")
+    now = (f"{name}@{model['active']} is active now" if model["active"] is not None
+           else "no version is active now")
+    return RegistryError(f"Model {name} has no earlier active version to roll back to ({now}). "
+                         f"Activate one explicitly: arcoseg models activate "
+                         f"{name}@VERSION (versions: {', '.join(others)}).")
 
 
 def _modelfile():
