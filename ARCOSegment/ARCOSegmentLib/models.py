@@ -98,8 +98,8 @@ _WINDOWS_DEVICE = re.compile(r"(?i)CON|PRN|AUX|NUL|COM[1-9]|LPT[1-9]")
 def model_name_for(class_names: Sequence[str]) -> str:
     """A registry name for a new model, from its classes: ['Left kidney', 'Liver'] →
     'Left_kidney-Liver'. The engine's rule (arcoseg.registry.names.check_name): letters,
-    digits, '.', '_', '-', 100 at most, not starting with '-' or '.', and not a device name
-    Windows reserves (CON, AUX, COM1, ...: those get '-model' appended)."""
+    digits, '.', '_', '-', 100 at most, not starting with '-' or '.', not ending in '.', and
+    not a device name Windows reserves (CON, AUX, COM1, ...: those get '-model' appended)."""
     parts = (re.sub(r"[^A-Za-z0-9._-]+", "_", n.strip()).strip("._") for n in class_names)
     name = "-".join(p for p in parts if p)[:100].strip(".").lstrip("-.") or "model"
     return f"{name}-model" if _WINDOWS_DEVICE.fullmatch(name.split(".")[0]) else name

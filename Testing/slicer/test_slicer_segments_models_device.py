@@ -76,6 +76,7 @@ def test_new_models_are_named_after_their_classes_within_the_registrys_rules():
     # names the engine's registry refuses: a leading '-', a Windows device name
     assert models.model_name_for(["-", "LV"]) == "LV" and models.model_name_for(["-LV"]) == "LV"
     assert models.model_name_for(["Con"]) == "Con-model"
+    assert models.model_name_for(["LV", "RV."]) == "LV-RV"  # no trailing '.' (Windows drops it)
     assert models.model_name_for(["aux", "x"]) == "aux-x"
     assert models.model_name_for(["?"]) == "model"
     assert len(models.model_name_for(["x" * 80, "y" * 80])) == 100
