@@ -80,3 +80,56 @@ def test_a_cancelled_adapt_says_what_happened_and_leaves_no_work_folder(case, ho
     assert "--resume" not in str(err.value) and "registry is unchanged" in str(err.value)
     assert list(scratch.glob("arcoseg-*")) == []
     assert Registry(home).list() == [] and not (folder / "seg.nii.gz").exists()
+
+
+def _two_slices(full):
+    drawn = np.zeros_like(full)
+    drawn[[3, 6]] = full[[3, 6]]
+    return drawn
+
+
+@pytest.mark.parametrize("files,message", [
+    ((), "is empty. Give an image file (.nii.gz"),
+    (("cases.csv", "dataset.json", "README.md"),
+     "holds no image file (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd) (it holds 3 entries: "
+     "README.md, cases.csv, dataset.json). Give an image file or a folder of image files."),
+])
+def test_an_unlabelled_folder_without_images_ends_before_training(case, capsys, home, files,
+                                                                  message):
+    """The tester's B8: such a folder trained without extra images, exit 0, and recorded
+    `unlabelled_images: []`."""
+    folder, image, full = case
+    extra = folder / "extra"
+    extra.mkdir()
+    for name in files:
+        (extra / name).write_text("not an image")
+    assert _adapt(folder, image, _two_slices(full), "--unlabelled", str(extra)) == 2
+    assert f"--unlabelled: Folder {extra} {message}" in capsys.readouterr().err
+    assert Registry(home).list() == []
+    assert not (folder / "seg.nii.gz").exists()
+
+
+def test_a_bad_unlabelled_image_ends_before_training(case, capsys, home):
+    folder, image, full = case
+    extra = folder / "extra"
+    extra.mkdir()
+    sitk.WriteImage(sitk.Compose(image, image), str(extra / "rgb.nii.gz"))
+    assert _adapt(folder, image, _two_slices(full), "--unlabelled", str(extra)) == 2
+    err = capsys.readouterr().err
+    assert f"--unlabelled: Image {extra / 'rgb.nii.gz'} has 2 components per voxel" in err
+    assert Registry(home).list() == [] and not (folder / "seg.nii.gz").exists()
+
+
+@pytest.mark.parametrize("out", ["", " "])
+def test_an_empty_out_is_refused_not_taken_as_the_current_folder(case, capsys, home,
+                                                                 monkeypatch, out):
+    """The tester's B9.7: `-o ""` wrote ./img_seg.nii.gz with exit 0."""
+    folder, image, full = case
+    work = folder / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(SystemExit) as stop:
+        _adapt(folder, image, _two_slices(full), "-o", out)  # the last -o wins
+    assert stop.value.code == 2
+    assert "argument -o/--out: -o is empty; give a file or folder" in capsys.readouterr().err
+    assert list(work.iterdir()) == [] and Registry(home).list() == []

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-from arcoseg.adapt.inputs import AnnotatedImage, make_plan, read_annotated
+from arcoseg.adapt.inputs import AnnotatedImage, check_unlabelled, make_plan, read_annotated
 from arcoseg.adapt.request import AdaptRequest
 from arcoseg.adapt.training import train_adapted
 from arcoseg.adapt.annotations import rejoin
@@ -91,6 +91,7 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     """Run a whole adaptation; return the JSON result (model version, check, suggestions)."""
     device = resolve_device(request.device)
     outputs = plan_outputs(request)
+    check_unlabelled(request.unlabelled)
     registry = Registry(request.home)
     registry.check_writable()  # the version is added after training: refuse now, not then
     parent = choose_parent(registry, request.model, request.classes, request.name)

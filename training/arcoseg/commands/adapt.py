@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
 from arcoseg.constants import (DEFAULT_PRIOR, FUSION_WEIGHT, OPTIMIZERS, PARENT_PRIOR, PRIOR_MODES,
                                SAMPLERS)
 from arcoseg.errors import InputError
+from arcoseg.io.outputs import output_path
 from arcoseg.progress import Reporter
 from arcoseg.ranges import FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED, UNIT
 
@@ -75,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="train on every annotated slice (no held-out check)")
     p.add_argument("--suggest", type=NONNEG_INT, default=3,
                    help="how many next slices to suggest (0: none)")
-    p.add_argument("-o", "--out", type=Path,
+    p.add_argument("-o", "--out", type=output_path,
                    help="segmentation output: a file for one image (NAME.seg.nrrd: a Slicer "
                         "segmentation, one named segment per class), a folder for several")
     p.add_argument("--seed", type=SEED, default=0,

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, add_device_arguments
 from arcoseg.constants import DEMO_BUDGET, DEMO_ITERATIONS
+from arcoseg.io.outputs import output_path
 from arcoseg.progress import Reporter
 from arcoseg.ranges import POSITIVE, POSITIVE_INT
 
@@ -23,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `demo`."""
     p = sub.add_parser("demo", help="adapt a brain model from 3 simulated annotated slices",
                        description=__doc__.split("\n\n", 1)[1], formatter_class=HelpFormatter)
-    p.add_argument("-o", "--out", type=Path, default=Path("demo_output"),
+    p.add_argument("-o", "--out", type=output_path, default=Path("demo_output"),
                    help="output folder, replaced on every run")
     p.add_argument("--source", choices=("brain", "phantom"), default="brain",
                    help="brain: MNI152 template from nilearn; phantom: synthetic")

@@ -9,6 +9,7 @@ from typing import Any, Callable
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import ArcosegError, InputError
+from arcoseg.io.outputs import output_path
 from arcoseg.progress import Reporter
 
 
@@ -28,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--dataset", type=existing_path, help="dataset folder (with --model)")
     p.add_argument("--split", default="val",
                    help="dataset split to evaluate ('all' = every case)")
-    p.add_argument("-o", "--out", type=Path, default=Path("evaluation"), help="output folder")
+    p.add_argument("-o", "--out", type=output_path, default=Path("evaluation"), help="output folder")
     add_device_arguments(p)
     return p
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, existing_path
+from arcoseg.io.outputs import output_path
 from arcoseg.progress import Reporter
 from arcoseg.registry import Registry, RegistryError
 from arcoseg.registry.names import parse_ref
@@ -45,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     imp.add_argument("--name", help="model name (default: the folder or archive name)")
     exp = action("export", "copy a model version to a folder or a .zip archive")
     exp.add_argument("spec", help=_SPEC_HELP)
-    exp.add_argument("dest", type=Path, help="new folder, existing folder to copy into, or .zip")
+    exp.add_argument("dest", type=output_path, help="new folder, existing folder to copy into, or .zip")
     exp.add_argument("--with-history", action="store_true",
                      help="also export the training history (training/: metrics, options, "
                           "curves); by default only model.safetensors and model.json (which "

@@ -9,18 +9,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
-from arcoseg.errors import Cancelled, InputError
+from arcoseg.errors import Cancelled, OutputError
 from arcoseg.io.geometry import check_format_holds, read_grid
-from arcoseg.io.images import image_output_suffixes, list_images
+from arcoseg.io.images import check_image, image_inputs, image_output_suffixes
 from arcoseg.io.names import group_channels
 from arcoseg.io.outputs import (check_distinct, check_free_space, check_output_file,
-                                image_output_paths, sibling)
+                                image_output_paths, names_file, output_path, sibling)
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
+from arcoseg.io.segnrrd import check_segment_names, is_seg_nrrd
 from arcoseg.progress import Reporter
 from arcoseg.ranges import POSITIVE_INT
 
 # label maps; also a Slicer segmentation, written with the model's names and colours
 OUTPUT_SUFFIXES = (*image_output_suffixes(), SEG_NRRD)
+DEFAULT_EXT = ".nii.gz"  # --ext
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,9 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("model", help="model: a registry name (name or name@version, see "
                                  "`arcoseg models list`) or a model folder")
     p.add_argument("images", type=existing_path, nargs="+", help="image files or folders")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output file or folder")
-    p.add_argument("--ext", default=".nii.gz", choices=OUTPUT_SUFFIXES,
-                   help="file format when OUT is a folder")
+    p.add_argument("-o", "--out", type=output_path, required=True, help="output file or folder")
+    p.add_argument("--ext", choices=OUTPUT_SUFFIXES,  # None: not given, refused with a file -o
+                   help=f"file format when OUT is a folder (default: {DEFAULT_EXT})")
     p.add_argument("--probabilities", action="store_true",
                    help="also write per-class probabilities (<name>_probabilities)")
     p.add_argument("--entropy", action="store_true",
@@ -52,14 +54,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def collect_cases(inputs: list[Path], channels: int) -> list[tuple[str, list[Path]]]:
     """(case id, channel files) for every input (`io.names.group_channels`): files, folders of
-    image files, or DICOM series folders (the folder name is the case id)."""
-    files: list[Path] = []
-    for path in inputs:
-        if not path.exists():
-            raise InputError(f"Input {path} does not exist. Check the path.")
-        found = list_images(path) if path.is_dir() else [path]
-        files.extend(found or [path])  # a folder without image files: a DICOM series
-    return group_channels(files, channels)
+    image files, or DICOM series folders (the folder name is the case id). Every image is
+    checked from its header first (`io.images.check_image`): one bad file late in a folder
+    ends the run before any result is written."""
+    files = [file for path in inputs for file in image_inputs(path)]
+    cases = group_channels(files, channels)
+    for file in files:
+        check_image(file)
+    return cases
 
 
 def plan_outputs(args: argparse.Namespace, cases: list[tuple[str, list[Path]]],
@@ -67,7 +69,7 @@ def plan_outputs(args: argparse.Namespace, cases: list[tuple[str, list[Path]]],
     """{case id: {"labels": file, "probabilities": …, "entropy": …}}, every path checked before
     any work: format and name (io.outputs), a folder that can be written, no two results on one
     file, a format that holds each input's grid, and the free space for the uncompressed maps."""
-    labels = image_output_paths(args.out, [cid for cid, _ in cases], args.ext,
+    labels = image_output_paths(args.out, [cid for cid, _ in cases], folder_format(args),
                                 OUTPUT_SUFFIXES)
     bytes_per_voxel = {"labels": 1, "probabilities": 4 * num_classes, "entropy": 4}
     outputs, sizes = {}, {}
@@ -88,6 +90,18 @@ def plan_outputs(args: argparse.Namespace, cases: list[tuple[str, list[Path]]],
     return outputs
 
 
+def folder_format(args: argparse.Namespace) -> str:
+    """--ext (default DEFAULT_EXT); OutputError when it is given with a file -o, whose own
+    suffix sets the format (it would be ignored)."""
+    if args.ext is None:
+        return DEFAULT_EXT
+    if names_file(args.out):
+        raise OutputError(f"--ext {args.ext} only applies when -o is a folder, but -o "
+                          f"{args.out} names a file, whose suffix sets the format. Leave out "
+                          "--ext, or give a folder for -o.")
+    return args.ext
+
+
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Segment every case; return the written files and timings."""
     from arcoseg.device import describe_device, resolve_device  # torch, MONAI: only when run
@@ -99,6 +113,8 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     model, metadata = load_model(Registry().resolve(args.model), device=device)
     cases = collect_cases(args.images, metadata.network["in_channels"])
     outputs = plan_outputs(args, cases, len(metadata.classes))
+    if is_seg_nrrd(args.out) or args.ext == SEG_NRRD:
+        check_segment_names([c["name"] for c in metadata.classes if c["value"] != 0], args.out)
     reporter.log(f"Segmenting {len(cases)} image(s) on {describe_device(device)['name']}")
     written = []
     for i, (case_id, paths) in enumerate(cases):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
 from arcoseg.constants import (DEFAULT_JITTER, METHODS, MIX_MODES, OPTIMIZERS, SAMPLERS,
                                TEACHER_NORMS)
+from arcoseg.io.outputs import output_path
 from arcoseg.progress import Reporter
 from arcoseg.ranges import FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED
 
@@ -25,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                    "MODEL_DIR/training/metrics.jsonl and curves.png.",
                        formatter_class=HelpFormatter)
     p.add_argument("dataset", type=existing_path, help="dataset folder (holds dataset.json)")
-    p.add_argument("--out", "-o", type=Path, required=True, help="model folder to write")
+    p.add_argument("--out", "-o", type=output_path, required=True, help="model folder to write")
     p.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2D slice or 3D patch model")
     p.add_argument("--method", choices=METHODS, default="supervised",
                    help="supervised (labelled only), mean_teacher, or arco")

@@ -34,36 +34,61 @@ def check_readable(path: Path) -> None:
 
 
 def read_dicom_series(folder: Path) -> sitk.Image:
-    """The one DICOM series in `folder`; InputError for an empty or unreadable folder, a folder
-    without a series (naming what it holds) or with several."""
+    """The one DICOM series in `folder` (`dicom_series_files` says when there is none)."""
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(dicom_series_files(folder))
+    try:
+        return reader.Execute()
+    except RuntimeError as err:
+        raise unreadable(folder, err) from err
+
+
+def dicom_series_files(folder: Path) -> list[str]:
+    """The files of the one DICOM series in `folder`, found from their headers (no voxels
+    read); InputError for an empty or unreadable folder, a folder without a series (naming what
+    it holds) or with several."""
+    entries = folder_entries(folder)
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise no_images(folder, entries)
+    if len(series) > 1:
+        raise InputError(f"Folder {folder} contains {len(series)} DICOM series "
+                         f"({', '.join(series)}); put each series in its own folder.")
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+
+
+def folder_entries(folder: Path, dicom: bool = True) -> list[Path]:
+    """The entries of an input folder, sorted; InputError if it cannot be opened or is empty.
+    `dicom`: the folder may also be a DICOM series (the message offers it)."""
     try:
         entries = sorted(folder.iterdir())
     except PermissionError as err:
         raise InputError(f"Cannot open folder {folder}: permission denied. Ask its owner to "
                          "make it readable for you, or copy it to a folder you can read.") from err
     if not entries:
-        raise InputError(f"Folder {folder} is empty. Give an image file "
-                         f"({', '.join(READABLE_SUFFIXES)}), a folder of image files, or a "
-                         "folder holding one DICOM series.")
-    reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        folders = [e.name for e in entries if e.is_dir()]
-        names = ", ".join(e.name for e in entries[:5]) + (", …" if len(entries) > 5 else "")
-        raise InputError(
-            f"Folder {folder} holds no image file ({', '.join(READABLE_SUFFIXES)}) and no DICOM "
-            f"series (it holds {len(entries)} entries: {names}). Give an image file, a folder of "
-            "image files, or a folder holding one DICOM series"
-            + (f"; subfolders are not searched, so give one of them (e.g. {folder / folders[0]})"
-               if folders else "") + ".")
-    if len(series) > 1:
-        raise InputError(f"Folder {folder} contains {len(series)} DICOM series "
-                         f"({', '.join(series)}); put each series in its own folder.")
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    try:
-        return reader.Execute()
-    except RuntimeError as err:
-        raise unreadable(folder, err) from err
+        raise InputError(f"Folder {folder} is empty. Give {_accepted(dicom, suffixes=True)}.")
+    return entries
+
+
+def no_images(folder: Path, entries: list[Path], dicom: bool = True) -> InputError:
+    """The InputError for a folder holding `entries` but nothing to read: no image file (and,
+    where `dicom`, no DICOM series)."""
+    folders = [e.name for e in entries if e.is_dir()]
+    names = ", ".join(e.name for e in entries[:5]) + (", …" if len(entries) > 5 else "")
+    return InputError(
+        f"Folder {folder} holds no image file ({', '.join(READABLE_SUFFIXES)})"
+        + (" and no DICOM series" if dicom else "")
+        + f" (it holds {len(entries)} entries: {names}). Give {_accepted(dicom)}"
+        + (f"; subfolders are not searched, so give one of them (e.g. {folder / folders[0]})"
+           if folders else "") + ".")
+
+
+def _accepted(dicom: bool, suffixes: bool = False) -> str:
+    """What an input folder may be, in words (`suffixes`: with the image files' suffixes)."""
+    files = "an image file" + (f" ({', '.join(READABLE_SUFFIXES)})" if suffixes else "")
+    if dicom:
+        return f"{files}, a folder of image files, or a folder holding one DICOM series"
+    return f"{files} or a folder of image files"
 
 
 def check_nifti_complete(path: Path) -> None:

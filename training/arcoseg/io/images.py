@@ -19,7 +19,8 @@ from arcoseg.errors import InputError, OutputError
 from arcoseg.fileutil import atomic_path, full_suffix
 from arcoseg.io.geometry import Grid, GridLike, check_written, grid_difference
 from arcoseg.io.image_files import (READABLE_SUFFIXES, check_nifti_complete, check_readable,
-                                   last_line, read_dicom_series, unreadable)
+                                   dicom_series_files, folder_entries, last_line, no_images,
+                                   read_dicom_series, unreadable)
 
 MAX_LABEL_VALUE = 254  # 255 is IGNORE_LABEL (unannotated) inside the engine
 
@@ -36,6 +37,39 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise InputError(f"Image folder {folder} does not exist or is not a folder.")
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+
+
+def image_inputs(path: Path, dicom: bool = True) -> list[Path]:
+    """The images an input path names: a file itself, or a folder's image files; a folder
+    without any is, where `dicom`, one DICOM series (itself), else an InputError. InputError
+    for a missing path and for an empty or unreadable folder (`image_files.folder_entries`)."""
+    if not path.exists():
+        raise InputError(f"Input {path} does not exist. Check the path.")
+    if not path.is_dir():
+        return [path]
+    entries = folder_entries(path, dicom)
+    files = [p for p in entries if p.is_file() and is_image_path(p)]
+    if files or dicom:
+        return files or [path]
+    raise no_images(path, entries, dicom)
+
+
+def check_image(path: str | os.PathLike) -> None:
+    """`read_image`'s checks from the header alone (no voxels read), to refuse a bad image
+    before any work: InputError for a missing, unreadable or unsupported file, a truncated
+    NIfTI file, a 4D or multi-component image, and a folder without exactly one DICOM series.
+    NaN intensities and truncated NRRD/MHA data show only when the voxels are read."""
+    p = _checked_path(path)
+    if p.is_dir():
+        dicom_series_files(p)
+        return
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise unreadable(p, err) from err
+    _check_layout(p, reader.GetNumberOfComponents(), reader.GetSize())
 
 
 def image_spacing_zyx(image: GridLike) -> tuple[float, float, float]:
@@ -188,37 +222,49 @@ def array_to_image(array_zyx: np.ndarray, reference: GridLike,
 
 def _read_3d(path: str | os.PathLike) -> sitk.Image:
     """Read a file or DICOM folder and return it as a single-component 3D image."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"Image {p} does not exist. Check the path.")
+    p = _checked_path(path)
     if p.is_dir():
         image = read_dicom_series(p)
     else:
-        check_readable(p)
-        if full_suffix(p) in (".nii", ".nii.gz"):
-            check_nifti_complete(p)
         try:
             image = sitk.ReadImage(str(p))
         except RuntimeError as err:
             raise unreadable(p, err) from err
-    if image.GetNumberOfComponentsPerPixel() != 1 and full_suffix(p) == ".seg.nrrd":
+    _check_layout(p, image.GetNumberOfComponentsPerPixel(), image.GetSize())
+    if image.GetDimension() == 4:
+        image = sitk.Extract(image, list(image.GetSize()[:3]) + [0], [0, 0, 0, 0])
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries(image)
+    return image
+
+
+def _checked_path(path: str | os.PathLike) -> Path:
+    """`path` if it exists and, for a file, can be opened (and a NIfTI file is complete)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"Image {p} does not exist. Check the path.")
+    if not p.is_dir():
+        check_readable(p)
+        if full_suffix(p) in (".nii", ".nii.gz"):
+            check_nifti_complete(p)
+    return p
+
+
+def _check_layout(p: Path, components: int, size: Sequence[int]) -> None:
+    """InputError unless an image of `size` with `components` per voxel is a scalar 2D or 3D
+    image (a 4D one with one volume counts as 3D)."""
+    if components != 1 and full_suffix(p) == ".seg.nrrd":
         raise InputError(f"{p} is a Slicer segmentation with overlapping segments (one layer "
                          "per component), not an image. Give it as annotations (adapt "
                          "--annotations) or ground truth (evaluate), or export it from Slicer "
                          "as a label map (Segmentations module → Export to files).")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"Image {p} has {image.GetNumberOfComponentsPerPixel()} components per "
-                         "voxel (e.g. RGB or vector data); a scalar image is expected. "
-                         "Convert it to a grayscale volume.")
-    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
-        image = sitk.Extract(image, list(image.GetSize()[:3]) + [0], [0, 0, 0, 0])
-    if image.GetDimension() == 2:
-        image = sitk.JoinSeries(image)
-    if image.GetDimension() != 3:
-        raise InputError(f"Image {p} is {image.GetDimension()}D (size {image.GetSize()}); a 3D "
-                         "volume is expected. Split time series or multi-channel files into "
-                         "one 3D file per channel.")
-    return image
+    if components != 1:
+        raise InputError(f"Image {p} has {components} components per voxel (e.g. RGB or vector "
+                         "data); a scalar image is expected. Convert it to a grayscale volume.")
+    if len(size) not in (2, 3) and not (len(size) == 4 and size[3] == 1):
+        raise InputError(f"Image {p} is {len(size)}D (size {tuple(size)}); a 3D volume is "
+                         "expected. Split time series or multi-channel files into one 3D file "
+                         "per channel.")
 
 
 def _label_values(label: sitk.Image, path: str | os.PathLike, highest: int) -> list[int]:

@@ -5,6 +5,7 @@
 - A name without a suffix, or an existing folder, is a folder; results go inside it named
   '<case id><ext>'.
 - Several images need a folder; two results with the same name are refused.
+- An empty -o (e.g. an unset shell variable) is refused, not taken as the current folder.
 - The place must be writable (the nearest existing folder above it), and where it is cheap to
   know, hold the uncompressed size of what will be written.
 Nothing is created here: a refused run leaves no folder behind.
@@ -12,6 +13,7 @@ Nothing is created here: a refused run leaves no folder behind.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -29,6 +31,19 @@ FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".nhdr", ".mha", ".mhd
                  ".gz", ".safetensors", ".pt", ".pth", ".ckpt")
 
 
+def output_path(text: str) -> Path:
+    """argparse type of every output option (-o): the path, or exit 2 before any work when it is
+    empty or blank, which `Path` would take as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("-o is empty; give a file or folder")
+    return Path(text).expanduser()
+
+
+def names_file(out: Path) -> bool:
+    """Whether -o names one output file: not an existing folder, and a name with a suffix."""
+    return not out.is_dir() and bool(full_suffix(out))
+
+
 def image_output_paths(out: Path, case_ids: list[str], ext: Union[str, Mapping[str, str]],
                        suffixes: tuple[str, ...] | None = None) -> dict[str, Path]:
     """{case id: output file} following the module's rule; OutputError when -o is a file name
@@ -40,7 +55,7 @@ def image_output_paths(out: Path, case_ids: list[str], ext: Union[str, Mapping[s
     exts = {cid: ext if isinstance(ext, str) else ext[cid] for cid in case_ids}
     for suffix in set(exts.values()) - set(suffixes):
         raise OutputError(f"Cannot write format '{suffix}'. Use one of {', '.join(suffixes)}.")
-    if not out.is_dir() and full_suffix(out):
+    if names_file(out):
         suffix = full_suffix(out)
         if suffix not in suffixes:
             raise OutputError(

@@ -1,0 +1,116 @@
+"""`arcoseg segment` refuses bad inputs and options before any image is segmented: exit 2, a
+message naming the file or option, and no output at all (not even the results of the images
+before the bad one)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+
+from arcoseg.cli import main
+from arcoseg.data.synthetic import make_phantom
+
+
+def segment(capsys, *argv) -> tuple[int, str]:
+    """Exit code and the message of the last JSON event (the result or the error)."""
+    code = main(["segment", *map(str, argv), "--device", "cpu", "--progress", "json"])
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return code, events[-1].get("message", "")
+
+
+def phantom(path: Path, seed: int = 0) -> Path:
+    image, _ = make_phantom((4, 24, 24), seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def two_components(path: Path) -> None:
+    image = sitk.ReadImage(str(phantom(path)))
+    sitk.WriteImage(sitk.Compose(image, image), str(path))
+
+
+def garbage(path: Path) -> None:
+    path.write_bytes(b"not an image at all " * 20)
+
+
+@pytest.mark.parametrize("make_bad,message", [
+    (two_components, "has 2 components per voxel"),
+    (garbage, "is not a readable image"),
+])
+def test_a_bad_file_late_in_a_folder_ends_the_run_before_any_result(
+        untrained_model, tmp_path, capsys, make_bad, message):
+    """The tester's B5: a.nii.gz and b.nii.gz were segmented and written before c.nii.gz
+    ended the run. Every image's header is checked first now."""
+    folder = tmp_path / "in"
+    phantom(folder / "a.nii.gz")
+    phantom(folder / "b.nii.gz", seed=1)
+    make_bad(folder / "c.nii.gz")
+    code, error = segment(capsys, untrained_model, folder, "-o", tmp_path / "out")
+    assert code == 2
+    assert str(folder / "c.nii.gz") in error and message in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_folder_after_a_good_image_ends_the_run_before_any_result(
+        untrained_model, tmp_path, capsys):
+    image = phantom(tmp_path / "a.nii.gz")
+    empty = tmp_path / "series"
+    empty.mkdir()
+    code, error = segment(capsys, untrained_model, image, empty, "-o", tmp_path / "out")
+    assert code == 2 and f"Folder {empty} is empty" in error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("out", ["", "  "])
+def test_an_empty_out_is_refused_not_taken_as_the_current_folder(
+        untrained_model, tmp_path, capsys, monkeypatch, out):
+    """The tester's B9.7: `-o "$UNSET"` wrote ./img.nii.gz."""
+    image = phantom(tmp_path / "in" / "img.nii.gz")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(SystemExit) as stop:
+        main(["segment", str(untrained_model), str(image), "-o", out, "--device", "cpu"])
+    assert stop.value.code == 2
+    assert "argument -o/--out: -o is empty; give a file or folder" in capsys.readouterr().err
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("ext", [".nrrd", ".nii.gz"])
+def test_ext_with_a_file_out_is_refused(untrained_model, tmp_path, capsys, ext):
+    """The tester's B9.8: --ext was silently ignored when -o names a file."""
+    image = phantom(tmp_path / "img.nii.gz")
+    code, error = segment(capsys, untrained_model, image, "-o", tmp_path / "seg.nii.gz",
+                          "--ext", ext)
+    assert code == 2
+    assert f"--ext {ext} only applies when -o is a folder" in error
+    assert str(tmp_path / "seg.nii.gz") in error
+    assert not (tmp_path / "seg.nii.gz").exists() and not (tmp_path / "seg.nrrd").exists()
+
+
+def test_without_ext_a_file_out_takes_its_format_and_a_folder_gets_nifti(
+        untrained_model, tmp_path, capsys):
+    image = phantom(tmp_path / "img.nii.gz")
+    assert segment(capsys, untrained_model, image, "-o", tmp_path / "seg.nrrd")[0] == 0
+    assert (tmp_path / "seg.nrrd").is_file()
+    assert segment(capsys, untrained_model, image, "-o", tmp_path / "out")[0] == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img.nii.gz"]
+
+
+def test_class_names_a_seg_nrrd_cannot_hold_are_refused_before_segmenting(untrained_model,
+                                                                          tmp_path, capsys):
+    """'Ödem' ended every `segment -o x.seg.nrrd` after the work, with advice about disk space."""
+    meta = json.loads((untrained_model / "model.json").read_text())
+    meta["classes"][1]["name"] = "Ödem"
+    (untrained_model / "model.json").write_text(json.dumps(meta))
+    image = phantom(tmp_path / "a.nii.gz")
+    for out in (["-o", tmp_path / "x.seg.nrrd"], ["-o", tmp_path / "out", "--ext", ".seg.nrrd"]):
+        code, message = segment(capsys, untrained_model, image, *out)
+        assert code == 2 and "Class 'Ödem' cannot be a segment name" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "untrained_model"]
+    code, _ = segment(capsys, untrained_model, image, "-o", tmp_path / "x.nii.gz")
+    assert code == 0  # a label map holds any name
