@@ -279,10 +279,15 @@ def test_sigint_stops_the_command_with_the_cancel_exit_code(case, tmp_path):
     assert Registry().list() == [] and not (tmp_path / "seg.nii.gz").exists()
 
 
-def test_cli_refuses_classes_without_from_scratch(case, capsys):
+@pytest.mark.parametrize("options,message", [
+    (["--model", "x", "--classes", "a"], "--classes goes with --from-scratch only"),
+    (["--from-scratch"], "--from-scratch needs --classes NAME,NAME"),
+])
+def test_cli_refuses_classes_and_from_scratch_apart(case, capsys, options, message):
     code = main(["adapt", "--image", str(case["image"]), "--annotations", str(case["ann"]),
-                 "--model", "x", "--classes", "a", "--progress", "json"])
-    assert code == 2
+                 *options, "--progress", "json"])
+    error = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 2 and message in error["message"]
 
 
 @pytest.mark.parametrize("warmup", ["1", "-0.2"])

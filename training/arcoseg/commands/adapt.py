@@ -101,8 +101,12 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     from arcoseg.adapt.prior import ParentPriorSettings, PriorSettings
     from arcoseg.adapt.run import AdaptRequest, adapt
 
-    if args.from_scratch == (args.classes is None):
-        raise InputError("Use --classes together with --from-scratch (and only then).")
+    if args.from_scratch and args.classes is None:
+        raise InputError("--from-scratch needs --classes NAME,NAME,... (the foreground classes to "
+                         "train; background is implied), e.g. --classes LV,Myo,RV.")
+    if args.classes is not None and not args.from_scratch:
+        raise InputError("--classes goes with --from-scratch only: a model (--model) brings its "
+                         "own classes. Leave out --classes, or add --from-scratch.")
     request = AdaptRequest(
         images=list(args.image), annotations=list(args.annotations), model=args.model,
         classes=(None if args.classes is None
