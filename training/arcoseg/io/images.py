@@ -63,13 +63,19 @@ def check_image(path: str | os.PathLike) -> None:
     if p.is_dir():
         dicom_series_files(p)
         return
+    reader = _header(p)
+    _check_layout(p, reader.GetNumberOfComponents(), reader.GetSize())
+
+
+def _header(path: str | os.PathLike) -> sitk.ImageFileReader:
+    """A reader holding `path`'s header (no voxels read); InputError when it cannot be read."""
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(p))
+    reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
-        raise unreadable(p, err) from err
-    _check_layout(p, reader.GetNumberOfComponents(), reader.GetSize())
+        raise unreadable(path, err) from err
+    return reader
 
 
 def image_spacing_zyx(image: GridLike) -> tuple[float, float, float]:
@@ -79,13 +85,7 @@ def image_spacing_zyx(image: GridLike) -> tuple[float, float, float]:
 
 def read_spacing_zyx(path: str | os.PathLike) -> tuple[float, float, float]:
     """Voxel spacing (z, y, x) from the file header only (no pixel data is read)."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise unreadable(path, err) from err
-    spacing = list(reader.GetSpacing())[:3]
+    spacing = list(_header(path).GetSpacing())[:3]
     spacing += [1.0] * (3 - len(spacing))
     return tuple(float(s) for s in reversed(spacing))  # type: ignore[return-value]
 
