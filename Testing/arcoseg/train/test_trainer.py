@@ -231,3 +231,15 @@ def test_a_patch_far_larger_than_every_image_is_refused_before_training(dataset,
     assert "at most 32 x 32" in message
     with pytest.raises(InputError, match="--patch 144 x 128"):  # just above 16 x
         prepare_data(dataset, _options(tmp_path, patch=(144, 128)), Reporter(quiet=True))
+
+
+def test_an_unlabelled_folder_without_images_is_refused_before_training(dataset, tmp_path):
+    """`train --unlabelled EMPTY` was ignored silently, as `adapt --unlabelled` was (one rule,
+    `run_data.unlabelled_files`, now serves both)."""
+    from arcoseg.train.trainer import prepare_data
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match=r"--unlabelled: Folder .*empty is empty"):
+        prepare_data(dataset, _options(tmp_path, method="mean_teacher", labelled=1,
+                                       unlabelled=[empty]), Reporter(quiet=True))

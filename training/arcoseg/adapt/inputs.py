@@ -17,7 +17,7 @@ from arcoseg.constants import IGNORE_LABEL
 from arcoseg.data.orientation import slicing_order, to_slicing_axis
 from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_image, resample
 from arcoseg.errors import InputError
-from arcoseg.io.images import array_to_image, check_image, image_inputs, read_image
+from arcoseg.io.images import array_to_image, read_image
 from arcoseg.train.options import PATCH_DIVISOR
 
 
@@ -61,20 +61,6 @@ def read_annotated(request: AdaptRequest, parent: Parent) -> list[AnnotatedImage
     if request.holdout:
         items[0].annotations, items[0].held_out = hold_out(items[0].annotations)
     return items
-
-
-def check_unlabelled(paths: list[Path]) -> list[Path]:
-    """The image files that --unlabelled names (files, folders of image files), each checked
-    from its header (`io.images.check_image`) before any work; InputError naming --unlabelled
-    for a folder that is empty or holds no image file (no DICOM series either: they are not
-    read as extra images) and for a bad image."""
-    try:
-        files = [file for path in paths for file in image_inputs(path, dicom=False)]
-        for file in files:
-            check_image(file)
-    except InputError as err:
-        raise InputError(f"--unlabelled: {err}") from err
-    return files
 
 
 def make_plan(parent: Parent, items: list[AnnotatedImage], axis: int) -> Plan:

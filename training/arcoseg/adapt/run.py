@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-from arcoseg.adapt.inputs import AnnotatedImage, check_unlabelled, make_plan, read_annotated
+from arcoseg.adapt.inputs import AnnotatedImage, make_plan, read_annotated
 from arcoseg.adapt.request import AdaptRequest
 from arcoseg.adapt.training import train_adapted
 from arcoseg.adapt.annotations import rejoin
@@ -48,6 +48,7 @@ from arcoseg.networks.model import SegmentationModel
 from arcoseg.progress import Reporter
 from arcoseg.registry import Registry, VersionRef
 from arcoseg.tempfiles import work_folder
+from arcoseg.train.run_data import unlabelled_files
 from arcoseg.train.trainer import Trainer
 
 
@@ -91,7 +92,7 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     """Run a whole adaptation; return the JSON result (model version, check, suggestions)."""
     device = resolve_device(request.device)
     outputs = plan_outputs(request)
-    check_unlabelled(request.unlabelled)
+    unlabelled_files(request.unlabelled)  # checked before any work, read once training is set up
     registry = Registry(request.home)
     registry.check_writable()  # the version is added after training: refuse now, not then
     parent = choose_parent(registry, request.model, request.classes, request.name)

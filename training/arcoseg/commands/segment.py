@@ -113,8 +113,10 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     model, metadata = load_model(Registry().resolve(args.model), device=device)
     cases = collect_cases(args.images, metadata.network["in_channels"])
     outputs = plan_outputs(args, cases, len(metadata.classes))
-    if is_seg_nrrd(args.out) or args.ext == SEG_NRRD:
-        check_segment_names([c["name"] for c in metadata.classes if c["value"] != 0], args.out)
+    for planned in outputs.values():
+        if is_seg_nrrd(planned["labels"]):
+            check_segment_names([c["name"] for c in metadata.classes if c["value"] != 0],
+                                planned["labels"])
     reporter.log(f"Segmenting {len(cases)} image(s) on {describe_device(device)['name']}")
     written = []
     for i, (case_id, paths) in enumerate(cases):

@@ -63,15 +63,14 @@ def read_segmentation(path: str | os.PathLike, classes: Sequence[ClassSpec],
     segmentation = _read(path)
     layers = _layers_zyx(segmentation)
     positions = np.zeros(layers.shape[1:], np.uint8)
-    owner: dict[int, str] = {}
-    matched: dict[int, str] = {}
+    matched: dict[int, dict[str, Any]] = {}  # class position -> the one segment it comes from
     for segment in segmentation.get("segments", []):
         position = _match(segment, classes, path)
         _check_one_segment_per_class(segment, position, classes, matched, path)
         mask = layers[segment.get("layer", 0)] == segment.get("labelValue", 1)
-        _check_overlap(mask, positions, position, segment, owner, path)
+        _check_overlap(mask, positions, segment, matched, path)
         positions[mask] = position
-        owner.setdefault(position, segment.get("name", segment.get("id", "?")))
+        matched[position] = segment
     file_ijk_to_lps = np.asarray(segmentation["ijkToLPS"], float)
     target = reference if reference is not None else _reference_grid(segmentation, positions)
     return _on_grid(positions, file_ijk_to_lps, target, path, reference is not None)
@@ -167,25 +166,26 @@ def _segment_label(segment: dict[str, Any]) -> str:
 
 
 def _check_one_segment_per_class(segment: dict[str, Any], position: int,
-                                 classes: Sequence[ClassSpec], matched: dict[int, str],
+                                 classes: Sequence[ClassSpec], matched: dict[int, dict[str, Any]],
                                  path) -> None:
-    """InputError when a second segment matches the class at `position` (1-based)."""
+    """InputError when a segment already `matched` the class at `position` (1-based)."""
     if position in matched:
         raise InputError(
-            f"Segments {matched[position]} and {_segment_label(segment)} of {path} both match "
-            f"class '{classes[position - 1].name}'; one class comes from one segment. In "
-            "Slicer's Segment Editor rename the one that is another structure, or merge them "
-            "(Logical operators → Add), and save again.")
-    matched[position] = _segment_label(segment)
+            f"Segments {_segment_label(matched[position])} and {_segment_label(segment)} of "
+            f"{path} both match class '{classes[position - 1].name}'; one class comes from one "
+            "segment. In Slicer's Segment Editor rename the one that is another structure, or "
+            "merge them (Logical operators → Add), and save again.")
 
 
-def _check_overlap(mask: np.ndarray, positions: np.ndarray, position: int,
-                   segment: dict[str, Any], owner: dict[int, str], path) -> None:
-    clash = mask & (positions != 0) & (positions != position)
+def _check_overlap(mask: np.ndarray, positions: np.ndarray, segment: dict[str, Any],
+                   matched: dict[int, dict[str, Any]], path) -> None:
+    """InputError when `segment`'s `mask` covers voxels another class's segment holds."""
+    clash = mask & (positions != 0)
     if clash.any():
-        other = owner[int(positions[clash][0])]
+        other = matched[int(positions[clash][0])]
         raise InputError(
-            f"Segments '{other}' and '{segment.get('name', segment.get('id'))}' of {path} "
+            f"Segments '{other.get('name', other.get('id', '?'))}' and "
+            f"'{segment.get('name', segment.get('id'))}' of {path} "
             f"overlap in {int(clash.sum())} voxel(s) (Slicer keeps them in separate layers); a "
             "label map holds one class per voxel. In Slicer's Segment Editor remove the overlap "
             "(Logical operators → Subtract one segment from the other) and save again.")

@@ -12,7 +12,7 @@ from arcoseg.data.orientation import to_slicing_axis
 from arcoseg.data.preprocess import (Plan, PreprocessedCase, load_cases, make_plan,
                                      preprocess_image)
 from arcoseg.errors import ArcosegError, InputError
-from arcoseg.io.images import list_images, read_image
+from arcoseg.io.images import check_image, image_inputs, read_image
 from arcoseg.progress import Reporter
 from arcoseg.train.options import TrainOptions
 
@@ -83,13 +83,27 @@ def check_patch(plan: Plan, cases: list[PreprocessedCase]) -> None:
 def extra_unlabelled(paths: list[Path], plan: Plan, reporter: Reporter) -> list[PreprocessedCase]:
     """Preprocess extra unlabelled images (files or folders of images, single channel),
     oriented along the plan's slicing axis."""
-    files = [f for p in paths for f in (list_images(p) if p.is_dir() else [p])]
+    files = unlabelled_files(paths)
     cases = []
     for i, path in enumerate(files, start=1):
         array, _ = preprocess_image([to_slicing_axis(read_image(path), plan.slice_axis)], plan)
         cases.append(PreprocessedCase(path.name, array, None, tuple(plan.target_spacing)))
         reporter.progress(i, len(files), "extra unlabelled images")
     return cases
+
+
+def unlabelled_files(paths: list[Path]) -> list[Path]:
+    """The image files that --unlabelled names (files, folders of image files), each checked
+    from its header (`io.images.check_image`) before any work; InputError naming --unlabelled
+    for a folder that is empty or holds no image file (no DICOM series either: they are not
+    read as extra images) and for a bad image."""
+    try:
+        files = [file for path in paths for file in image_inputs(path, dicom=False)]
+        for file in files:
+            check_image(file)
+    except InputError as err:
+        raise InputError(f"--unlabelled: {err}") from err
+    return files
 
 
 def without_label(case: PreprocessedCase) -> PreprocessedCase:
