@@ -282,8 +282,10 @@ def test_sigint_stops_the_command_with_the_cancel_exit_code(case, tmp_path):
 @pytest.mark.parametrize("options,message", [
     (["--model", "x", "--classes", "a"], "--classes goes with --from-scratch only"),
     (["--from-scratch"], "--from-scratch needs --classes NAME,NAME"),
+    (["--from-scratch", "--classes", "a", "--parent-prior", "0.5"],
+     "--parent-prior goes with --model only"),
 ])
-def test_cli_refuses_classes_and_from_scratch_apart(case, capsys, options, message):
+def test_cli_refuses_options_of_the_other_source(case, capsys, options, message):
     code = main(["adapt", "--image", str(case["image"]), "--annotations", str(case["ann"]),
                  *options, "--progress", "json"])
     error = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

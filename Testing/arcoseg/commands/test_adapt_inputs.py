@@ -120,6 +120,17 @@ def test_a_bad_unlabelled_image_ends_before_training(case, capsys, home):
     assert Registry(home).list() == [] and not (folder / "seg.nii.gz").exists()
 
 
+@pytest.mark.parametrize("given", ["file", "folder"])
+def test_the_annotations_given_as_unlabelled_end_before_training(case, capsys, home, given):
+    folder, image, full = case
+    annotations = folder / "ann.nii.gz"
+    unlabelled = annotations if given == "file" else folder  # the folder holds img and ann
+    assert _adapt(folder, image, _two_slices(full), "--unlabelled", str(unlabelled)) == 2
+    assert (f"--unlabelled: {annotations} is an annotation label map (--annotations), not an "
+            "image") in capsys.readouterr().err
+    assert Registry(home).list() == [] and not (folder / "seg.nii.gz").exists()
+
+
 @pytest.mark.parametrize("out", ["", " "])
 def test_an_empty_out_is_refused_not_taken_as_the_current_folder(case, capsys, home,
                                                                  monkeypatch, out):

@@ -72,6 +72,18 @@ def test_slicers_generated_names_are_matched_by_label_value(tmp_path, image):
     assert (positions(tmp_path / "b.seg.nrrd", image)[1, 1:3, 1:3] == 2).all()
 
 
+def test_voxels_no_segment_describes_are_refused_not_read_as_background(tmp_path, image):
+    seg = slicerio.create_segmentation(SHAPE[::-1], image_ijk_to_lps(image))
+    seg["voxels"][1:3, 1:3, 1] = 3  # (i, j, k): the LV
+    seg["voxels"][5:7, 5:7, 1] = 7  # drawn, but the header lists no segment of value 7
+    seg["segments"] = [{"id": "Segment_1", "name": "LV", "labelValue": 3, "layer": 0}]
+    path = tmp_path / "stray.seg.nrrd"
+    slicerio.write_segmentation(str(path), seg)
+    with pytest.raises(InputError, match=r"stray.seg.nrrd has voxels of value 7 in layer 0 that "
+                                         r"no segment describes.*Re-save"):
+        positions(path, image)
+
+
 def test_an_unknown_segment_name_is_refused_naming_file_segment_classes_and_remedy(tmp_path, image):
     path = write(tmp_path / "c.seg.nrrd", image, {"Tumour": box(1, 1, 1)})
     with pytest.raises(InputError) as info:

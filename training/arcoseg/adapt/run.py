@@ -92,7 +92,7 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     """Run a whole adaptation; return the JSON result (model version, check, suggestions)."""
     device = resolve_device(request.device)
     outputs = plan_outputs(request)
-    unlabelled_files(request.unlabelled)  # checked before any work, read once training is set up
+    unlabelled_files(request.unlabelled, request.annotations)  # checked before any work, read once training is set up
     registry = Registry(request.home)
     registry.check_writable()  # the version is added after training: refuse now, not then
     parent = choose_parent(registry, request.model, request.classes, request.name)

@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(interpolate, needs arcoseg[bench]) to the neighbouring slices as "
                         "fading extra targets; none to switch it off (default "
                         f"{DEFAULT_PRIOR})")
-    p.add_argument("--parent-prior", type=NONNEG, default=PARENT_PRIOR,
+    p.add_argument("--parent-prior", type=NONNEG,
                    help="with --model: weight of the parent's prediction on the slices far from "
                         "the drawing, trained on so that Adapt keeps what the parent knew there "
                         "(scaled by the parent's Dice on the drawn slices; 0: off; default "
@@ -107,6 +107,10 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     if args.classes is not None and not args.from_scratch:
         raise InputError("--classes goes with --from-scratch only: a model (--model) brings its "
                          "own classes. Leave out --classes, or add --from-scratch.")
+    if args.parent_prior is not None and args.from_scratch:
+        raise InputError("--parent-prior goes with --model only: from scratch there is no parent "
+                         "whose prediction could be kept. Leave out --parent-prior, or adapt a "
+                         "model with --model.")
     request = AdaptRequest(
         images=list(args.image), annotations=list(args.annotations), model=args.model,
         classes=(None if args.classes is None
@@ -114,9 +118,11 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
         name=args.name, axis=None if args.axis == "auto" else int(args.axis),
         slices=parse_slices(args.slices), unlabelled=list(args.unlabelled), budget=args.budget,
         iterations=args.iterations, method=args.method, sampler=args.sampler,
-        warmup=args.warmup, optimizer=args.optimizer, lr=args.lr, holdout=args.holdout, suggestions=args.suggest, output=args.out,
-        device=args.device, amp=args.amp, seed=args.seed, prior=PriorSettings(mode=args.prior),
-        parent_prior=ParentPriorSettings(strength=args.parent_prior),
+        warmup=args.warmup, optimizer=args.optimizer, lr=args.lr, holdout=args.holdout,
+        suggestions=args.suggest, output=args.out, device=args.device, amp=args.amp,
+        seed=args.seed, prior=PriorSettings(mode=args.prior),
+        parent_prior=ParentPriorSettings(strength=(PARENT_PRIOR if args.parent_prior is None
+                                                   else args.parent_prior)),
         fusion=FusionSettings(weight=args.fusion_weight))
     if not args.from_scratch and args.model is None:
         raise InputError("Give --model NAME|PATH to adapt, or --from-scratch --classes A,B.")

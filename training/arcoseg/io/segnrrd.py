@@ -57,7 +57,8 @@ def read_segmentation(path: str | os.PathLike, classes: Sequence[ClassSpec],
 
     Raises InputError (naming the file, the cause and what to do) for an unreadable file,
     a segment matching no class, two segments matching one class (e.g. two named 'LV': which
-    one is the class is a guess), segments of different classes overlapping, and segments
+    one is the class is a guess), segments of different classes overlapping, voxels holding a
+    value no segment describes (drawn, but of no class), and segments
     drawn on another grid than `reference` or reaching outside it.
     """
     segmentation = _read(path)
@@ -71,6 +72,7 @@ def read_segmentation(path: str | os.PathLike, classes: Sequence[ClassSpec],
         _check_overlap(mask, positions, segment, matched, path)
         positions[mask] = position
         matched[position] = segment
+    _check_described(layers, segmentation.get("segments", []), path)
     file_ijk_to_lps = np.asarray(segmentation["ijkToLPS"], float)
     target = reference if reference is not None else _reference_grid(segmentation, positions)
     return _on_grid(positions, file_ijk_to_lps, target, path, reference is not None)
@@ -189,6 +191,19 @@ def _check_overlap(mask: np.ndarray, positions: np.ndarray, segment: dict[str, A
             f"overlap in {int(clash.sum())} voxel(s) (Slicer keeps them in separate layers); a "
             "label map holds one class per voxel. In Slicer's Segment Editor remove the overlap "
             "(Logical operators → Subtract one segment from the other) and save again.")
+
+
+def _check_described(layers: np.ndarray, segments: list[dict[str, Any]], path) -> None:
+    """InputError for non-zero voxels whose (layer, value) no segment describes: reading them
+    as background would train on unlabelled drawing as if it were background."""
+    for layer in range(layers.shape[0]):
+        described = {int(s.get("labelValue", 1)) for s in segments if s.get("layer", 0) == layer}
+        stray = sorted(set(np.unique(layers[layer]).tolist()) - described - {0})
+        if stray:
+            raise InputError(
+                f"{path} has voxels of value {stray[0]} in layer {layer} that no segment "
+                "describes (the header lists none with that label value), so their class is "
+                "unknown. Re-save the segmentation from Slicer, or export it as a label map.")
 
 
 def _reference_grid(segmentation: dict[str, Any], positions: np.ndarray) -> sitk.Image:

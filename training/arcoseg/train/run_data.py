@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from arcoseg.data.dataset import load_dataset
 from arcoseg.data.orientation import to_slicing_axis
@@ -92,17 +92,23 @@ def extra_unlabelled(paths: list[Path], plan: Plan, reporter: Reporter) -> list[
     return cases
 
 
-def unlabelled_files(paths: list[Path]) -> list[Path]:
+def unlabelled_files(paths: list[Path], label_maps: Sequence[Path] = ()) -> list[Path]:
     """The image files that --unlabelled names (files, folders of image files), each checked
     from its header (`io.images.check_image`) before any work; InputError naming --unlabelled
     for a folder that is empty or holds no image file (no DICOM series either: they are not
-    read as extra images) and for a bad image."""
+    read as extra images), for a bad image, and for one of `label_maps` (the annotations: a
+    label map read as an image would train on its label values as intensities)."""
     try:
         files = [file for path in paths for file in image_inputs(path, dicom=False)]
         for file in files:
             check_image(file)
     except InputError as err:
         raise InputError(f"--unlabelled: {err}") from err
+    annotations = {Path(label_map).resolve() for label_map in label_maps}
+    for file in files:
+        if file.resolve() in annotations:
+            raise InputError(f"--unlabelled: {file} is an annotation label map (--annotations), "
+                             "not an image. Give the images without annotations there.")
     return files
 
 
