@@ -45,14 +45,17 @@ def test_native_bf16_follows_the_cpus_flags():
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_autocast_dtype_is_bf16_on_native_cpus_for_2d_only(native, monkeypatch):
+def test_autocast_dtype_is_bf16_on_native_cpus_for_2d_and_3d_inference(native, monkeypatch):
     import arcoseg.device as device_module
     from arcoseg.train.precision import uses_grad_scaler
 
     monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
     assert device_module.autocast_dtype(cpu, True, 2) == (torch.bfloat16 if native else None)
-    assert device_module.autocast_dtype(cpu, True, 3) is None  # 3D stays float32 on the CPU
+    assert device_module.autocast_dtype(cpu, True, 3) is None  # 3D trains in float32 ...
+    assert device_module.autocast_dtype(cpu, True, 3, inference=True) == (  # ... and predicts
+        torch.bfloat16 if native else None)
+    assert device_module.autocast_dtype(cpu, False, 3, inference=True) is None
     assert device_module.autocast_dtype(cpu, False, 2) is None
     with device_module.autocast(cpu, True, 2):
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 or not native

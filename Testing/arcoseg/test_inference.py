@@ -8,7 +8,7 @@ import SimpleITK as sitk
 import torch
 
 from arcoseg.data.preprocess import Plan, resample_to_reference
-from arcoseg.inference import _labels_on_input_grid, segment_channels
+from arcoseg.inference import _labels_on_input_grid, predict_probabilities, segment_channels
 from arcoseg.io.geometry import Grid
 from arcoseg.io.images import array_to_image
 from arcoseg.modelfile import ModelMetadata, make_classes
@@ -98,3 +98,21 @@ def test_labels_without_probabilities_equal_the_argmax_of_the_kept_probabilities
     assert set(np.unique(labels)) == {0, 3, 7}  # every class occurs: the test can fail
     assert streamed.probabilities is None and channels == []  # the input was released
     assert Grid.of(streamed.labels) == Grid.of(_image(spacing))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_inference_runs_in_bfloat16_on_cpus_with_it_and_gives_the_float32_labels(dims,
+                                                                                monkeypatch):
+    """3D networks train in float32 on the CPU but predict in bfloat16, as 2D ones do
+    (RESULTS.md, "3D inference in bfloat16": the same Dice on LA's validation volumes)."""
+    import arcoseg.device
+    monkeypatch.setattr(arcoseg.device, "cpu_has_native_bf16", lambda: True)
+    model, metadata = _model(dims)
+    plan = Plan.from_dict(metadata.plan)
+    array = sitk.GetArrayFromImage(_image(1.0))[None]
+    cpu = torch.device("cpu")
+    exact = predict_probabilities(model, array, plan, cpu, amp=False)
+    bf16 = predict_probabilities(model, array, plan, cpu, amp=True)
+    assert not torch.equal(exact, bf16)  # computed in another precision ...
+    assert (exact - bf16).abs().max() < 0.05  # ... to bfloat16's rounding
+    assert (exact.argmax(0) == bf16.argmax(0)).float().mean() > 0.98

@@ -52,27 +52,29 @@ def describe_device(device: torch.device) -> dict[str, str | bool]:
             "cuda_version": torch.version.cuda or "", "is_cpu": device.type == "cpu"}
 
 
-def autocast_dtype(device: torch.device, enabled: bool = True, dims: int = 2
-                   ) -> torch.dtype | None:
+def autocast_dtype(device: torch.device, enabled: bool = True, dims: int = 2,
+                   inference: bool = False) -> torch.dtype | None:
     """The dtype `autocast` computes in (None: float32, no autocast): on GPUs bf16 where
     supported, else fp16; on CPUs with native bf16 arithmetic (`cpu_has_native_bf16`) bf16
-    for 2D networks (`dims`), where it predicts about 2x faster than float32 with the same
-    Dice and Adapt trains 1.5x faster (benchmarks/RESULTS.md, "Faster on the CPU"); elsewhere
-    None. 3D networks stay float32 on the CPU: bf16 training of the 3D V-Net on batch-1
-    patches drove BatchNorm's running variance to infinity
-    (Testing/arcoseg/adapt/test_run.py), and no 3D model was checked; emulated bf16 (CPUs
-    without it) would be slower."""
+    for 2D networks (`dims`) and for inference (`inference`) of 3D ones, where it predicts
+    about 2x faster than float32 with the same Dice and Adapt trains 1.5x faster
+    (benchmarks/RESULTS.md, "Faster on the CPU" and "3D inference"); elsewhere None. 3D
+    networks train in float32 on the CPU: bf16 training of the 3D V-Net on batch-1 patches drove
+    BatchNorm's running variance to infinity (Testing/arcoseg/adapt/test_run.py); emulated bf16
+    (CPUs without it) would be slower."""
     if enabled and device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if enabled and device.type == "cpu" and dims == 2 and cpu_has_native_bf16():
+    if (enabled and device.type == "cpu" and (dims == 2 or inference)
+            and cpu_has_native_bf16()):
         return torch.bfloat16
     return None
 
 
-def autocast(device: torch.device, enabled: bool = True, dims: int = 2) -> ContextManager:
-    """Mixed precision of inference and training in `autocast_dtype`'s dtype (nothing where
-    that is None)."""
-    dtype = autocast_dtype(device, enabled, dims)
+def autocast(device: torch.device, enabled: bool = True, dims: int = 2,
+             inference: bool = False) -> ContextManager:
+    """Mixed precision of inference (`inference`) and training in `autocast_dtype`'s dtype
+    (nothing where that is None)."""
+    dtype = autocast_dtype(device, enabled, dims, inference)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -49,7 +49,7 @@ def predict_probabilities(model: SegmentationModel, image: np.ndarray, plan: Pla
     float32 copy with float16); `progress` is told the slices (2D) or windows (3D) done."""
     net = inference_network(model, plan.dims, device)
     volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    with autocast(device, amp, plan.dims):
+    with autocast(device, amp, plan.dims, inference=True):
         if plan.dims == 2:
             return _predict_slices(net, volume, plan, device, batch_size, overlap, dtype,
                                    progress)
@@ -102,7 +102,7 @@ def predict_labels(model: SegmentationModel, image: np.ndarray, plan: Plan, devi
         volume = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
         chunks = _slice_batches(net, volume, plan, device, batch_size, overlap, progress)
     out = np.empty(image.shape[1:], np.uint8)
-    with autocast(device, amp, plan.dims):
+    with autocast(device, amp, plan.dims, inference=True):
         for start, chunk in chunks:
             out[start:start + chunk.shape[1]] = chunk.to(torch.float16).argmax(dim=0).numpy()
     return out

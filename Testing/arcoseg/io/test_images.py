@@ -89,6 +89,17 @@ def test_truncated_file_is_reported_as_unreadable(tmp_path, suffix):
         read_image(path)
 
 
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_a_nifti_file_read_once_and_truncated_since_is_refused(tmp_path, suffix):
+    # the completeness check is skipped for a file already found complete, not for a changed one
+    path = tmp_path / f"img{suffix}"
+    write_image(_image(np.random.default_rng(0).random(SHAPE)), path)
+    read_image(path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(InputError, match=rf"img{suffix}.*(truncated|not a readable image)"):
+        read_image(path)
+
+
 def test_nifti_with_a_corrupt_gzip_checksum_is_rejected(tmp_path):
     path = tmp_path / "img.nii.gz"
     write_image(_image(), path)

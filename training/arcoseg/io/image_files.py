@@ -91,13 +91,24 @@ def _accepted(dicom: bool, suffixes: bool = False) -> str:
     return f"{files} or a folder of image files"
 
 
+# (path, device, inode, size, mtime in ns) of the NIfTI files found complete: `segment` checks an
+# input's header before any work and reads it later, and a .nii.gz is decompressed to be checked
+# (0.16 s for 128 x 256 x 256 voxels); a file changed since (size or time) is checked again
+_COMPLETE: set[tuple[str, int, int, int, int]] = set()
+
+
 def check_nifti_complete(path: Path) -> None:
     """Raise InputError if a NIfTI file holds fewer bytes than its header promises.
 
     Hand-written because ITK's NIfTI reader silently accepts truncated files (it returns
     uninitialised memory); for .nii.gz this also verifies the gzip checksum. Files whose header
-    is not NIfTI are left to SimpleITK to reject.
+    is not NIfTI are left to SimpleITK to reject. A file found complete is not read again
+    while its size and modification time stay the same.
     """
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key in _COMPLETE:
+        return
     opener = gzip.open if full_suffix(path) == ".nii.gz" else open
     try:
         with opener(path, "rb") as f:
@@ -106,7 +117,7 @@ def check_nifti_complete(path: Path) -> None:
             if expected_end is None:
                 return
             if opener is open:
-                total = path.stat().st_size
+                total = stat.st_size
             else:
                 total = len(header)
                 while chunk := f.read(1 << 22):
@@ -118,6 +129,7 @@ def check_nifti_complete(path: Path) -> None:
         raise InputError(f"{path} is not a readable image: it holds {total} bytes but its header "
                          f"needs {expected_end}; the file may be truncated. Re-export or "
                          "re-download it.")
+    _COMPLETE.add(key)
 
 
 def nifti_data_end(header: bytes) -> int | None:

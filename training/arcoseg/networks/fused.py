@@ -1,7 +1,9 @@
 """The network inference runs on the CPU: BatchNorm folded into its convolutions, channels-last.
 
 On the CPU (oneDNN) an eval-mode network predicts 25-40 % faster with each BatchNorm folded into
-the convolution before it (`torch.fx.experimental.optimization.fuse`, PyTorch's own pass) and its
+the convolution before it (`torch.fx.experimental.optimization.fuse`, PyTorch's own pass, which
+folds into convolutions only; `_fold_transposed` does the same for the transposed convolutions
+of the decoder with PyTorch's `fuse_conv_bn_eval(..., transpose=True)`) and its
 weights in the channels-last layout (benchmarks/RESULTS.md, "Faster on the CPU"); the
 logits agree with the plain network to float rounding (about 1e-6 of their size). The fused
 network is a copy: the model itself is left as it was (a teacher that trains on, for instance).
@@ -17,8 +19,9 @@ from __future__ import annotations
 import weakref
 
 import torch
-from torch import nn
-from torch.fx.experimental.optimization import fuse
+from torch import fx, nn
+from torch.fx.experimental.optimization import fuse, matches_module_pattern, replace_node_module
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from arcoseg.train.precision import memory_format
 
@@ -39,8 +42,30 @@ def inference_network(model: nn.Module, dims: int, device: torch.device) -> nn.M
     if _KEPT.get(model) is not None:
         return _KEPT[model]
     model.eval()
-    net = fuse(getattr(model, "backbone", model))  # a copy; `model` keeps its own modules
+    net = _fold_transposed(fuse(getattr(model, "backbone", model)))  # a copy of the modules
     net.to(memory_format=memory_format(dims, True))
     if model in _KEPT:
         _KEPT[model] = net
+    return net
+
+
+_TRANSPOSED = ((nn.ConvTranspose2d, nn.BatchNorm2d), (nn.ConvTranspose3d, nn.BatchNorm3d))
+
+
+def _fold_transposed(net: fx.GraphModule) -> fx.GraphModule:
+    """`net` (in place) with each BatchNorm that follows a transposed convolution (and is its
+    only reader) folded into it, as `fuse` does for plain convolutions."""
+    modules = dict(net.named_modules())
+    for pattern in _TRANSPOSED:
+        for node in list(net.graph.nodes):
+            if not matches_module_pattern(pattern, node, modules):
+                continue
+            conv, bn = modules[node.args[0].target], modules[node.target]
+            if len(node.args[0].users) > 1 or not bn.track_running_stats:
+                continue
+            replace_node_module(node.args[0], modules, fuse_conv_bn_eval(conv, bn, transpose=True))
+            node.replace_all_uses_with(node.args[0])
+            net.graph.erase_node(node)
+    net.delete_all_unused_submodules()
+    net.recompile()
     return net
