@@ -5,6 +5,8 @@
 IGNORE_LABEL = 255
 # Name of class 0 of a model Adapt starts from scratch (--classes names the others).
 BACKGROUND = "background"
+# 2.5D input of 2D models (data.context): at most this many neighbouring slices on each side.
+MAX_CONTEXT_SLICES = 3
 
 # Array axis order everywhere in the engine: numpy arrays are (z, y, x) as SimpleITK's
 # GetArrayFromImage returns them; spacings stored next to arrays are (z, y, x) too.

@@ -12,6 +12,7 @@ import argparse
 import math
 from dataclasses import dataclass
 
+from arcoseg.constants import MAX_CONTEXT_SLICES
 from arcoseg.errors import ArcosegError
 
 
@@ -99,3 +100,4 @@ NONNEG = Range(float, 0)  # loss weights (0 switches a term off)
 FRACTION = Range(float, 0, 1, high_open=True)  # a part of a schedule or a strength below 1
 UNIT = Range(float, 0, 1)  # a mixing weight, both ends included
 SHARE = Range(float, 0, 1, low_open=True)  # a part that cannot be empty (0 < x <= 1)
+CONTEXT_SLICES = Range(int, 0, MAX_CONTEXT_SLICES)  # 2.5D neighbours on each side

@@ -45,8 +45,8 @@ from arcoseg.inference import segment_channels
 from arcoseg.io.images import array_to_image, read_image, write_image
 from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter
-from arcoseg.ranges import (FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SHARE, UNIT,
-                            ListOf)
+from arcoseg.ranges import (CONTEXT_SLICES, FRACTION, NONNEG, NONNEG_INT, POSITIVE,
+                            POSITIVE_INT, SHARE, UNIT, ListOf)
 from arcoseg.train.validation import class_dice
 
 
@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "as Adapt does by default)")
     p.add_argument("--keep-models", action="store_true",
                    help="keep the adapted models (OUT/work/registry) for later analysis")
+    p.add_argument("--context-slices", type=CONTEXT_SLICES, default=0,
+                   help="from scratch: neighbouring slices on each side as input channels (2.5D, "
+                        "`adapt --context-slices`)")
     p.add_argument("--tag", default="", help="label of this configuration in the table")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-amp", dest="amp", action="store_false",
@@ -157,6 +160,7 @@ def run_adapt(args: argparse.Namespace, case, image: sitk.Image, labels: np.ndar
                            model=str(args.base) if start == "base" else None,
                            classes=None if start == "base" else class_names[1:],
                            name=f"bench-{start}", method=method, budget=args.budget,
+                           context_slices=0 if start == "base" else args.context_slices,
                            iterations=args.iterations, warmup=args.warmup, jitter=args.jitter,
                            optimizer=args.optimizer, lr=args.lr,
                            prior=prior, parent_prior=ParentPriorSettings(

@@ -63,9 +63,11 @@ def read_annotated(request: AdaptRequest, parent: Parent) -> list[AnnotatedImage
     return items
 
 
-def make_plan(parent: Parent, items: list[AnnotatedImage], axis: int) -> Plan:
+def make_plan(parent: Parent, items: list[AnnotatedImage], axis: int,
+              context_slices: int = 0) -> Plan:
     """The parent's preprocessing (a 2D parent along the annotation axis; a 3D parent sees
-    whole patches, so its orientation stays), or a 2D plan fitted to the image."""
+    whole patches, so its orientation stays), or a 2D plan fitted to the image, with
+    `context_slices` neighbours on each side as input channels (2.5D, `data.context`)."""
     oriented = to_slicing_axis(items[0].image, axis)
     if parent.metadata is not None:
         plan = Plan.from_dict(parent.metadata.plan)
@@ -74,7 +76,8 @@ def make_plan(parent: Parent, items: list[AnnotatedImage], axis: int) -> Plan:
     size_yx = tuple(reversed(oriented.GetSize()))[1:]
     patch = tuple(min(MAX_PATCH, math.ceil(s / PATCH_DIVISOR) * PATCH_DIVISOR) for s in size_yx)
     return Plan(dims=2, target_spacing=spacing_zyx, normalization="zscore",
-                label_values=parent.class_values, patch_size=patch, slice_axis=axis)
+                label_values=parent.class_values, patch_size=patch, slice_axis=axis,
+                context_slices=context_slices)
 
 
 def on_plan(array: np.ndarray, item: AnnotatedImage, plan: Plan, is_label: bool,

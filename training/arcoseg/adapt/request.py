@@ -25,6 +25,7 @@ class AdaptRequest:
     name: str | None = None
     axis: int | None = None
     slices: list[int] | None = None
+    context_slices: int = 0  # from scratch: 2.5D input (data.context); a model brings its own
     unlabelled: list[Path] = field(default_factory=list)
     budget: float = 120.0
     iterations: int = 2000

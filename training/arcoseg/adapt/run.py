@@ -92,7 +92,8 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     """Run a whole adaptation; return the JSON result (model version, check, suggestions)."""
     device = resolve_device(request.device)
     outputs = plan_outputs(request)
-    unlabelled_files(request.unlabelled, request.annotations)  # checked before any work, read once training is set up
+    # checked before any work, read once training is set up
+    unlabelled_files(request.unlabelled, request.annotations)
     registry = Registry(request.home)
     registry.check_writable()  # the version is added after training: refuse now, not then
     parent = choose_parent(registry, request.model, request.classes, request.name)
@@ -106,7 +107,7 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     axis = items[0].annotations.axis
     seen = [{"file": str(i.path), "sha256": fingerprint(i.path), "axis": axis,
              "annotated_slices": i.drawn_slices} for i in items]
-    plan = make_plan(parent, items, axis)
+    plan = make_plan(parent, items, axis, request.context_slices)
     check_slice = items[0].held_out
     held_out = (f" (slice {check_slice.slices[0]} held out for the check until late)"
                 if check_slice else "")

@@ -11,7 +11,8 @@ from arcoseg.constants import (DEFAULT_PRIOR, FUSION_WEIGHT, OPTIMIZERS, PARENT_
 from arcoseg.errors import InputError
 from arcoseg.io.outputs import output_path
 from arcoseg.progress import Reporter
-from arcoseg.ranges import FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED, UNIT
+from arcoseg.ranges import (CONTEXT_SLICES, FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT,
+                            SEED, UNIT)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     source.add_argument("--model", help="parent: a registry name (name@version) or model folder")
     source.add_argument("--from-scratch", action="store_true", help="start a new model")
     p.add_argument("--classes", help="with --from-scratch: class names, e.g. liver,tumour")
+    p.add_argument("--context-slices", type=CONTEXT_SLICES,
+                   help="with --from-scratch: neighbouring slices on each side the new 2D model "
+                        "sees as extra input channels (2.5D input; default 0: the slice alone)")
     p.add_argument("--name", help="registry name of the adapted model (default: the parent's)")
     p.add_argument("--budget", type=POSITIVE, default=120.0,
                    help="training time budget in seconds")
@@ -107,6 +111,10 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     if args.classes is not None and not args.from_scratch:
         raise InputError("--classes goes with --from-scratch only: a model (--model) brings its "
                          "own classes. Leave out --classes, or add --from-scratch.")
+    if args.context_slices is not None and not args.from_scratch:
+        raise InputError("--context-slices goes with --from-scratch only: a model (--model) "
+                         "keeps the input it was trained with. Leave out --context-slices, or "
+                         "add --from-scratch.")
     if args.parent_prior is not None and args.from_scratch:
         raise InputError("--parent-prior goes with --model only: from scratch there is no parent "
                          "whose prediction could be kept. Leave out --parent-prior, or adapt a "
@@ -116,6 +124,7 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
         classes=(None if args.classes is None
                  else [c.strip() for c in args.classes.split(",")]),
         name=args.name, axis=None if args.axis == "auto" else int(args.axis),
+        context_slices=args.context_slices or 0,
         slices=parse_slices(args.slices), unlabelled=list(args.unlabelled), budget=args.budget,
         iterations=args.iterations, method=args.method, sampler=args.sampler,
         warmup=args.warmup, optimizer=args.optimizer, lr=args.lr, holdout=args.holdout,

@@ -10,14 +10,15 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
-from arcoseg.constants import IGNORE_LABEL
+from arcoseg.constants import IGNORE_LABEL, MAX_CONTEXT_SLICES
+from arcoseg.data.context import with_context_slices
 from arcoseg.data.dataset import Case, DatasetInfo
 from arcoseg.errors import InputError, ModelFileError, OutputError
 from arcoseg.fileutil import atomic_path, write_text_atomic
@@ -45,6 +46,9 @@ class Plan:
     ct_mean: float | None = None
     ct_std: float | None = None
     slice_axis: int = 0  # array axis (0 z, 1 y, 2 x) a 2D model slices along
+    # 2D only: neighbouring slices on each side given as extra input channels (2.5D input,
+    # `data.context`); 0: the slice alone
+    context_slices: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples become lists)."""
@@ -53,7 +57,7 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
         """Inverse of `to_dict`; ModelFileError for a missing or invalid entry."""
-        required = {f.name for f in fields(cls) if f.default is not None}
+        required = {f.name for f in fields(cls) if f.default is MISSING}
         missing = sorted(required - set(data))
         if missing:
             raise ModelFileError(f"The preprocessing plan is missing {', '.join(missing)}; the "
@@ -69,11 +73,25 @@ class Plan:
                 ct_mean=_optional(data.get("ct_mean"), float),
                 ct_std=_optional(data.get("ct_std"), float),
                 slice_axis=int(data.get("slice_axis", 0)),
+                context_slices=int(data.get("context_slices", 0)),
             )
             plan.validate()
         except (TypeError, ValueError, InputError) as err:
             raise ModelFileError(f"The model file's preprocessing plan is invalid: {err}") from err
         return plan
+
+    def input_channels(self, image_channels: int) -> int:
+        """The network's input channels for images of `image_channels` channels: each channel
+        of the slice and of its `context_slices` neighbours on each side."""
+        return image_channels * (2 * self.context_slices + 1)
+
+    def image_channels(self, input_channels: int) -> int:
+        """Inverse of `input_channels`; ModelFileError if `input_channels` does not fit."""
+        slices = 2 * self.context_slices + 1
+        if input_channels < 1 or input_channels % slices:
+            raise ModelFileError(f"The network's {input_channels} input channel(s) do not fit "
+                                 f"{slices} slice(s) per input; the model file is inconsistent.")
+        return input_channels // slices
 
     def validate(self) -> None:
         """Raise InputError for inconsistent settings."""
@@ -92,6 +110,10 @@ class Plan:
                              f"{self.label_values}.")
         if self.slice_axis not in (0, 1, 2) or (self.dims == 3 and self.slice_axis != 0):
             raise InputError(f"slice_axis must be 0, 1 or 2 (and 0 for 3D), not {self.slice_axis}.")
+        limit = MAX_CONTEXT_SLICES if self.dims == 2 else 0
+        if not 0 <= self.context_slices <= limit:
+            raise InputError(f"context_slices must be 0..{MAX_CONTEXT_SLICES} (and 0 for 3D), "
+                             f"not {self.context_slices}.")
         if self.normalization not in NORMALIZATIONS:
             raise InputError(f"normalization must be one of {NORMALIZATIONS}, "
                              f"not {self.normalization!r}.")
@@ -247,9 +269,10 @@ def preprocess_image(channels: list[sitk.Image], plan: Plan,
                      names: Sequence[str] | None = None) -> tuple[np.ndarray, Grid]:
     """Resample and normalise the channels of one image.
 
-    Returns the (C, z, y, x) float32 array and its grid (the plan's spacing) to map predictions
-    back with `resample_to_reference`. One full-size array: each channel is resampled, copied
-    in and released before the next.
+    Returns the (C, z, y, x) float32 array (C * (2k + 1) channels with the plan's k context
+    slices, `data.context`) and its grid (the plan's spacing) to map predictions back with
+    `resample_to_reference`. One full-size array: each channel is resampled, copied in and
+    released before the next.
     """
     names = list(names) if names is not None else [f"channel {i}" for i in range(len(channels))]
     for image, name in zip(channels[1:], names[1:]):
@@ -262,7 +285,8 @@ def preprocess_image(channels: list[sitk.Image], plan: Plan,
             array = np.empty((len(channels), *reversed(grid.size)), np.float32)
         array[c] = sitk.GetArrayViewFromImage(resampled)
         del resampled
-    return normalize_in_place(array, plan), grid  # type: ignore[arg-type, return-value]
+    array = normalize_in_place(array, plan)  # type: ignore[arg-type]
+    return with_context_slices(array, plan.context_slices), grid  # type: ignore[return-value]
 
 
 def preprocess_case(case: Case, plan: Plan, dataset: DatasetInfo) -> PreprocessedCase:

@@ -77,7 +77,8 @@ class Trainer:
         head_dim = DEFAULT_HEAD_DIM[arch] if options.method == "arco" else None
         self.config = (dataclasses.replace(network, head_dim=network.head_dim or head_dim)
                        if network is not None else
-                       NetworkConfig(arch=arch, in_channels=data.num_channels,
+                       NetworkConfig(arch=arch,
+                                     in_channels=data.plan.input_channels(data.num_channels),
                                      num_classes=len(data.class_names), head_dim=head_dim))
         self.model: SegmentationModel = build_model(self.config).to(self.device)
         if init_weights is not None:
