@@ -261,3 +261,26 @@ def test_models_list_prints_its_table_on_stdout(model, capsys, home):
     assert f"home: {home}" in captured.out
     assert "versions: 1 entries (full detail: --progress json)" in captured.out
     assert "heart@v1" not in captured.err
+
+
+def test_train_with_context_slices_writes_a_2_5d_model_that_segment_uses(dataset, tmp_path,
+                                                                         capsys):
+    out = tmp_path / "m25"
+    code = main(["train", str(dataset), "--dims", "2", "--context-slices", "2", "--iterations",
+                 "2", "--batch", "2", "--patch", "32", "32", "--device", "cpu", "--out",
+                 str(out), "--cache-dir", str(tmp_path / "c"), "--progress", "none"])
+    assert code == 0
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["plan"]["context_slices"] == 2 and meta["network"]["in_channels"] == 5
+    image = next((dataset / "imagesTr").iterdir())
+    assert main(["segment", str(out), str(image), "-o", str(tmp_path / "seg.nii.gz"),
+                 "--device", "cpu", "--progress", "none"]) == 0
+    assert sitk.ReadImage(str(tmp_path / "seg.nii.gz")).GetSize() == \
+        sitk.ReadImage(str(image)).GetSize()
+
+
+def test_context_slices_are_refused_for_3d_models(dataset, tmp_path, capsys):
+    code, events = run_json(capsys, "train", str(dataset), "--dims", "3", "--context-slices",
+                            "1", "--device", "cpu", "--out", str(tmp_path / "m"))
+    assert code == 2 and "--context-slices goes with 2D models" in error_of(events)["message"]
+    assert not (tmp_path / "m").exists()

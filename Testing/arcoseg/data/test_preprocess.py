@@ -1,4 +1,5 @@
-"""Specification of arcoseg.data.preprocess: plan, normalisation, resampling, cache."""
+"""Specification of arcoseg.data.preprocess (plan, normalisation, resampling) and
+arcoseg.data.cache."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+import arcoseg.data.cache as cache_module
 import arcoseg.data.preprocess as preprocess
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.data.dataset import load_dataset
-from arcoseg.data.preprocess import (Plan, load_cases, make_plan, normalize, preprocess_case,
+from arcoseg.data.cache import load_cases
+from arcoseg.data.preprocess import (Plan, make_plan, normalize, preprocess_case,
                                      preprocess_image, resample, resample_to_reference)
 from arcoseg.errors import InputError, ModelFileError
 
@@ -274,8 +277,8 @@ def test_cache_is_invalidated_by_a_new_plan_or_a_changed_file(phantom_dataset, t
     cache = tmp_path / "cache"
     load_cases(ds, ds.cases[:1], _plan(), cache_dir=cache)
     calls = []
-    original = preprocess.preprocess_case
-    monkeypatch.setattr(preprocess, "preprocess_case",
+    original = cache_module.preprocess_case
+    monkeypatch.setattr(cache_module, "preprocess_case",
                         lambda *args: calls.append(args[0].id) or original(*args))
     load_cases(ds, ds.cases[:1], _plan(patch_size=(4, 8, 8)), cache_dir=cache)  # no effect
     load_cases(ds, ds.cases[:1], _plan(target_spacing=(2.0, 0.5, 0.5)), cache_dir=cache)

@@ -56,12 +56,16 @@ def test_an_unreadable_file_is_reported_as_a_permission_problem(tmp_path, monkey
 
 
 def test_segment_on_an_empty_folder_says_so(tmp_path, capsys):
+    from arcoseg.data.preprocess import Plan
     from arcoseg.modelfile import ModelMetadata, make_classes, save_model
     from arcoseg.networks import NetworkConfig, build_model
 
     config = NetworkConfig(arch="unet2d", in_channels=1, num_classes=2, features=(4, 8, 16, 32, 64))
+    plan = Plan(dims=2, target_spacing=(1.0, 1.0, 1.0), normalization="zscore",
+                label_values=[0, 1], patch_size=(16, 16))
     save_model(tmp_path / "model", build_model(config),
-               ModelMetadata(network=config, classes=make_classes(["background", "organ"])))
+               ModelMetadata(network=config, classes=make_classes(["background", "organ"]),
+                             plan=plan.to_dict()))
     empty = tmp_path / "in"
     empty.mkdir()
     code = main(["segment", str(tmp_path / "model"), str(empty), "-o", str(tmp_path / "out"),

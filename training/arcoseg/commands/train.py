@@ -11,7 +11,8 @@ from arcoseg.constants import (DEFAULT_JITTER, METHODS, MIX_MODES, OPTIMIZERS, S
                                TEACHER_NORMS)
 from arcoseg.io.outputs import output_path
 from arcoseg.progress import Reporter
-from arcoseg.ranges import FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED
+from arcoseg.ranges import (CONTEXT_SLICES, FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT,
+                            SEED)
 
 if TYPE_CHECKING:
     from arcoseg.train.options import TrainOptions
@@ -51,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(default 48 64 64); multiples of 16")
     p.add_argument("--spacing", type=POSITIVE, nargs=3, metavar=("Z", "Y", "X"),
                    help="target spacing in mm (default: the dataset's median)")
+    p.add_argument("--context-slices", type=CONTEXT_SLICES, default=0,
+                   help="2D: neighbouring slices on each side given as extra input channels "
+                        "(2.5D input; 0: the slice alone)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="sgd: SGD with Nesterov momentum (the paper's); adamw: AdamW (use "
                         "--lr 0.001)")
@@ -113,8 +117,10 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         labelled_list=args.labelled_list, unlabelled=list(args.unlabelled),
         iterations=args.iterations, batch=args.batch, unlabelled_batch=args.unlabelled_batch,
         patch=tuple(args.patch) if args.patch else None,
-        spacing=tuple(args.spacing) if args.spacing else None, lr=args.lr, seed=args.seed,
-        optimizer=args.optimizer, device=args.device, amp=args.amp, channels_last=args.channels_last,
+        spacing=tuple(args.spacing) if args.spacing else None,
+        context_slices=args.context_slices, lr=args.lr, seed=args.seed,
+        optimizer=args.optimizer, device=args.device, amp=args.amp,
+        channels_last=args.channels_last,
         sync_bn=args.sync_bn, val_every=args.val_every,
         checkpoint_every=args.checkpoint_every, lambda_u=args.lambda_u, lambda_c=args.lambda_c,
         lambda_nn=args.lambda_nn, rampup=args.rampup, warmup=args.warmup, mix=args.mix,

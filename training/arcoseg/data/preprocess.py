@@ -1,4 +1,5 @@
-"""Preprocessing plan (target spacing, normalisation), resampling and the preprocessed-case cache.
+"""Preprocessing plan (target spacing, normalisation) and resampling (the cache of preprocessed
+cases: `data.cache`).
 
 Training and inference share `preprocess_image`, so a model sees the same intensities and
 spacing at both times. The plan is stored in the model file (`Plan.to_dict`).
@@ -6,12 +7,9 @@ spacing at both times. The plan is stored in the model file (`Plan.to_dict`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 from dataclasses import MISSING, asdict, dataclass, fields
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,8 +18,7 @@ import SimpleITK as sitk
 from arcoseg.constants import IGNORE_LABEL, MAX_CONTEXT_SLICES
 from arcoseg.data.context import with_context_slices
 from arcoseg.data.dataset import Case, DatasetInfo
-from arcoseg.errors import InputError, ModelFileError, OutputError
-from arcoseg.fileutil import atomic_path, write_text_atomic
+from arcoseg.errors import InputError, ModelFileError
 from arcoseg.io.geometry import Grid, GridLike, grid_difference
 from arcoseg.io.images import (check_same_geometry, image_spacing_zyx, read_image, read_label,
                                read_spacing_zyx)
@@ -29,7 +26,6 @@ from arcoseg.progress import Reporter
 
 NORMALIZATIONS = ("zscore", "ct")
 SPACING_ATOL = 1e-3
-CACHE_VERSION = 1
 _CT_SAMPLES_PER_CASE = 100_000  # foreground intensities kept per case for the CT statistics
 
 
@@ -149,8 +145,10 @@ class PreprocessedCase:
 
 
 def make_plan(dataset: DatasetInfo, dims: int, patch_size: Sequence[int],
-              spacing: Sequence[float] | None = None, reporter: Reporter | None = None) -> Plan:
-    """Plan from the train split: median spacing (unless given) and the normalisation.
+              spacing: Sequence[float] | None = None, context_slices: int = 0,
+              reporter: Reporter | None = None) -> Plan:
+    """Plan from the train split: median spacing (unless given), the normalisation and the
+    2.5D context (`context_slices`, 2D only).
 
     CT (a channel named 'CT'): clip to the 0.5/99.5 percentiles of the foreground intensities of
     the training cases and standardise with the clipped foreground's mean/std (nnU-Net's rule).
@@ -161,7 +159,8 @@ def make_plan(dataset: DatasetInfo, dims: int, patch_size: Sequence[int],
         spacing = tuple(float(s) for s in np.median(np.asarray(spacings), axis=0))
     plan = Plan(dims=dims, target_spacing=tuple(float(s) for s in spacing),  # type: ignore
                 normalization="ct" if dataset.is_ct else "zscore",
-                label_values=dataset.class_values, patch_size=tuple(int(p) for p in patch_size))
+                label_values=dataset.class_values, patch_size=tuple(int(p) for p in patch_size),
+                context_slices=context_slices)
     if dataset.is_ct:
         foreground = [v for v, c in dataset.label_mapping().items() if c not in (0, IGNORE_LABEL)]
         plan.ct_clip, plan.ct_mean, plan.ct_std = _ct_statistics(cases, foreground, reporter)
@@ -303,74 +302,3 @@ def preprocess_case(case: Case, plan: Plan, dataset: DatasetInfo) -> Preprocesse
         lut[list(mapping)] = list(mapping.values())
         label = lut[sitk.GetArrayViewFromImage(label_img)]
     return PreprocessedCase(case.id, array, label, image_spacing_zyx(grid))
-
-
-def default_cache_dir() -> Path:
-    """`$ARCOSEG_CACHE`, else ~/.cache/arcoseg/preprocessed."""
-    env = os.environ.get("ARCOSEG_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "arcoseg" / "preprocessed"
-
-
-def load_cases(dataset: DatasetInfo, cases: list[Case], plan: Plan,
-               cache_dir: str | os.PathLike | None = None,
-               reporter: Reporter | None = None) -> list[PreprocessedCase]:
-    """Preprocess `cases`, reusing cached arrays when the plan and the files are unchanged.
-
-    The cache key hashes the plan, the label mapping and each file's path, size and mtime.
-    A cache that cannot be written only costs speed (reported as a log line).
-    """
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    out = []
-    for i, case in enumerate(cases, start=1):
-        entry = cache / _cache_key(case, plan, dataset)
-        loaded = _read_cache(entry, case.id)
-        if loaded is None:
-            loaded = preprocess_case(case, plan, dataset)
-            try:
-                _write_cache(entry, loaded)
-            except (OSError, OutputError) as err:
-                if reporter is not None:
-                    reporter.log(f"Could not write the preprocessing cache {entry} ({err}); "
-                                 "continuing without it. Set ARCOSEG_CACHE to a writable folder.")
-        out.append(loaded)
-        if reporter is not None:
-            reporter.progress(i, len(cases), "preprocessing")
-    return out
-
-
-def _cache_key(case: Case, plan: Plan, dataset: DatasetInfo) -> str:
-    files = []
-    for path in [*case.images, *([case.label] if case.label else [])]:
-        stat = Path(path).stat()
-        files.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
-    settings = {k: v for k, v in plan.to_dict().items() if k != "patch_size"}  # no effect here
-    payload = json.dumps({"version": CACHE_VERSION, "plan": settings, "files": files,
-                          "mapping": sorted(dataset.label_mapping().items())}, sort_keys=True)
-    digest = hashlib.sha256(payload.encode()).hexdigest()[:24]
-    return f"{case.id}-{digest}"
-
-
-def _read_cache(entry: Path, case_id: str) -> PreprocessedCase | None:
-    """The cached case, or None if absent or unreadable (then it is simply recomputed)."""
-    meta_path = entry / "case.json"  # written last: its presence marks a complete entry
-    if not meta_path.is_file():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        image = np.load(entry / "image.npy", allow_pickle=False)
-        label = np.load(entry / "label.npy", allow_pickle=False) if meta["has_label"] else None
-        return PreprocessedCase(case_id, image, label, tuple(meta["spacing_zyx"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _write_cache(entry: Path, case: PreprocessedCase) -> None:
-    entry.mkdir(parents=True, exist_ok=True)
-    arrays = {"image.npy": case.image, "label.npy": case.label}
-    for name, array in arrays.items():
-        if array is not None:
-            with atomic_path(entry / name) as tmp, open(tmp, "wb") as f:
-                np.save(f, array, allow_pickle=False)
-    meta = {"case_id": case.case_id, "has_label": case.label is not None,
-            "spacing_zyx": list(case.spacing_zyx)}
-    write_text_atomic(entry / "case.json", json.dumps(meta))

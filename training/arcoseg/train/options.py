@@ -11,7 +11,8 @@ from arcoseg.arco.samplers import SAMPLERS
 from arcoseg.constants import METHODS, OPTIMIZERS, TEACHER_NORMS
 from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter
 from arcoseg.errors import ArcosegError, check_choice
-from arcoseg.ranges import FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT, SEED, Range
+from arcoseg.ranges import (CONTEXT_SLICES, FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT,
+                            SEED, Range)
 
 DEFAULT_PATCH = {2: (128, 128), 3: (48, 64, 64)}
 PATCH_DIVISOR = 16  # four 2x downsamplings in both networks
@@ -23,7 +24,8 @@ _RANGES: dict[str, Range] = {
     "labelled": POSITIVE_INT, "lr": POSITIVE, "seed": SEED, "val_every": POSITIVE_INT,
     "checkpoint_every": POSITIVE_INT, "log_every": POSITIVE_INT, "lambda_u": NONNEG,
     "lambda_c": NONNEG, "lambda_nn": NONNEG, "rampup": NONNEG_INT, "warmup": NONNEG_INT,
-    "warmup_fraction": FRACTION, "grid": POSITIVE_INT, "budget_seconds": POSITIVE}
+    "warmup_fraction": FRACTION, "grid": POSITIVE_INT, "budget_seconds": POSITIVE,
+    "context_slices": CONTEXT_SLICES}
 
 
 @dataclass
@@ -41,6 +43,7 @@ class TrainOptions:
     unlabelled_batch: int | None = None
     patch: tuple[int, ...] | None = None
     spacing: tuple[float, float, float] | None = None
+    context_slices: int = 0  # 2D: neighbouring slices on each side as input channels (2.5D)
     optimizer: str = "sgd"  # 'sgd' (the paper's) | 'adamw' (train.optimizer)
     lr: float = 0.01
     seed: int = 0
@@ -84,7 +87,11 @@ class TrainOptions:
         self.patch = tuple(self.patch) if self.patch else DEFAULT_PATCH[self.dims]
         if len(self.patch) != self.dims or any(p % PATCH_DIVISOR or p <= 0 for p in self.patch):
             raise ArcosegError(f"--patch needs {self.dims} sizes, each a positive multiple of "
-                               f"{PATCH_DIVISOR} ({'y x' if self.dims == 2 else 'z y x'}); got {self.patch}.")
+                               f"{PATCH_DIVISOR} ({'y x' if self.dims == 2 else 'z y x'}); "
+                               f"got {self.patch}.")
+        if self.context_slices and self.dims != 2:
+            raise ArcosegError("--context-slices goes with 2D models (--dims 2) only: a 3D model "
+                               "sees the neighbouring slices in its patch already.")
 
     @property
     def semi_supervised(self) -> bool:

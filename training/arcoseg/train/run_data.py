@@ -9,8 +9,8 @@ from typing import Any, Sequence
 
 from arcoseg.data.dataset import load_dataset
 from arcoseg.data.orientation import to_slicing_axis
-from arcoseg.data.preprocess import (Plan, PreprocessedCase, load_cases, make_plan,
-                                     preprocess_image)
+from arcoseg.data.cache import load_cases
+from arcoseg.data.preprocess import Plan, PreprocessedCase, make_plan, preprocess_image
 from arcoseg.errors import ArcosegError, InputError
 from arcoseg.io.images import check_image, image_inputs, read_image
 from arcoseg.progress import Reporter
@@ -41,7 +41,7 @@ def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) 
     labelled = dataset.labelled_cases(options.labelled, options.labelled_list)
     val = dataset.split_cases("val")
     plan = make_plan(dataset, options.dims, options.patch, spacing=options.spacing,
-                     reporter=reporter)
+                     context_slices=options.context_slices, reporter=reporter)
 
     def load(cases: list, what: str) -> list[PreprocessedCase]:
         reporter.log(f"Preparing {len(cases)} {what} case(s)")

@@ -38,7 +38,8 @@ import arcoseg.arco.step as step
 from arcoseg.arco.cutmix import mixing_plan
 from arcoseg.arco.step import ArcoConfig, SemiSupervisedMethod
 from arcoseg.data.dataset import load_dataset
-from arcoseg.data.preprocess import Plan, load_cases
+from arcoseg.data.cache import load_cases
+from arcoseg.data.preprocess import Plan
 from arcoseg.data.sampling import SliceSampler
 from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter

@@ -1,0 +1,94 @@
+"""The cache of preprocessed cases: `arcoseg train` preprocesses a dataset once per plan.
+
+An entry per case and plan (a folder of .npy arrays and case.json, written last, so a folder
+without it is incomplete and recomputed); the key hashes the plan's preprocessing settings, the
+label mapping and each file's path, size and modification time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from arcoseg.data.dataset import Case, DatasetInfo
+from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_case
+from arcoseg.errors import OutputError
+from arcoseg.fileutil import atomic_path, write_text_atomic
+from arcoseg.progress import Reporter
+
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """`$ARCOSEG_CACHE`, else ~/.cache/arcoseg/preprocessed."""
+    env = os.environ.get("ARCOSEG_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "arcoseg" / "preprocessed"
+
+
+def load_cases(dataset: DatasetInfo, cases: list[Case], plan: Plan,
+               cache_dir: str | os.PathLike | None = None,
+               reporter: Reporter | None = None) -> list[PreprocessedCase]:
+    """Preprocess `cases`, reusing cached arrays when the plan and the files are unchanged.
+
+    The cache key hashes the plan, the label mapping and each file's path, size and mtime.
+    A cache that cannot be written only costs speed (reported as a log line).
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    out = []
+    for i, case in enumerate(cases, start=1):
+        entry = cache / _cache_key(case, plan, dataset)
+        loaded = _read_cache(entry, case.id)
+        if loaded is None:
+            loaded = preprocess_case(case, plan, dataset)
+            try:
+                _write_cache(entry, loaded)
+            except (OSError, OutputError) as err:
+                if reporter is not None:
+                    reporter.log(f"Could not write the preprocessing cache {entry} ({err}); "
+                                 "continuing without it. Set ARCOSEG_CACHE to a writable folder.")
+        out.append(loaded)
+        if reporter is not None:
+            reporter.progress(i, len(cases), "preprocessing")
+    return out
+
+
+def _cache_key(case: Case, plan: Plan, dataset: DatasetInfo) -> str:
+    files = []
+    for path in [*case.images, *([case.label] if case.label else [])]:
+        stat = Path(path).stat()
+        files.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+    settings = {k: v for k, v in plan.to_dict().items() if k != "patch_size"}  # no effect here
+    payload = json.dumps({"version": CACHE_VERSION, "plan": settings, "files": files,
+                          "mapping": sorted(dataset.label_mapping().items())}, sort_keys=True)
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:24]
+    return f"{case.id}-{digest}"
+
+
+def _read_cache(entry: Path, case_id: str) -> PreprocessedCase | None:
+    """The cached case, or None if absent or unreadable (then it is simply recomputed)."""
+    meta_path = entry / "case.json"  # written last: its presence marks a complete entry
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        image = np.load(entry / "image.npy", allow_pickle=False)
+        label = np.load(entry / "label.npy", allow_pickle=False) if meta["has_label"] else None
+        return PreprocessedCase(case_id, image, label, tuple(meta["spacing_zyx"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_cache(entry: Path, case: PreprocessedCase) -> None:
+    entry.mkdir(parents=True, exist_ok=True)
+    arrays = {"image.npy": case.image, "label.npy": case.label}
+    for name, array in arrays.items():
+        if array is not None:
+            with atomic_path(entry / name) as tmp, open(tmp, "wb") as f:
+                np.save(f, array, allow_pickle=False)
+    meta = {"case_id": case.case_id, "has_label": case.label is not None,
+            "spacing_zyx": list(case.spacing_zyx)}
+    write_text_atomic(entry / "case.json", json.dumps(meta))
