@@ -104,11 +104,13 @@ class ModelMetadata:
             self._check_plan(values)
 
     def _check_plan(self, values: list[int]) -> None:
-        """ModelFileError unless the plan is valid (`Plan.from_dict`) and its label values are
-        the classes' values in order (a file edited by hand may disagree)."""
+        """ModelFileError unless the plan is valid (`Plan.from_dict`), its label values are
+        the classes' values in order and the network's input channels fit its 2.5D context
+        (a file edited by hand may disagree)."""
         from arcoseg.data.preprocess import Plan  # here: preprocess imports the data layer
 
         plan = Plan.from_dict(self.plan)
+        plan.image_channels(int(self.network["in_channels"]))
         if plan.label_values != values:
             raise ModelFileError(f"The plan's label_values {plan.label_values} disagree with the "
                                  f"classes' values {values}; the model file was edited or is "

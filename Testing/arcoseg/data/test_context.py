@@ -55,3 +55,36 @@ def test_preprocessing_stacks_the_neighbours_after_normalising():
     assert stacked.shape == (3, 6, 16, 16) and same_grid == grid
     np.testing.assert_allclose(stacked[1], plain[0])
     np.testing.assert_allclose(stacked[0, 1:], plain[0, :-1])
+
+
+@pytest.mark.parametrize("depth, k", [(2, 3), (1, 3), (2, 2), (3, 3)])
+def test_neighbours_further_than_the_volume_reaches_are_zeros(depth, k):
+    """The tester's bug: 2 slices with 3 neighbours each side crashed train, segment, adapt."""
+    volume = np.random.default_rng(0).normal(size=(1, depth, 4, 4)).astype(np.float32)
+    stacked = with_context_slices(volume, k)
+    assert stacked.shape == (2 * k + 1, depth, 4, 4)
+    np.testing.assert_array_equal(stacked[k], volume[0])
+    for j in range(2 * k + 1):
+        for z in range(depth):
+            source = z + j - k
+            expected = volume[0, source] if 0 <= source < depth else 0
+            np.testing.assert_array_equal(stacked[j, z], expected)
+
+
+@pytest.mark.parametrize("value", ["1", 1.0, True, None])
+def test_a_context_that_is_not_a_whole_number_is_refused(value):
+    data = _plan().to_dict() | {"context_slices": value}
+    with pytest.raises(ModelFileError, match="context_slices must be a whole number"):
+        Plan.from_dict(data)
+
+
+def test_a_model_file_whose_input_channels_do_not_fit_its_context_is_refused():
+    from arcoseg.modelfile import ModelMetadata, make_classes
+    from arcoseg.networks import NetworkConfig
+
+    config = NetworkConfig(arch="unet2d", in_channels=3, num_classes=2)
+    ModelMetadata(network=config, classes=make_classes(["background", "a"]),
+                  plan=_plan(context_slices=1).to_dict())  # 3 = 1 channel x 3 slices
+    with pytest.raises(ModelFileError, match="3 input channel.*5 slice"):
+        ModelMetadata(network=config, classes=make_classes(["background", "a"]),
+                      plan=_plan(context_slices=2).to_dict())

@@ -31,8 +31,9 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                         help="compute device: auto = CUDA GPU, then Apple MPS, then CPU")
     parser.add_argument("--no-amp", dest="amp", action="store_false",
-                        help="disable mixed precision: bfloat16 on GPUs and, for 2D models, on "
-                             "CPUs with native bfloat16 (AVX512-BF16, AMX)")
+                        help="disable mixed precision: bfloat16 on GPUs and, on CPUs with native "
+                             "bfloat16 (AVX512-BF16, AMX), for inference and for training 2D "
+                             "models")
     parser.add_argument("--threads", type=thread_range(), default=AUTO_THREADS,
                         help="CPU threads torch may use, at most the cores this process may use "
                              "(default: the cores not busy with other programs now, from the CPU "

@@ -23,5 +23,6 @@ def with_context_slices(array: np.ndarray, k: int) -> np.ndarray:
     for j in range(2 * k + 1):
         shift = j - k  # out[:, j, z] = array[:, z + shift]
         lo, hi = max(0, -shift), min(depth, depth - shift)
-        out[:, j, lo:hi] = array[:, lo + shift:hi + shift]
+        if lo < hi:  # else every neighbour at this shift lies beyond the volume: zeros
+            out[:, j, lo:hi] = array[:, lo + shift:hi + shift]
     return out.reshape(channels * (2 * k + 1), *array.shape[1:])

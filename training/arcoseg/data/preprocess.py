@@ -69,7 +69,7 @@ class Plan:
                 ct_mean=_optional(data.get("ct_mean"), float),
                 ct_std=_optional(data.get("ct_std"), float),
                 slice_axis=int(data.get("slice_axis", 0)),
-                context_slices=int(data.get("context_slices", 0)),
+                context_slices=_count(data.get("context_slices", 0), "context_slices"),
             )
             plan.validate()
         except (TypeError, ValueError, InputError) as err:
@@ -132,6 +132,13 @@ class Plan:
 
 def _optional(value: Any, convert: Any) -> Any:
     return None if value is None else convert(value)
+
+
+def _count(value: Any, name: str) -> int:
+    """`value` if it is a whole JSON number (not a string, a fraction or true/false)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    return value
 
 
 @dataclass
