@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Mapping, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -36,7 +36,12 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"Image folder {folder} does not exist or is not a folder.")
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+    return _image_files(folder.iterdir())
+
+
+def _image_files(entries: Iterable[Path]) -> list[Path]:
+    """The image files (`is_image_path`) among a folder's `entries`, sorted by name."""
+    return sorted(p for p in entries if p.is_file() and is_image_path(p))
 
 
 def image_inputs(path: Path, dicom: bool = True) -> list[Path]:
@@ -48,7 +53,7 @@ def image_inputs(path: Path, dicom: bool = True) -> list[Path]:
     if not path.is_dir():
         return [path]
     entries = folder_entries(path, dicom)
-    files = [p for p in entries if p.is_file() and is_image_path(p)]
+    files = _image_files(entries)
     if files or dicom:
         return files or [path]
     raise no_images(path, entries, dicom)
