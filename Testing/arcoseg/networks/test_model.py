@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from arcoseg.errors import ModelFileError
-from arcoseg.networks import DEFAULT_HEAD_DIM, NetworkConfig, build_model
+from arcoseg.networks import NetworkConfig, build_model
+from arcoseg.networks.model import with_default_head
 
 
 @pytest.mark.parametrize("config", [
@@ -68,5 +69,15 @@ def test_build_model_without_head_dim_has_no_head() -> None:
     assert model(torch.randn(2, 1, 16, 16, 16)).shape == (2, 2, 16, 16, 16)
 
 
-def test_default_head_dims_are_64_in_2d_and_32_in_3d() -> None:
-    assert DEFAULT_HEAD_DIM == {"unet2d": 64, "vnet3d": 32}
+def test_a_new_head_is_64_wide_at_a_quarter_of_the_input_in_2d_and_32_at_half_in_3d() -> None:
+    model = build_model(with_default_head(NetworkConfig("unet2d", features=(4, 8, 16, 32, 64))))
+    _, embeddings = model.forward_train(torch.randn(1, 1, 64, 48))
+    assert embeddings.shape == (1, 64, 16, 12)
+    model = build_model(with_default_head(NetworkConfig("vnet3d", base_filters=4)))
+    _, embeddings = model.forward_train(torch.randn(1, 1, 16, 32, 32))
+    assert embeddings.shape == (1, 32, 8, 16, 16)
+
+
+def test_a_parents_head_is_kept_as_trained() -> None:
+    parent = NetworkConfig("unet2d", head_dim=12, head_stride=2)
+    assert with_default_head(parent) is parent

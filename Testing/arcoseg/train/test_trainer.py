@@ -159,6 +159,9 @@ def test_semi_supervised_methods_train_in_2d_and_log_their_terms(dataset, tmp_pa
         assert {"loss_contrast", "loss_nn", "anchors/class1"} <= set(records[-1])
     meta = json.loads((out / "model.json").read_text())
     assert meta["provenance"]["method"] == method
+    # ARCO adds a representation head (64-dim at 1/4 of the input in 2D); mean teacher none
+    head = (meta["network"]["head_dim"], meta["network"]["head_stride"])
+    assert head == ((64, 4) if method == "arco" else (None, 2))
 
 
 def test_warm_up_and_bidirectional_mixing_reach_the_method(dataset, tmp_path):
@@ -199,7 +202,10 @@ def test_3d_models_train_on_patches(dataset_3d, tmp_path, method):
                                         labelled=1, iterations=2, val_every=2),
                    out, Reporter(quiet=True))
     assert result["iterations"] == 2
-    assert json.loads((out / "model.json").read_text())["network"]["arch"] == "vnet3d"
+    network = json.loads((out / "model.json").read_text())["network"]
+    assert network["arch"] == "vnet3d"
+    assert (network["head_dim"], network["head_stride"]) == ((32, 2) if method == "arco"
+                                                             else (None, 2))
 
 
 def test_extra_unlabelled_images_join_the_unlabelled_pool(dataset, tmp_path):

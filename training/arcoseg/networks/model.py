@@ -19,6 +19,12 @@ ARCHS = ("unet2d", "vnet3d")
 SPATIAL_DIMS = {"unet2d": 2, "vnet3d": 3}
 # Embedding width when a head is wanted (the paper uses 512; the reference code 496 / 16).
 DEFAULT_HEAD_DIM = {"unet2d": 64, "vnet3d": 32}
+# Embedding grid of a new head, as 1/stride of the input: 1/4 in 2D, the resolution ReCo's
+# representation has (its DeepLabv3+ decoder; Liu et al., ICLR 2022), which makes ARCO's 2D
+# training step 1.25x mean teacher's on the CPU instead of 1.43x at 1/2 with the same validation
+# Dice (benchmarks/RESULTS.md, issue 16); 1/2 in 3D, whose patches are already coarse. A model
+# file keeps the stride it was trained with (2 for every model made before this rule).
+DEFAULT_HEAD_STRIDE = {"unet2d": 4, "vnet3d": 2}
 # The one width setting each architecture has; the other one is not written to model.json.
 _WIDTH_FIELD = {"unet2d": "features", "vnet3d": "base_filters"}
 _HEAD_STRIDES = (1, 2, 4, 8, 16)
@@ -139,6 +145,15 @@ def build_model(config: NetworkConfig) -> SegmentationModel:
         head = RepresentationHead(backbone.feature_channels, config.head_dim,
                                   config.spatial_dims, config.head_stride)
     return SegmentationModel(backbone, head, config)
+
+
+def with_default_head(config: NetworkConfig) -> NetworkConfig:
+    """`config` with a representation head: its own if it has one (dimension and stride kept,
+    so a parent's head is reused as trained), else the defaults of its architecture."""
+    if config.head_dim is not None:
+        return config
+    return dataclasses.replace(config, head_dim=DEFAULT_HEAD_DIM[config.arch],
+                               head_stride=DEFAULT_HEAD_STRIDE[config.arch])
 
 
 def load_backbone_weights(model: SegmentationModel, state: dict[str, torch.Tensor]) -> None:

@@ -8,7 +8,6 @@ iterations for early stopping. Under torchrun the run is data-parallel (`train.d
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from datetime import datetime, timezone
@@ -25,8 +24,8 @@ from arcoseg.errors import ArcosegError, Cancelled
 from arcoseg.evaluation.plots import plot_training_curves
 from arcoseg.fileutil import write_text_atomic
 from arcoseg.modelfile import ModelMetadata, default_colors, save_model
-from arcoseg.networks.model import (DEFAULT_HEAD_DIM, NetworkConfig, SegmentationModel,
-                                    build_model, load_backbone_weights)
+from arcoseg.networks.model import (NetworkConfig, SegmentationModel, build_model,
+                                    load_backbone_weights, with_default_head)
 from arcoseg.progress import Reporter
 from arcoseg.train import distributed
 from arcoseg.train.convergence import Convergence
@@ -74,12 +73,10 @@ class Trainer:
         self.device = distributed.start(self.ctx, resolve_device(options.device))
         torch.manual_seed(options.seed)  # the same initial weights on every rank
         arch = "unet2d" if options.dims == 2 else "vnet3d"
-        head_dim = DEFAULT_HEAD_DIM[arch] if options.method == "arco" else None
-        self.config = (dataclasses.replace(network, head_dim=network.head_dim or head_dim)
-                       if network is not None else
-                       NetworkConfig(arch=arch,
-                                     in_channels=data.plan.input_channels(data.num_channels),
-                                     num_classes=len(data.class_names), head_dim=head_dim))
+        config = network or NetworkConfig(
+            arch=arch, in_channels=data.plan.input_channels(data.num_channels),
+            num_classes=len(data.class_names))
+        self.config = with_default_head(config) if options.method == "arco" else config
         self.model: SegmentationModel = build_model(self.config).to(self.device)
         if init_weights is not None:
             load_backbone_weights(self.model, init_weights)
