@@ -42,11 +42,15 @@ def test_quiet_reporter_prints_nothing():
     assert stream.getvalue() == ""
 
 
-def test_text_result_is_one_short_line_per_field(capsys):
-    Reporter(io.StringIO()).result(model="m", summary={"x": list(range(200))}, n=3)
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "model: m" and lines[2] == "n: 3"
-    assert lines[1].startswith("summary: {") and len(lines[1]) <= 210
+def test_text_result_gives_a_long_object_one_indented_line_per_member_and_cuts_nothing(capsys):
+    plan = {"spacing": [1.0, 1.0, 1.0], "context_slices": 1, "note": "n" * 190}
+    path = "/data/" + "p" * 250
+    Reporter(io.StringIO()).result(model="m", plan=plan, summary={"x": list(range(200))},
+                                   path=path, n=3)
+    assert capsys.readouterr().out.splitlines() == [
+        "model: m", "plan:", "  spacing: [1.0, 1.0, 1.0]", "  context_slices: 1",
+        "  note: " + "n" * 190, "summary:", "  x: 200 entries (full detail: --progress json)",
+        f"path: {path}", "n: 3"]
 
 
 def test_text_result_counts_a_long_list_and_show_prints_on_stdout(capsys):

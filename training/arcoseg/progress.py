@@ -33,6 +33,9 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+_LINE = 200  # characters of a result value that fit on its line
+
+
 class Reporter:
     """Human-readable reporter: tqdm progress bars and log lines on stderr, result on stdout."""
 
@@ -91,14 +94,13 @@ class Reporter:
         print(text, file=sys.stdout, flush=True)
 
     def result(self, **fields: Any) -> None:
-        """The command's final result on stdout, one short line per field: a list too long for
-        a line is counted (full detail: --progress json)."""
+        """The command's final result on stdout, one line per field: an object too long for a
+        line gets one indented line per member, a list too long for a line is counted (full
+        detail: --progress json); nothing is cut short."""
         self.close()
         for key, value in to_jsonable(fields).items():
-            text = value if isinstance(value, str) else json.dumps(value)
-            if len(text) > 200 and isinstance(value, list):
-                text = f"{len(value)} entries (full detail: --progress json)"
-            print(f"{key}: {text if len(text) <= 200 else text[:197] + '...'}", flush=True)
+            for line in _result_lines(key, value):
+                print(line, flush=True)
 
     def error(self, message: str, **fields: Any) -> None:
         """A fatal, user-actionable error."""
@@ -159,3 +161,16 @@ def make_reporter(mode: str) -> Reporter:
     if mode == "json":
         return JsonReporter()
     return Reporter(quiet=(mode == "none"))
+
+
+def _result_lines(key: str, value: Any, indent: str = "") -> list[str]:
+    """`key: value` for `Reporter.result`, with the layout its docstring gives."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    if len(text) <= _LINE or not isinstance(value, (dict, list)):
+        return [f"{indent}{key}: {text}"]
+    if isinstance(value, list):
+        return [f"{indent}{key}: {len(value)} entries (full detail: --progress json)"]
+    lines = [f"{indent}{key}:"]
+    for member, item in value.items():
+        lines += _result_lines(member, item, indent + "  ")
+    return lines

@@ -3,6 +3,8 @@ saying what was found, no model registered and no output written (issue 17 item 
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -21,13 +23,21 @@ def case(tmp_path):
 
 
 def _adapt(folder, image, annotations, *extra):
-    path = folder / "ann.nii.gz"
+    _write_annotations(folder, image, annotations)
+    return _run_adapt(folder, *extra)
+
+
+def _write_annotations(folder, image, annotations):
     ann = sitk.GetImageFromArray(annotations.astype(np.uint8))
     ann.CopyInformation(image)
-    sitk.WriteImage(ann, str(path))
-    return main(["adapt", "--image", str(folder / "img.nii.gz"), "--annotations", str(path),
-                 "--from-scratch", "--classes", "a,b", "--budget", "5", "--device", "cpu",
-                 "-o", str(folder / "seg.nii.gz"), "--progress", "none", *extra])
+    sitk.WriteImage(ann, str(folder / "ann.nii.gz"))
+
+
+def _run_adapt(folder, *extra):
+    return main(["adapt", "--image", str(folder / "img.nii.gz"), "--annotations",
+                 str(folder / "ann.nii.gz"), "--from-scratch", "--classes", "a,b", "--budget",
+                 "5", "--device", "cpu", "-o", str(folder / "seg.nii.gz"), "--progress", "none",
+                 *extra])
 
 
 def _mixed(full):
@@ -120,14 +130,20 @@ def test_a_bad_unlabelled_image_ends_before_training(case, capsys, home):
     assert Registry(home).list() == [] and not (folder / "seg.nii.gz").exists()
 
 
-@pytest.mark.parametrize("given", ["file", "folder"])
+@pytest.mark.parametrize("given", ["file", "folder", "copy"])
 def test_the_annotations_given_as_unlabelled_end_before_training(case, capsys, home, given):
     folder, image, full = case
     annotations = folder / "ann.nii.gz"
-    unlabelled = annotations if given == "file" else folder  # the folder holds img and ann
-    assert _adapt(folder, image, _two_slices(full), "--unlabelled", str(unlabelled)) == 2
-    assert (f"--unlabelled: {annotations} is an annotation label map (--annotations), not an "
-            "image") in capsys.readouterr().err
+    unlabelled = {"file": annotations, "folder": folder,  # the folder holds img and ann
+                  "copy": folder / "copy" / "scan.nii.gz"}[given]
+    _write_annotations(folder, image, _two_slices(full))
+    if given == "copy":  # the annotation file, copied byte for byte under another name
+        unlabelled.parent.mkdir()
+        shutil.copyfile(annotations, unlabelled)
+    assert _run_adapt(folder, "--unlabelled", str(unlabelled)) == 2
+    reported = unlabelled if given == "copy" else annotations
+    assert (f"--unlabelled: {reported} is an annotation label map (--annotations), or a copy "
+            "of one, not an image") in capsys.readouterr().err
     assert Registry(home).list() == [] and not (folder / "seg.nii.gz").exists()
 
 

@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from arcoseg.errors import InputError, OutputError
+from arcoseg.io import image_files
 from arcoseg.io.images import (array_to_image, check_same_geometry, image_spacing_zyx,
                                is_image_path, list_images, read_image, read_label,
                                read_spacing_zyx, write_image)
@@ -98,6 +99,17 @@ def test_a_nifti_file_read_once_and_truncated_since_is_refused(tmp_path, suffix)
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(InputError, match=rf"img{suffix}.*(truncated|not a readable image)"):
         read_image(path)
+
+
+def test_the_memo_of_complete_nifti_files_forgets_the_oldest_past_its_bound(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(image_files, "COMPLETE_MEMO", 2)
+    monkeypatch.setattr(image_files, "_COMPLETE", {})
+    paths = [tmp_path / f"img{i}.nii" for i in range(3)]
+    for path in paths:
+        write_image(_image(), path)
+        read_image(path)
+    assert [key[0] for key in image_files._COMPLETE] == [str(p.resolve()) for p in paths[1:]]
 
 
 def test_nifti_with_a_corrupt_gzip_checksum_is_rejected(tmp_path):

@@ -93,8 +93,10 @@ def _accepted(dicom: bool, suffixes: bool = False) -> str:
 
 # (path, device, inode, size, mtime in ns) of the NIfTI files found complete: `segment` checks an
 # input's header before any work and reads it later, and a .nii.gz is decompressed to be checked
-# (0.16 s for 128 x 256 x 256 voxels); a file changed since (size or time) is checked again
-_COMPLETE: set[tuple[str, int, int, int, int]] = set()
+# (0.16 s for 128 x 256 x 256 voxels); a file changed since (size or time) is checked again.
+# Bounded for a long-lived `serve` worker: past COMPLETE_MEMO files the oldest is forgotten.
+_COMPLETE: dict[tuple[str, int, int, int, int], None] = {}
+COMPLETE_MEMO = 1024
 
 
 def check_nifti_complete(path: Path) -> None:
@@ -129,7 +131,9 @@ def check_nifti_complete(path: Path) -> None:
         raise InputError(f"{path} is not a readable image: it holds {total} bytes but its header "
                          f"needs {expected_end}; the file may be truncated. Re-export or "
                          "re-download it.")
-    _COMPLETE.add(key)
+    _COMPLETE[key] = None
+    if len(_COMPLETE) > COMPLETE_MEMO:
+        del _COMPLETE[next(iter(_COMPLETE))]
 
 
 def nifti_data_end(header: bytes) -> int | None:

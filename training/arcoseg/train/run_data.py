@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,12 +105,18 @@ def unlabelled_files(paths: list[Path], label_maps: Sequence[Path] = ()) -> list
             check_image(file)
     except InputError as err:
         raise InputError(f"--unlabelled: {err}") from err
-    annotations = {Path(label_map).resolve() for label_map in label_maps}
     for file in files:
-        if file.resolve() in annotations:
+        if any(_same_content(file, Path(label_map)) for label_map in label_maps):
             raise InputError(f"--unlabelled: {file} is an annotation label map (--annotations), "
-                             "not an image. Give the images without annotations there.")
+                             "or a copy of one, not an image. Give the images without "
+                             "annotations there.")
     return files
+
+
+def _same_content(file: Path, other: Path) -> bool:
+    """Whether two files are the same file or byte-for-byte copies (read only when their sizes
+    agree)."""
+    return file.resolve() == other.resolve() or filecmp.cmp(file, other, shallow=False)
 
 
 def without_label(case: PreprocessedCase) -> PreprocessedCase:
