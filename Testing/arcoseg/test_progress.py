@@ -42,23 +42,27 @@ def test_quiet_reporter_prints_nothing():
     assert stream.getvalue() == ""
 
 
-def test_text_result_gives_a_long_object_one_indented_line_per_member_and_cuts_nothing(capsys):
-    plan = {"spacing": [1.0, 1.0, 1.0], "context_slices": 1, "note": "n" * 190}
+def test_text_result_lays_out_long_values_and_cuts_nothing(capsys):
+    """A value that fits is printed whole; at the top level a long object gets a line per
+    member and a long list a line per item; deeper (or past 20 items) they are summarised."""
+    plan = {"spacing": [1.0, 1.0, 1.0], "context_slices": 1, "note": "n" * 190,
+            "options": {f"option_{i}": i for i in range(30)}}
+    classes = [{"name": f"class {i}", "value": i, "color": [1, 2, 3]} for i in range(5)]
     path = "/data/" + "p" * 250
-    Reporter(io.StringIO()).result(model="m", plan=plan, summary={"x": list(range(200))},
-                                   path=path, n=3)
+    Reporter(io.StringIO()).result(model="m", plan=plan, classes=classes, path=path, n=3,
+                                   many=[{"ref": f"m@v{i}"} for i in range(40)], short=[1, 2])
     assert capsys.readouterr().out.splitlines() == [
         "model: m", "plan:", "  spacing: [1.0, 1.0, 1.0]", "  context_slices: 1",
-        "  note: " + "n" * 190, "summary:", "  x: 200 entries (full detail: --progress json)",
-        f"path: {path}", "n: 3"]
+        "  note: " + "n" * 190, "  options: 30 settings (full detail: --progress json)",
+        "classes:", *[f"  - {json.dumps(c)}" for c in classes], f"path: {path}", "n: 3",
+        "many: 40 entries (full detail: --progress json)", "short: [1, 2]"]
 
 
-def test_text_result_counts_a_long_list_and_show_prints_on_stdout(capsys):
+def test_a_shown_table_stands_for_the_fields_it_covers(capsys):
     rep = Reporter(io.StringIO())
-    rep.show("table row")
-    rep.result(versions=[{"ref": f"m@v{i}"} for i in range(40)], short=[1, 2])
-    assert capsys.readouterr().out.splitlines() == [
-        "table row", "versions: 40 entries (full detail: --progress json)", "short: [1, 2]"]
+    rep.show("table row", covers=["versions"])
+    rep.result(versions=[{"ref": f"m@v{i}"} for i in range(40)], home="/h")
+    assert capsys.readouterr().out.splitlines() == ["table row", "home: /h"]
 
 
 class _CountingBar:

@@ -102,6 +102,24 @@ def model(worker, data) -> str:
     return final["model"]["path"]
 
 
+def test_a_heavy_request_while_the_quick_lane_imports_torch_is_answered(data, tmp_path):
+    """The tester's finding: with --no-warmup, `device` (quick lane) imports torch while an
+    evaluate request (heavy lane) read the half-imported module: the heavy lane's thread died,
+    that request and every later one got no answer, and the worker exited 0."""
+    worker = Worker(tmp_path / "home", "--no-warmup")
+    try:
+        assert worker.next()["event"] == "ready"
+        missing = str(tmp_path / "missing")
+        worker.send({"id": "d", "argv": ["device"]})
+        worker.send({"id": "e", "argv": ["evaluate", missing, missing, "-o", missing]})
+        worker.send({"id": "e2", "argv": ["evaluate", missing, missing, "-o", missing]})
+        for request_id in ("e", "e2"):
+            final, _ = worker.final(request_id, timeout=120)
+            assert (final["event"], final["exit_code"]) == ("error", EXIT_USER), final
+    finally:
+        worker.close()
+
+
 def test_bad_requests_get_an_error_and_the_worker_keeps_serving(worker):
     worker.send("not json")
     malformed = worker.next()
@@ -115,6 +133,9 @@ def test_bad_requests_get_an_error_and_the_worker_keeps_serving(worker):
     worker.send({"id": "b", "argv": ["segment", "m", "img.nii.gz", "-o", "x", "--batch", "x"]})
     bad, _ = worker.final("b")
     assert bad["exit_code"] == EXIT_USER and "--batch" in bad["message"]
+    worker.send({"id": "two", "argv": ["device"], "cancel": "b"})  # neither is acted on
+    both, _ = worker.final("two")
+    assert both["exit_code"] == EXIT_USER and "has argv and cancel" in both["message"]
     worker.send({"argv": ["models", "list"]})
     assert "needs an \"id\"" in worker.next()["message"]
     worker.send({"id": "v", "argv": ["--version"]})

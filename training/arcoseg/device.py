@@ -41,15 +41,16 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def describe_device(device: torch.device) -> dict[str, str | bool]:
-    """What the user should see: device kind and name, torch version, and a CPU warning flag."""
+def describe_device(device: torch.device) -> dict[str, str | bool | None]:
+    """What the user should see: device kind and name, torch version, the CUDA version torch
+    was built for (None for a CPU build), and a CPU warning flag."""
     name = "CPU"
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     elif device.type == "mps":
         name = "Apple MPS"
     return {"device": str(device), "name": name, "torch": torch.__version__,
-            "cuda_version": torch.version.cuda or "", "is_cpu": device.type == "cpu"}
+            "cuda_version": torch.version.cuda, "is_cpu": device.type == "cpu"}
 
 
 def autocast_dtype(device: torch.device, enabled: bool = True, dims: int = 2,

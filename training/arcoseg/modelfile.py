@@ -323,6 +323,7 @@ def model_info(model_dir: str | os.PathLike) -> dict[str, Any]:
         "in_channels": network.in_channels,
         "classes": metadata.classes,
         "head_dim": network.head_dim,
+        "head_stride": network.head_stride,
         "parameters": sum(p.numel() for p in _meta_model(network).parameters()),
         "weights_bytes": (folder / WEIGHTS_FILE).stat().st_size,
         "weights_sha256": metadata.weights_sha256,

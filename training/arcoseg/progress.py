@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any, Iterable, Iterator, TextIO, TypeVar
+from typing import Any, Iterable, Iterator, Sequence, TextIO, TypeVar
 
 from tqdm import tqdm
 
@@ -34,6 +34,7 @@ def to_jsonable(value: Any) -> Any:
 
 
 _LINE = 200  # characters of a result value that fit on its line
+_ITEMS = 20  # items of a long top-level list printed one per line
 
 
 class Reporter:
@@ -44,6 +45,7 @@ class Reporter:
         self.quiet = quiet
         self._bar: tqdm | None = None
         self._finished: tuple[str, int] | None = None  # (message, step) of the last full bar
+        self._shown: set[str] = set()  # result fields a `show` text presented
 
     def progress(self, step: int, total: int, message: str = "", **fields: Any) -> None:
         """Report that `step` of `total` units are done.
@@ -87,19 +89,20 @@ class Reporter:
         else:
             print(message, file=self.stream, flush=True)
 
-    def show(self, text: str) -> None:
+    def show(self, text: str, covers: Sequence[str] = ()) -> None:
         """Human-readable output that is the result itself (e.g. a table): stdout, also with
-        --progress none; programs read the result event instead (--progress json)."""
+        --progress none; programs read the result event instead (--progress json). `covers`:
+        the result fields `text` presents, which the text result then leaves out."""
         self.close()
+        self._shown = set(covers)
         print(text, file=sys.stdout, flush=True)
 
     def result(self, **fields: Any) -> None:
-        """The command's final result on stdout, one line per field: an object too long for a
-        line gets one indented line per member, a list too long for a line is counted (full
-        detail: --progress json); nothing is cut short."""
+        """The command's final result on stdout, `key: value` lines (`_result_lines`); nothing
+        is cut short: what does not fit is summarised (full detail: --progress json)."""
         self.close()
         for key, value in to_jsonable(fields).items():
-            for line in _result_lines(key, value):
+            for line in [] if key in self._shown else _result_lines(key, value):
                 print(line, flush=True)
 
     def error(self, message: str, **fields: Any) -> None:
@@ -131,7 +134,7 @@ class JsonReporter(Reporter):
     def log(self, message: str, **fields: Any) -> None:
         self._emit("log", message=message, **fields)
 
-    def show(self, text: str) -> None:
+    def show(self, text: str, covers: Sequence[str] = ()) -> None:
         pass  # the result event carries the same data
 
     def result(self, **fields: Any) -> None:
@@ -163,14 +166,20 @@ def make_reporter(mode: str) -> Reporter:
     return Reporter(quiet=(mode == "none"))
 
 
-def _result_lines(key: str, value: Any, indent: str = "") -> list[str]:
-    """`key: value` for `Reporter.result`, with the layout its docstring gives."""
+def _result_lines(key: str, value: Any, depth: int = 0) -> list[str]:
+    """`key: value` for `Reporter.result`: a value that fits on the line is printed whole; at
+    the top level an object too long for its line gets one indented line per member and a list
+    one line per item (up to _ITEMS); deeper, or longer, they are summarised."""
     text = value if isinstance(value, str) else json.dumps(value)
+    indent = "  " * depth
     if len(text) <= _LINE or not isinstance(value, (dict, list)):
         return [f"{indent}{key}: {text}"]
+    if depth > 0 or (isinstance(value, list) and len(value) > _ITEMS):
+        what = "settings" if isinstance(value, dict) else "entries"
+        return [f"{indent}{key}: {len(value)} {what} (full detail: --progress json)"]
     if isinstance(value, list):
-        return [f"{indent}{key}: {len(value)} entries (full detail: --progress json)"]
+        return [f"{indent}{key}:"] + [f"{indent}  - {json.dumps(item)}" for item in value]
     lines = [f"{indent}{key}:"]
     for member, item in value.items():
-        lines += _result_lines(member, item, indent + "  ")
+        lines += _result_lines(member, item, depth + 1)
     return lines

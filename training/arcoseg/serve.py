@@ -151,6 +151,12 @@ class Server:
             self.refuse(None, f"A request must be a JSON object, got: {line[:200]}")
             return False, None
         request_id = request.get("id")
+        kinds = [kind for kind in ("argv", "cancel", "shutdown") if kind in request]
+        if len(kinds) > 1:
+            self.refuse(request_id, f"A request is one of \"argv\", \"cancel\" or "
+                                    f"\"shutdown\", this one has {' and '.join(kinds)}: send "
+                                    "them as separate requests.")
+            return False, request_id
         if request.get("shutdown") is True:
             return True, request_id
         if "cancel" in request:

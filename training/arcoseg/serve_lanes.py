@@ -109,6 +109,17 @@ class Lane:
                 with self._ready:
                     self._current = None
 
+    def _reset_threads(self) -> None:
+        """Heavy lane: --threads of an earlier request must not leak into this one. Only once
+        torch is imported; `import` (not sys.modules) because the quick lane may be importing
+        it right now (`serve --no-warmup`), and the import waits until that has finished."""
+        if self.name != "heavy" or "torch" not in sys.modules:
+            return
+        import torch
+
+        self._default_threads = self._default_threads or torch.get_num_threads()
+        torch.set_num_threads(self._default_threads)
+
     def _warm_up(self) -> None:
         for module in self.warmup:
             try:
@@ -120,12 +131,8 @@ class Lane:
 
     def _execute(self, request: Request) -> None:
         """Run one request as the one-shot command would; always end with result or error."""
-        torch = sys.modules.get("torch")
-        if torch is not None and self.name == "heavy":
-            # --threads of an earlier request must not leak into this one
-            self._default_threads = self._default_threads or torch.get_num_threads()
-            torch.set_num_threads(self._default_threads)
         try:
+            self._reset_threads()
             code = run_command(request.args, request.reporter, request.stop)
         except BaseException as err:  # noqa: BLE001 - a request must never end the worker
             traceback.print_exc(file=sys.stderr)

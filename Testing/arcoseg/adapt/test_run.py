@@ -313,6 +313,22 @@ def test_a_folder_parent_is_imported_once_and_reused(case, tmp_path):
     assert {v for _, v, _ in versions} == {"v1", "v2", "v3"}  # no second import of the folder
 
 
+def test_a_folder_with_the_same_weights_but_an_edited_model_json_is_its_own_parent(case,
+                                                                                   tmp_path):
+    """The tester's finding: a copy with classes renamed in model.json was taken for the
+    registered model with the same weights, and the child got the registered classes."""
+    adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: False)
+    folder = tmp_path / "renamed"
+    Registry().export("adapted@v1", folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["classes"][1]["name"], meta["classes"][2]["name"] = "b2", "a2"
+    (folder / "model.json").write_text(json.dumps(meta))
+    result = adapt(_request(case, tmp_path, classes=None, model=str(folder), name="renamed"),
+                   Reporter(quiet=True), lambda: False)
+    assert result["model"]["ref"] == "renamed@v2"  # v1: the folder, imported
+    assert [c["name"] for c in result["model"]["classes"]] == ["background", "b2", "a2"]
+
+
 def test_a_3d_parent_is_fine_tuned_on_patches_around_the_annotated_slices(case, tmp_path):
     from arcoseg.data.synthetic import make_phantom_dataset
     from arcoseg.train.options import TrainOptions

@@ -1,6 +1,7 @@
 """Evaluation of files/folders: pairing, geometry checks, CSV, summary statistics and table."""
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from arcoseg.errors import InputError
+from arcoseg.progress import Reporter
 from arcoseg.evaluation.evaluate import (
     METRICS,
     evaluate,
@@ -53,10 +55,14 @@ def test_folders_pair_by_case_id_ignoring_extension_and_nnunet_channel_suffix(tm
         write_label(gt_dir / f"{cid}.nii.gz", phantom())
     write_label(pred_dir / "a_0000.nii.gz", phantom())
     write_label(pred_dir / "b.mha", phantom())
-    write_label(pred_dir / "extra.nii.gz", phantom())  # no ground truth: ignored
+    write_label(pred_dir / "extra.nii.gz", phantom())  # no ground truth: not scored, said
     (pred_dir / "notes.txt").write_text("not an image")
-    assert pair_files(pred_dir, gt_dir) == [("a", pred_dir / "a_0000.nii.gz", gt_dir / "a.nii.gz"),
-                                            ("b", pred_dir / "b.mha", gt_dir / "b.nii.gz")]
+    log = io.StringIO()
+    assert pair_files(pred_dir, gt_dir, Reporter(log)) == [
+        ("a", pred_dir / "a_0000.nii.gz", gt_dir / "a.nii.gz"),
+        ("b", pred_dir / "b.mha", gt_dir / "b.nii.gz")]
+    assert (f"1 prediction(s) in {pred_dir} have no ground truth in {gt_dir} and are not "
+            "scored: extra.") in log.getvalue()
 
 
 def test_missing_predictions_are_listed_in_the_error(tmp_path):

@@ -9,7 +9,9 @@ from safetensors.torch import load_file
 from arcoseg.data.synthetic import make_phantom_dataset
 from arcoseg.errors import ArcosegError, Cancelled, InputError
 from arcoseg.progress import Reporter
+from arcoseg.networks.model import DEFAULT_HEAD_STRIDE
 from arcoseg.train.options import TrainOptions
+from arcoseg.train.state import checkpoint_entry
 from arcoseg.train.trainer import train
 
 
@@ -79,6 +81,38 @@ def test_resume_with_different_options_is_refused(dataset, tmp_path):
     with pytest.raises(ArcosegError, match="options differ.*lr"):
         train(dataset, _options(tmp_path, iterations=2, lr=0.5), out, Reporter(quiet=True),
               resume=True)
+
+
+def test_a_resume_may_change_the_iterations_and_the_log_interval_that_follows_them(dataset,
+                                                                                   tmp_path):
+    """The tester's finding: `arcoseg train` derives log_every from --iterations, so a resume
+    with other --iterations was refused for an option the user never set."""
+    out = tmp_path / "model"
+    train(dataset, _options(tmp_path, iterations=1, log_every=1), out, Reporter(quiet=True))
+    result = train(dataset, _options(tmp_path, iterations=2, log_every=2), out,
+                   Reporter(quiet=True), resume=True)
+    assert result["iterations"] == 2
+
+
+def test_a_resumed_arco_run_keeps_the_head_it_started_with(dataset, tmp_path, monkeypatch):
+    """A checkpoint records its network; one from before that record (no "network" entry)
+    trained its head at 1/2 of the input, as every head then, and keeps it (the tester's
+    finding: such a run resumed with a head at 1/4)."""
+    out, stem = tmp_path / "model", tmp_path / "model/training/checkpoint"
+
+    def resume_to(iterations):
+        train(dataset, _options(tmp_path, method="arco", labelled=1, iterations=iterations),
+              out, Reporter(quiet=True), resume=iterations > 1)
+        return checkpoint_entry(stem, "network")["head_stride"]
+
+    monkeypatch.setitem(DEFAULT_HEAD_STRIDE, "unet2d", 2)  # the code before the record
+    assert resume_to(1) == 2
+    monkeypatch.undo()
+    skeleton = json.loads(stem.with_suffix(".json").read_text())
+    skeleton["__dict__"] = [e for e in skeleton["__dict__"] if e[0] != "network"]
+    stem.with_suffix(".json").write_text(json.dumps(skeleton))
+    assert resume_to(2) == 2  # today's default for a new run is 4
+    assert resume_to(3) == 2  # recorded now, and kept again
 
 
 @pytest.mark.parametrize("kw, message", [

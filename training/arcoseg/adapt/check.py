@@ -65,7 +65,7 @@ def compare(adapted: float | None, parent: float | None, copied: float | None,
     if beaten_by:
         note = (f"the adapted model scores {adapted:.3f} Dice on held-out slice {held_slice}, "
                 f"below {' and '.join(beaten_by)} ({shown}): saved, not activated. Annotate "
-                "more slices, or give a longer --budget / more --iterations.")
+                "more slices, or give a longer --budget / more --iterations")
     elif adapted is None:
         note = f"held-out slice {held_slice} holds no class: nothing to compare"
     else:

@@ -58,11 +58,17 @@ def choose_parent(registry: Registry, model: str | None, classes: list[str] | No
 
 
 def registered_copy(registry: Registry, folder: Path) -> VersionRef | None:
-    """A registered version with the same weights as `folder` (so adapting repeatedly from one
-    folder chains versions instead of importing it again)."""
-    digest = load_metadata(folder).weights_sha256
+    """A registered version that is the model in `folder`: the same weights, network, classes
+    and plan (so adapting repeatedly from one folder chains versions instead of importing it
+    again; a copy whose model.json was edited, e.g. classes renamed, is a model of its own)."""
+    wanted = _identity(load_metadata(folder))
     for version in registry.list():
         ref = VersionRef(version["name"], version["version"])
-        if load_metadata(registry.resolve(str(ref))).weights_sha256 == digest:
+        if _identity(load_metadata(registry.resolve(str(ref)))) == wanted:
             return ref
     return None
+
+
+def _identity(metadata: ModelMetadata) -> tuple:
+    """What makes two model files the same model (provenance aside)."""
+    return (metadata.weights_sha256, metadata.network, metadata.classes, metadata.plan)

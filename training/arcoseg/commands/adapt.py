@@ -64,8 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--prior", choices=PRIOR_MODES, default=DEFAULT_PRIOR,
                    help="propagation prior: the drawn labels copied (nearest) or interpolated "
                         "(interpolate, needs arcoseg[bench]) to the neighbouring slices as "
-                        "fading extra targets; none to switch it off (default "
-                        f"{DEFAULT_PRIOR})")
+                        "fading extra targets; none to switch it off")
     p.add_argument("--parent-prior", type=NONNEG,
                    help="with --model: weight of the parent's prediction on the slices far from "
                         "the drawing, trained on so that Adapt keeps what the parent knew there "

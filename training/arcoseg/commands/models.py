@@ -67,7 +67,8 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
 
 def _list(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     versions = registry.list()
-    reporter.show("\n".join(_list_line(v) for v in versions) or "No models registered yet.")
+    reporter.show("\n".join(_list_line(v) for v in versions) or "No models registered yet.",
+                  covers=["versions"])
     return {"versions": versions}
 
 

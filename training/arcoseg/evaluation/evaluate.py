@@ -41,11 +41,13 @@ def _cases_in(folder: Path) -> dict[str, Path]:
     return unique_case_ids(sorted([*list_images(folder), *segmentations]), "Files")
 
 
-def pair_files(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
+def pair_files(pred: Path, gt: Path, reporter: Reporter | None = None
+               ) -> list[tuple[str, Path, Path]]:
     """(case id, prediction file, ground-truth file) for two files or two folders.
 
-    Folders are matched by case id (see `case_id`); predictions without ground truth are ignored.
-    Raises InputError for missing paths, a file paired with a folder, or missing predictions.
+    Folders are matched by case id (see `case_id`); predictions without ground truth are not
+    scored (`reporter` is told which). Raises InputError for missing paths, a file paired with
+    a folder, or missing predictions.
     """
     pred, gt = Path(pred), Path(gt)
     for path, what in ((pred, "Prediction"), (gt, "Ground-truth")):
@@ -68,6 +70,10 @@ def pair_files(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
         raise InputError(f"{len(missing)} ground-truth case(s) in {gt} have no prediction in "
                          f"{pred}: {', '.join(missing)}. Segment them first or remove them from "
                          "the ground-truth folder.")
+    unscored = sorted(set(preds) - set(gts))
+    if unscored and reporter is not None:
+        reporter.log(f"{len(unscored)} prediction(s) in {pred} have no ground truth in {gt} and "
+                     f"are not scored: {', '.join(unscored)}.")
     return [(cid, preds[cid], gts[cid]) for cid in gts]
 
 
@@ -218,7 +224,7 @@ def check_outputs(out_dir: Path) -> None:
 def evaluate(pred: Path, gt: Path, classes: dict[str, int] | None, out_dir: Path,
              reporter: Reporter | None = None) -> dict[str, Any]:
     """Evaluate a prediction file/folder against ground truth; write CSV + summary to `out_dir`."""
-    return evaluate_to_folder(pair_files(pred, gt), classes, out_dir, reporter)
+    return evaluate_to_folder(pair_files(pred, gt, reporter), classes, out_dir, reporter)
 
 
 def evaluate_to_folder(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] | None,

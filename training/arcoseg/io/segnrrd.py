@@ -157,9 +157,9 @@ def _match(segment: dict[str, Any], classes: Sequence[ClassSpec], path) -> int:
     if auto and segment.get("labelValue") in by_value:
         return by_value[segment["labelValue"]]
     expected = ", ".join(f"{c.name} (value {c.value})" for c in classes)
-    raise InputError(f"Segment '{name}' of {path} matches no class of the model ({expected}). "
-                     "Rename it in Slicer's Segment Editor to one of these class names, remove "
-                     "it, or adapt from scratch to train a model with new classes.")
+    raise InputError(f"Segment '{name}' of {path} matches none of the classes ({expected}). "
+                     "Rename it in Slicer's Segment Editor to one of these class names or "
+                     "remove it (for a model with new classes, adapt from scratch).")
 
 
 def _segment_label(segment: dict[str, Any]) -> str:

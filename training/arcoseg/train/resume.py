@@ -9,21 +9,28 @@ RESUMABLE_CHANGES) and the same number of processes.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from arcoseg.errors import ArcosegError
+from arcoseg.networks.model import NetworkConfig
 from arcoseg.train import distributed
-from arcoseg.train.state import load_checkpoint, save_checkpoint
+from arcoseg.train.state import checkpoint_entry, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from arcoseg.train.trainer import Trainer
 
 CHECKPOINT_STEM = "training/checkpoint"
-# options that may change between an interrupted run and its resume
-RESUMABLE_CHANGES = ("iterations", "device", "amp", "channels_last")
+# options that may change between an interrupted run and its resume (log_every follows
+# --iterations in `arcoseg train`; it changes when values are read, not what is trained)
+RESUMABLE_CHANGES = ("iterations", "device", "amp", "channels_last", "log_every")
+# Checkpoints from before the network was recorded in them trained every representation head
+# at 1/2 of the input (the default of new 2D heads is 1/4 since; networks.model)
+LEGACY_HEAD_STRIDE = 2
 
 
 @dataclass
@@ -52,7 +59,22 @@ def save_run(trainer: Trainer) -> None:
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "rank_generators": generators, "world_size": trainer.ctx.world_size,
-        "state": vars(trainer.state), "options": trainer.options.to_dict()})
+        "state": vars(trainer.state), "options": trainer.options.to_dict(),
+        "network": trainer.config.to_dict()})
+
+
+def checkpoint_network(out_dir: Path, current: NetworkConfig) -> NetworkConfig:
+    """The network of the interrupted run in `out_dir`: its checkpoint's record; for a
+    checkpoint written before that record, `current` (what this version would build for the
+    same options) with the head stride every run had then. `current` if there is no readable
+    checkpoint (`resume_run` then says what is wrong)."""
+    stem = out_dir / CHECKPOINT_STEM
+    saved = checkpoint_entry(stem, "network")
+    if saved is not None:
+        return NetworkConfig.from_dict(saved)
+    if current.head_dim is None or checkpoint_entry(stem, "options") is None:
+        return current
+    return dataclasses.replace(current, head_stride=LEGACY_HEAD_STRIDE)
 
 
 def _generator_states(trainer: Trainer) -> list[torch.Tensor]:

@@ -73,3 +73,13 @@ def load_checkpoint(path_stem: Path) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, SafetensorError) as err:
         raise ArcosegError(f"Checkpoint {tensor_path} is damaged ({err}). "
                            "Delete the checkpoint files and start again without --resume.") from err
+
+
+def checkpoint_entry(path_stem: Path, key: str) -> Any:
+    """The tensor-free entry `key` of a checkpoint, read from its JSON part only; None when
+    the checkpoint or the entry is missing or unreadable."""
+    try:
+        skeleton = json.loads(path_stem.with_suffix(".json").read_text())
+        return join_state({}, dict(skeleton["__dict__"])[key])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

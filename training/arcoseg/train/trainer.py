@@ -37,7 +37,8 @@ from arcoseg.train.optimizer import make_optimizer
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.run_data import RunData, extra_unlabelled, prepare_data, without_label
 from arcoseg.train.precision import memory_format, to_memory_format, uses_grad_scaler
-from arcoseg.train.resume import CHECKPOINT_STEM, RunState, resume_run, save_run
+from arcoseg.train.resume import (CHECKPOINT_STEM, RunState, checkpoint_network,
+                                  resume_run, save_run)
 from arcoseg.train.validation import validate
 
 __all__ = ["Convergence", "RunData", "Trainer", "extra_unlabelled", "prepare_data", "train",
@@ -72,10 +73,7 @@ class Trainer:
         self.should_stop = should_stop
         self.device = distributed.start(self.ctx, resolve_device(options.device))
         torch.manual_seed(options.seed)  # the same initial weights on every rank
-        arch = "unet2d" if options.dims == 2 else "vnet3d"
-        config = network or NetworkConfig(
-            arch=arch, in_channels=data.plan.input_channels(data.num_channels),
-            num_classes=len(data.class_names))
+        config = network or new_network(data, options)
         self.config = with_default_head(config) if options.method == "arco" else config
         self.model: SegmentationModel = build_model(self.config).to(self.device)
         if init_weights is not None:
@@ -326,6 +324,15 @@ def _device_line(device: torch.device, ctx: Distributed) -> str:
     return line + (" — WARNING: running on the CPU, this will be slow" if info["is_cpu"] else "")
 
 
+def new_network(data: RunData, options: TrainOptions) -> NetworkConfig:
+    """The network a new run trains: the architecture of `options.dims`, the data's input
+    channels and classes, and for ARCO a representation head (`with_default_head`)."""
+    config = NetworkConfig(arch="unet2d" if options.dims == 2 else "vnet3d",
+                           in_channels=data.plan.input_channels(data.num_channels),
+                           num_classes=len(data.class_names))
+    return with_default_head(config) if options.method == "arco" else config
+
+
 def train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: Reporter,
           resume: bool = False, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     """Train a model on a dataset folder into `out_dir` (model.safetensors + model.json).
@@ -344,7 +351,10 @@ def train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: Re
         data = prepare_data(dataset_root, options, reporter if ctx.is_main else Reporter(quiet=True))
         if ctx.is_main:
             distributed.barrier(ctx)
-        trainer = Trainer(data, options, out_dir, reporter, should_stop, ctx=ctx)
+        network = (checkpoint_network(out_dir, new_network(data, options)) if resume
+                   else None)  # a resumed run keeps the network it started with
+        trainer = Trainer(data, options, out_dir, reporter, should_stop, network=network,
+                          ctx=ctx)
         if resume:
             trainer.resume()
         return trainer.run()
