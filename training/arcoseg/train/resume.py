@@ -3,8 +3,9 @@
 
 A checkpoint holds the student, optimiser, method (teacher, memory bank, queue, generator),
 gradient scaler, samplers, torch and CUDA random states, every rank's method generator, the
-loop's `RunState` and the options. A resume must use the same options (except those in
-RESUMABLE_CHANGES) and the same number of processes.
+loop's `RunState`, the options and the network configuration. A resume must use the same
+options (except those in RESUMABLE_CHANGES) and the same number of processes; it trains the
+checkpoint's network (`checkpoint_network`), not the one a new run would build today.
 """
 
 from __future__ import annotations
