@@ -40,6 +40,8 @@ def test_adapt_from_scratch_writes_a_version_a_segmentation_and_suggestions(case
     result = adapt(_request(case, tmp_path), Reporter(log), lambda: False)
     assert "on 3 annotated slice(s) (slice 16 held out for the check until late)" in log.getvalue()
     assert result["axis"] == 1 and result["annotated_slices"] == [[10, 16, 22]]
+    # Adapt's new head: 64-dim at 1/2 of the input (arcoseg train's 2D heads are at 1/4)
+    assert (result["model"]["head_dim"], result["model"]["head_stride"]) == (64, 2)
     check = result["heldout"]
     assert check["slice"] == 16 and check["parent_dice"] is None
     assert 0 <= check["adapted_dice"] < check["copy_dice"] <= 1  # 3 iterations: worse than a copy

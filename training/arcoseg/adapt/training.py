@@ -20,11 +20,14 @@ from arcoseg.adapt.prior import (PriorMethod, PriorTerm, propagate, propagation_
                                  weighted_case)
 from arcoseg.data.preprocess import Plan, PreprocessedCase
 from arcoseg.device import resolve_device
-from arcoseg.networks.model import NetworkConfig
+from arcoseg.networks.model import NetworkConfig, with_default_head
 from arcoseg.progress import Reporter
 from arcoseg.train.options import TrainOptions
-from arcoseg.train.trainer import RunData, Trainer, extra_unlabelled, without_label
+from arcoseg.train.trainer import (RunData, Trainer, extra_unlabelled, new_network,
+                                   without_label)
 from arcoseg.data.sampling import PatchSampler, SliceSampler
+
+ADAPT_HEAD_STRIDE = 2  # a new representation head's grid: 1/2 of the input (`_network`)
 
 
 def propagation_cases(request: AdaptRequest, items: list[AnnotatedImage],
@@ -89,6 +92,16 @@ def weighted_sampler(cases: list[PreprocessedCase], plan: Plan, patch: tuple[int
     return cls(cases, patch, batch, seed=seed)
 
 
+def _network(parent: Parent, data: RunData, options: TrainOptions) -> NetworkConfig:
+    """The parent's network, or a new one; ARCO adds a head where there is none, at 1/2 of the
+    input: `arcoseg train`'s 1/4 in 2D (networks.model) made Adapt no faster (its ARCO steps
+    come after the supervised warm-up: 2 % more iterations in 120 s) and scored lower on 5 of
+    7 volumes (benchmarks/RESULTS.md, session 15)."""
+    config = (NetworkConfig.from_dict(parent.metadata.network) if parent.metadata
+              else new_network(data, options, ADAPT_HEAD_STRIDE))
+    return with_default_head(config, ADAPT_HEAD_STRIDE) if options.method == "arco" else config
+
+
 def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedImage], plan: Plan,
                   reporter: Reporter, stop: Callable[[], bool], work: Path
                   ) -> tuple[Trainer, HeldOutSlice | None]:
@@ -111,7 +124,7 @@ def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedIm
     unlabelled += extra_unlabelled(request.unlabelled, plan, reporter)
     data = RunData(plan, parent.class_names, parent.class_values, 1, labelled, unlabelled, [],
                    provenance={"parent": str(parent.ref) if parent.ref else None})
-    network = (NetworkConfig.from_dict(parent.metadata.network) if parent.metadata else None)
+    network = _network(parent, data, options)
     weights = parent.model.state_dict() if parent.model is not None else None
     held = held_out_hook(items[0], labelled, plan, resolve_device(request.device))
     trainer = Trainer(data, options, work, reporter, should_stop=stop, init_weights=weights,

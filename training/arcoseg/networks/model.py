@@ -19,11 +19,12 @@ ARCHS = ("unet2d", "vnet3d")
 SPATIAL_DIMS = {"unet2d": 2, "vnet3d": 3}
 # Embedding width when a head is wanted (the paper uses 512; the reference code 496 / 16).
 DEFAULT_HEAD_DIM = {"unet2d": 64, "vnet3d": 32}
-# Embedding grid of a new head, as 1/stride of the input: 1/4 in 2D, the resolution ReCo's
-# representation has (its DeepLabv3+ decoder; Liu et al., ICLR 2022), which makes ARCO's 2D
-# training step 1.25x mean teacher's on the CPU instead of 1.43x at 1/2 with the same validation
-# Dice (benchmarks/RESULTS.md, issue 16); 1/2 in 3D, whose patches are already coarse. A model
-# file keeps the stride it was trained with (2 for every model made before this rule).
+# Embedding grid of a new head of `arcoseg train`, as 1/stride of the input: 1/4 in 2D, the
+# resolution ReCo's representation has (its DeepLabv3+ decoder; Liu et al., ICLR 2022), which
+# makes ARCO's 2D training step 1.29x mean teacher's on the CPU instead of 1.41x at 1/2, with
+# the same validation Dice within seed noise (benchmarks/RESULTS.md, issue 16); 1/2 in 3D, whose
+# patches are already coarse. Adapt keeps 1/2 (adapt.training). A model file keeps the stride
+# it was trained with (2 for every model made before this rule).
 DEFAULT_HEAD_STRIDE = {"unet2d": 4, "vnet3d": 2}
 # The one width setting each architecture has; the other one is not written to model.json.
 _WIDTH_FIELD = {"unet2d": "features", "vnet3d": "base_filters"}
@@ -147,13 +148,14 @@ def build_model(config: NetworkConfig) -> SegmentationModel:
     return SegmentationModel(backbone, head, config)
 
 
-def with_default_head(config: NetworkConfig) -> NetworkConfig:
+def with_default_head(config: NetworkConfig, stride: int | None = None) -> NetworkConfig:
     """`config` with a representation head: its own if it has one (dimension and stride kept,
-    so a parent's head is reused as trained), else the defaults of its architecture."""
+    so a parent's head is reused as trained), else the default dimension of its architecture
+    at `stride` (None: DEFAULT_HEAD_STRIDE)."""
     if config.head_dim is not None:
         return config
     return dataclasses.replace(config, head_dim=DEFAULT_HEAD_DIM[config.arch],
-                               head_stride=DEFAULT_HEAD_STRIDE[config.arch])
+                               head_stride=stride or DEFAULT_HEAD_STRIDE[config.arch])
 
 
 def load_backbone_weights(model: SegmentationModel, state: dict[str, torch.Tensor]) -> None:

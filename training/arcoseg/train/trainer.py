@@ -324,13 +324,14 @@ def _device_line(device: torch.device, ctx: Distributed) -> str:
     return line + (" — WARNING: running on the CPU, this will be slow" if info["is_cpu"] else "")
 
 
-def new_network(data: RunData, options: TrainOptions) -> NetworkConfig:
+def new_network(data: RunData, options: TrainOptions,
+                head_stride: int | None = None) -> NetworkConfig:
     """The network a new run trains: the architecture of `options.dims`, the data's input
     channels and classes, and for ARCO a representation head (`with_default_head`)."""
     config = NetworkConfig(arch="unet2d" if options.dims == 2 else "vnet3d",
                            in_channels=data.plan.input_channels(data.num_channels),
                            num_classes=len(data.class_names))
-    return with_default_head(config) if options.method == "arco" else config
+    return with_default_head(config, head_stride) if options.method == "arco" else config
 
 
 def train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: Reporter,
