@@ -45,6 +45,22 @@ def test_the_fused_network_gives_the_models_logits(arch, shape):
     assert all(p.is_contiguous() for p in model.parameters())
 
 
+def test_relus_after_convolutions_run_inside_them_in_float32_and_under_bfloat16_autocast():
+    model = _trained_looking("vnet3d")
+    x = torch.randn(1, 1, 16, 32, 32)
+    net = inference_network(model, 3, CPU)
+    relus = [m for m in model.backbone.modules() if isinstance(m, torch.nn.ReLU)]
+    fused = [m for m in net.modules() if type(m).__name__ == "_ConvReLU"]
+    # 25 ReLUs follow convolutions; 4 follow transposed convolutions and stay separate
+    assert len(fused) == 25 and len(relus) == 29
+    with torch.no_grad():
+        assert torch.allclose(net(x), model(x), atol=1e-4 * model(x).abs().max().item())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected, got = model(x), net(x)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    assert (got.float() - expected.float()).abs().max() <= 0.05 * expected.float().abs().max()
+
+
 def _count_norms(module: torch.nn.Module) -> int:
     return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
