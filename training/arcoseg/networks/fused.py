@@ -21,6 +21,7 @@ with it for as long as the model lives.
 
 from __future__ import annotations
 
+import platform
 import weakref
 
 import torch
@@ -77,9 +78,11 @@ def _fold_transposed(net: fx.GraphModule) -> fx.GraphModule:
     return net
 
 
-# oneDNN's convolution with a pointwise epilogue (what torch.compile emits on the CPU); absent
-# from builds without oneDNN, where ReLUs stay separate
-_CONV_POINTWISE = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
+# oneDNN's convolution with a pointwise epilogue (what torch.compile emits on the CPU); used on
+# x86-64 with oneDNN only, where it was measured; elsewhere the ReLUs stay separate
+_CONV_POINTWISE = (getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
+                   if torch.backends.mkldnn.is_available()
+                   and platform.machine().lower() in ("x86_64", "amd64") else None)
 _CONVS = ((nn.Conv2d, nn.ReLU), (nn.Conv3d, nn.ReLU))
 
 
