@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import platform
 import weakref
+from typing import Callable, Sequence
 
 import torch
 from torch import fx, nn
@@ -62,15 +63,26 @@ _TRANSPOSED = ((nn.ConvTranspose2d, nn.BatchNorm2d), (nn.ConvTranspose3d, nn.Bat
 def _fold_transposed(net: fx.GraphModule) -> fx.GraphModule:
     """`net` (in place) with each BatchNorm that follows a transposed convolution (and is its
     only reader) folded into it, as `fuse` does for plain convolutions."""
+    return _merge_pairs(net, _TRANSPOSED, lambda conv, bn: (
+        fuse_conv_bn_eval(conv, bn, transpose=True) if bn.track_running_stats else None))
+
+
+_Merge = Callable[[nn.Module, nn.Module], nn.Module | None]
+
+
+def _merge_pairs(net: fx.GraphModule, patterns: Sequence[tuple[type, type]],
+                 merge: _Merge) -> fx.GraphModule:
+    """`net` (in place) with each pair of modules (first, second) of one of `patterns`, where
+    second is first's only reader, replaced by `merge(first, second)` (None: left as it is)."""
     modules = dict(net.named_modules())
-    for pattern in _TRANSPOSED:
+    for pattern in patterns:
         for node in list(net.graph.nodes):
-            if not matches_module_pattern(pattern, node, modules):
+            if not matches_module_pattern(pattern, node, modules) or len(node.args[0].users) > 1:
                 continue
-            conv, bn = modules[node.args[0].target], modules[node.target]
-            if len(node.args[0].users) > 1 or not bn.track_running_stats:
+            merged = merge(modules[node.args[0].target], modules[node.target])
+            if merged is None:
                 continue
-            replace_node_module(node.args[0], modules, fuse_conv_bn_eval(conv, bn, transpose=True))
+            replace_node_module(node.args[0], modules, merged)
             node.replace_all_uses_with(node.args[0])
             net.graph.erase_node(node)
     net.delete_all_unused_submodules()
@@ -107,21 +119,10 @@ class _ConvReLU(nn.Module):
 
 def _fuse_relu(net: fx.GraphModule) -> fx.GraphModule:
     """`net` (in place) with each ReLU module that is a convolution's only reader fused into
-    it (`_ConvReLU`); convolutions with padding other than zeros or 'same' are left alone."""
+    it (`_ConvReLU`); convolutions with a padding mode other than zeros, or 'same' padding,
+    are left alone."""
     if _CONV_POINTWISE is None:
         return net
-    modules = dict(net.named_modules())
-    for pattern in _CONVS:
-        for node in list(net.graph.nodes):
-            if not matches_module_pattern(pattern, node, modules):
-                continue
-            conv = modules[node.args[0].target]
-            if (len(node.args[0].users) > 1 or conv.padding_mode != "zeros"
-                    or isinstance(conv.padding, str)):
-                continue
-            replace_node_module(node.args[0], modules, _ConvReLU(conv))
-            node.replace_all_uses_with(node.args[0])
-            net.graph.erase_node(node)
-    net.delete_all_unused_submodules()
-    net.recompile()
-    return net
+    return _merge_pairs(net, _CONVS, lambda conv, relu: (
+        _ConvReLU(conv) if conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+        else None))
