@@ -12,6 +12,7 @@ import traceback
 from types import FrameType
 
 from arcoseg import __version__
+from arcoseg.allocator import keep_freed_memory
 from arcoseg.commands import adapt, demo, device, evaluate, models, segment, train
 from arcoseg.commands.common import apply_threads
 from arcoseg.errors import (EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, EXIT_USER, ArcosegError,
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     and, with --progress json, also as an `error` event on stdout for the program reading it.
     """
     args = parse_arguments(build_parser(), argv)
+    keep_freed_memory()  # before the work allocates: large tensors reused, not re-faulted
     if getattr(args, "serve", False):
         from arcoseg.serve import run_server
 

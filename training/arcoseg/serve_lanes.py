@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from arcoseg.allocator import release_freed_memory
 from arcoseg.cli import StopFlag, run_command
 from arcoseg.errors import EXIT_CANCELLED, EXIT_INTERNAL
 from arcoseg.progress import JsonReporter
@@ -143,3 +144,4 @@ class Lane:
             from arcoseg.serve_cache import clear_cache
 
             clear_cache()
+        release_freed_memory()  # after the final event: an idle worker keeps only its models

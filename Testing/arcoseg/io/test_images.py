@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from arcoseg.errors import InputError, OutputError
 from arcoseg.io import image_files
+from arcoseg.io import images as images_module
 from arcoseg.io.images import (array_to_image, check_same_geometry, image_spacing_zyx,
                                is_image_path, list_images, read_image, read_label,
                                read_spacing_zyx, write_image)
@@ -314,6 +315,29 @@ def test_write_is_compressed_and_leaves_no_temporary_files(tmp_path):
     assert (tmp_path / "out.nii.gz").read_bytes()[:2] == b"\x1f\x8b"
     assert b"encoding: gzip" in (tmp_path / "out.nrrd").read_bytes()[:1000]
     assert sorted(os.listdir(tmp_path)) == ["out.nii.gz", "out.nrrd"]
+
+
+def test_nifti_gz_is_written_at_zlibs_fastest_level_with_the_same_bytes_each_time(tmp_path):
+    labels = array_to_image(_label_array(), _image(), np.uint8)
+    for name in ("a.nii.gz", "b.nii.gz"):
+        write_image(labels, tmp_path / name)
+    packed = (tmp_path / "a.nii.gz").read_bytes()
+    assert packed == (tmp_path / "b.nii.gz").read_bytes()  # no file name or time inside
+    assert packed[8] == 4  # gzip's "fastest" flag: compressed at level 1
+    back = read_label(tmp_path / "a.nii.gz")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), _label_array())
+    assert back.GetPixelID() == sitk.sitkUInt8
+
+
+def test_a_nifti_gz_write_that_fails_leaves_neither_file_nor_its_plain_copy(tmp_path,
+                                                                           monkeypatch):
+    def failing_copy(source, target, length=0):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(images_module.shutil, "copyfileobj", failing_copy)
+    with pytest.raises(OutputError, match="out.nii.gz: No space left on device"):
+        write_image(_image(), tmp_path / "out.nii.gz")
+    assert os.listdir(tmp_path) == []
 
 
 def test_write_replaces_an_existing_file(tmp_path):

@@ -21,6 +21,7 @@ with it for as long as the model lives.
 
 from __future__ import annotations
 
+import operator
 import platform
 import weakref
 from typing import Callable, Sequence
@@ -50,7 +51,7 @@ def inference_network(model: nn.Module, dims: int, device: torch.device) -> nn.M
         return _KEPT[model]
     model.eval()
     net = _fold_transposed(fuse(getattr(model, "backbone", model)))  # a copy of the modules
-    net = _fuse_relu(net)
+    net = _add_in_place(_fuse_relu(net))
     net.to(memory_format=memory_format(dims, True))
     if model in _KEPT:
         _KEPT[model] = net
@@ -90,19 +91,24 @@ def _merge_pairs(net: fx.GraphModule, patterns: Sequence[tuple[type, type]],
     return net
 
 
-# oneDNN's convolution with a pointwise epilogue (what torch.compile emits on the CPU); used on
-# x86-64 with oneDNN only, where it was measured; elsewhere the ReLUs stay separate
-_CONV_POINTWISE = (getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
-                   if torch.backends.mkldnn.is_available()
-                   and platform.machine().lower() in ("x86_64", "amd64") else None)
+# oneDNN's convolutions with a pointwise epilogue (what torch.compile emits on the CPU); used on
+# x86-64 with oneDNN only, where they were measured; elsewhere the ReLUs stay separate
+_ONEDNN = torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64",
+                                                                                   "amd64")
+_CONV_POINTWISE = getattr(torch.ops.mkldnn, "_convolution_pointwise", None) if _ONEDNN else None
+_TRANSPOSE_POINTWISE = (getattr(torch.ops.mkldnn, "_convolution_transpose_pointwise", None)
+                        if _ONEDNN else None)
 _CONVS = ((nn.Conv2d, nn.ReLU), (nn.Conv3d, nn.ReLU))
+_TRANSPOSED_CONVS = ((nn.ConvTranspose2d, nn.ReLU), (nn.ConvTranspose3d, nn.ReLU))
+_ConvNd = nn.Conv2d | nn.Conv3d | nn.ConvTranspose2d | nn.ConvTranspose3d
 
 
 class _ConvReLU(nn.Module):
-    """relu(conv(x)) in one oneDNN call; under CPU autocast in its dtype, as the convolution
-    alone would run (autocast does not know this operator)."""
+    """relu(conv(x)) in one oneDNN call, for a convolution or a transposed convolution; under
+    CPU autocast in its dtype, as the convolution alone would run (autocast does not know
+    these operators)."""
 
-    def __init__(self, conv: nn.Conv2d | nn.Conv3d) -> None:
+    def __init__(self, conv: _ConvNd) -> None:
         super().__init__()
         self.conv = conv
 
@@ -113,16 +119,49 @@ class _ConvReLU(nn.Module):
             dtype = torch.get_autocast_dtype("cpu")
             x, weight = x.to(dtype), weight.to(dtype)
             bias = None if bias is None else bias.to(dtype)
-        return _CONV_POINTWISE(x, weight, bias, list(conv.padding), list(conv.stride),
-                               list(conv.dilation), conv.groups, "relu", [], "")
+        shape = [list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups]
+        if conv.transposed:
+            return _TRANSPOSE_POINTWISE(x, weight, bias, shape[0], list(conv.output_padding),
+                                        *shape[1:], "relu", [], "")
+        return _CONV_POINTWISE(x, weight, bias, *shape, "relu", [], "")
+
+
+def _fusable(conv: _ConvNd) -> bool:
+    """Zero padding given as numbers ('same' padding or other modes are left alone)."""
+    return conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
 
 
 def _fuse_relu(net: fx.GraphModule) -> fx.GraphModule:
-    """`net` (in place) with each ReLU module that is a convolution's only reader fused into
-    it (`_ConvReLU`); convolutions with a padding mode other than zeros, or 'same' padding,
-    are left alone."""
-    if _CONV_POINTWISE is None:
-        return net
-    return _merge_pairs(net, _CONVS, lambda conv, relu: (
-        _ConvReLU(conv) if conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
-        else None))
+    """`net` (in place) with each ReLU module that is a (transposed) convolution's only reader
+    fused into it (`_ConvReLU`)."""
+    patterns = (*(_CONVS if _CONV_POINTWISE is not None else ()),
+                *(_TRANSPOSED_CONVS if _TRANSPOSE_POINTWISE is not None else ()))
+    return _merge_pairs(net, patterns, lambda conv, relu: (
+        _ConvReLU(conv) if _fusable(conv) else None))
+
+
+_FRESH_OUTPUT = (_ConvReLU, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _add_into(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+    """a + b, written into `a` where that gives the same tensor (dtype and shape of a + b)."""
+    if a.dtype == torch.result_type(a, b) and a.shape == torch.broadcast_shapes(
+            a.shape, getattr(b, "shape", ())):
+        return a.add_(b)
+    return a + b
+
+
+def _add_in_place(net: fx.GraphModule) -> fx.GraphModule:
+    """`net` (in place) with each `a + b` whose `a` is a fresh (transposed) convolution output
+    read by nothing else computed into `a` (`_add_into`): the skip connections of the 3D
+    V-Net's decoder. A new output tensor costs as much as the addition itself here (its pages
+    are zeroed by the system on first touch: 26 against 12 ms for the largest)."""
+    modules = dict(net.named_modules())
+    for node in net.graph.nodes:
+        first = node.args[0] if node.op == "call_function" and node.args else None
+        if (node.target is operator.add and isinstance(first, fx.Node)
+                and first.op == "call_module" and len(first.users) == 1
+                and isinstance(modules[first.target], _FRESH_OUTPUT)):
+            node.target = _add_into
+    net.recompile()
+    return net
