@@ -15,7 +15,7 @@ from arcoseg import allocator
 
 TRAINING = Path(allocator.__file__).resolve().parents[1]
 ROUNDS = """
-import resource, sys
+import resource, sys, threading
 import numpy as np
 from arcoseg.allocator import keep_freed_memory, release_freed_memory
 
@@ -31,24 +31,35 @@ def one_round():  # what a layer's activations do: 3 x 24 MiB allocated, used, f
     del arrays
     return faults() - before
 
-counts = [one_round() for _ in range(5)]
-release_freed_memory()
-print(*counts, one_round())
+def rounds():  # 5 rounds, then one after the memory was given back
+    counts = [one_round() for _ in range(5)]
+    release_freed_memory()
+    print(*counts, one_round())
+
+if sys.argv[2] == "thread":  # as in the serve worker: requests run in a thread
+    worker = threading.Thread(target=rounds)
+    worker.start()
+    worker.join()
+else:
+    rounds()
 """
 
 needs_glibc = pytest.mark.skipif(allocator._glibc() is None, reason="glibc's malloc only")
 
 
-def _page_faults(mode: str) -> list[int]:
-    """Page faults of 5 rounds, then of one round after the memory was given back."""
-    done = subprocess.run([sys.executable, "-c", ROUNDS, mode], capture_output=True, text=True,
+def _page_faults(mode: str, place: str = "main") -> list[int]:
+    """Page faults of 5 rounds, then of one round after the memory was given back, in the main
+    thread or in another one."""
+    done = subprocess.run([sys.executable, "-c", ROUNDS, mode, place], capture_output=True,
+                          text=True,
                           env={**os.environ, "PYTHONPATH": str(TRAINING)}, check=True)
     return [int(v) for v in done.stdout.split()]
 
 
 @needs_glibc
-def test_kept_memory_is_reused_without_page_faults_until_it_is_given_back():
-    *rounds, after_release = _page_faults("keep")
+@pytest.mark.parametrize("place", ["main", "thread"])
+def test_kept_memory_is_reused_without_page_faults_until_it_is_given_back(place):
+    *rounds, after_release = _page_faults("keep", place)
     first, later = rounds[0], rounds[1:]
     assert first > 500  # fresh pages the first time
     assert sum(later) < 0.05 * first  # then the same memory again
@@ -56,8 +67,9 @@ def test_kept_memory_is_reused_without_page_faults_until_it_is_given_back():
 
 
 @needs_glibc
-def test_without_it_glibc_hands_large_blocks_back_and_faults_them_in_every_round():
-    first, *later, _ = _page_faults("default")
+@pytest.mark.parametrize("place", ["main", "thread"])
+def test_without_it_glibc_hands_large_blocks_back_and_faults_them_in_every_round(place):
+    first, *later, _ = _page_faults("default", place)
     assert min(later) > 0.3 * first
 
 

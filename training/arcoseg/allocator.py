@@ -9,7 +9,9 @@ faults (benchmarks/RESULTS.md, "Freed memory kept for reuse"). PyTorch keeps no 
 memory itself (its performance guide suggests preloading jemalloc or tcmalloc, which a pip
 install cannot do for the user), so each engine process raises glibc's thresholds once
 (`keep_freed_memory`, the documented `mallopt` settings): blocks up to 32 MiB (glibc's most) come
-from the heap, and up to KEEP_BYTES of freed memory stay with the process. The long-lived
+from the heap, up to KEEP_BYTES of freed memory stay with the process, and all threads share the
+one heap (glibc gives other threads arenas of their own, whose freed memory the `serve` worker's
+request thread did not get back for reuse: no gain there until then). The long-lived
 `serve` worker gives it back after each request (`release_freed_memory`), so that an idle worker
 holds little more than its models. Elsewhere (macOS, Windows, other C libraries) both do nothing.
 """
@@ -22,6 +24,7 @@ import os
 # mallopt parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 MMAP_THRESHOLD = 32 << 20  # bytes; the largest value glibc accepts on 64-bit systems
 KEEP_BYTES = 1 << 30  # freed memory (bytes) at the heap's top kept for reuse
 
@@ -42,12 +45,14 @@ def _glibc() -> ctypes.CDLL | None:
 
 def keep_freed_memory() -> bool:
     """Let this process reuse freed memory rather than return it to the system (see the
-    module docstring); True if the C library took the settings."""
+    module docstring); True if the C library took the settings. Call it before the process
+    starts other threads (a thread keeps the arena it has)."""
     libc = _glibc()
     if libc is None:
         return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-                and libc.mallopt(_M_TRIM_THRESHOLD, KEEP_BYTES))
+    settings = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, KEEP_BYTES),
+                (_M_ARENA_MAX, 1))
+    return all([libc.mallopt(name, value) for name, value in settings])
 
 
 def release_freed_memory() -> None:

@@ -9,10 +9,13 @@ logits agree with the plain network to float rounding (about 1e-6 of their size)
 network is a copy: the model itself is left as it was (a teacher that trains on, for instance).
 On other devices the model itself is used: nothing was measured there.
 
-Each ReLU that follows a convolution (the 3D V-Net's 25) is applied by oneDNN inside the
-convolution (`_ConvReLU`, the fused kernel PyTorch's own compiler uses on the CPU): a separate
-bfloat16 ReLU took about 45 % of the convolution's time in channels-last 3D (this torch build's
-bfloat16 elementwise kernels are slow), the fused one almost nothing; same values.
+Each ReLU that follows a convolution or a transposed convolution (all 29 of the 3D V-Net's) is
+applied by oneDNN inside it (`_ConvReLU`, the fused kernels PyTorch's own compiler uses on the
+CPU): a separate bfloat16 ReLU took about 45 % of the convolution's time in channels-last 3D
+(this torch build's bfloat16 elementwise kernels are slow), the fused one almost nothing; same
+values. The decoder's skip additions are written into the up-sampled tensor, which nothing else
+reads (`_add_in_place`): a new output tensor cost as much as the addition. Both: a warm 3D
+segment 0.3 s faster (benchmarks/RESULTS.md, "Freed memory kept for reuse").
 
 Fusing costs about 0.1-0.2 s, so a model whose weights never change again (a model the `serve`
 worker keeps loaded) is fused once: `keep_inference_network` marks it, and its fused copy is kept
