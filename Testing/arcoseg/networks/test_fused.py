@@ -66,28 +66,6 @@ def test_relus_after_convolutions_run_inside_them_in_float32_and_under_bfloat16_
     assert (got.float() - expected.float()).abs().max() <= 0.05 * expected.float().abs().max()
 
 
-def test_skip_connections_add_into_the_fresh_upsampled_tensor_with_the_same_result():
-    model = _trained_looking("vnet3d")
-    net = inference_network(model, 3, CPU)
-    adds = [n for n in net.graph.nodes if n.op == "call_function"
-            and n.target is fused_module._add_into]
-    assert len(adds) == (4 if fused_module._TRANSPOSE_POINTWISE is not None else 0)
-    x = torch.randn(1, 1, 16, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(net(x), model(x), atol=1e-4 * model(x).abs().max().item())
-
-
-def test_adding_in_place_only_where_the_sum_has_the_first_tensors_dtype_and_shape():
-    a = torch.ones(2, 3, dtype=torch.bfloat16)
-    summed = fused_module._add_into(a, torch.full((3,), 2, dtype=torch.bfloat16))
-    assert summed is a and torch.equal(a, torch.full((2, 3), 3, dtype=torch.bfloat16))
-    b = torch.ones(3)
-    wider = fused_module._add_into(b, torch.ones(2, 3))  # broadcasts to a larger shape
-    assert wider is not b and wider.shape == (2, 3) and torch.equal(b, torch.ones(3))
-    promoted = fused_module._add_into(a, torch.ones(2, 3, dtype=torch.float32))
-    assert promoted is not a and promoted.dtype == torch.float32
-
-
 def _count_norms(module: torch.nn.Module) -> int:
     return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
 

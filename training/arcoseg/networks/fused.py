@@ -13,9 +13,8 @@ Each ReLU that follows a convolution or a transposed convolution (all 29 of the 
 applied by oneDNN inside it (`_ConvReLU`, the fused kernels PyTorch's own compiler uses on the
 CPU): a separate bfloat16 ReLU took about 45 % of the convolution's time in channels-last 3D
 (this torch build's bfloat16 elementwise kernels are slow), the fused one almost nothing; same
-values. The decoder's skip additions are written into the up-sampled tensor, which nothing else
-reads (`_add_in_place`): a new output tensor cost as much as the addition. Both: a warm 3D
-segment 0.3 s faster (benchmarks/RESULTS.md, "Freed memory kept for reuse").
+values (benchmarks/RESULTS.md, "ReLU inside the 3D convolutions" and "Freed memory kept for
+reuse").
 
 Fusing costs about 0.1-0.2 s, so a model whose weights never change again (a model the `serve`
 worker keeps loaded) is fused once: `keep_inference_network` marks it, and its fused copy is kept
@@ -24,7 +23,6 @@ with it for as long as the model lives.
 
 from __future__ import annotations
 
-import operator
 import platform
 import weakref
 from typing import Callable, Sequence
@@ -54,7 +52,7 @@ def inference_network(model: nn.Module, dims: int, device: torch.device) -> nn.M
         return _KEPT[model]
     model.eval()
     net = _fold_transposed(fuse(getattr(model, "backbone", model)))  # a copy of the modules
-    net = _add_in_place(_fuse_relu(net))
+    net = _fuse_relu(net)
     net.to(memory_format=memory_format(dims, True))
     if model in _KEPT:
         _KEPT[model] = net
@@ -122,11 +120,12 @@ class _ConvReLU(nn.Module):
             dtype = torch.get_autocast_dtype("cpu")
             x, weight = x.to(dtype), weight.to(dtype)
             bias = None if bias is None else bias.to(dtype)
-        shape = [list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups]
+        padding = list(conv.padding)
+        rest = [list(conv.stride), list(conv.dilation), conv.groups, "relu", [], ""]
         if conv.transposed:
-            return _TRANSPOSE_POINTWISE(x, weight, bias, shape[0], list(conv.output_padding),
-                                        *shape[1:], "relu", [], "")
-        return _CONV_POINTWISE(x, weight, bias, *shape, "relu", [], "")
+            return _TRANSPOSE_POINTWISE(x, weight, bias, padding, list(conv.output_padding),
+                                        *rest)
+        return _CONV_POINTWISE(x, weight, bias, padding, *rest)
 
 
 def _fusable(conv: _ConvNd) -> bool:
@@ -141,30 +140,3 @@ def _fuse_relu(net: fx.GraphModule) -> fx.GraphModule:
                 *(_TRANSPOSED_CONVS if _TRANSPOSE_POINTWISE is not None else ()))
     return _merge_pairs(net, patterns, lambda conv, relu: (
         _ConvReLU(conv) if _fusable(conv) else None))
-
-
-_FRESH_OUTPUT = (_ConvReLU, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-
-
-def _add_into(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
-    """a + b, written into `a` where that gives the same tensor (dtype and shape of a + b)."""
-    if a.dtype == torch.result_type(a, b) and a.shape == torch.broadcast_shapes(
-            a.shape, getattr(b, "shape", ())):
-        return a.add_(b)
-    return a + b
-
-
-def _add_in_place(net: fx.GraphModule) -> fx.GraphModule:
-    """`net` (in place) with each `a + b` whose `a` is a fresh (transposed) convolution output
-    read by nothing else computed into `a` (`_add_into`): the skip connections of the 3D
-    V-Net's decoder. A new output tensor costs as much as the addition itself here (its pages
-    are zeroed by the system on first touch: 26 against 12 ms for the largest)."""
-    modules = dict(net.named_modules())
-    for node in net.graph.nodes:
-        first = node.args[0] if node.op == "call_function" and node.args else None
-        if (node.target is operator.add and isinstance(first, fx.Node)
-                and first.op == "call_module" and len(first.users) == 1
-                and isinstance(modules[first.target], _FRESH_OUTPUT)):
-            node.target = _add_into
-    net.recompile()
-    return net
