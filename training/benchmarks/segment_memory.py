@@ -46,6 +46,11 @@ CHILD = r"""
 import json, os, sys, time, torch
 job = json.loads(sys.argv[1])
 torch.set_num_threads(1)
+try:  # what every command does first (engines before 2026-12-02 have no allocator module)
+    from arcoseg.allocator import keep_freed_memory
+    keep_freed_memory()
+except ImportError:
+    pass
 from arcoseg.inference import segment_file
 from arcoseg.modelfile import load_model
 model, metadata = load_model(job["model"], device=torch.device("cpu"))

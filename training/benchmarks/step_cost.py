@@ -185,6 +185,11 @@ def _peak_rss_mb() -> float:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    try:  # what every arcoseg command does first (older checkouts have no allocator module)
+        from arcoseg.allocator import keep_freed_memory
+        keep_freed_memory()
+    except ImportError:
+        pass
     if args.worker:
         print(json.dumps(worker(args)))
         return

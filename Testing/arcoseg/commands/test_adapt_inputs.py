@@ -130,18 +130,22 @@ def test_a_bad_unlabelled_image_ends_before_training(case, capsys, home):
     assert Registry(home).list() == [] and not (folder / "seg.nii.gz").exists()
 
 
-@pytest.mark.parametrize("given", ["file", "folder", "copy"])
+@pytest.mark.parametrize("given", ["file", "folder", "copy", "uncompressed", "nrrd"])
 def test_the_annotations_given_as_unlabelled_end_before_training(case, capsys, home, given):
     folder, image, full = case
     annotations = folder / "ann.nii.gz"
-    unlabelled = {"file": annotations, "folder": folder,  # the folder holds img and ann
-                  "copy": folder / "copy" / "scan.nii.gz"}[given]
+    copies = {"copy": "scan.nii.gz", "uncompressed": "scan.nii", "nrrd": "scan.nrrd"}
+    unlabelled = (folder / "copy" / copies[given] if given in copies
+                  else {"file": annotations, "folder": folder}[given])  # folder: img and ann
     _write_annotations(folder, image, _two_slices(full))
     if given == "copy":  # the annotation file, copied byte for byte under another name
         unlabelled.parent.mkdir()
         shutil.copyfile(annotations, unlabelled)
+    elif given in copies:  # the same voxels in another file format or compression
+        unlabelled.parent.mkdir()
+        sitk.WriteImage(sitk.ReadImage(str(annotations)), str(unlabelled))
     assert _run_adapt(folder, "--unlabelled", str(unlabelled)) == 2
-    reported = unlabelled if given == "copy" else annotations
+    reported = unlabelled if given in copies else annotations
     assert (f"--unlabelled: {reported} is an annotation label map (--annotations), or a copy "
             "of one, not an image") in capsys.readouterr().err
     assert Registry(home).list() == [] and not (folder / "seg.nii.gz").exists()

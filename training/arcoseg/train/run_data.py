@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+import SimpleITK as sitk
+
 from arcoseg.data.dataset import load_dataset
 from arcoseg.data.orientation import to_slicing_axis
 from arcoseg.data.cache import load_cases
 from arcoseg.data.preprocess import Plan, PreprocessedCase, make_plan, preprocess_image
 from arcoseg.errors import ArcosegError, InputError
+from arcoseg.io.geometry import grid_difference, read_grid
 from arcoseg.io.images import check_image, image_inputs, read_image
 from arcoseg.progress import Reporter
 from arcoseg.train.options import TrainOptions
@@ -114,9 +118,16 @@ def unlabelled_files(paths: list[Path], label_maps: Sequence[Path] = ()) -> list
 
 
 def _same_content(file: Path, other: Path) -> bool:
-    """Whether two files are the same file or byte-for-byte copies (read only when their sizes
-    agree)."""
-    return file.resolve() == other.resolve() or filecmp.cmp(file, other, shallow=False)
+    """Whether two files are the same file, byte-for-byte copies, or hold the same voxels on the
+    same grid (a gzip-compressed or NRRD copy of the other, say): the voxels are read only when
+    the headers' grids agree."""
+    if file.resolve() == other.resolve() or filecmp.cmp(file, other, shallow=False):
+        return True
+    grids = [read_grid(p) for p in (file, other)]
+    if None in grids or grid_difference(grids[0], grids[1]) is not None:
+        return False
+    return np.array_equal(*(sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
+                            for p in (file, other)))
 
 
 def without_label(case: PreprocessedCase) -> PreprocessedCase:
