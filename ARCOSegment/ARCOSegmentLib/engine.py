@@ -33,6 +33,12 @@ def segment_args(model_dir: str | Path, image: str | Path, output: str | Path, *
             *(["--entropy"] if entropy else []), *device_option(cpu_only)]
 
 
+def check_args(model_dir: str | Path, *, cpu_only: bool = False) -> list[str]:
+    """`models check MODEL_DIR --device …`: in the warm worker, load the model and prepare its
+    kernels now, so that the next Segment with the same folder and device starts at once."""
+    return ["models", "check", str(model_dir), *device_option(cpu_only)]
+
+
 def adapt_args(image: str | Path, annotations: str | Path, output: str | Path, *,
                model: str | Path | None = None, new_classes: Sequence[str] | None = None,
                name: str | None = None, axis: int | None = None,

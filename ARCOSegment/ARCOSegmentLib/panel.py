@@ -13,8 +13,9 @@ from typing import Any, Callable
 
 from ARCOSegmentLib.conversions import parse_slices
 from ARCOSegmentLib.device import DeviceInfo, cpu_warning, describe, device_args
-from ARCOSegmentLib.models import (ModelEntry, active_entry, format_entry, models_args,
-                                   parse_models_list)
+from ARCOSegmentLib.engine import check_args
+from ARCOSegmentLib.models import (ModelEntry, active_entry, format_entry, is_model_folder,
+                                   models_args, parse_models_list)
 from ARCOSegmentLib.process import EngineError
 
 # (widget, Qt signal, Panel method): the widget connects each; PythonQt passes a slot only the
@@ -25,6 +26,8 @@ CONNECTIONS = (
     ("refreshModelsButton", "clicked(bool)", "refresh_models"),
     ("importModelButton", "clicked(bool)", "on_import_model"),
     ("rollbackModelButton", "clicked(bool)", "on_rollback_model"),
+    ("modelsListWidget", "currentRowChanged(int)", "prepare_model"),
+    ("modelFolderPathLineEdit", "currentPathChanged(QString)", "prepare_model"),
     ("forceCpuCheckBox", "toggled(bool)", "refresh_device"),
     ("refreshAnnotationsButton", "clicked(bool)", "update_annotation_summary"),
     ("annotationSegmentationSelector", "currentNodeChanged(vtkMRMLNode*)",
@@ -286,6 +289,23 @@ class Panel:
             return folder
         row = self.ui.modelsListWidget.currentRow
         return self.models[row] if 0 <= row < len(self.models) else None
+
+    def prepare_model(self, *_signal: Any) -> None:
+        """With the warm worker on, load the chosen model there and prepare its kernels now
+        (`models check`), so that the first Segment with it starts at once; the log says when
+        it is ready or what is wrong with it. A folder typed in counts once it holds a model."""
+        model = self.selected_model()
+        if isinstance(model, ModelEntry):
+            folder = model.path
+        else:
+            folder = model if model and is_model_folder(model) else None
+        if not (self.logic.useWorker and folder):
+            return
+        cpu_only = bool(self.ui.forceCpuCheckBox.checked)
+        self._query(check_args(folder, cpu_only=cpu_only), lambda result: self.log(
+            f"Model ready: {folder} (loaded in {result['load_seconds']:.1f} s, first pass "
+            f"{result['first_pass_seconds']:.1f} s)."),
+            on_error=lambda error: self.log(f"Model check: {error}"), cpu_only=cpu_only)
 
     def on_import_model(self) -> None:
         """Import a model folder into the registry."""

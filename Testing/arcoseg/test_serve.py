@@ -267,3 +267,13 @@ def test_the_model_cache_reuses_an_unchanged_folder_and_reloads_a_rewritten_one(
     assert not torch.equal(next(reloaded.parameters()), next(model.parameters()))
     cache.load(save(tmp_path / "m2", 2), "cpu")  # capacity 1: m1 is evicted
     assert cache.load(first, "cpu")[0] is not reloaded and cache.loads == 4
+
+
+@pytest.mark.parametrize("argv, light", [
+    (["models", "list"], True), (["device"], True), (["models", "show", "m"], True),
+    (["models", "check", "m"], False), (["segment", "m", "i.nii.gz", "-o", "o.nii.gz"], False)])
+def test_queries_run_beside_heavy_work_but_a_model_check_queues_with_it(argv, light):
+    from arcoseg.cli import build_parser
+    from arcoseg.serve import is_light
+
+    assert is_light(build_parser().parse_args(argv)) is light

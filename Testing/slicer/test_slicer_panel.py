@@ -53,6 +53,7 @@ class FakeLogic:
         self.answers = {"device": CPU, "models": LISTING}
         self.calls, self.jumps = [], []
         self.dependencies = True
+        self.useWorker = False
 
     def ensureDependencies(self, confirm=True):
         assert confirm
@@ -249,6 +250,35 @@ def test_model_list_marks_and_selects_the_active_version(setup):
     assert panel.selected_model().ref == "liver@v1"
     ui.modelFolderPathLineEdit.currentPath = "/models/other"
     assert panel.selected_model() == "/models/other"  # a folder typed in wins
+
+
+def test_choosing_a_model_prepares_it_in_the_warm_worker_and_says_when_it_is_ready(
+        setup, tmp_path):
+    panel, ui, logic, timer, _ = setup
+    panel.refresh_models()
+    drive(panel, timer)
+    logic.answers["models"] = {"model": "/r/liver/v1", "load_seconds": 0.25,
+                               "first_pass_seconds": 0.4}
+    ui.modelsListWidget.setCurrentRow(1)
+    logic.useWorker = True
+    panel.prepare_model(1)  # Qt's currentRowChanged(int)
+    drive(panel, timer)
+    assert logic.calls[-1] == ("engine", ["models", "check", "/r/liver/v1", "--device", "auto"],
+                               False)
+    assert ui.logTextEdit.lines[-1] == ("Model ready: /r/liver/v1 (loaded in 0.2 s, first pass "
+                                        "0.4 s).")
+    logic.answers["models"] = EngineError("model.safetensors is damaged", 2)
+    ui.forceCpuCheckBox.checked = True
+    panel.prepare_model(0)
+    drive(panel, timer)
+    assert logic.calls[-1][1][-2:] == ["--device", "cpu"] and logic.calls[-1][2] is True
+    assert ui.logTextEdit.lines[-1] == "Model check: model.safetensors is damaged"
+    asked = len(logic.calls)
+    ui.modelFolderPathLineEdit.currentPath = str(tmp_path)  # typed in, no model there (yet)
+    panel.prepare_model(str(tmp_path))
+    logic.useWorker = False  # one-shot processes: nothing would stay loaded
+    panel.prepare_model(0)
+    assert len(logic.calls) == asked
 
 
 def test_import_and_rollback_run_the_registry_commands_and_refresh_the_list(setup):

@@ -7,8 +7,10 @@ Requests, one JSON object per line on stdin:
 Answers on stdout are the one-shot `--progress json` events (arcoseg.progress), each tagged with
 its request's "id"; a request's last event is its `result` or `error`, with the "exit_code" the
 one-shot command would have returned. Events of one request keep their order; requests of one lane
-run in arrival order: `segment`, `adapt`, `evaluate`, `train`, `demo` one at a time in the heavy
-lane, `models` and `device` in the light lane, so a model list never waits behind an Adapt. A
+run in arrival order: `segment`, `adapt`, `evaluate`, `train`, `demo` and `models check` (it runs
+the network: a client sends it when a model is chosen, so that the first segment finds the model
+loaded and its kernels ready) one at a time in the heavy lane, the other `models` actions and
+`device` in the light lane, so a model list never waits behind an Adapt. A
 `ready` event (no id) opens the stream. Bad requests (malformed JSON, unknown command, bad options)
 get an `error` event (exit_code 2) and the worker keeps serving. End of stdin: finish the queued
 requests, then exit. Nothing else is written to stdout: anything a library prints there goes to
@@ -34,7 +36,13 @@ from arcoseg.progress import JsonReporter, to_jsonable
 from arcoseg.ranges import NONNEG_INT
 from arcoseg.serve_lanes import HEAVY_WARMUP, Lane, Request
 
-LIGHT_COMMANDS = ("models", "device")  # quick registry and device queries
+LIGHT_COMMANDS = ("models", "device")  # quick registry and device queries ...
+HEAVY_ACTIONS = ("check",)  # ... except `models check`, which runs the network
+
+
+def is_light(args: argparse.Namespace) -> bool:
+    """Whether a parsed request is answered beside the heavy lane's work."""
+    return args.command in LIGHT_COMMANDS and getattr(args, "action", None) not in HEAVY_ACTIONS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -195,7 +203,7 @@ class Server:
         if getattr(args, "serve", False):
             self.refuse(request_id, "`serve` cannot be requested from a running worker.")
             return
-        lane = self.light if args.command in LIGHT_COMMANDS else self.heavy
+        lane = self.light if is_light(args) else self.heavy
         lane.put(Request(request_id, args, RequestReporter(self.channel, request_id)))
 
     def cancel(self, request_id: Any, target: Any) -> None:

@@ -6,7 +6,8 @@ measured) on one synthetic volume of 128 x 256 x 256 voxels (z, y, x) at 1 mm:
 - cold: `python -m arcoseg segment MODEL IMAGE -o OUT` as a fresh process, wall time;
 - warm: the same command line as a request to one `arcoseg serve` worker (started once, before
   the first request), from sending the request to its final event; the first request loads the
-  model, the second finds it cached.
+  model, the second finds it cached (with --check-first a `models check` has loaded it and
+  prepared its kernels before the first, as the Slicer module does when a model is chosen).
 Cold and warm runs alternate (cold, warm, cold, warm ...) so that the load of a shared machine
 hits both alike; the table gives the ratios warm/cold. Then Adapt: time from starting
 `arcoseg adapt` (cold) or sending the adapt request (warm) to its first training progress event
@@ -148,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch threads, both ways; 'auto': the commands choose (--threads "
                              "left out, as the Slicer module sends them)")
     parser.add_argument("--no-adapt", dest="adapt", action="store_false")
+    parser.add_argument("--check-first", action="store_true",
+                        help="send `models check MODEL` to the worker before its first segment "
+                             "with each model (untimed), as the Slicer module does when a model "
+                             "is chosen")
     parser.add_argument("--shape", type=POSITIVE_INT, nargs=3, default=SHAPE,
                         metavar=("Z", "Y", "X"),
                         help="volume size (default 128 256 256; smaller only to try the script)")
@@ -171,6 +176,12 @@ def main(argv: list[str] | None = None) -> None:
                     str(args.out / f"seg{dims}d_{r}.nii.gz"), "--device", "cpu", *threads]
             cold.append(one_shot(argv, env)[0])
             n += 1
+            if args.check_first and r == 0:
+                check = ["models", "check", str(paths[f"model{dims}"]), "--device", "cpu",
+                         *threads]
+                seconds, final = worker.request(f"k{n}", check)
+                assert final["exit_code"] == 0, final
+                print(f"{dims}D models check: {seconds:.1f} s", file=sys.stderr, flush=True)
             seconds, final = worker.request(f"s{n}", argv)
             assert final["exit_code"] == 0, final
             warm.append(seconds)
@@ -193,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_table(rows, args) -> None:
     print(f"\n`python training/benchmarks/latency.py --out OUT --dims "
-          f"{' '.join(map(str, args.dims))} --rounds {args.rounds} --threads {args.threads}` "
+          f"{' '.join(map(str, args.dims))} --rounds {args.rounds} --threads {args.threads}"
+          f"{' --check-first' if args.check_first else ''}` "
           f"(volume {' x '.join(map(str, args.shape))}, CPU)\n")
     print("| request | cold one-shot, s (each) | warm serve, s (each) | warm/cold |")
     print("|---|---|---|---|")

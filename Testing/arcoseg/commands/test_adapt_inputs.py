@@ -146,8 +146,23 @@ def test_the_annotations_given_as_unlabelled_end_before_training(case, capsys, h
         sitk.WriteImage(sitk.ReadImage(str(annotations)), str(unlabelled))
     assert _run_adapt(folder, "--unlabelled", str(unlabelled)) == 2
     reported = unlabelled if given in copies else annotations
-    assert (f"--unlabelled: {reported} is an annotation label map (--annotations), or a copy "
-            "of one, not an image") in capsys.readouterr().err
+    assert (f"--unlabelled: {reported} is an annotation label map (--annotations {annotations}),"
+            " or a copy of one, not an image") in capsys.readouterr().err
+    assert Registry(home).list() == [] and not (folder / "seg.nii.gz").exists()
+
+
+def test_a_truncated_unlabelled_image_on_the_annotations_grid_is_a_clear_input_error(
+        case, capsys, home):
+    """The tester's finding: the copy check read it with a bare reader, and crashed (exit 1)."""
+    folder, image, full = case
+    _write_annotations(folder, image, _two_slices(full))
+    (folder / "extra").mkdir()
+    whole = folder / "extra" / "scan.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(folder / "img.nii.gz")), str(whole), False)
+    whole.write_bytes(whole.read_bytes()[:-500])  # the header is intact, the voxels are cut
+    assert _run_adapt(folder, "--unlabelled", str(whole)) == 2
+    err = capsys.readouterr().err
+    assert "--unlabelled: " in err and str(whole) in err and "Internal error" not in err
     assert Registry(home).list() == [] and not (folder / "seg.nii.gz").exists()
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from arcoseg.cli import main
+from arcoseg.data.preprocess import Plan
 from arcoseg.errors import EXIT_USER
 from arcoseg.modelfile import ModelMetadata, make_classes, save_model
 from arcoseg.networks import NetworkConfig, build_model
@@ -154,3 +155,42 @@ def test_list_as_text_gives_the_held_out_check_in_words_and_json_keeps_every_fie
                      "brain@v3": "  held-out Dice 0.91 (parent 0.88, copy 0.80)",
                      "brain@v2": "  held-out Dice 0.70 (parent 0.50)"}
     assert result_of(run_json(capsys, "list")[1])["versions"][1]["held_out"] == check
+
+
+def save_usable(folder: Path) -> Path:
+    """A tiny 2D model with the preprocessing plan `segment` needs."""
+    plan = Plan(dims=2, target_spacing=(1.0, 1.0, 1.0), normalization="zscore",
+                label_values=[0, 1], patch_size=(32, 32))
+    save_model(folder, build_model(CONFIG), ModelMetadata(
+        network=CONFIG, classes=make_classes(["background", "organ"]), plan=plan.to_dict()))
+    return folder
+
+
+def test_check_loads_the_model_and_runs_one_blank_batch_of_windows(tmp_path, capsys):
+    folder = save_usable(tmp_path / "m")
+    code, events = run_json(capsys, "check", str(folder), "--batch", "2", "--threads", "1")
+    result = result_of(events)
+    assert code == 0 and result["classes"] == ["background", "organ"]
+    assert Path(result["model"]).resolve() == folder.resolve() and result["device"] == "CPU"
+    assert result["load_seconds"] >= 0 and result["first_pass_seconds"] > 0
+
+
+def test_check_of_a_damaged_model_is_a_user_error_naming_the_file(tmp_path, capsys):
+    folder = save_usable(tmp_path / "m")
+    (folder / "model.safetensors").write_bytes(b"not weights")
+    code, events = run_json(capsys, "check", str(folder))
+    assert code == EXIT_USER and "model.safetensors" in error_of(events)["message"]
+
+
+def test_in_the_serve_worker_check_leaves_the_model_loaded_and_fused_for_segment(
+        tmp_path, capsys, monkeypatch):
+    from arcoseg import serve_cache
+    from arcoseg.networks import fused
+
+    cache = serve_cache.ModelCache(capacity=2)
+    monkeypatch.setattr(serve_cache, "_CACHE", cache)  # as `arcoseg serve` installs it
+    folder = save_usable(tmp_path / "m")
+    assert run_json(capsys, "check", str(folder), "--threads", "1")[0] == 0
+    model, _ = serve_cache.load_model(folder, device=torch.device("cpu"))  # what segment does
+    assert (cache.loads, cache.hits) == (1, 1)
+    assert fused._KEPT[model] is not None  # its fused copy was made by the check, and kept

@@ -12,7 +12,6 @@ import SimpleITK as sitk
 
 from arcoseg.errors import InputError, OutputError
 from arcoseg.io import image_files
-from arcoseg.io import images as images_module
 from arcoseg.io.images import (array_to_image, check_same_geometry, image_spacing_zyx,
                                is_image_path, list_images, read_image, read_label,
                                read_spacing_zyx, write_image)
@@ -334,7 +333,7 @@ def test_a_nifti_gz_write_that_fails_leaves_neither_file_nor_its_plain_copy(tmp_
     def failing_copy(source, target, length=0):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(images_module.shutil, "copyfileobj", failing_copy)
+    monkeypatch.setattr(image_files.shutil, "copyfileobj", failing_copy)
     with pytest.raises(OutputError, match="out.nii.gz: No space left on device"):
         write_image(_image(), tmp_path / "out.nii.gz")
     assert os.listdir(tmp_path) == []

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from arcoseg.commands.common import HelpFormatter, existing_path
+from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
+from arcoseg.ranges import POSITIVE_INT
 from arcoseg.io.outputs import output_path
 from arcoseg.progress import Reporter
 from arcoseg.registry import Registry, RegistryError
@@ -51,6 +52,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                      help="also export the training history (training/: metrics, options, "
                           "curves); by default only model.safetensors and model.json (which "
                           "holds the provenance)")
+    check = action("check", "load a model and run it once on a blank batch of windows, as "
+                            "segment would: says whether it works on this device and how long "
+                            "loading and the first pass take; in `arcoseg serve` the model then "
+                            "stays loaded and ready, so the next segment starts at once")
+    check.add_argument("spec", help=_SPEC_HELP)
+    check.add_argument("--batch", type=POSITIVE_INT, default=8,
+                       help="windows in the pass: the segment --batch it prepares for")
+    add_device_arguments(check)
     rm = action("remove", "delete a version (NAME@VERSION) or a whole model (NAME)")
     rm.add_argument("spec", help="NAME@VERSION or NAME")
     rm.add_argument("--force", action="store_true",
@@ -127,9 +136,29 @@ def _export(registry: Registry, args: argparse.Namespace, reporter: Reporter) ->
     return {"exported": str(registry.export(args.spec, dest, with_history=args.with_history))}
 
 
+def _check(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    import time
+
+    from arcoseg.data.preprocess import Plan
+    from arcoseg.device import describe_device, resolve_device  # torch: only when run
+    from arcoseg.inference import warm_up
+    from arcoseg.serve_cache import load_model  # kept loaded inside `arcoseg serve`
+
+    device, start = resolve_device(args.device), time.perf_counter()
+    folder = registry.resolve(args.spec)
+    model, metadata = load_model(folder, device=device)
+    loaded = time.perf_counter()
+    warm_up(model, Plan.from_dict(metadata.plan), metadata.network["in_channels"], device,
+            batch_size=args.batch, amp=args.amp)
+    return {"model": str(folder), "device": describe_device(device)["name"],
+            "classes": [c["name"] for c in metadata.classes],
+            "load_seconds": round(loaded - start, 3),
+            "first_pass_seconds": round(time.perf_counter() - loaded, 3)}
+
+
 def _remove(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     return {"removed": [str(ref) for ref in registry.remove(args.spec, force=args.force)]}
 
 
 _ACTIONS = {"list": _list, "show": _show, "activate": _activate, "rollback": _rollback,
-            "import": _import, "export": _export, "remove": _remove}
+            "import": _import, "export": _export, "check": _check, "remove": _remove}

@@ -7,9 +7,7 @@ Everything outside this module sees numpy arrays in (z, y, x) order; SimpleITK's
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
-import shutil
 from pathlib import Path
 from typing import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
@@ -22,7 +20,7 @@ from arcoseg.fileutil import atomic_path, full_suffix
 from arcoseg.io.geometry import Grid, GridLike, check_written, grid_difference
 from arcoseg.io.image_files import (READABLE_SUFFIXES, check_nifti_complete, check_readable,
                                    dicom_series_files, folder_entries, last_line, no_images,
-                                   read_dicom_series, unreadable)
+                                   read_dicom_series, unreadable, write_nifti_gz)
 
 MAX_LABEL_VALUE = 254  # 255 is IGNORE_LABEL (unannotated) inside the engine
 
@@ -155,31 +153,10 @@ def _write_with_simpleitk(image: sitk.Image, path: Path) -> None:
     sitk.WriteImage(image, str(path), useCompression=True)
 
 
-NIFTI_GZIP_LEVEL = 1  # zlib's fastest level
-
-
-def _write_nifti_gz(image: sitk.Image, path: Path) -> None:
-    """ITK's NIfTI writer, then gzip at NIFTI_GZIP_LEVEL. ITK compresses .nii.gz at a fixed
-    level (it ignores SimpleITK's compressionLevel): a 128 x 256 x 256 label map took 0.30 s,
-    written plain and gzipped here 0.08 s (the file a quarter larger); a float image about the
-    same time either way (benchmarks/RESULTS.md, "Freed memory kept for reuse"). The plain
-    file is a temporary sibling of `path` (an atomic write's temporary name: a killed run's
-    is deleted by the next), removed on every exit path."""
-    plain = path.with_name(path.name[:-len(".gz")])
-    try:
-        sitk.WriteImage(image, str(plain), useCompression=False)
-        with open(plain, "rb") as source, open(path, "wb") as target, gzip.GzipFile(
-                filename="", mode="wb", fileobj=target, compresslevel=NIFTI_GZIP_LEVEL,
-                mtime=0) as packed:  # no name or time inside: the same image, the same bytes
-            shutil.copyfileobj(source, packed, 1 << 20)
-    finally:
-        plain.unlink(missing_ok=True)
-
-
 # Output formats by suffix; writer(image, path) writes to `path` (an atomic write's temporary
 # file, which keeps the suffix). Add formats with `register_image_writer`.
 _IMAGE_WRITERS: dict[str, ImageWriter] = {
-    ".nii.gz": _write_nifti_gz,
+    ".nii.gz": write_nifti_gz,
     **{suffix: _write_with_simpleitk for suffix in (".nii", ".nrrd", ".mha")}}
 
 

@@ -101,33 +101,55 @@ def unlabelled_files(paths: list[Path], label_maps: Sequence[Path] = ()) -> list
     """The image files that --unlabelled names (files, folders of image files), each checked
     from its header (`io.images.check_image`) before any work; InputError naming --unlabelled
     for a folder that is empty or holds no image file (no DICOM series either: they are not
-    read as extra images), for a bad image, and for one of `label_maps` (the annotations: a
-    label map read as an image would train on its label values as intensities)."""
+    read as extra images), for a bad image, and for one of `label_maps` or a copy of one (the
+    annotations: a label map read as an image would train on its label values as
+    intensities; `_LabelMapCopies`)."""
+    copies = _LabelMapCopies([Path(m) for m in label_maps])
     try:
         files = [file for path in paths for file in image_inputs(path, dicom=False)]
         for file in files:
             check_image(file)
+        for file in files:
+            label_map = copies.held_in(file)
+            if label_map is not None:
+                raise InputError(f"{file} is an annotation label map (--annotations "
+                                 f"{label_map}), or a copy of one, not an image. Give the "
+                                 "images without annotations there.")
     except InputError as err:
         raise InputError(f"--unlabelled: {err}") from err
-    for file in files:
-        if any(_same_content(file, Path(label_map)) for label_map in label_maps):
-            raise InputError(f"--unlabelled: {file} is an annotation label map (--annotations), "
-                             "or a copy of one, not an image. Give the images without "
-                             "annotations there.")
     return files
 
 
-def _same_content(file: Path, other: Path) -> bool:
-    """Whether two files are the same file, byte-for-byte copies, or hold the same voxels on the
-    same grid (a gzip-compressed or NRRD copy of the other, say): the voxels are read only when
-    the headers' grids agree."""
-    if file.resolve() == other.resolve() or filecmp.cmp(file, other, shallow=False):
-        return True
-    grids = [read_grid(p) for p in (file, other)]
-    if None in grids or grid_difference(grids[0], grids[1]) is not None:
-        return False
-    return np.array_equal(*(sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
-                            for p in (file, other)))
+class _LabelMapCopies:
+    """Which label map a file holds: the same file, a byte-for-byte copy, or the same voxels on
+    the same grid (a gzip-compressed or NRRD copy, say). Voxels are read only when the headers'
+    grids agree: each label map at most once (kept), each file at most once per call
+    (`io.images.read_image`: a bad file is an InputError naming it)."""
+
+    def __init__(self, label_maps: list[Path]) -> None:
+        self.label_maps = label_maps
+        self._label_voxels: dict[Path, np.ndarray] = {}
+
+    def held_in(self, file: Path) -> Path | None:
+        """The label map `file` holds, or None."""
+        grid, voxels = read_grid(file), None
+        for label_map in self.label_maps:
+            if file.resolve() == label_map.resolve() or filecmp.cmp(file, label_map,
+                                                                    shallow=False):
+                return label_map
+            other = read_grid(label_map)
+            if grid is None or other is None or grid_difference(grid, other) is not None:
+                continue
+            if label_map not in self._label_voxels:
+                self._label_voxels[label_map] = _voxels(label_map)
+            voxels = _voxels(file) if voxels is None else voxels
+            if np.array_equal(voxels, self._label_voxels[label_map]):
+                return label_map
+        return None
+
+
+def _voxels(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(read_image(path))
 
 
 def without_label(case: PreprocessedCase) -> PreprocessedCase:

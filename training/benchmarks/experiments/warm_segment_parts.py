@@ -6,7 +6,7 @@ turn, `--rounds` times:
 - all: what the engine does;
 - no-allocator: without `allocator.keep_freed_memory` (glibc's own thresholds);
 - no-transposed-fusion: the ReLUs after transposed convolutions separate again;
-- itk-gzip: `.nii.gz` compressed by ITK's NIfTI writer instead of `_write_nifti_gz`;
+- itk-gzip: `.nii.gz` compressed by ITK's NIfTI writer instead of `io.image_files.write_nifti_gz`;
 - with `--compare DIR`, also another engine's training/ folder as it is ("compared").
 
     python training/benchmarks/latency.py --out /tmp/lat --dims 3 --rounds 1 --no-adapt
