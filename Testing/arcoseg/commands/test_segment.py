@@ -114,3 +114,24 @@ def test_class_names_a_seg_nrrd_cannot_hold_are_refused_before_segmenting(untrai
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "untrained_model"]
     code, _ = segment(capsys, untrained_model, image, "-o", tmp_path / "x.nii.gz")
     assert code == 0  # a label map holds any name
+
+
+def test_a_stop_asked_for_during_an_image_ends_the_run_within_a_batch_writing_nothing(
+        untrained_model, tmp_path):
+    """The tester's finding: a serve cancel of a running one-image segment was only seen
+    between images, so the request finished and wrote its output."""
+    from arcoseg.cli import build_parser
+    from arcoseg.commands import segment as segment_command
+    from arcoseg.errors import Cancelled
+    from arcoseg.progress import make_reporter
+
+    image = phantom(tmp_path / "in" / "a.nii.gz")
+    out = tmp_path / "seg.nii.gz"
+    args = build_parser().parse_args(["segment", str(untrained_model), str(image), "-o",
+                                      str(out), "--device", "cpu", "--batch", "1"])
+    asked = iter([False] + [True] * 10)  # not yet between images: during the first
+    with pytest.raises(Cancelled, match=r"a: cancelled at 1 of 4, nothing written for it; "
+                                        r"written before: none\."):
+        segment_command.run(args, make_reporter("none"), lambda: next(asked))
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "in", "untrained_model"]

@@ -130,9 +130,24 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
         segment_file(model, metadata, paths, out["labels"], device,
                      probabilities=out.get("probabilities"), entropy=out.get("entropy"),
                      batch_size=args.batch, amp=args.amp,
-                     progress=lambda done, total: reporter.progress(done, total, title))
+                     progress=_stoppable(reporter, stop, title, written))
         written.append({"case": case_id, **{k: str(v) for k, v in out.items()},
                         "seconds": round(time.perf_counter() - start, 3)})
         reporter.log(f"Segmented {case_id} ({i + 1}/{len(cases)}): {out['labels']}")
     return {"outputs": written, "device": str(device),
             "classes": [c["name"] for c in metadata.classes]}
+
+
+def _stoppable(reporter: Reporter, stop: Callable[[], bool], title: str,
+               written: list[dict[str, Any]]) -> Callable[[int, int], None]:
+    """The progress callback of one image (slices or windows done, of total): it also ends the
+    run with Cancelled when a stop is asked for, within one batch, before the image is written
+    (a serve cancel or Ctrl-C need not wait for the image to finish)."""
+    def progress(done: int, total: int) -> None:
+        if stop():
+            raise Cancelled(f"{title}: cancelled at {done} of {total}, nothing written for it; "
+                            f"written before: "
+                            f"{', '.join(w['labels'] for w in written) or 'none'}.")
+        reporter.progress(done, total, title)
+
+    return progress
