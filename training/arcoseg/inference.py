@@ -29,8 +29,9 @@ from arcoseg.data.orientation import array_from_slicing_axis, to_slicing_axis
 from arcoseg.data.preprocess import Plan, preprocess_image, resample_to_reference
 from arcoseg.device import autocast
 from arcoseg.io.geometry import Grid, check_format_holds, grid_difference
-from arcoseg.io.images import array_to_image, read_image, write_image
-from arcoseg.io.segnrrd import is_seg_nrrd, write_segmentation
+from arcoseg.io.images import array_to_image, pending_images, read_image
+from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
+from arcoseg.io.segnrrd import write_segmentation
 from arcoseg.modelfile import ModelMetadata
 from arcoseg.networks.fused import inference_network
 from arcoseg.networks.model import SegmentationModel
@@ -248,24 +249,25 @@ def segment_file(model: SegmentationModel, metadata: ModelMetadata, channel_path
                  output: Path, device: torch.device, probabilities: Path | None = None,
                  entropy: Path | None = None, batch_size: int = 8, amp: bool = True,
                  progress: Progress | None = None) -> Segmentation:
-    """Read a case, segment it, and write the label map (and optional maps) atomically.
+    """Read a case, segment it, and write the label map (and optional maps) atomically, all or
+    none of them (`io.images.pending_images`).
 
     OutputError before segmenting if an output format cannot hold the image's grid."""
     channels = [read_image(p) for p in channel_paths]
-    for path in (output, probabilities, entropy):
+    for path, components in ((output, 1), (probabilities, len(metadata.classes)), (entropy, 1)):
         if path is not None:
-            check_format_holds(channels[0], path, str(channel_paths[0]))
+            check_format_holds(channels[0], path, str(channel_paths[0]), components=components)
     seg = segment_channels(model, metadata, channels, device, batch_size=batch_size, amp=amp,
                            keep_probabilities=probabilities is not None or entropy is not None,
                            progress=progress, release_inputs=True)
-    if is_seg_nrrd(output):  # a Slicer segmentation: segments named and coloured by class
-        write_segmentation(seg.labels, metadata.classes, output)
-    else:
-        write_image(seg.labels, output)
+    images = [(seg.labels, output)]
     if probabilities is not None:
-        vector = sitk.Compose([array_to_image(p, seg.labels, np.float32)
-                               for p in seg.probabilities])
-        write_image(vector, probabilities)
+        images.append((sitk.Compose([array_to_image(p, seg.labels, np.float32)
+                                     for p in seg.probabilities]), probabilities))
     if entropy is not None:
-        write_image(seg.entropy(), entropy)
+        images.append((seg.entropy(), entropy))
+    # a Slicer segmentation (.seg.nrrd): segments named and coloured by class
+    with pending_images(images, writers={SEG_NRRD: lambda labels, path: write_segmentation(
+            labels, metadata.classes, path)}):
+        pass
     return seg

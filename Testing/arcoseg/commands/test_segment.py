@@ -135,3 +135,38 @@ def test_a_stop_asked_for_during_an_image_ends_the_run_within_a_batch_writing_no
         segment_command.run(args, make_reporter("none"), lambda: next(asked))
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
         "in", "untrained_model"]
+
+
+def test_probabilities_of_a_single_slice_image_are_refused_for_nifti_before_any_work(
+        untrained_model, tmp_path, capsys):
+    """The tester's finding: ITK reads such a vector NIfTI back without its slice axis; the
+    read-back check refused it only after segmenting, and the label map stayed behind."""
+    image, _ = make_phantom((1, 24, 24))
+    sitk.WriteImage(image, str(tmp_path / "slice.nii.gz"))
+    code, message = segment(capsys, untrained_model, tmp_path / "slice.nii.gz", "-o",
+                            tmp_path / "out" / "s.nii.gz", "--probabilities")
+    assert code == 2 and "is a single slice: NIfTI cannot hold" in message
+    assert "s_probabilities.nii.gz" in message and "-o " in message and ".nrrd" in message
+    assert not (tmp_path / "out").exists()
+    code, _ = segment(capsys, untrained_model, tmp_path / "slice.nii.gz", "-o",
+                      tmp_path / "out" / "s.nrrd", "--probabilities")
+    assert code == 0 and sitk.ReadImage(str(tmp_path / "out" / "s_probabilities.nrrd")
+                                        ).GetNumberOfComponentsPerPixel() == 3
+
+
+def test_when_one_map_cannot_be_written_none_of_the_images_maps_is_left(
+        untrained_model, tmp_path, capsys, monkeypatch):
+    from arcoseg.io import images
+
+    def no_space_for_entropy(image, path):
+        if "entropy" in path.name:
+            raise OSError(28, "No space left on device")
+        writer(image, path)
+
+    writer = images._IMAGE_WRITERS[".nii.gz"]
+    monkeypatch.setitem(images._IMAGE_WRITERS, ".nii.gz", no_space_for_entropy)
+    image = phantom(tmp_path / "in" / "a.nii.gz")
+    code, message = segment(capsys, untrained_model, image, "-o", tmp_path / "out" / "s.nii.gz",
+                            "--entropy", "--probabilities")
+    assert code == 2 and "s_entropy.nii.gz: No space left on device" in message
+    assert list((tmp_path / "out").iterdir()) == []

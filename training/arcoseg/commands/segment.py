@@ -82,7 +82,8 @@ def plan_outputs(args: argparse.Namespace, cases: list[tuple[str, list[Path]]],
         for kind, path in outputs[cid].items():
             check_output_file(path)
             if grid is not None:
-                check_format_holds(grid, path, str(paths[0]))
+                check_format_holds(grid, path, str(paths[0]),
+                                   components=num_classes if kind == "probabilities" else 1)
                 sizes[path] = math.prod(grid.size) * bytes_per_voxel[kind]
     check_distinct((p for case in outputs.values() for p in case.values()),
                    (p for _, paths in cases for p in paths))

@@ -99,13 +99,20 @@ def orthonormalized(image: GridLike) -> Grid:
 
 
 def check_format_holds(image: GridLike, output: str | os.PathLike, source: str,
-                       ext_option: bool = True) -> None:
+                       ext_option: bool = True, components: int = 1) -> None:
     """Raise OutputError (before any work) if writing a result on `image`'s grid to `output`
-    would move it: a sheared direction cannot be stored in NIfTI. `ext_option`: the command has
-    --ext for folder outputs (the message suggests it)."""
+    would move it: a sheared direction cannot be stored in NIfTI, nor can a map of several
+    `components` per voxel on a single-slice grid (ITK reads it back without its slice axis).
+    `ext_option`: the command has --ext for folder outputs (the message suggests it)."""
     if full_suffix(output) not in ORTHONORMAL_ONLY_SUFFIXES:
         return
     grid = Grid.of(image)
+    if components > 1 and len(grid.size) == 3 and grid.size[2] == 1:
+        raise OutputError(
+            f"{source} is a single slice: NIfTI cannot hold {output}, a map of {components} "
+            "values per voxel on it (ITK reads it back without the slice axis). Write "
+            f"{' or '.join(HOLDS_ANY_DIRECTION)} instead (e.g. -o "
+            f"{_with_suffix(output, '.nrrd')}{', or --ext .nrrd for a folder' if ext_option else ''}).")
     offset = voxel_offset(grid, orthonormalized(grid))
     if offset > GRID_TOLERANCE_VOXELS:
         millimetres = offset * max(grid.spacing)
