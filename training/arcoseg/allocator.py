@@ -4,16 +4,15 @@ glibc's malloc gives every large block (above its mmap threshold) back to the sy
 freed, and trims the heap's free top above its trim threshold; the next allocation of that size
 then gets fresh pages, which the kernel zeroes on first touch. Inference and training allocate
 and free the same large activations again and again (a batch of 3D windows: tens of MB per
-layer), and on the 2-core CPU a warm 3D `segment` spent about a fifth of its time in those page
-faults (benchmarks/RESULTS.md, "Freed memory kept for reuse"). PyTorch keeps no cache of CPU
+layer): on the 2-core CPU these settings took a warm 3D `segment` from about 2.0 to 1.8 s
+(benchmarks/RESULTS.md, "Freed memory kept for reuse"). PyTorch keeps no cache of CPU
 memory itself (its performance guide suggests preloading jemalloc or tcmalloc, which a pip
 install cannot do for the user), so each engine process raises glibc's thresholds once
 (`keep_freed_memory`, the documented `mallopt` settings): blocks up to 32 MiB (glibc's most) come
-from the heap, up to KEEP_BYTES of freed memory stay with the process, and all threads share the
-one heap (glibc gives other threads arenas of their own, whose freed memory the `serve` worker's
-request thread did not get back for reuse: no gain there until then). The long-lived
-`serve` worker gives it back after each request (`release_freed_memory`), so that an idle worker
-holds little more than its models. Elsewhere (macOS, Windows, other C libraries) both do nothing.
+from the heap, up to KEEP_BYTES of freed memory stay with the process, and all threads share one
+arena (in an arena of its own, the `serve` worker's request thread did not reuse its freed
+memory). The long-lived `serve` worker gives it back after each heavy request
+(`release_freed_memory`), so that an idle worker holds little more than its models. Elsewhere (macOS, Windows, other C libraries) both do nothing.
 """
 
 from __future__ import annotations

@@ -144,4 +144,5 @@ class Lane:
             from arcoseg.serve_cache import clear_cache
 
             clear_cache()
-        release_freed_memory()  # after the final event: an idle worker keeps only its models
+        if self.name == "heavy":  # after its final event; a quick query must not take the
+            release_freed_memory()  # memory the heavy lane is reusing right now

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
-from arcoseg.ranges import POSITIVE_INT
 from arcoseg.io.outputs import output_path
 from arcoseg.progress import Reporter
+from arcoseg.ranges import POSITIVE_INT
 from arcoseg.registry import Registry, RegistryError
 from arcoseg.registry.names import parse_ref
 
