@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +33,7 @@ import torch
 from arcoseg.data.preprocess import Plan
 from arcoseg.modelfile import ModelMetadata, make_classes, save_model
 from arcoseg.networks import NetworkConfig, build_model
+from arcoseg.benchmarks.engines import run_in_engine
 from arcoseg.ranges import POSITIVE_INT
 
 THIS_ENGINE = Path(__file__).resolve().parents[1]
@@ -113,13 +112,6 @@ def make_image(path: Path, shape: tuple[int, int, int], spacing: float) -> Path:
     return path
 
 
-def measure(engine: Path, job: dict) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(engine)}
-    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(job)], env=env,
-                          capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     shapes = ([tuple(args.shape)] if args.one_size
@@ -134,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
             images = [make_image(Path(tmp) / f"image_{spacing}_{s[0]}.nrrd", s, spacing)
                       for s in shapes]
             for name, engine in engines.items():
-                results = [measure(engine, {"model": str(model), "image": str(image),
+                results = [run_in_engine(engine, CHILD, {"model": str(model), "image": str(image),
                                             "batch": args.batch,
                                             "out": str(Path(tmp) / "seg.nii.gz")})
                            for image in images]

@@ -18,13 +18,10 @@ turn, `--rounds` times:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from arcoseg.benchmarks.engines import run_in_engine
 from arcoseg.ranges import POSITIVE_INT
 
 THIS_ENGINE = Path(__file__).resolve().parents[2]
@@ -75,13 +72,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def measure(engine: Path, job: dict) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(engine)}
-    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(job)], env=env,
-                          capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     runs = [(v, THIS_ENGINE) for v in VARIANTS]
@@ -92,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             for name, engine in runs:
                 job = {"variant": name, "model": str(args.model), "image": str(args.image),
                        "threads": args.threads, "out": str(Path(tmp) / "labels.nii.gz")}
-                results[name].append(measure(engine, job))
+                results[name].append(run_in_engine(engine, CHILD, job))
                 print(name, results[name][-1], flush=True)
     print("\n| variant | first call, s (each round) | warm median, s (each round) |")
     print("|---|---|---|")
