@@ -116,3 +116,13 @@ def test_inference_runs_in_bfloat16_on_cpus_with_it_and_gives_the_float32_labels
     assert not torch.equal(exact, bf16)  # computed in another precision ...
     assert (exact - bf16).abs().max() < 0.05  # ... to bfloat16's rounding
     assert (exact.argmax(0) == bf16.argmax(0)).float().mean() > 0.98
+
+
+def test_normalised_entropy_stays_within_0_and_1_when_rounded_probabilities_sum_over_1():
+    """The tester's F8: float16 probabilities of 0.3335 each gave 1.00004."""
+    from arcoseg.inference import normalized_entropy
+
+    rounded = np.full((3, 2), 0.3335, np.float16)  # sums to 1.0005
+    certain = np.array([[1.0], [0.0], [0.0]], np.float16)
+    assert normalized_entropy(rounded).max() == np.float32(1)
+    assert normalized_entropy(certain)[0] == pytest.approx(0, abs=1e-6)

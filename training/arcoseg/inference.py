@@ -172,9 +172,10 @@ class Segmentation:
 
 def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:
     """Predictive entropy of (K, ...) class probabilities (any float type) divided by log K,
-    in [0, 1], as float32."""
+    in [0, 1], as float32 (clipped: rounded probabilities may sum to a little over 1)."""
     p = np.clip(probabilities.astype(np.float32, copy=False), 1e-8, 1.0)
-    return -(p * np.log(p)).sum(axis=0) / np.float32(math.log(p.shape[0]))
+    entropy = -(p * np.log(p)).sum(axis=0) / np.float32(math.log(p.shape[0]))
+    return np.minimum(entropy, np.float32(1), out=entropy)
 
 
 def segment_channels(model: SegmentationModel, metadata: ModelMetadata,
@@ -248,9 +249,11 @@ def _labels_on_input_grid(probs: np.ndarray, grid: Grid, reference: Grid, keep: 
 def segment_file(model: SegmentationModel, metadata: ModelMetadata, channel_paths: list[Path],
                  output: Path, device: torch.device, probabilities: Path | None = None,
                  entropy: Path | None = None, batch_size: int = 8, amp: bool = True,
-                 progress: Progress | None = None) -> Segmentation:
+                 progress: Progress | None = None,
+                 before_writing: Callable[[], None] | None = None) -> Segmentation:
     """Read a case, segment it, and write the label map (and optional maps) atomically, all or
-    none of them (`io.images.pending_images`).
+    none of them (`io.images.pending_images`); `before_writing` is called once the work is done
+    and nothing is written yet (it may raise, e.g. Cancelled).
 
     OutputError before segmenting if an output format cannot hold the image's grid."""
     channels = [read_image(p) for p in channel_paths]
@@ -266,6 +269,8 @@ def segment_file(model: SegmentationModel, metadata: ModelMetadata, channel_path
                                      for p in seg.probabilities]), probabilities))
     if entropy is not None:
         images.append((seg.entropy(), entropy))
+    if before_writing is not None:
+        before_writing()
     # a Slicer segmentation (.seg.nrrd): segments named and coloured by class
     with pending_images(images, writers={SEG_NRRD: lambda labels, path: write_segmentation(
             labels, metadata.classes, path)}):

@@ -146,12 +146,26 @@ def test_probabilities_of_a_single_slice_image_are_refused_for_nifti_before_any_
     code, message = segment(capsys, untrained_model, tmp_path / "slice.nii.gz", "-o",
                             tmp_path / "out" / "s.nii.gz", "--probabilities")
     assert code == 2 and "is a single slice: NIfTI cannot hold" in message
-    assert "s_probabilities.nii.gz" in message and "-o " in message and ".nrrd" in message
+    assert "s_probabilities.nii.gz" in message and "name -o .nrrd or .mha" in message
     assert not (tmp_path / "out").exists()
     code, _ = segment(capsys, untrained_model, tmp_path / "slice.nii.gz", "-o",
                       tmp_path / "out" / "s.nrrd", "--probabilities")
     assert code == 0 and sitk.ReadImage(str(tmp_path / "out" / "s_probabilities.nrrd")
                                         ).GetNumberOfComponentsPerPixel() == 3
+
+
+def test_a_two_axis_image_late_in_a_folder_is_refused_too_before_any_work(
+        untrained_model, tmp_path, capsys):
+    """The tester's F1: a 2D file (2 axes in its header, not 3 with one slice) passed the
+    early check, so the images before it were written before the run failed."""
+    folder = tmp_path / "in"
+    phantom(folder / "a.nii.gz")
+    image, _ = make_phantom((1, 24, 24))
+    sitk.WriteImage(image[:, :, 0], str(folder / "z.nii.gz"))  # a true 2D image
+    code, message = segment(capsys, untrained_model, folder, "-o", tmp_path / "out",
+                            "--probabilities")
+    assert code == 2 and "z.nii.gz is a single slice" in message
+    assert not (tmp_path / "out").exists()
 
 
 def test_when_one_map_cannot_be_written_none_of_the_images_maps_is_left(
@@ -170,3 +184,21 @@ def test_when_one_map_cannot_be_written_none_of_the_images_maps_is_left(
                             "--entropy", "--probabilities")
     assert code == 2 and "s_entropy.nii.gz: No space left on device" in message
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_stop_asked_for_after_the_last_batch_still_writes_nothing(untrained_model, tmp_path):
+    """The tester's F3: resampling and writing after the last batch could not be stopped."""
+    from arcoseg.cli import build_parser
+    from arcoseg.commands import segment as segment_command
+    from arcoseg.errors import Cancelled
+    from arcoseg.progress import make_reporter
+
+    image = phantom(tmp_path / "in" / "a.nii.gz")
+    out = tmp_path / "out" / "seg.nii.gz"
+    args = build_parser().parse_args(["segment", str(untrained_model), str(image), "-o",
+                                      str(out), "--device", "cpu", "--batch", "1",
+                                      "--probabilities"])
+    asked = iter([False] * 5 + [True])  # between images, then each of the 4 slices: no
+    with pytest.raises(Cancelled, match=r"a: cancelled before writing, nothing written"):
+        segment_command.run(args, make_reporter("none"), lambda: next(asked))
+    assert not (tmp_path / "out").exists()

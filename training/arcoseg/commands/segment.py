@@ -125,13 +125,19 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     for i, (case_id, paths) in enumerate(cases):
         if stop():
             raise Cancelled(f"Cancelled after {i} of {len(cases)} images; written: "
-                            f"{', '.join(w['labels'] for w in written) or 'none'}.")
+                            f"{_files(written)}.")
         start, out = time.perf_counter(), outputs[case_id]
         title = f"Segmenting {case_id}" + (f" ({i + 1}/{len(cases)})" if len(cases) > 1 else "")
+        check = _stop_check(stop, title, written)
+
+        def progress(done: int, total: int) -> None:
+            check(f"at {done} of {total}")
+            reporter.progress(done, total, title)
+
         segment_file(model, metadata, paths, out["labels"], device,
                      probabilities=out.get("probabilities"), entropy=out.get("entropy"),
-                     batch_size=args.batch, amp=args.amp,
-                     progress=_stoppable(reporter, stop, title, written))
+                     batch_size=args.batch, amp=args.amp, progress=progress,
+                     before_writing=lambda: check("before writing"))
         written.append({"case": case_id, **{k: str(v) for k, v in out.items()},
                         "seconds": round(time.perf_counter() - start, 3)})
         reporter.log(f"Segmented {case_id} ({i + 1}/{len(cases)}): {out['labels']}")
@@ -139,16 +145,20 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
             "classes": [c["name"] for c in metadata.classes]}
 
 
-def _stoppable(reporter: Reporter, stop: Callable[[], bool], title: str,
-               written: list[dict[str, Any]]) -> Callable[[int, int], None]:
-    """The progress callback of one image (slices or windows done, of total): it also ends the
-    run with Cancelled when a stop is asked for, within one batch, before the image is written
-    (a serve cancel or Ctrl-C need not wait for the image to finish)."""
-    def progress(done: int, total: int) -> None:
+def _stop_check(stop: Callable[[], bool], title: str, written: list[dict[str, Any]]
+                ) -> Callable[[str], None]:
+    """check(when) ends the run with Cancelled if a stop was asked for (a serve cancel or
+    Ctrl-C need not wait for the image to finish): called at every batch of slices or windows
+    and once more before the image's files are written."""
+    def check(when: str) -> None:
         if stop():
-            raise Cancelled(f"{title}: cancelled at {done} of {total}, nothing written for it; "
-                            f"written before: "
-                            f"{', '.join(w['labels'] for w in written) or 'none'}.")
-        reporter.progress(done, total, title)
+            raise Cancelled(f"{title}: cancelled {when}, nothing written for it; written "
+                            f"before: {_files(written)}.")
 
-    return progress
+    return check
+
+
+def _files(written: list[dict[str, Any]]) -> str:
+    """Every file the images segmented so far wrote (label maps and maps), or 'none'."""
+    return ", ".join(path for entry in written for key, path in entry.items()
+                     if key not in ("case", "seconds")) or "none"

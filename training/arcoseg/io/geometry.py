@@ -107,12 +107,12 @@ def check_format_holds(image: GridLike, output: str | os.PathLike, source: str,
     if full_suffix(output) not in ORTHONORMAL_ONLY_SUFFIXES:
         return
     grid = Grid.of(image)
-    if components > 1 and len(grid.size) == 3 and grid.size[2] == 1:
+    if components > 1 and (len(grid.size) == 2 or grid.size[2] == 1):
         raise OutputError(
             f"{source} is a single slice: NIfTI cannot hold {output}, a map of {components} "
-            "values per voxel on it (ITK reads it back without the slice axis). Write "
-            f"{' or '.join(HOLDS_ANY_DIRECTION)} instead (e.g. -o "
-            f"{_with_suffix(output, '.nrrd')}{', or --ext .nrrd for a folder' if ext_option else ''}).")
+            "values per voxel on it (ITK reads it back without the slice axis). The maps take "
+            f"the label map's format: name -o {' or '.join(HOLDS_ANY_DIRECTION)}"
+            f"{' (or --ext .nrrd for a folder)' if ext_option else ''}.")
     offset = voxel_offset(grid, orthonormalized(grid))
     if offset > GRID_TOLERANCE_VOXELS:
         millimetres = offset * max(grid.spacing)
