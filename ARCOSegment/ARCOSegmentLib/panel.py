@@ -27,7 +27,7 @@ CONNECTIONS = (
     ("importModelButton", "clicked(bool)", "on_import_model"),
     ("rollbackModelButton", "clicked(bool)", "on_rollback_model"),
     ("modelsListWidget", "currentRowChanged(int)", "prepare_model"),
-    ("modelFolderPathLineEdit", "currentPathChanged(QString)", "prepare_model"),
+    ("forceCpuCheckBox", "toggled(bool)", "prepare_model"),
     ("forceCpuCheckBox", "toggled(bool)", "refresh_device"),
     ("refreshAnnotationsButton", "clicked(bool)", "update_annotation_summary"),
     ("annotationSegmentationSelector", "currentNodeChanged(vtkMRMLNode*)",
@@ -57,6 +57,7 @@ class Panel:
         self._running_button = None
         self._idle_text = ""
         self._dependencies_checked = False
+        self._prepared: tuple | None = None  # (model folder, CPU only, worker) last prepared
         ui.cpuWarningLabel.visible = False
 
     def update_buttons(self, *_event) -> None:
@@ -291,17 +292,22 @@ class Panel:
         return self.models[row] if 0 <= row < len(self.models) else None
 
     def prepare_model(self, *_signal: Any) -> None:
-        """With the warm worker on, load the chosen model there and prepare its kernels now
-        (`models check`), so that the first Segment with it starts at once; the log says when
-        it is ready or what is wrong with it. A folder typed in counts once it holds a model."""
+        """With the warm worker running, load the chosen model there and prepare its kernels
+        now (`models check`), so that the first Segment with it starts at once; the log says
+        when it is ready or what is wrong with it. Sent once per model folder, device and
+        worker (a list refresh that selects the same model again sends nothing); not for a
+        folder being typed (each keystroke would send one), nor without a worker (a one-shot
+        process keeps nothing loaded)."""
         model = self.selected_model()
         if isinstance(model, ModelEntry):
             folder = model.path
         else:
             folder = model if model and is_model_folder(model) else None
-        if not (self.logic.useWorker and folder):
-            return
+        worker = self.logic.startWorker() if self.logic.useWorker and folder else None
         cpu_only = bool(self.ui.forceCpuCheckBox.checked)
+        if worker is None or self._prepared == (folder, cpu_only, worker):
+            return
+        self._prepared = (folder, cpu_only, worker)
         self._query(check_args(folder, cpu_only=cpu_only), lambda result: self.log(
             f"Model ready: {folder} (loaded in {result['load_seconds']:.1f} s, first pass "
             f"{result['first_pass_seconds']:.1f} s)."),

@@ -54,6 +54,11 @@ class FakeLogic:
         self.calls, self.jumps = [], []
         self.dependencies = True
         self.useWorker = False
+        self.worker = object()  # what startWorker returns while the worker runs
+
+    def startWorker(self, log=None):
+        inspect.signature(EngineLogic.startWorker).bind(self, log)
+        return self.worker if self.useWorker else None
 
     def ensureDependencies(self, confirm=True):
         assert confirm
@@ -252,7 +257,7 @@ def test_model_list_marks_and_selects_the_active_version(setup):
     assert panel.selected_model() == "/models/other"  # a folder typed in wins
 
 
-def test_choosing_a_model_prepares_it_in_the_warm_worker_and_says_when_it_is_ready(
+def test_choosing_a_model_prepares_it_in_the_warm_worker_once_and_says_when_it_is_ready(
         setup, tmp_path):
     panel, ui, logic, timer, _ = setup
     panel.refresh_models()
@@ -267,16 +272,20 @@ def test_choosing_a_model_prepares_it_in_the_warm_worker_and_says_when_it_is_rea
                                False)
     assert ui.logTextEdit.lines[-1] == ("Model ready: /r/liver/v1 (loaded in 0.2 s, first pass "
                                         "0.4 s).")
+    asked = len(logic.calls)
+    panel.prepare_model(1)  # the same model again (a list refresh): nothing to do
+    assert len(logic.calls) == asked
     logic.answers["models"] = EngineError("model.safetensors is damaged", 2)
     ui.forceCpuCheckBox.checked = True
-    panel.prepare_model(0)
+    panel.prepare_model(True)  # Qt's toggled(bool): the CPU copy is another model to prepare
     drive(panel, timer)
     assert logic.calls[-1][1][-2:] == ["--device", "cpu"] and logic.calls[-1][2] is True
     assert ui.logTextEdit.lines[-1] == "Model check: model.safetensors is damaged"
     asked = len(logic.calls)
-    ui.modelFolderPathLineEdit.currentPath = str(tmp_path)  # typed in, no model there (yet)
-    panel.prepare_model(str(tmp_path))
-    logic.useWorker = False  # one-shot processes: nothing would stay loaded
+    ui.modelFolderPathLineEdit.currentPath = str(tmp_path)  # typed in, no model there
+    panel.prepare_model(1)
+    ui.modelFolderPathLineEdit.currentPath = ""
+    logic.worker = None  # the worker could not start: a one-shot check would keep nothing
     panel.prepare_model(0)
     assert len(logic.calls) == asked
 
