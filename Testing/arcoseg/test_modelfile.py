@@ -207,12 +207,13 @@ def test_metadata_missing_a_key_is_refused(saved: Path) -> None:
      "ct_std finite and > 0"),
     ({"label_values": [0, 2, 1, 3]}, r"label_values \[0, 2, 1, 3\] disagree with the classes"),
     ({"label_values": [0, 1, 1, 3]}, "label_values must be distinct values 0..254"),
+    ({"patch_size": [20, 20]}, r"patch_size \(20, 20\) is not a multiple of 16"),
 ])
 def test_a_plan_that_cannot_preprocess_or_contradicts_the_classes_is_refused(saved, change,
                                                                               message):
-    """A hand-edited plan gave an all-background segmentation (inf spacing), a traceback (nan)
-    or garbage (an inverted CT window) with exit 0; each is refused when the file is read, so
-    `models import` refuses it too."""
+    """A hand-edited plan gave an all-background segmentation (inf spacing), a traceback (nan,
+    a patch the network cannot take) or garbage (an inverted CT window) with exit 0; each is
+    refused when the file is read, so `models import` refuses it too."""
     _rewrite_json(saved, plan={**PLAN, **change})
     with pytest.raises(ModelFileError, match=message):
         load_model(saved)

@@ -104,13 +104,20 @@ class ModelMetadata:
             self._check_plan(values)
 
     def _check_plan(self, values: list[int]) -> None:
-        """ModelFileError unless the plan is valid (`Plan.from_dict`), its label values are
-        the classes' values in order and the network's input channels fit its 2.5D context
-        (a file edited by hand may disagree)."""
+        """ModelFileError unless the plan is valid (`Plan.from_dict`), its patch fits the
+        network (multiples of its input divisor), its label values are the classes' values in
+        order and the network's input channels fit its 2.5D context (a file edited by hand may
+        disagree)."""
         from arcoseg.data.preprocess import Plan  # here: preprocess imports the data layer
 
         plan = Plan.from_dict(self.plan)
         plan.image_channels(int(self.network["in_channels"]))
+        divisor = NetworkConfig.from_dict(self.network).input_divisor
+        if any(size % divisor for size in plan.patch_size):
+            raise ModelFileError(f"The plan's patch_size {tuple(plan.patch_size)} is not a "
+                                 f"multiple of {divisor} along every axis, as the network's "
+                                 "down-samplings need; the model file was edited or is from "
+                                 "another program.")
         if plan.label_values != values:
             raise ModelFileError(f"The plan's label_values {plan.label_values} disagree with the "
                                  f"classes' values {values}; the model file was edited or is "
