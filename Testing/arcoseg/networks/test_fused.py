@@ -93,3 +93,16 @@ def test_a_kept_model_is_fused_once():
 def test_other_devices_use_the_model_itself():
     model = _trained_looking("unet2d")
     assert inference_network(model, 2, torch.device("cuda")) is model
+
+
+@pytest.mark.skipif(fused_module._CONV_POINTWISE is None, reason="oneDNN's fused kernels only")
+def test_a_fused_convolution_casts_its_weights_once_per_dtype():
+    net = inference_network(_trained_looking("vnet3d"), 3, CPU)
+    layer = next(m for m in net.modules() if type(m).__name__ == "_ConvReLU")
+    x = torch.randn(1, 1, 16, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        net(x)
+        first = layer._weights(torch.bfloat16)[0]
+        net(x)
+    assert layer._weights(torch.bfloat16)[0] is first and first.dtype == torch.bfloat16
+    assert torch.equal(first, layer.conv.weight.to(torch.bfloat16))
