@@ -12,7 +12,8 @@ install cannot do for the user), so each engine process raises glibc's threshold
 from the heap, up to KEEP_BYTES of freed memory stay with the process, and all threads share one
 arena (in an arena of its own, the `serve` worker's request thread did not reuse its freed
 memory). The long-lived `serve` worker gives it back after each heavy request
-(`release_freed_memory`), so that an idle worker holds little more than its models. Elsewhere (macOS, Windows, other C libraries) both do nothing.
+(`release_freed_memory`), so that an idle worker holds little more than its models.
+Elsewhere (macOS, Windows, other C libraries) both do nothing.
 """
 
 from __future__ import annotations

@@ -101,9 +101,9 @@ class ModelMetadata:
             if not isinstance(getattr(self, key), dict):
                 raise ModelFileError(f"'{key}' must be a JSON object.")
         if self.plan:
-            self._check_plan(values)
+            self._check_plan(values, config)
 
-    def _check_plan(self, values: list[int]) -> None:
+    def _check_plan(self, values: list[int], config: NetworkConfig) -> None:
         """ModelFileError unless the plan is valid (`Plan.from_dict`), its patch fits the
         network (multiples of its input divisor), its label values are the classes' values in
         order and the network's input channels fit its 2.5D context (a file edited by hand may
@@ -111,8 +111,8 @@ class ModelMetadata:
         from arcoseg.data.preprocess import Plan  # here: preprocess imports the data layer
 
         plan = Plan.from_dict(self.plan)
-        plan.image_channels(int(self.network["in_channels"]))
-        divisor = NetworkConfig.from_dict(self.network).input_divisor
+        plan.image_channels(config.in_channels)
+        divisor = config.input_divisor
         if any(size % divisor for size in plan.patch_size):
             raise ModelFileError(f"The plan's patch_size {tuple(plan.patch_size)} is not a "
                                  f"multiple of {divisor} along every axis, as the network's "

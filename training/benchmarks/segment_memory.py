@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
             images = [make_image(Path(tmp) / f"image_{spacing}_{s[0]}.nrrd", s, spacing)
                       for s in shapes]
             for name, engine in engines.items():
-                results = [run_in_engine(engine, CHILD, {"model": str(model), "image": str(image),
+                results = [run_in_engine(engine, CHILD, {"model": str(model),
+                                                         "image": str(image),
                                             "batch": args.batch,
                                             "out": str(Path(tmp) / "seg.nii.gz")})
                            for image in images]

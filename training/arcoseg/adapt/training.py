@@ -97,8 +97,9 @@ def _network(parent: Parent, data: RunData, options: TrainOptions) -> NetworkCon
     input: `arcoseg train`'s 1/4 in 2D (networks.model) made Adapt no faster (its ARCO steps
     come after the supervised warm-up: 2 % more iterations in 120 s) and scored lower on 5 of
     7 volumes (benchmarks/RESULTS.md, session 15)."""
-    config = (NetworkConfig.from_dict(parent.metadata.network) if parent.metadata
-              else new_network(data, options, ADAPT_HEAD_STRIDE))
+    if not parent.metadata:
+        return new_network(data, options, ADAPT_HEAD_STRIDE)  # with its head for ARCO
+    config = NetworkConfig.from_dict(parent.metadata.network)
     return with_default_head(config, ADAPT_HEAD_STRIDE) if options.method == "arco" else config
 
 

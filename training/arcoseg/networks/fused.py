@@ -130,7 +130,8 @@ class _ConvReLU(nn.Module):
 
     def _weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Weight and bias in `dtype`, cast once: this module belongs to a fused copy whose
-        weights never change (a cast every pass cost about 2 % of a warm 3D segment)."""
+        weights never change (casting on every pass made a warm 3D segment 0.1-0.3 s slower:
+        benchmarks/RESULTS.md, "Fused convolutions cast their weights once")."""
         if self._cast is None or self._cast[0] != dtype:
             bias = self.conv.bias
             self._cast = (dtype, self.conv.weight.to(dtype),

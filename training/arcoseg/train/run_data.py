@@ -123,11 +123,12 @@ def unlabelled_files(paths: list[Path], label_maps: Sequence[Path] = ()) -> list
 class _LabelMapCopies:
     """Which label map a file holds: the same file, a byte-for-byte copy, or the same voxels on
     the same grid (a gzip-compressed or NRRD copy, say). Voxels are read only when the headers'
-    grids agree: each label map at most once (kept), each file at most once per call
-    (`io.images.read_image`: a bad file is an InputError naming it)."""
+    grids agree: each label map's header and voxels at most once (kept), each file's at most
+    once per call (`io.images.read_image`: a bad file is an InputError naming it)."""
 
     def __init__(self, label_maps: list[Path]) -> None:
         self.label_maps = label_maps
+        self._label_grids = {label_map: read_grid(label_map) for label_map in label_maps}
         self._label_voxels: dict[Path, np.ndarray] = {}
 
     def held_in(self, file: Path) -> Path | None:
@@ -137,7 +138,7 @@ class _LabelMapCopies:
             if file.resolve() == label_map.resolve() or filecmp.cmp(file, label_map,
                                                                     shallow=False):
                 return label_map
-            other = read_grid(label_map)
+            other = self._label_grids[label_map]
             if grid is None or other is None or grid_difference(grid, other) is not None:
                 continue
             if label_map not in self._label_voxels:
