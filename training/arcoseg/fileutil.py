@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from arcoseg.errors import OutputError
 from arcoseg.tempfiles import remove_stale_siblings, sibling_temp_prefix
@@ -78,20 +79,102 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The renamed file has the mode an existing `path` had, else the umask's normal file mode.
     """
-    dest = ensure_parent_writable(path)
-    mode = stat.S_IMODE(dest.stat().st_mode) if dest.is_file() else normal_mode()
-    remove_stale_siblings(dest)  # left by a killed run
-    fd, tmp_name = tempfile.mkstemp(prefix=sibling_temp_prefix(dest),
-                                    suffix=f".tmp{full_suffix(dest)}", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_paths([path]) as (tmp,):
         yield tmp
-        os.chmod(tmp, mode)  # after the writer: some writers replace the file they are given
-        os.replace(tmp, dest)
+
+
+@contextlib.contextmanager
+def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
+    """`atomic_path` for files that belong together (a label map and its probability maps):
+    on success all take their names, in order; if a rename fails midway (a folder created at
+    that name meanwhile, a file held open on Windows), the files renamed over so far are put
+    back from hard-link backups and the new ones removed, so that every path is as before.
+    Every temporary path exists before the block runs (all folders checked first)."""
+    dests = [ensure_parent_writable(path) for path in paths]
+    made: list[tuple[Path, Path, int]] = []  # (temporary file, destination, its mode)
+    try:
+        for dest in dests:
+            made.append((_temporary_beside(dest), dest,
+                         stat.S_IMODE(dest.stat().st_mode) if dest.is_file() else normal_mode()))
+        yield [tmp for tmp, _, _ in made]
+        try:
+            _rename_all(made)
+        except OSError as err:
+            names = ", ".join(str(dest) for dest in dests)
+            raise OutputError(f"Could not write {err.filename2 or err.filename}: "
+                              f"{err.strerror or err}; {names} "
+                              f"{'is' if len(dests) == 1 else 'are'} as before. Check the "
+                              "permissions and that nothing else writes there.") from err
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp, _, _ in made:
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def _temporary_beside(dest: Path) -> Path:
+    """A new empty temporary file next to `dest` (named by `sibling_temp_prefix`); stale ones
+    of killed runs are deleted first. OutputError if it cannot be created."""
+    remove_stale_siblings(dest)
+    try:
+        fd, name = tempfile.mkstemp(prefix=sibling_temp_prefix(dest),
+                                    suffix=f".tmp{full_suffix(dest)}", dir=dest.parent)
+    except OSError as err:
+        raise OutputError(f"Could not write {dest}: {err.strerror or err}. Check the free "
+                          "disk space and permissions.") from err
+    os.close(fd)
+    return Path(name)
+
+
+def _rename_all(made: list[tuple[Path, Path, int]]) -> None:
+    """Rename each temporary file to its destination, all or none (`atomic_paths`)."""
+    renamed: list[tuple[Path, Path | None]] = []  # (destination, backup of the file it had)
+    backup = None
+    try:
+        for tmp, dest, mode in made:
+            os.chmod(tmp, mode)  # after the writer: some writers replace the file they are given
+            backup = _backup(dest, tmp) if len(made) > 1 else None
+            os.replace(tmp, dest)
+            renamed.append((dest, backup))
+            backup = None
+    except BaseException:
+        _undo(renamed)
+        raise
+    finally:
+        for old in (backup, *(old for _, old in renamed)):
+            if old is not None:
+                old.unlink(missing_ok=True)
+
+
+def _undo(renamed: list[tuple[Path, Path | None]]) -> None:
+    """Put back the files renamed over (from their backups, emptying `renamed`) and remove the
+    new ones. OutputError naming the kept backups if some cannot be put back."""
+    failed = []
+    while renamed:
+        dest, old = renamed.pop()
+        try:
+            if old is None:
+                dest.unlink(missing_ok=True)
+            else:
+                os.replace(old, dest)
+        except OSError as err:
+            failed.append(f"{dest} ({err.strerror or err}"
+                          + (f"; its previous content is in {old})" if old else ")"))
+    if failed:
+        raise OutputError(f"A write failed and could not be undone for {', '.join(failed)}.")
+
+
+def _backup(dest: Path, tmp: Path) -> Path | None:
+    """A hard link (a copy where the file system has none) to the file at `dest`, named after
+    its temporary file `tmp` (so a killed run's backup is cleaned up like it); None if `dest`
+    holds no file."""
+    if not os.path.lexists(dest) or dest.is_dir():
+        return None
+    backup = tmp.with_name(tmp.name + ".old")
+    try:
+        os.link(dest, backup, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(dest, backup, follow_symlinks=False)
+    return backup
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

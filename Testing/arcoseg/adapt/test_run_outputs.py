@@ -58,9 +58,10 @@ def test_an_output_folder_that_takes_no_files_is_refused_before_training(case, t
 
 
 def test_a_disk_that_fills_while_writing_is_an_output_error_not_a_crash(tmp_path, monkeypatch):
-    def full(path):
+    def full(image, path):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(images_module, "atomic_path", full)
+    monkeypatch.setitem(images_module._IMAGE_WRITERS, ".nii.gz", full)
     image = sitk.Image(4, 4, 4, sitk.sitkUInt8)
     with pytest.raises(OutputError, match="Could not write .*seg.nii.gz: No space left on device"):
         images_module.write_image(image, tmp_path / "seg.nii.gz")
+    assert list(tmp_path.iterdir()) == []  # no temporary file left

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import InputError, OutputError
-from arcoseg.fileutil import atomic_path, full_suffix
+from arcoseg.fileutil import atomic_paths, full_suffix
 from arcoseg.io.geometry import Grid, GridLike, check_written, grid_difference
 from arcoseg.io.image_files import (READABLE_SUFFIXES, check_nifti_complete, check_readable,
                                    dicom_series_files, folder_entries, last_line, no_images,
@@ -189,25 +189,29 @@ def pending_images(images: Sequence[tuple[sitk.Image, str | os.PathLike]],
     when the block ends without an exception (e.g. once the model they come from is committed);
     otherwise delete them, leaving every path as it was. OutputError as `write_image`."""
     known = {**_IMAGE_WRITERS, **(writers or {})}
-    with contextlib.ExitStack() as pending:
-        for image, path in images:
-            suffix = full_suffix(path)
-            writer = known.get(suffix)
-            if writer is None:
-                raise OutputError(f"Cannot write {path}: unsupported extension "
-                                  f"'{suffix or '(none)'}'. Use one of {', '.join(known)}.")
-            tmp = path
-            try:
-                tmp = pending.enter_context(atomic_path(path))
-                writer(image, tmp)
-            except (RuntimeError, OSError) as err:
-                reason = err.strerror or err if isinstance(err, OSError) else last_line(err)
-                raise OutputError(f"Could not write {path}: {reason}. "
-                                  "Check the free disk space and permissions.") from err
-            except OutputError as err:  # a writer's own error names the temporary file
-                raise OutputError(str(err).replace(str(tmp), str(path))) from err
-            check_written(image, tmp, str(path))
+    for _, path in images:
+        if full_suffix(path) not in known:
+            raise OutputError(f"Cannot write {path}: unsupported extension "
+                              f"'{full_suffix(path) or '(none)'}'. Use one of "
+                              f"{', '.join(known)}.")
+    with atomic_paths([path for _, path in images]) as temps:
+        for (image, path), tmp in zip(images, temps):
+            _write_one(known[full_suffix(path)], image, Path(path), tmp)
         yield
+
+
+def _write_one(writer: ImageWriter, image: sitk.Image, path: Path, tmp: Path) -> None:
+    """Write `image` to temporary file `tmp` for `path` and check its header; OutputError
+    naming `path` on failure."""
+    try:
+        writer(image, tmp)
+    except (RuntimeError, OSError) as err:
+        reason = err.strerror or err if isinstance(err, OSError) else last_line(err)
+        raise OutputError(f"Could not write {path}: {reason}. "
+                          "Check the free disk space and permissions.") from err
+    except OutputError as err:  # a writer's own error names the temporary file
+        raise OutputError(str(err).replace(str(tmp), str(path))) from err
+    check_written(image, tmp, str(path))
 
 
 def array_to_image(array_zyx: np.ndarray, reference: GridLike,
