@@ -5,6 +5,9 @@
 IGNORE_LABEL = 255
 # Name of class 0 of a model Adapt starts from scratch (--classes names the others).
 BACKGROUND = "background"
+# Every spatial input size of both networks (2D U-Net, 3D V-Net) is a multiple of this: four
+# 2x down-samplings. Patches and windows are sized with it.
+INPUT_DIVISOR = 16
 # 2.5D input of 2D models (data.context): at most this many neighbouring slices on each side.
 MAX_CONTEXT_SLICES = 3
 

@@ -13,12 +13,11 @@ import SimpleITK as sitk
 from arcoseg.adapt.request import AdaptRequest
 from arcoseg.adapt.annotations import Annotations, hold_out, make_annotations, read_annotation_map
 from arcoseg.adapt.parent import Parent
-from arcoseg.constants import IGNORE_LABEL
+from arcoseg.constants import IGNORE_LABEL, INPUT_DIVISOR
 from arcoseg.data.orientation import slicing_order, to_slicing_axis
 from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_image, resample
 from arcoseg.errors import InputError
 from arcoseg.io.images import array_to_image, read_image
-from arcoseg.train.options import PATCH_DIVISOR
 
 
 MAX_PATCH = 128
@@ -74,7 +73,7 @@ def make_plan(parent: Parent, items: list[AnnotatedImage], axis: int,
         return replace(plan, slice_axis=axis) if plan.dims == 2 else plan
     spacing_zyx = tuple(reversed(oriented.GetSpacing()))
     size_yx = tuple(reversed(oriented.GetSize()))[1:]
-    patch = tuple(min(MAX_PATCH, math.ceil(s / PATCH_DIVISOR) * PATCH_DIVISOR) for s in size_yx)
+    patch = tuple(min(MAX_PATCH, math.ceil(s / INPUT_DIVISOR) * INPUT_DIVISOR) for s in size_yx)
     return Plan(dims=2, target_spacing=spacing_zyx, normalization="zscore",
                 label_values=parent.class_values, patch_size=patch, slice_axis=axis,
                 context_slices=context_slices)

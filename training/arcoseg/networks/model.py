@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from arcoseg.constants import INPUT_DIVISOR
 from arcoseg.errors import ModelFileError
 from arcoseg.networks.head import RepresentationHead
 from arcoseg.networks.unet2d import DEFAULT_FEATURES, UNet2D
@@ -72,7 +73,7 @@ class NetworkConfig:
     @property
     def input_divisor(self) -> int:
         """Every spatial input size must be a multiple of this (four 2x downsamplings)."""
-        return 16
+        return INPUT_DIVISOR
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict; only the width setting of this architecture is included."""

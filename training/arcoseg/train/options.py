@@ -8,15 +8,13 @@ from pathlib import Path
 
 from arcoseg.arco.cutmix import MIX_MODES
 from arcoseg.arco.samplers import SAMPLERS
-from arcoseg.constants import METHODS, OPTIMIZERS, TEACHER_NORMS
+from arcoseg.constants import INPUT_DIVISOR, METHODS, OPTIMIZERS, TEACHER_NORMS
 from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter
 from arcoseg.errors import ArcosegError, check_choice
 from arcoseg.ranges import (CONTEXT_SLICES, FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT,
                             SEED, Range)
 
 DEFAULT_PATCH = {2: (128, 128), 3: (48, 64, 64)}
-PATCH_DIVISOR = 16  # four 2x downsamplings in both networks
-
 
 # the ranges of the numeric settings (`arcoseg train` checks its options with the same rules)
 _RANGES: dict[str, Range] = {
@@ -85,9 +83,9 @@ class TrainOptions:
             if getattr(self, name) is not None:
                 rule.check(getattr(self, name), f"--{name.replace('_', '-')}")
         self.patch = tuple(self.patch) if self.patch else DEFAULT_PATCH[self.dims]
-        if len(self.patch) != self.dims or any(p % PATCH_DIVISOR or p <= 0 for p in self.patch):
+        if len(self.patch) != self.dims or any(p % INPUT_DIVISOR or p <= 0 for p in self.patch):
             raise ArcosegError(f"--patch needs {self.dims} sizes, each a positive multiple of "
-                               f"{PATCH_DIVISOR} ({'y x' if self.dims == 2 else 'z y x'}); "
+                               f"{INPUT_DIVISOR} ({'y x' if self.dims == 2 else 'z y x'}); "
                                f"got {self.patch}.")
         if self.context_slices and self.dims != 2:
             raise ArcosegError("--context-slices goes with 2D models (--dims 2) only: a 3D model "
