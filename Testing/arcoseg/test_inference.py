@@ -126,3 +126,15 @@ def test_normalised_entropy_stays_within_0_and_1_when_rounded_probabilities_sum_
     certain = np.array([[1.0], [0.0], [0.0]], np.float16)
     assert normalized_entropy(rounded).max() == np.float32(1)
     assert normalized_entropy(certain)[0] == pytest.approx(0, abs=1e-6)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_voxels_beyond_the_model_grid_keep_the_prediction_next_to_them(dims):
+    """The tester's edge finding: 23 x 0.7 mm = 16.1 mm rounds to 16 voxels of the model's 1 mm,
+    whose last centre lies short of the input's last one; there every class probability was
+    0 (label forced to background, entropy 0). Now the nearest model voxel's values."""
+    model, metadata = _model(dims)
+    image = _image(0.7)[:23]  # x: 23 voxels at 0.7 mm
+    seg = segment_channels(model, metadata, [image], torch.device("cpu"), batch_size=3)
+    np.testing.assert_allclose(seg.probabilities.astype(np.float32).sum(axis=0), 1, atol=5e-3)
+    assert (sitk.GetArrayFromImage(seg.labels)[..., -1] != 0).any()  # not all background

@@ -20,7 +20,7 @@ from arcoseg.errors import OutputError
 from arcoseg.fileutil import atomic_path, write_text_atomic
 from arcoseg.progress import Reporter
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: voxels beyond the input's outermost centres extrapolated (not 0)
 
 
 def default_cache_dir() -> Path:

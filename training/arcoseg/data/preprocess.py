@@ -241,7 +241,9 @@ def resample(image: sitk.Image, spacing_zyx: Sequence[float], is_label: bool = F
     """Resample to `spacing_zyx` keeping the physical extent (linear; nearest for labels).
 
     `in_plane_only` keeps the z spacing (2D models). Returns `image` itself when the spacing
-    already matches within 1e-3 mm.
+    already matches within 1e-3 mm. The new size is the extent over the new spacing, rounded:
+    a grid point beyond the outermost voxel centres takes the nearest voxel's value (SimpleITK's
+    nearest-neighbour extrapolation; its default, 0, is not a neutral intensity or label).
     """
     old = np.asarray(image.GetSpacing(), dtype=float)
     new = np.asarray(list(reversed(spacing_zyx)), dtype=float)
@@ -257,18 +259,22 @@ def resample(image: sitk.Image, spacing_zyx: Sequence[float], is_label: bool = F
     interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
     return sitk.Resample(image, [int(s) for s in new_size], sitk.Transform(), interpolator,
                          origin.tolist(), new.tolist(), image.GetDirection(), 0.0,
-                         image.GetPixelID())
+                         image.GetPixelID(), useNearestNeighborExtrapolator=True)
 
 
 def resample_to_reference(image: sitk.Image, reference: GridLike,
                           interpolator: int = sitk.sitkLinear) -> sitk.Image:
     """Resample `image` onto the grid of `reference` (an image or a Grid; e.g. a prediction
-    back to the input)."""
+    back to the input). Points beyond `image`'s outermost voxel centres take the nearest
+    voxel's value: the model grid (`resample`) may end up to half a voxel short of the input's
+    last voxel centres, whose class probabilities would otherwise all be 0 (labels forced to
+    background, entropy 0)."""
     if grid_difference(reference, image) is None:
         return image
     grid = Grid.of(reference)
     return sitk.Resample(image, grid.size, sitk.Transform(), interpolator, grid.origin,
-                         grid.spacing, grid.direction, 0.0, image.GetPixelID())
+                         grid.spacing, grid.direction, 0.0, image.GetPixelID(),
+                         useNearestNeighborExtrapolator=True)
 
 
 def preprocess_image(channels: list[sitk.Image], plan: Plan,
