@@ -22,11 +22,13 @@ def test_square_shifted_by_one_voxel_along_x_matches_hand_computed_values():
     # 16 voxels each, 12 shared: Dice 2*12/32, Jaccard 12/20.
     assert m["dice"] == pytest.approx(0.75)
     assert m["jaccard"] == pytest.approx(0.6)
-    # One slice: every voxel is a surface voxel; 4 of 16 are 1 voxel away in each direction.
+    # One slice: scored in its plane. Each square's contour has 12 voxels; 6 of them are one
+    # voxel (0.5 mm along x) from the other contour, 6 lie on it (the shared top and bottom
+    # rows, and the corners). (As a 3D volume every voxel was "surface": ASD 8/32.)
     assert m["hd95_vox"] == pytest.approx(1.0)
-    assert m["asd_vox"] == pytest.approx(8 / 32)
+    assert m["asd_vox"] == pytest.approx(12 / 24)
     assert m["hd95_mm"] == pytest.approx(0.5)  # x spacing
-    assert m["asd_mm"] == pytest.approx(0.5 * 8 / 32)
+    assert m["asd_mm"] == pytest.approx(0.5 * 12 / 24)
 
 
 @pytest.mark.parametrize("axis, spacing_mm", [(0, 5.0), (1, 1.0), (2, 0.5)])
@@ -54,8 +56,9 @@ def test_class_empty_on_one_side_scores_zero_overlap_and_the_image_diagonal(empt
     pred, gt = (missing, present) if empty == "prediction" else (present, missing)
     m = case_metrics(pred, gt, {"a": 1}, SPACING)["a"]
     assert m["dice"] == 0.0 and m["jaccard"] == 0.0
-    assert m["hd95_vox"] == m["asd_vox"] == pytest.approx(math.sqrt(1 + 100 + 100))
-    assert m["hd95_mm"] == m["asd_mm"] == pytest.approx(math.sqrt(5**2 + 10**2 + 5**2))
+    # the diagonal of the slice's plane (its one-voxel z axis is left out)
+    assert m["hd95_vox"] == m["asd_vox"] == pytest.approx(math.sqrt(100 + 100))
+    assert m["hd95_mm"] == m["asd_mm"] == pytest.approx(math.sqrt(10**2 + 5**2))
     assert all(math.isfinite(v) for v in m.values())
 
 
@@ -101,3 +104,54 @@ def test_distances_on_a_realistic_slice_stack_follow_the_shift():
     pred = np.roll(gt, 3, axis=2)
     result = case_metrics(pred, gt, {"a": 1, "b": 2, "c": 3}, (8.0, 1.2, 1.2))
     assert 1.0 < result["a"]["hd95_vox"] <= 3.0 + 1e-6  # a 3-voxel shift, less where tangential
+
+
+def _shifted_blocks(shape=(6, 12, 12)) -> tuple[np.ndarray, np.ndarray]:
+    gt = np.zeros(shape, np.uint8)
+    gt[1:5, 3:8, 2:9] = 1
+    pred = np.zeros(shape, np.uint8)
+    pred[2:6, 1:6, 3:9] = 1
+    return pred, gt
+
+
+def test_an_orthogonal_grid_given_as_axes_gives_monais_own_distances():
+    """The physical-position computation (used for sheared grids) reproduces MONAI's numbers
+    when the grid is not sheared: same surface voxels, same percentile, same mean."""
+    from arcoseg.evaluation.metrics import _distances, _mask
+
+    pred, gt = _shifted_blocks()
+    spacing = (3.0, 1.0, 0.7)
+    monai = _distances(_mask(pred, 1), _mask(gt, 1), spacing)
+    physical = _distances(_mask(pred, 1), _mask(gt, 1), spacing, axes=np.diag(spacing))
+    assert physical == pytest.approx(monai)
+    assert monai[0] > 0 and monai[1] > 0
+
+
+def test_a_sheared_grid_measures_mm_distances_between_physical_positions():
+    """The tester's finding: z tilted 30 degrees towards y (gantry tilt). MONAI's per-axis
+    spacing treats the axes as orthogonal; the mm distances must be those between the surface
+    voxels' physical positions (checked here by brute force)."""
+    spacing = (3.0, 1.0, 1.0)  # (z, y, x)
+    tilt = math.radians(30)
+    direction = (1, 0, 0,  0, 1, math.sin(tilt),  0, 0, math.cos(tilt))  # z axis: (0, sin, cos)
+    gt = np.zeros((6, 12, 12), np.uint8)
+    gt[1:4, 3:8, 2:9] = 1
+    pred = np.roll(gt, 1, axis=0)  # one voxel along the tilted z axis
+    pred = np.roll(pred, -3, axis=1)  # and 3 along y
+    m = case_metrics(pred, gt, {"a": 1}, spacing, direction)["a"]
+    # independent: surface voxels' physical positions, brute-force nearest distances
+    steps = np.asarray(direction, float).reshape(3, 3) @ np.diag([1.0, 1.0, 3.0])  # mm/index
+    from scipy.ndimage import binary_erosion
+
+    def surface(mask):
+        points = np.argwhere(mask & ~binary_erosion(mask))[:, ::-1]  # (x, y, z) indices
+        return points @ steps.T
+
+    a, b = surface(pred.astype(bool)), surface(gt.astype(bool))
+    d = np.linalg.norm(a[:, None] - b[None], axis=2)
+    to_gt, to_pred = d.min(axis=1), d.min(axis=0)
+    assert m["hd95_mm"] == pytest.approx(max(np.percentile(to_gt, 95), np.percentile(to_pred, 95)))
+    assert m["asd_mm"] == pytest.approx(np.concatenate([to_gt, to_pred]).mean())
+    plain = case_metrics(pred, gt, {"a": 1}, spacing)["a"]  # as if orthogonal: differs
+    assert abs(plain["hd95_mm"] - m["hd95_mm"]) > 0.3
+    assert m["hd95_vox"] == plain["hd95_vox"]  # voxel units do not depend on the geometry

@@ -113,7 +113,7 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] 
         pred_image, gt_image = read_pair(pred_path, gt_path, classes, **named)
         per_class = case_metrics(sitk.GetArrayViewFromImage(pred_image),
                                  sitk.GetArrayViewFromImage(gt_image), classes,
-                                 image_spacing_zyx(gt_image))
+                                 image_spacing_zyx(gt_image), gt_image.GetDirection())
         rows.extend({"case": cid, "class": name, **values} for name, values in per_class.items())
         if reporter is not None:
             reporter.progress(i, len(pairs), "Evaluating", case=cid)

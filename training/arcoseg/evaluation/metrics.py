@@ -8,12 +8,19 @@ Conventions (docs/BENCHMARK.md):
   excluded from every mean (`arcoseg.evaluation.evaluate.summarize`).
 - HD95 is MONAI's symmetric 95th-percentile Hausdorff distance (the larger of the two directed
   95th percentiles of surface-voxel distances); ASD is MONAI's symmetric average surface distance.
+- An axis one voxel long is left out: a single-slice or 2D label map is scored in its plane (its
+  contours; as a 3D volume, every voxel of a one-slice mask is on its surface).
+- A sheared grid (non-orthogonal direction, e.g. CT gantry tilt): MONAI places voxels by their
+  per-axis spacing only, so the mm distances are measured between MONAI's surface voxels placed
+  at their physical positions instead (`_physical_distances`).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,6 +30,8 @@ from monai.metrics import (
     compute_hausdorff_distance,
     compute_iou,
 )
+
+from monai.metrics.utils import get_mask_edges
 
 from arcoseg.errors import InputError
 
@@ -50,9 +59,13 @@ def _mask(labels: np.ndarray, value: int) -> torch.Tensor:
     return torch.from_numpy(labels == value)[None, None].float()
 
 
-def _distances(pred: torch.Tensor, gt: torch.Tensor,
-               spacing: tuple[float, float, float]) -> tuple[float, float]:
-    """HD95 and symmetric ASD of two non-empty masks; spacing follows the tensor axes (z, y, x)."""
+def _distances(pred: torch.Tensor, gt: torch.Tensor, spacing: tuple[float, ...],
+               axes: np.ndarray | None = None) -> tuple[float, float]:
+    """HD95 and symmetric ASD of two non-empty (1, 1, *spatial) masks; `spacing` follows the
+    tensor axes. `axes` (3, n): the physical step (mm) of each tensor axis when they are not
+    orthogonal, else None."""
+    if axes is not None:
+        return _physical_distances(pred, gt, axes)
     spacing_list = [float(s) for s in spacing]  # MONAI rejects mixed int/float sequences
     with warnings.catch_warnings():
         # MONAI 1.5+ warns about a deprecated argument it passes to itself; nothing to act on.
@@ -65,33 +78,86 @@ def _distances(pred: torch.Tensor, gt: torch.Tensor,
     return float(hd95), float(asd)
 
 
-def _class_metrics(pred: torch.Tensor, gt: torch.Tensor,
-                   spacing_zyx: tuple[float, float, float]) -> dict[str, float]:
-    """All metrics of one class from its (1, 1, z, y, x) masks, with the empty-class rules."""
+def _physical_distances(pred: torch.Tensor, gt: torch.Tensor,
+                        axes: np.ndarray) -> tuple[float, float]:
+    """MONAI's HD95 and symmetric ASD (same surface voxels, same percentile and mean) with the
+    voxels at their physical positions (index @ axes.T): MONAI's distance transform takes one
+    spacing per axis and cannot place the voxels of a sheared grid."""
+    from scipy.spatial import cKDTree
+
+    edges = get_mask_edges(pred[0, 0], gt[0, 0], always_return_as_numpy=True)
+    points = [np.argwhere(e) @ axes.T for e in edges]  # mm
+    to_gt = cKDTree(points[1]).query(points[0])[0]
+    to_pred = cKDTree(points[0]).query(points[1])[0]
+    hd95 = max(np.percentile(to_gt, 95), np.percentile(to_pred, 95))
+    return float(hd95), float(np.concatenate([to_gt, to_pred]).mean())
+
+
+def _class_metrics(pred: torch.Tensor, gt: torch.Tensor, spacing: tuple[float, ...],
+                   axes: np.ndarray | None) -> dict[str, float]:
+    """All metrics of one class from its (1, 1, *spatial) masks, with the empty-class rules."""
     in_pred, in_gt = bool(pred.any()), bool(gt.any())
     if not (in_pred or in_gt):
         return dict.fromkeys(METRICS, math.nan)
     # ignore_empty=False: an empty gt with a non-empty prediction scores 0, not NaN.
     result = {"dice": float(compute_dice(pred, gt, include_background=True, ignore_empty=False)),
               "jaccard": float(compute_iou(pred, gt, include_background=True, ignore_empty=False))}
-    shape = np.asarray(pred.shape[2:], dtype=float)
-    for unit, spacing in (("vox", (1.0, 1.0, 1.0)), ("mm", spacing_zyx)):
+    corner = np.asarray(pred.shape[2:], dtype=float)  # the diagonal's extent, voxels per axis
+    for unit, step in (("vox", None), ("mm", spacing)):
         if in_pred and in_gt:
-            hd95, asd = _distances(pred, gt, spacing)
+            hd95, asd = _distances(pred, gt, step or (1.0,) * len(corner),
+                                   axes if step else None)
         else:  # MONAI gives inf/NaN here: use the largest possible distance, the diagonal
-            hd95 = asd = float(np.sqrt(np.sum((shape * np.asarray(spacing)) ** 2)))
+            hd95 = asd = _diagonal(corner if step is None else corner * np.asarray(step),
+                                   None if step is None else axes)
         result[f"hd95_{unit}"], result[f"asd_{unit}"] = hd95, asd
     return result
 
 
+def _diagonal(extent: np.ndarray, axes: np.ndarray | None) -> float:
+    """The longest diagonal of a box with sides `extent` (mm) along the array axes; `axes`
+    (columns: physical step per voxel) for a sheared grid, whose diagonals differ in length."""
+    if axes is None:
+        return float(np.linalg.norm(extent))
+    steps = extent / np.linalg.norm(axes, axis=0)  # voxels per axis
+    return max(float(np.linalg.norm(axes @ (steps * np.asarray(signs))))
+               for signs in itertools.product((1, -1), repeat=len(steps)))
+
+
+def _plane_axes(shape: tuple[int, ...]) -> list[int]:
+    """The array axes to score along: all but those one voxel long, at least two."""
+    longer = [a for a, n in enumerate(shape) if n > 1]
+    return longer if len(longer) >= 2 else list(range(len(shape)))[-2:]
+
+
+def _physical_axes(spacing_zyx: tuple[float, float, float],
+                   direction: Sequence[float] | None) -> np.ndarray | None:
+    """(3, 3): column a is the physical step (mm) of array axis a (z, y, x), for a direction
+    (ITK's row-major 3x3, columns along x, y, z) that is not orthogonal; else None."""
+    if direction is None:
+        return None
+    d = np.asarray(direction, dtype=float).reshape(3, 3)
+    if np.allclose(d.T @ d, np.eye(3), atol=1e-6):
+        return None
+    return (d * np.asarray(spacing_zyx[::-1], dtype=float))[:, ::-1]
+
+
 def case_metrics(pred: np.ndarray, gt: np.ndarray, classes: dict[str, int],
-                 spacing_zyx: tuple[float, float, float]) -> dict[str, dict[str, float]]:
+                 spacing_zyx: tuple[float, float, float],
+                 direction: Sequence[float] | None = None) -> dict[str, dict[str, float]]:
     """Metrics of one case: {class name: {metric: value}} for every foreground class in `classes`.
 
     `pred` and `gt` are (z, y, x) integer label maps on the same grid; `classes` maps class names
-    to label values; `spacing_zyx` is the voxel spacing in mm. Label values not in `classes`
-    (e.g. 255, unannotated) are ignored.
+    to label values; `spacing_zyx` is the voxel spacing in mm; `direction` the grid's direction
+    (ITK's 9 numbers; None: orthogonal). Label values not in `classes` (e.g. 255, unannotated)
+    are ignored. An axis one voxel long is left out (module docstring).
     """
     _validate(pred, gt, classes, spacing_zyx)
-    return {name: _class_metrics(_mask(pred, value), _mask(gt, value), spacing_zyx)
+    plane = _plane_axes(pred.shape)
+    shape = tuple(pred.shape[a] for a in plane)
+    spacing = tuple(float(spacing_zyx[a]) for a in plane)
+    axes = _physical_axes(spacing_zyx, direction)
+    axes = axes[:, plane] if axes is not None else None
+    return {name: _class_metrics(_mask(pred, value).reshape(1, 1, *shape),
+                                 _mask(gt, value).reshape(1, 1, *shape), spacing, axes)
             for name, value in classes.items()}
