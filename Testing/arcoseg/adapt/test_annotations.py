@@ -1,10 +1,13 @@
 """Annotated slices: which axis, which slices, and what counts as unannotated."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from arcoseg.adapt.annotations import (along, annotated_slices, detect_axis, hold_out,
-                                       make_annotations)
+                                       make_annotations, read_annotation_map)
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import InputError
 
@@ -194,3 +197,30 @@ def test_a_drawing_that_fits_two_axes_is_refused_naming_them(block, axes):
         make_annotations(labels, 3, source="ann.nii.gz")
     assert axes in str(err.value) and "--axis" in str(err.value)
     assert make_annotations(labels, 3, axis=1).slices == [6, 7][:block[1].stop - 6]
+
+
+def _annotation_file(tmp_path, values) -> tuple[Path, sitk.Image]:
+    image = sitk.Image(8, 8, 4, sitk.sitkFloat32)
+    labels = np.full((4, 8, 8), 255, np.uint8)
+    labels[1] = 0
+    for i, value in enumerate(values):
+        labels[1, 2 + i, 2:6] = value
+    path = tmp_path / "drawn.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(path))
+    return path, image
+
+
+def test_a_map_drawn_with_a_models_label_values_instead_of_indices_is_refused(tmp_path):
+    """The tester's G3: classes a, b with label values 2, 5 (a dataset with gaps); value 5 is
+    no class index: the map was drawn with the label values. The message gives both."""
+    path, image = _annotation_file(tmp_path, [2, 5])
+    with pytest.raises(InputError, match=r"value\(s\) \[5\].*class indices.*"
+                                         r"a = 1 \(label value 2\), b = 2 \(label value 5\)"):
+        read_annotation_map(path, image, "img", ["background", "a", "b"], [0, 2, 5])
+
+
+def test_class_indices_are_read_as_they_are_for_any_model(tmp_path):
+    path, image = _annotation_file(tmp_path, [1, 2])
+    for values in ([0, 1, 2], [0, 2, 5]):
+        labels = read_annotation_map(path, image, "img", ["background", "a", "b"], values)
+        assert sorted(np.unique(labels).tolist()) == [0, 1, 2, 255]

@@ -76,8 +76,31 @@ def read_annotation_map(path: Path, image: sitk.Image, image_name: str,
     if is_seg_nrrd(path):
         classes = [ClassSpec(n, int(v)) for n, v in zip(class_names[1:], class_values[1:])]
         return sitk.GetArrayFromImage(read_segmentation(path, classes, reference=image))
-    return sitk.GetArrayFromImage(read_label(path, reference=image, partial=True,
-                                             reference_name=image_name))
+    labels = sitk.GetArrayFromImage(read_label(path, reference=image, partial=True,
+                                               reference_name=image_name))
+    _check_class_indices(labels, path, class_names, class_values)
+    return labels
+
+
+def _check_class_indices(labels: np.ndarray, path: Path, class_names: Sequence[str],
+                         class_values: Sequence[int]) -> None:
+    """InputError, with each class's index and label value, when a model's label values are not
+    its class indices (a dataset with gaps: 0, 2, 5) and the annotation map holds a value that
+    is no class index: it was drawn with the label values (e.g. an edited `segment` output),
+    which annotation maps do not use (the Slicer module writes indices; a .seg.nrrd is matched
+    by segment name)."""
+    if list(class_values) == list(range(len(class_values))):
+        return
+    values = set(np.unique(labels).tolist()) - {IGNORE_LABEL}
+    bad = sorted(v for v in values if v >= len(class_names))
+    if bad:
+        pairs = ", ".join(f"{name} = {i} (label value {value})" for i, (name, value)
+                          in enumerate(zip(class_names, class_values)) if i)
+        raise InputError(f"{path} holds value(s) {bad}, which are no class index of this model. "
+                         "Annotation label maps hold class indices, not the model's label "
+                         f"values: {pairs}; 0 = background, {IGNORE_LABEL} = unannotated. "
+                         "Relabel the map to the indices, or draw a .seg.nrrd (its segments are "
+                         "matched by name).")
 
 
 def make_annotations(labels: np.ndarray, num_classes: int, axis: int | None = None,
