@@ -19,15 +19,21 @@ import resource, sys, threading
 import numpy as np
 from arcoseg.allocator import keep_freed_memory, release_freed_memory
 
+try:  # numpy asks for 2 MiB pages for its large arrays; count 4 KiB faults, as torch makes
+    from numpy._core.multiarray import _set_madvise_hugepage  # numpy >= 2
+except ImportError:
+    from numpy.core.multiarray import _set_madvise_hugepage
+_set_madvise_hugepage(False)
+
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
-def one_round():  # what a layer's activations do: 3 x 24 MiB allocated, used, freed
-    before = faults()
-    arrays = [np.ones(3 << 20) for _ in range(3)]
+def one_round():  # what a layer's activations do: 24, 24 and 48 MiB allocated, used, freed
+    before = faults()  # (48 MiB: above glibc's largest mmap threshold, 32 MiB)
+    arrays = [np.ones(n << 20) for n in (3, 3, 6)]
     del arrays
     return faults() - before
 

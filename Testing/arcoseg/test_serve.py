@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,6 +119,43 @@ def test_a_heavy_request_while_the_quick_lane_imports_torch_is_answered(data, tm
             assert (final["event"], final["exit_code"]) == ("error", EXIT_USER), final
     finally:
         worker.close()
+
+
+def test_a_model_query_during_the_warm_up_and_the_segments_after_it_succeed(model, data,
+                                                                            tmp_path):
+    """The tester's R1: `models show` (quick lane, imports torch and MONAI) sent as the worker
+    starts raced the heavy lane's warm-up imports: a partially initialised MONAI module failed
+    that request and every later segment of the worker (exit 1)."""
+    worker = Worker(data["home"])  # with the warm-up
+    try:
+        worker.send({"id": "show", "argv": ["models", "show", model]})
+        worker.send({"id": "seg", "argv": ["segment", model, str(data["image"]), "-o",
+                                           str(tmp_path / "seg.nii.gz"), "--threads", "1"]})
+        for request_id in ("show", "seg"):
+            final, _ = worker.final(request_id, timeout=300)
+            assert (final["event"], final["exit_code"]) == ("result", 0), final
+        assert (tmp_path / "seg.nii.gz").is_file()
+    finally:
+        worker.close()
+
+
+@pytest.mark.parametrize("action", ["list", "activate organs@v1", "rollback organs",
+                                    "remove organs@v1 --force"])
+def test_the_queries_that_never_wait_for_the_engine_import_import_no_torch_or_monai(
+        action, model, data, tmp_path):
+    """serve.ENGINE_FREE_ACTIONS run at once even while the worker imports the engine: they
+    must not import torch or MONAI themselves (checked on a copy of a real registry)."""
+    from arcoseg.serve import ENGINE_FREE_ACTIONS
+
+    assert action.split()[0] in ENGINE_FREE_ACTIONS
+    home = tmp_path / "home"
+    shutil.copytree(data["home"], home)
+    code = ("import sys; from arcoseg.cli import main; main(sys.argv[1:]); "
+            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules), file=sys.stderr)")
+    env = {**os.environ, "ARCOSEG_HOME": str(home), "PYTHONPATH": str(TRAINING)}
+    done = subprocess.run([sys.executable, "-c", code, "models", *action.split()],
+                          capture_output=True, text=True, env=env)
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr
 
 
 def test_bad_requests_get_an_error_and_the_worker_keeps_serving(worker):

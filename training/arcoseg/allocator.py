@@ -2,18 +2,20 @@
 
 glibc's malloc gives every large block (above its mmap threshold) back to the system when it is
 freed, and trims the heap's free top above its trim threshold; the next allocation of that size
-then gets fresh pages, which the kernel zeroes on first touch. Inference and training allocate
-and free the same large activations again and again (a batch of 3D windows: tens of MB per
-layer): on the 2-core CPU these settings took a warm 3D `segment` from about 2.0 to 1.8 s
-(benchmarks/RESULTS.md, "Freed memory kept for reuse"). PyTorch keeps no cache of CPU
-memory itself (its performance guide suggests preloading jemalloc or tcmalloc, which a pip
-install cannot do for the user), so each engine process raises glibc's thresholds once
-(`keep_freed_memory`, the documented `mallopt` settings): blocks up to 32 MiB (glibc's most) come
-from the heap, up to KEEP_BYTES of freed memory stay with the process, and all threads share one
+then gets fresh pages, which the kernel zeroes on first touch (one page fault per 4 KiB).
+Inference and training allocate and free the same large activations again and again (a batch
+of 8 3D windows: 50 MB per layer). PyTorch keeps no cache of CPU memory itself (its performance
+guide suggests preloading jemalloc or tcmalloc, which a pip install cannot do for the user), so
+each engine process changes glibc's settings once (`keep_freed_memory`, the documented `mallopt`
+parameters): no block gets a mapping of its own (M_MMAP_MAX 0: every block comes from the heap,
+whose freed memory is reused; a threshold of 32 MiB, glibc's highest, still left those 50 MB
+blocks to fresh mappings, about 120-280 thousand page faults per warm 3D segment), up to
+KEEP_BYTES of freed memory at the heap's top stay with the process, and all threads share one
 arena (in an arena of its own, the `serve` worker's request thread did not reuse its freed
-memory). The long-lived `serve` worker gives it back after each heavy request
-(`release_freed_memory`), so that an idle worker holds little more than its models.
-Elsewhere (macOS, Windows, other C libraries) both do nothing.
+memory). Measured in benchmarks/RESULTS.md ("Freed memory kept for reuse"). The long-lived
+`serve` worker gives the memory back once idle (`release_freed_memory`, serve_lanes), so that
+an idle worker holds little more than its models. Elsewhere (macOS, Windows, other C
+libraries) both do nothing.
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ import os
 
 # mallopt parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-MMAP_THRESHOLD = 32 << 20  # bytes; the largest value glibc accepts on 64-bit systems
 KEEP_BYTES = 1 << 30  # freed memory (bytes) at the heap's top kept for reuse
 
 
@@ -50,8 +51,8 @@ def keep_freed_memory() -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    settings = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, KEEP_BYTES),
-                (_M_ARENA_MAX, 1))
+    # M_MMAP_MAX 0: no block is mapped on its own (glibc still maps when the heap cannot grow)
+    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, KEEP_BYTES), (_M_ARENA_MAX, 1))
     return all([libc.mallopt(name, value) for name, value in settings])
 
 

@@ -34,10 +34,12 @@ from arcoseg.commands.common import HelpFormatter
 from arcoseg.cpu_load import CpuWatch
 from arcoseg.progress import JsonReporter, to_jsonable
 from arcoseg.ranges import NONNEG_INT
-from arcoseg.serve_lanes import HEAVY_WARMUP, Lane, Request
+from arcoseg.serve_lanes import Lane, Request
 
 LIGHT_COMMANDS = ("models", "device")  # quick registry and device queries ...
 HEAVY_ACTIONS = ("check",)  # ... except `models check`, which runs the network
+# `models` actions that import no torch or MONAI: they never wait for the engine's import
+ENGINE_FREE_ACTIONS = ("list", "activate", "rollback", "remove")
 
 
 def is_light(args: argparse.Namespace) -> bool:
@@ -120,8 +122,8 @@ class Server:
         self.channel = channel
         self.build_parser = lambda: build_parser(RequestParser)
         install_cache(cache_models)
-        self.heavy = Lane("heavy", channel, HEAVY_WARMUP if warmup else ())
-        self.light = Lane("light", channel, ())
+        self.heavy = Lane("heavy", channel, warmup)
+        self.light = Lane("light", channel)
         self.lanes = (self.heavy, self.light)
         self.reading = False
 
@@ -204,7 +206,10 @@ class Server:
             self.refuse(request_id, "`serve` cannot be requested from a running worker.")
             return
         lane = self.light if is_light(args) else self.heavy
-        lane.put(Request(request_id, args, RequestReporter(self.channel, request_id)))
+        engine_free = (args.command == "models"
+                       and getattr(args, "action", None) in ENGINE_FREE_ACTIONS)
+        lane.put(Request(request_id, args, RequestReporter(self.channel, request_id),
+                         imports_engine=not engine_free))
 
     def cancel(self, request_id: Any, target: Any) -> None:
         """Stop `target`: drop it from its queue or ask its command to stop."""

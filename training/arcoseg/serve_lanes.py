@@ -25,6 +25,13 @@ from arcoseg.progress import JsonReporter
 # Imported by the heavy lane before its first request, so that even that one finds torch and
 # MONAI loaded (seconds on a CPU machine).
 HEAVY_WARMUP = ("arcoseg.inference", "arcoseg.adapt.run", "arcoseg.train.trainer")
+_ENGINE_IMPORT = threading.Lock()
+_engine_imported = False
+# The heavy lane keeps the memory its last request freed for this many idle seconds: a next
+# Segment or Adapt that comes sooner reuses those pages instead of faulting in fresh ones
+# (arcoseg.allocator); then it gives the memory back, so that an idle worker holds little more
+# than its models.
+RELEASE_AFTER_IDLE_S = 30.0
 
 
 @dataclass
@@ -35,12 +42,27 @@ class Request:
     args: argparse.Namespace
     reporter: JsonReporter
     stop: StopFlag = field(default_factory=StopFlag)
+    imports_engine: bool = True  # False: a registry query that imports no torch or MONAI
+
+
+def import_engine() -> None:
+    """Import HEAVY_WARMUP (torch, MONAI, the engine) once, one thread at a time. Two lanes
+    importing MONAI at once (a `models show` during the heavy lane's warm-up) left a partially
+    initialised module behind: that request and every later segment of the worker failed
+    (exit 1). ImportError etc. propagate to the request that needed the import."""
+    global _engine_imported
+    if _engine_imported:
+        return
+    with _ENGINE_IMPORT:
+        for module in HEAVY_WARMUP:
+            importlib.import_module(module)
+        _engine_imported = True
 
 
 class Lane:
     """One thread running its queue's requests in order; `finish` waits for the queue to drain."""
 
-    def __init__(self, name: str, channel: Any, warmup: tuple[str, ...]) -> None:
+    def __init__(self, name: str, channel: Any, warmup: bool = False) -> None:
         self.name, self.channel, self.warmup = name, channel, warmup
         self._queue: deque[Request] = deque()
         self._current: Request | None = None
@@ -48,6 +70,7 @@ class Lane:
         self._ready = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"arcoseg-{name}", daemon=True)
         self._default_threads: int | None = None
+        self._holding = False  # memory freed by the last request not yet given back
 
     def start(self) -> None:
         """Start the lane's thread."""
@@ -100,7 +123,9 @@ class Lane:
         while True:
             with self._ready:
                 while not self._queue and not self._closed:
-                    self._ready.wait()
+                    if not self._ready.wait(RELEASE_AFTER_IDLE_S if self._holding else None):
+                        release_freed_memory()  # idle that long: give the memory back
+                        self._holding = False
                 if not self._queue:
                     return
                 self._current = self._queue.popleft()
@@ -122,17 +147,19 @@ class Lane:
         torch.set_num_threads(self._default_threads)
 
     def _warm_up(self) -> None:
-        for module in self.warmup:
+        if self.warmup:
             try:
-                importlib.import_module(module)
+                import_engine()
             except Exception as err:  # the request that needs it will report the problem
-                print(f"arcoseg serve: could not preload {module}: {err!r}", file=sys.stderr)
-        if self.warmup and "torch" in sys.modules:
+                print(f"arcoseg serve: could not preload the engine: {err!r}", file=sys.stderr)
+        if "torch" in sys.modules:
             self._default_threads = sys.modules["torch"].get_num_threads()
 
     def _execute(self, request: Request) -> None:
         """Run one request as the one-shot command would; always end with result or error."""
         try:
+            if request.imports_engine:
+                import_engine()  # waits while another lane imports it
             self._reset_threads()
             code = run_command(request.args, request.reporter, request.stop)
         except BaseException as err:  # noqa: BLE001 - a request must never end the worker
@@ -140,9 +167,10 @@ class Lane:
             request.reporter.error(f"Internal error: {type(err).__name__}: {err}.",
                                    exit_code=EXIT_INTERNAL, kind="internal")
             code = EXIT_INTERNAL
-        if code == EXIT_INTERNAL:  # e.g. out of memory: give the memory back
+        if code == EXIT_INTERNAL:  # e.g. out of memory: give the memory back now
             from arcoseg.serve_cache import clear_cache
 
             clear_cache()
-        if self.name == "heavy":  # after its final event; a quick query must not take the
-            release_freed_memory()  # memory the heavy lane is reusing right now
+            release_freed_memory()
+        # else kept for the next request, given back after RELEASE_AFTER_IDLE_S idle
+        self._holding = self.name == "heavy" and code != EXIT_INTERNAL
