@@ -211,6 +211,13 @@ def test_models_list_is_not_queued_behind_a_running_adapt(worker, model, data, t
     worker.send({"id": "long", "argv": adapt_argv(data, tmp_path / "long.nii.gz", 100000,
                                                    name="cancelled")})
     worker.until(lambda e: e.get("id") == "long" and e.get("message") == "training")
+    # the tester's R4: a request or a cancel reusing a running request's id is refused with
+    # an error tagged with no id: one tagged "long" would read as long's own end
+    for reused in ({"id": "long", "argv": ["models", "list"]}, {"id": "long", "cancel": "x"}):
+        worker.send(reused)
+        refused = worker.until(lambda e: e.get("duplicate_id") == "long")
+        assert all(e.get("event") not in ("result", "error") for e in refused[:-1])
+        assert (refused[-1]["event"], refused[-1]["id"]) == ("error", None)
     worker.send({"id": "q", "argv": ["segment", model, str(data["image"]), "-o",
                                      str(tmp_path / "queued.nii.gz")]})
     worker.send({"id": "l", "argv": ["models", "list"]})
@@ -305,6 +312,18 @@ def test_the_model_cache_reuses_an_unchanged_folder_and_reloads_a_rewritten_one(
     assert not torch.equal(next(reloaded.parameters()), next(model.parameters()))
     cache.load(save(tmp_path / "m2", 2), "cpu")  # capacity 1: m1 is evicted
     assert cache.load(first, "cpu")[0] is not reloaded and cache.loads == 4
+    # the tester's R2: m2's files copied into m1's (same inodes, same sizes) keeping m1's
+    # modification times, as `cp -p` or unzip do: only the change time tells
+    for name in ("model.json", "model.safetensors"):
+        target, st = first / name, (first / name).stat()
+        with open(target, "r+b") as f:
+            f.write((tmp_path / "m2" / name).read_bytes())
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert (target.stat().st_ino, target.stat().st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
+    copied, _ = cache.load(first, "cpu")
+    assert cache.loads == 5
+    assert torch.equal(next(copied.parameters()), next(cache.load(tmp_path / "m2", "cpu")[0]
+                                                       .parameters()))
 
 
 @pytest.mark.parametrize("argv, light", [

@@ -185,9 +185,7 @@ class Server:
             self.refuse(request_id, 'Every command request needs an "id" (a string or number) '
                                     "to tag its events with.")
             return
-        if any(lane.knows(request_id) for lane in self.lanes):
-            self.refuse(request_id, f"Request id {request_id!r} is already queued or running; "
-                                    "use a new id per request.")
+        if self.in_use(request_id):
             return
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             self.refuse(request_id, '"argv" must be a non-empty list of strings, e.g. '
@@ -211,8 +209,19 @@ class Server:
         lane.put(Request(request_id, args, RequestReporter(self.channel, request_id),
                          imports_engine=not engine_free))
 
+    def in_use(self, request_id: Any) -> bool:
+        """True (and an error event, tagged with no id: the queued or running request's events
+        carry it, and its final event must stay its own) if `request_id` is queued or running."""
+        if not any(lane.knows(request_id) for lane in self.lanes):
+            return False
+        self.refuse(None, f"Request id {request_id!r} is already queued or running; use a new "
+                          "id per request (this request was not run).", duplicate_id=request_id)
+        return True
+
     def cancel(self, request_id: Any, target: Any) -> None:
         """Stop `target`: drop it from its queue or ask its command to stop."""
+        if self.in_use(request_id):
+            return
         state = next((s for s in (lane.cancel(target) for lane in self.lanes) if s), "not found")
         self.channel.send("result", request_id, cancel=target, state=state, exit_code=0)
 

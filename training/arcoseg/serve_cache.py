@@ -2,10 +2,10 @@
 
 Outside the worker (one-shot commands) no cache is installed and `load_model` is
 `arcoseg.modelfile.load_model`. Inside it a model is reused only while its folder's files are
-unchanged (path, size, modification time and inode of model.json and model.safetensors): a new
-registry version is another folder, and a folder rewritten in place is loaded afresh. The least
-recently used model is evicted beyond `capacity`, when a GPU's free memory runs short, and after a
-failed request (arcoseg.serve_lanes).
+unchanged (path, size, modification and change times and inode of model.json and
+model.safetensors): a new registry version is another folder, and a folder rewritten in place is
+loaded afresh. The least recently used model is evicted beyond `capacity`, when a GPU's free
+memory runs short, and after a failed request (arcoseg.serve_lanes).
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def _stamp(folder: Path) -> tuple:
             st = (folder / name).stat()
         except OSError:
             return ()  # missing files: never a hit; load_model reports the problem
-        stamp.append((st.st_size, st.st_mtime_ns, st.st_ino))
+        # ctime too: a copy that keeps the modification time (cp -p, tar, unzip) changes it
+        stamp.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
     return tuple(stamp)
 
 
