@@ -208,6 +208,8 @@ def test_metadata_missing_a_key_is_refused(saved: Path) -> None:
     ({"label_values": [0, 2, 1, 3]}, r"label_values \[0, 2, 1, 3\] disagree with the classes"),
     ({"label_values": [0, 1, 1, 3]}, "label_values must be distinct values 0..254"),
     ({"patch_size": [20, 20]}, r"patch_size \(20, 20\) is not a multiple of 16"),
+    # the tester's R5: a 3D plan on a 2D network crashed segment (exit 1)
+    ({"dims": 3, "patch_size": [16, 32, 32]}, r"plan is for 3D input but the network \(unet2d\)"),
 ])
 def test_a_plan_that_cannot_preprocess_or_contradicts_the_classes_is_refused(saved, change,
                                                                               message):

@@ -17,6 +17,7 @@ import torch
 from filelock import FileLock
 
 from arcoseg.registry import store as registry_store
+from arcoseg.data.preprocess import Plan
 from arcoseg.errors import Cancelled, ModelFileError, OutputError
 from arcoseg.modelfile import ModelMetadata, load_metadata, make_classes, save_model
 from arcoseg.networks import NetworkConfig, build_model
@@ -31,8 +32,10 @@ def save_tiny(folder: Path, seed: int = 0, classes: tuple[str, ...] = ("backgrou
     """A tiny 2D U-Net model folder; `seed` changes its weights."""
     torch.manual_seed(seed)
     config = NetworkConfig(**{**CONFIG.to_dict(), "num_classes": len(classes)})
+    plan = Plan(dims=2, target_spacing=(1.0, 1.0, 1.0), normalization="zscore",
+                label_values=list(range(len(classes))), patch_size=(32, 32))
     metadata = ModelMetadata(network=config, classes=make_classes(list(classes)),
-                             provenance=provenance or {"method": "supervised"})
+                             plan=plan.to_dict(), provenance=provenance or {"method": "supervised"})
     save_model(folder, build_model(config), metadata)
     return folder
 
@@ -81,6 +84,17 @@ def test_home_is_ARCOSEG_HOME_else_dot_arcoseg_in_the_user_home(
     monkeypatch.delenv("ARCOSEG_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     assert registry_home() == tmp_path / "user" / ".arcoseg"
+
+
+def test_a_model_without_a_plan_is_not_imported(registry: Registry, tmp_path: Path) -> None:
+    """The tester's R5: a model.json with "plan": {} was imported, then could not segment."""
+    folder = save_tiny(tmp_path / "planless")
+    data = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**data, "plan": {}}))
+    with pytest.raises(ModelFileError, match=r"Cannot import .*planless: model.json has an "
+                                             r"empty 'plan'"):
+        registry.import_model(folder)
+    assert registry.list() == []
 
 
 def test_import_adds_an_active_base_version_named_after_the_folder(
@@ -236,6 +250,26 @@ def test_pickle_checkpoints_and_tampered_models_are_refused(
     with pytest.raises(ModelFileError, match="modified after saving"):
         registry.import_model(base)
     assert registry.list() == [] and staging_areas(home) == []
+
+
+def test_an_export_never_replaces_an_existing_file(registry: Registry, imported: VersionRef,
+                                                   tmp_path: Path) -> None:
+    """The tester's R8: an existing .zip (even an unrelated file) was silently overwritten."""
+    unrelated = tmp_path / "thesis.zip"
+    unrelated.write_bytes(b"not a model")
+    with pytest.raises(OutputError, match="thesis.zip already exists"):
+        registry.export("brain", unrelated)
+    assert unrelated.read_bytes() == b"not a model"
+
+
+def test_adapting_from_a_folder_skips_a_damaged_registered_version(
+        registry: Registry, imported: VersionRef, tmp_path: Path) -> None:
+    """The tester's R6: looking for a registered copy of the parent folder stopped at the first
+    damaged version (its error, exit 2), whatever the folder and --name."""
+    from arcoseg.adapt.parent import registered_copy
+
+    (registry.resolve("brain") / "model.json").write_text("{broken")
+    assert registered_copy(registry, save_tiny(tmp_path / "other", seed=5)) is None
 
 
 def test_tampered_zip_is_refused(registry: Registry, imported: VersionRef,

@@ -111,6 +111,10 @@ class ModelMetadata:
         from arcoseg.data.preprocess import Plan  # here: preprocess imports the data layer
 
         plan = Plan.from_dict(self.plan)
+        if plan.dims != config.spatial_dims:
+            raise ModelFileError(f"The plan is for {plan.dims}D input but the network "
+                                 f"({config.arch}) is {config.spatial_dims}D; the model file was "
+                                 "edited or is from another program.")
         plan.image_channels(config.in_channels)
         divisor = config.input_divisor
         if any(size % divisor for size in plan.patch_size):

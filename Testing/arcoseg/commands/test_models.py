@@ -16,13 +16,15 @@ from arcoseg.networks import NetworkConfig, build_model
 from arcoseg.registry import Registry, VersionRef
 
 CONFIG = NetworkConfig(arch="unet2d", in_channels=1, num_classes=2, features=(4, 8, 16, 32, 64))
+PLAN = Plan(dims=2, target_spacing=(1.0, 1.0, 1.0), normalization="zscore", label_values=[0, 1],
+            patch_size=(32, 32))
 HELD_OUT = {"parent_dice": 0.5, "adapted_dice": 0.7}
 
 
 def save_tiny(folder: Path, seed: int = 0, provenance: dict | None = None) -> Path:
     torch.manual_seed(seed)
     metadata = ModelMetadata(network=CONFIG, classes=make_classes(["background", "organ"]),
-                             provenance=provenance or {"method": "supervised"})
+                             plan=PLAN.to_dict(), provenance=provenance or {"method": "supervised"})
     save_model(folder, build_model(CONFIG), metadata)
     return folder
 
@@ -159,10 +161,8 @@ def test_list_as_text_gives_the_held_out_check_in_words_and_json_keeps_every_fie
 
 def save_usable(folder: Path) -> Path:
     """A tiny 2D model with the preprocessing plan `segment` needs."""
-    plan = Plan(dims=2, target_spacing=(1.0, 1.0, 1.0), normalization="zscore",
-                label_values=[0, 1], patch_size=(32, 32))
     save_model(folder, build_model(CONFIG), ModelMetadata(
-        network=CONFIG, classes=make_classes(["background", "organ"]), plan=plan.to_dict()))
+        network=CONFIG, classes=make_classes(["background", "organ"]), plan=PLAN.to_dict()))
     return folder
 
 

@@ -64,8 +64,11 @@ def registered_copy(registry: Registry, folder: Path) -> VersionRef | None:
     wanted = _identity(load_metadata(folder))
     for version in registry.list():
         ref = VersionRef(version["name"], version["version"])
-        if _identity(load_metadata(registry.resolve(str(ref)))) == wanted:
-            return ref
+        try:
+            if _identity(load_metadata(registry.resolve(str(ref)))) == wanted:
+                return ref
+        except ArcosegError:  # a damaged version is not this model (and not this run's concern)
+            continue
     return None
 
 

@@ -32,6 +32,10 @@ _WIDTH_FIELD = {"unet2d": "features", "vnet3d": "base_filters"}
 _HEAD_STRIDES = (1, 2, 4, 8, 16)
 # Settings a stored configuration must state (the others have safe defaults).
 _REQUIRED = ("arch", "in_channels", "num_classes")
+# Channel counts (widths, inputs, head) above this are an edited file, not a network that fits
+# in memory: refused when read (a 10**12 width overflowed torch's storage size, exit 1).
+MAX_CHANNELS = 4096
+MAX_CLASSES = 255  # label maps are uint8 and 255 marks unannotated voxels
 
 
 @dataclass
@@ -53,12 +57,12 @@ class NetworkConfig:
         if isinstance(self.features, (list, tuple)):
             self.features = tuple(self.features)
         _check_int("in_channels", self.in_channels, 1)
-        _check_int("num_classes", self.num_classes, 2)
+        _check_int("num_classes", self.num_classes, 2, MAX_CLASSES)
         _check_int("base_filters", self.base_filters, 1)
         if (not isinstance(self.features, tuple) or len(self.features) != 5
-                or not all(is_integer(f) and f >= 1 for f in self.features)):
-            raise ModelFileError(f"Network setting 'features' must be 5 positive integers, "
-                                 f"got {self.features!r}.")
+                or not all(is_integer(f) and 1 <= f <= MAX_CHANNELS for f in self.features)):
+            raise ModelFileError(f"Network setting 'features' must be 5 integers from 1 to "
+                                 f"{MAX_CHANNELS}, got {self.features!r}.")
         if self.head_dim is not None:
             _check_int("head_dim", self.head_dim, 1)
         if self.head_stride not in _HEAD_STRIDES or not is_integer(self.head_stride):
@@ -108,10 +112,10 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not is_integer(value) or value < minimum:
-        raise ModelFileError(f"Network setting {name!r} must be an integer >= {minimum}, "
-                             f"got {value!r}.")
+def _check_int(name: str, value: Any, minimum: int, maximum: int = MAX_CHANNELS) -> None:
+    if not is_integer(value) or not minimum <= value <= maximum:
+        raise ModelFileError(f"Network setting {name!r} must be an integer from {minimum} to "
+                             f"{maximum}, got {value!r}.")
 
 
 class SegmentationModel(nn.Module):

@@ -73,7 +73,10 @@ def export_files(folder: Path, with_history: bool) -> list[PurePosixPath]:
 
 
 def write_model_zip(folder: Path, files: list[PurePosixPath], dest: Path, label: str) -> None:
-    """Write `files` of model folder `folder` into archive `dest` (atomically) under `label/`."""
+    """Write `files` of model folder `folder` into archive `dest` (atomically) under `label/`.
+    OutputError if `dest` exists (as for a folder: an export never replaces a file)."""
+    if dest.exists() or dest.is_symlink():
+        raise OutputError(f"{dest} already exists. Choose a new file name or remove it.")
     with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w") as zf:
         for path in files:
             # weights hardly compress, so they are stored as is (faster); the rest is text/PNG

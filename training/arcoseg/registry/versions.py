@@ -211,6 +211,10 @@ class Registry(RegistryStore):
             raise ModelFileError(f"No model was saved into the staging folder {staged}; save "
                                  "one with arcoseg.modelfile.save_model before the block ends.")
         info = _modelfile().model_info(staged)
+        if not info["plan"]:  # the tester's R5: imported, then every segment failed
+            raise ModelFileError("model.json has an empty 'plan' (the preprocessing: spacing, "
+                                 "patch, normalisation), so the model cannot segment; models "
+                                 "written by arcoseg train and adapt have one.")
         with self._locked() as index:
             check_can_add(index, name, [c["name"] for c in info["classes"]])
             model = index["models"].get(name) or {"active": None, "history": [], "next": 1,
