@@ -286,11 +286,17 @@ def test_tampered_zip_is_refused(registry: Registry, imported: VersionRef,
     assert len(registry.list()) == 1
 
 
-def test_a_modified_registered_version_is_reported_by_show(
+def test_a_modified_registered_version_is_refused_wherever_it_is_used(
         registry: Registry, imported: VersionRef, tmp_path: Path) -> None:
+    """Also by segment, models check, export and adapt --model (all resolve it), not only by
+    show (the tester's R3: another consistent model's files ran under the version's name)."""
     save_tiny(registry.resolve("brain"), seed=7)  # overwritten behind the registry's back
-    with pytest.raises(ModelFileError, match="modified after it was registered"):
-        registry.show("brain")
+    out = tmp_path / "exported"
+    out.mkdir()
+    for use in (registry.show, registry.resolve, lambda spec: registry.export(spec, out)):
+        with pytest.raises(ModelFileError, match="modified after it was registered"):
+            use("brain@v1")
+    assert list(out.iterdir()) == []
 
 
 def test_a_damaged_index_gives_an_actionable_error(registry: Registry, imported: VersionRef,

@@ -25,8 +25,9 @@ class Registry(RegistryStore):
 
     def resolve(self, spec: str | os.PathLike) -> Path:
         """The model folder `spec` names: a folder path, `name` (its active version) or
-        `name@version`."""
-        return self._locate(spec, self._read_index())[0]
+        `name@version`. ModelFileError for a registered version whose files were replaced
+        (`_locate_unchanged`)."""
+        return self._locate_unchanged(spec, self._read_index())[0]
 
     def lookup(self, spec: str | os.PathLike) -> VersionRef | None:
         """The registered version `spec` names (also for a path into the registry); None for a
@@ -45,18 +46,29 @@ class Registry(RegistryStore):
                 for name in sorted(index["models"])
                 for v in reversed(index["models"][name]["versions"])]
 
+    def _locate_unchanged(self, spec: str | os.PathLike,
+                          index: dict[str, Any]) -> tuple[Path, VersionRef | None]:
+        """`_locate`, and ModelFileError if the registered version's model.json names other
+        weights than were registered (its files replaced by another model's: loading it then
+        verifies the weights against model.json, so the registered model is what runs)."""
+        folder, ref = self._locate(spec, index)
+        if ref is not None:
+            registered = self._version(index, ref)["weights_sha256"]
+            if _modelfile().load_metadata(folder).weights_sha256 != registered:
+                raise ModelFileError(f"{folder} was modified after it was registered as {ref}: "
+                                     "its weights differ from the registered ones. Remove this "
+                                     "version and import the model again.")
+        return folder, ref
+
     def show(self, spec: str | os.PathLike) -> dict[str, Any]:
         """`modelfile.model_info` of the model `spec` names, plus its registry fields."""
         index = self._read_index()
-        folder, ref = self._locate(spec, index)
+        folder, ref = self._locate_unchanged(spec, index)
         info = _modelfile().model_info(folder)
         if ref is None:
             return {**info, "registered": False}
         described = self._describe(index, ref.name, self._version(index, ref))
-        if info["weights_sha256"] != described.pop("weights_sha256"):
-            raise ModelFileError(f"{folder} was modified after it was registered as {ref}: its "
-                                 "weights differ from the registered ones. Remove this version "
-                                 "and import the model again.")
+        del described["weights_sha256"]  # checked: the same as info's
         children = [str(VersionRef(n, v["version"])) for n, m in index["models"].items()
                     for v in m["versions"] if v.get("parent") == str(ref)]
         return {**described, **info, "registered": True, "children": children}  # full classes
@@ -192,7 +204,7 @@ class Registry(RegistryStore):
         `with_history` also the training history (training/: metrics, options, curves), never
         the training checkpoint (resume state, about twice the weights' size).
         """
-        folder, ref = self._locate(spec, self._read_index())
+        folder, ref = self._locate_unchanged(spec, self._read_index())
         _modelfile().model_info(folder)  # export only a complete, valid model
         files = export_files(folder, with_history)
         label = f"{ref.name}-{ref.version}" if ref else folder.name
