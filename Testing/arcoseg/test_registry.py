@@ -306,6 +306,24 @@ def test_a_damaged_index_gives_an_actionable_error(registry: Registry, imported:
         registry.list()
 
 
+@pytest.mark.parametrize("edit, problem", [
+    (lambda m: m["versions"][0].pop("kind"), "lacks one of version, kind"),
+    (lambda m: m.update(active=None, history=["v9"]), "names version 'v9'"),
+    (lambda m: m.update(active="v3"), "names version 'v3'"),
+    (lambda m: m.update(versions={}), "has no list of versions"),
+])
+def test_a_hand_edited_index_is_refused_with_what_is_wrong(registry: Registry,
+                                                           imported: VersionRef, home: Path,
+                                                           edit, problem) -> None:
+    """The tester's R7: a version without 'kind' crashed `models list` (KeyError, exit 1); a
+    history naming a missing version let rollback activate it."""
+    index = json.loads((home / "registry.json").read_text())
+    edit(index["models"]["brain"])
+    (home / "registry.json").write_text(json.dumps(index))
+    with pytest.raises(RegistryError, match=f"registry.json is damaged: .*{problem}"):
+        registry.list()
+
+
 # --------------------------------------------------------------------------------- versions
 
 

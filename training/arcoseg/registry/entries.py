@@ -27,6 +27,32 @@ def version_entry(version: str, kind: str, parent: VersionRef | None, info: dict
     return entry
 
 
+_ENTRY_KEYS = {"version": str, "kind": str, "classes": list, "weights_sha256": str}
+
+
+def index_problem(models: dict[str, Any]) -> str | None:
+    """What is wrong with the index's models (a hand-edited registry.json), or None: each
+    model's versions with their required fields, its active version and history among them."""
+    for name, model in models.items():
+        if not isinstance(model, dict) or not isinstance(model.get("versions"), list):
+            return f"model {name!r} has no list of versions"
+        versions = []
+        for entry in model["versions"]:
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(key), kind)
+                                                      for key, kind in _ENTRY_KEYS.items()):
+                return (f"a version of model {name!r} lacks one of "
+                        f"{', '.join(_ENTRY_KEYS)}: {str(entry)[:120]}")
+            versions.append(entry["version"])
+        history = model.get("history")
+        if not isinstance(history, list) or not isinstance(model.get("next"), int):
+            return f"model {name!r} has no activation history or next version number"
+        for version in [model.get("active"), *history]:
+            if version is not None and version not in versions:
+                return (f"model {name!r} names version {version!r} (active or in its history), "
+                        f"which it does not list ({', '.join(versions) or 'none'})")
+    return None
+
+
 def check_new_name(index: dict[str, Any], name: str, hint: str = "") -> None:
     """RegistryError unless `name` is a model the index holds (kept under the rules it was added
     with) or a valid new name: `check_name`, and not the same folder on Windows or macOS as an

@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 
 from arcoseg.errors import OutputError
 from arcoseg.fileutil import write_text_atomic
+from arcoseg.registry.entries import index_problem
 from arcoseg.registry.names import (VERSION_ID, RegistryError, VersionRef, looks_like_path,
                                     parse_ref, registry_home)
 
@@ -125,6 +126,11 @@ class RegistryStore:
         if version > INDEX_VERSION:
             raise RegistryError(f"The registry {self.home} was written by a newer ARCOSegment "
                                 f"(index format {version}). Upgrade ARCOSegment to use it.")
+        problem = index_problem(data["models"])
+        if problem:
+            raise RegistryError(f"The registry index {path} is damaged: {problem}. Restore it "
+                                "from a backup, or move the folder "
+                                f"{self.home} away to start an empty registry.")
         return data
 
     def _write_index(self, index: dict[str, Any]) -> None:
