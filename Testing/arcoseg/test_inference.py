@@ -8,8 +8,9 @@ import SimpleITK as sitk
 import torch
 
 from arcoseg.data.preprocess import Plan, resample_to_reference
-from arcoseg.inference import _labels_on_input_grid, predict_probabilities, segment_channels
-from arcoseg.io.geometry import Grid
+from arcoseg.inference import (_labels_on_input_grid, predict_probabilities, segment_channels,
+                               segment_file)
+from arcoseg.io.geometry import Grid, grid_difference
 from arcoseg.io.images import array_to_image
 from arcoseg.modelfile import ModelMetadata, make_classes
 from arcoseg.networks import NetworkConfig, build_model
@@ -138,3 +139,25 @@ def test_voxels_beyond_the_model_grid_keep_the_prediction_next_to_them(dims):
     seg = segment_channels(model, metadata, [image], torch.device("cpu"), batch_size=3)
     np.testing.assert_allclose(seg.probabilities.astype(np.float32).sum(axis=0), 1, atol=5e-3)
     assert (sitk.GetArrayFromImage(seg.labels)[..., -1] != 0).any()  # not all background
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz", ".mha"])
+def test_a_2d_image_gets_2d_outputs_with_its_geometry(untrained_model, tmp_path, suffix):
+    """The tester's G5: a 2D input gave a 3D one-slice label map (z spacing 1, origin 0)."""
+    from arcoseg.modelfile import load_model
+
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((40, 36), np.float32))
+    image.SetSpacing((0.8, 0.6))
+    image.SetOrigin((-3.0, 7.5))
+    angle = np.radians(20)
+    image.SetDirection((np.cos(angle), -np.sin(angle), np.sin(angle), np.cos(angle)))
+    path = tmp_path / f"slice{suffix}"
+    sitk.WriteImage(image, str(path))
+    model, metadata = load_model(untrained_model)
+    out = tmp_path / f"seg{suffix}"
+    segment_file(model, metadata, [path], out, torch.device("cpu"),
+                 entropy=tmp_path / f"seg_entropy{suffix}")
+    for written in (out, tmp_path / f"seg_entropy{suffix}"):
+        result = sitk.ReadImage(str(written))
+        assert result.GetDimension() == 2 and result.GetSize() == image.GetSize()
+        assert grid_difference(Grid.of(result), Grid.of(image)) is None

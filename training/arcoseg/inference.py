@@ -29,7 +29,8 @@ from arcoseg.data.orientation import array_from_slicing_axis, to_slicing_axis
 from arcoseg.data.preprocess import Plan, preprocess_image, resample_to_reference
 from arcoseg.device import autocast
 from arcoseg.io.geometry import Grid, check_format_holds, grid_difference
-from arcoseg.io.images import array_to_image, pending_images, read_image
+from arcoseg.io.images import (array_to_image, input_dimension, like_input, pending_images,
+                               read_image)
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 from arcoseg.io.segnrrd import write_segmentation
 from arcoseg.modelfile import ModelMetadata
@@ -269,6 +270,8 @@ def segment_file(model: SegmentationModel, metadata: ModelMetadata, channel_path
                                      for p in seg.probabilities]), probabilities))
     if entropy is not None:
         images.append((seg.entropy(), entropy))
+    dimension = input_dimension(channel_paths[0])  # a 2D input gets 2D outputs
+    images = [(like_input(image, path, dimension), path) for image, path in images]
     if before_writing is not None:
         before_writing()
     # a Slicer segmentation (.seg.nrrd): segments named and coloured by class
