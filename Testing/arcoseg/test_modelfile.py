@@ -208,6 +208,11 @@ def test_metadata_missing_a_key_is_refused(saved: Path) -> None:
     ({"label_values": [0, 2, 1, 3]}, r"label_values \[0, 2, 1, 3\] disagree with the classes"),
     ({"label_values": [0, 1, 1, 3]}, "label_values must be distinct values 0..254"),
     ({"patch_size": [20, 20]}, r"patch_size \(20, 20\) is not a multiple of 16"),
+    # the tester's R5: hand-edited types were converted (dims 2.7 read as 2), now refused
+    ({"dims": 2.7}, "dims must be a whole number, not 2.7"),
+    ({"patch_size": [48.9, 48]}, "patch_size must be a whole number, not 48.9"),
+    ({"slice_axis": "1"}, "slice_axis must be a whole number, not '1'"),
+    ({"target_spacing": ["1", 1.0, 1.0]}, "target_spacing must be a number, not '1'"),
     # the tester's R5: a 3D plan on a 2D network crashed segment (exit 1)
     ({"dims": 3, "patch_size": [16, 32, 32]}, r"plan is for 3D input but the network \(unet2d\)"),
 ])
@@ -219,6 +224,13 @@ def test_a_plan_that_cannot_preprocess_or_contradicts_the_classes_is_refused(sav
     _rewrite_json(saved, plan={**PLAN, **change})
     with pytest.raises(ModelFileError, match=message):
         load_model(saved)
+
+
+def test_a_model_json_saved_with_a_byte_order_mark_is_read(saved: Path) -> None:
+    """The tester's R5 (LOW): Windows Notepad's UTF-8 BOM made model.json 'not valid JSON'."""
+    path = saved / "model.json"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_model(saved)[1].class_names == CLASSES
 
 
 def test_a_class_value_that_marks_unannotated_voxels_is_refused(saved: Path) -> None:

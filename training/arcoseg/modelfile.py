@@ -379,7 +379,8 @@ def _resolve_model_dir(path: str | os.PathLike) -> Path:
 def _read_metadata(folder: Path) -> ModelMetadata:
     path = folder / METADATA_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a file saved by an editor that writes a byte-order mark (Notepad) reads too
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as err:
         raise ModelFileError(f"Cannot read {path}: {err}.") from err
     except json.JSONDecodeError as err:

@@ -59,16 +59,20 @@ class Plan:
             raise ModelFileError(f"The preprocessing plan is missing {', '.join(missing)}; the "
                                  "model file is incomplete or from another program.")
         try:
+            # JSON types as written: a fraction, a string or true/false is refused, not
+            # rounded or converted (a hand-edited 2.7 for dims was read as 2)
             plan = cls(
-                dims=int(data["dims"]),
-                target_spacing=tuple(float(s) for s in data["target_spacing"]),  # type: ignore
+                dims=_count(data["dims"], "dims"),
+                target_spacing=tuple(_number(s, "target_spacing")  # type: ignore[arg-type]
+                                     for s in data["target_spacing"]),
                 normalization=str(data["normalization"]),
-                label_values=[int(v) for v in data["label_values"]],
-                patch_size=tuple(int(p) for p in data["patch_size"]),
-                ct_clip=_optional(data.get("ct_clip"), lambda c: tuple(float(v) for v in c)),
-                ct_mean=_optional(data.get("ct_mean"), float),
-                ct_std=_optional(data.get("ct_std"), float),
-                slice_axis=int(data.get("slice_axis", 0)),
+                label_values=[_count(v, "label_values") for v in data["label_values"]],
+                patch_size=tuple(_count(p, "patch_size") for p in data["patch_size"]),
+                ct_clip=_optional(data.get("ct_clip"),
+                                  lambda c: tuple(_number(v, "ct_clip") for v in c)),
+                ct_mean=_optional(data.get("ct_mean"), lambda v: _number(v, "ct_mean")),
+                ct_std=_optional(data.get("ct_std"), lambda v: _number(v, "ct_std")),
+                slice_axis=_count(data.get("slice_axis", 0), "slice_axis"),
                 context_slices=_count(data.get("context_slices", 0), "context_slices"),
             )
             plan.validate()
@@ -139,6 +143,13 @@ def _count(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be a whole number, not {value!r}")
     return value
+
+
+def _number(value: Any, name: str) -> float:
+    """`value` as a float if it is a JSON number (not a string or true/false)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, not {value!r}")
+    return float(value)
 
 
 @dataclass
