@@ -86,6 +86,13 @@ def test_home_is_ARCOSEG_HOME_else_dot_arcoseg_in_the_user_home(
     assert registry_home() == tmp_path / "user" / ".arcoseg"
 
 
+def test_a_version_folder_of_another_registry_is_imported_under_its_model_name(
+        registry: Registry, tmp_path: Path) -> None:
+    """The tester's R8: importing OTHER/models/liver/versions/v1 without --name made 'v1'."""
+    version = save_tiny(tmp_path / "other" / "models" / "liver" / "versions" / "v1")
+    assert registry.import_model(version) == VersionRef("liver", "v1")
+
+
 def test_a_model_without_a_plan_is_not_imported(registry: Registry, tmp_path: Path) -> None:
     """The tester's R5: a model.json with "plan": {} was imported, then could not segment."""
     folder = save_tiny(tmp_path / "planless")

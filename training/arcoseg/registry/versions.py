@@ -14,7 +14,8 @@ from arcoseg.registry.archive import (copy_model_files, export_files, extract_mo
                                       write_model_folder, write_model_zip)
 from arcoseg.registry.entries import (check_can_add, check_new_name, check_removable,
                                       forget_versions, version_entry)
-from arcoseg.registry.names import RegistryError, StagedVersion, VersionRef, parse_ref
+from arcoseg.registry.names import (VERSION_ID, RegistryError, StagedVersion, VersionRef,
+                                    parse_ref)
 from arcoseg.registry.store import RegistryStore, active_version, not_writable
 
 
@@ -86,6 +87,8 @@ class Registry(RegistryStore):
         if name is None:
             folder = src.parent if src.is_file() and not is_zip else src
             name = folder.name[: -len(".zip")] if is_zip else folder.name
+            if VERSION_ID.fullmatch(name) and folder.parent.name == "versions":
+                name = folder.parent.parent.name  # a registry's NAME/versions/vN folder
             hint = " Give the model a name with --name."
         self.check_new_name(name, hint)
         with self._staging_area() as area:
