@@ -269,6 +269,17 @@ def test_an_export_never_replaces_an_existing_file(registry: Registry, imported:
     assert unrelated.read_bytes() == b"not a model"
 
 
+def test_adapting_from_a_folder_whose_name_is_no_model_name_says_to_give_one(
+        registry: Registry, tmp_path: Path) -> None:
+    """The tester's R8: adapt --model "fold/my model2" gave no hint, unlike models import."""
+    from arcoseg.adapt.parent import choose_parent
+
+    folder = save_tiny(tmp_path / "my model2")
+    with pytest.raises(RegistryError, match=r"'my model2'.*Give the model a name with --name"):
+        choose_parent(registry, str(folder), None, None)
+    assert registry.list() == []
+
+
 def test_adapting_from_a_folder_skips_a_damaged_registered_version(
         registry: Registry, imported: VersionRef, tmp_path: Path) -> None:
     """The tester's R6: looking for a registered copy of the parent folder stopped at the first
@@ -304,6 +315,13 @@ def test_a_modified_registered_version_is_refused_wherever_it_is_used(
         with pytest.raises(ModelFileError, match="modified after it was registered"):
             use("brain@v1")
     assert list(out.iterdir()) == []
+
+
+def test_a_registry_home_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
+    home = tmp_path / "notes.txt"
+    home.write_text("x")
+    with pytest.raises(RegistryError, match="notes.txt is a file, not a folder.*ARCOSEG_HOME"):
+        Registry(home).list()
 
 
 def test_a_damaged_index_gives_an_actionable_error(registry: Registry, imported: VersionRef,

@@ -48,8 +48,8 @@ def choose_parent(registry: Registry, model: str | None, classes: list[str] | No
         ref = registry.lookup(model)
         if ref is None:  # a folder outside the registry becomes a base model first (once)
             folder = Path(model).expanduser()
-            ref = (registered_copy(registry, folder)
-                   or registry.import_model(folder, name=folder.name if name is None else name))
+            # named as `models import` names it (with its --name hint for an invalid name)
+            ref = registered_copy(registry, folder) or registry.import_model(folder, name=name)
         network, metadata = load_model(registry.resolve(str(ref)))
         parent = Parent(ref.name if name is None else name, ref, network, metadata,
                         metadata.class_names, [int(c["value"]) for c in metadata.classes])

@@ -109,6 +109,9 @@ class RegistryStore:
 
     def _read_index(self) -> dict[str, Any]:
         path = self.index_path
+        if self.home.exists() and not self.home.is_dir():
+            raise RegistryError(f"The registry home {self.home} is a file, not a folder. Set "
+                                "ARCOSEG_HOME to a folder (default: ~/.arcoseg).")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
