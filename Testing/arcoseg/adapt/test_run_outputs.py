@@ -2,6 +2,7 @@
 
 import errno
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,9 @@ def test_an_output_folder_that_takes_no_files_is_refused_before_training(case, t
                            device="cpu", output=Path("/proc/arcoseg-test-seg.nii.gz"))
     with pytest.raises(OutputError, match="Cannot write in /proc"):
         adapt(request, Reporter(quiet=True), lambda: False)
+    nested = replace(request, output=Path("/proc/x/seg.nii.gz"))  # the folder to create named
+    with pytest.raises(OutputError, match=r"Cannot write in /proc \(to create /proc/x\)"):
+        adapt(nested, Reporter(quiet=True), lambda: False)
     assert Registry().list() == []
 
 

@@ -142,7 +142,8 @@ def _check_can_create(folder: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise OutputError(f"Cannot write in {anchor}: {err.strerror or err}. Choose another "
+        where = anchor if folder == anchor else f"{anchor} (to create {folder})"
+        raise OutputError(f"Cannot write in {where}: {err.strerror or err}. Choose another "
                           "location or fix its permissions.") from err
 
 
