@@ -423,6 +423,16 @@ def test_rollback_after_activating_a_first_version_says_there_is_nothing_earlier
     assert registry.active("heart") == VersionRef("heart", "v1")
 
 
+def test_a_parent_removed_while_a_version_is_made_from_it_is_named(
+        registry: Registry, imported: VersionRef) -> None:
+    """The tester's R8: the run ended with "No model named 'brain' … import it first"."""
+    with pytest.raises(RegistryError, match="parent brain@v1 was removed .* not saved"):
+        with registry.stage_version("brain", imported) as staged:
+            registry.remove("brain", force=True)
+            save_tiny(staged.path)
+    assert registry.list() == []
+
+
 @pytest.mark.parametrize("error", [Cancelled("stopped"), KeyboardInterrupt()])
 def test_an_exception_inside_stage_leaves_the_registry_unchanged(
         registry: Registry, imported: VersionRef, home: Path, error: BaseException) -> None:

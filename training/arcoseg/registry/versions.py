@@ -231,6 +231,12 @@ class Registry(RegistryStore):
                                  "patch, normalisation), so the model cannot segment; models "
                                  "written by arcoseg train and adapt have one.")
         with self._locked() as index:
+            parent_versions = index["models"].get(parent.name, {}).get("versions", []) \
+                if parent else []
+            if parent and all(v["version"] != parent.version for v in parent_versions):
+                raise RegistryError(f"The parent {parent} was removed from the registry while "
+                                    "this version was made from it, so the new version was not "
+                                    "saved (nor its outputs). Adapt again from another model.")
             check_can_add(index, name, [c["name"] for c in info["classes"]])
             model = index["models"].get(name) or {"active": None, "history": [], "next": 1,
                                                   "versions": []}
