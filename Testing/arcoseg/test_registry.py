@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import torch
@@ -288,6 +288,20 @@ def test_adapting_from_a_folder_skips_a_damaged_registered_version(
 
     (registry.resolve("brain") / "model.json").write_text("{broken")
     assert registered_copy(registry, save_tiny(tmp_path / "other", seed=5)) is None
+
+
+def test_a_zip_with_the_model_files_in_two_folders_is_refused(
+        registry: Registry, imported: VersionRef, tmp_path: Path) -> None:
+    """The tester's R8: a/model.json with b/model.safetensors was imported as one model."""
+    archive = registry.export("brain", tmp_path / "brain.zip")
+    split = tmp_path / "split.zip"
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(split, "w") as dst:
+        for info in src.infolist():
+            name = PurePosixPath(info.filename).name
+            dst.writestr(f"{'a' if name == 'model.json' else 'b'}/{name}", src.read(info))
+    with pytest.raises(ModelFileError, match=r"in different folders \(a, b\)"):
+        registry.import_model(split, name="split")
+    assert len(registry.list()) == 1
 
 
 def test_tampered_zip_is_refused(registry: Registry, imported: VersionRef,

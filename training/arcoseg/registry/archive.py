@@ -52,6 +52,11 @@ def extract_model_zip(archive: Path, dest: Path) -> str:
                     "missing (expected at its top level or in one folder)."
                     + (" It looks like a torch.save checkpoint, which holds a pickle and is "
                        "never loaded, for safety." if pickled else ""))
+            folders = {str(PurePosixPath(info.filename).parent) for info in members.values()}
+            if len(folders) > 1:  # two halves of different models, perhaps
+                raise ModelFileError(f"{archive} holds {' and '.join(sorted(members))} in "
+                                     f"different folders ({', '.join(sorted(folders))}); an "
+                                     "exported model has both in one folder.")
             dest.mkdir()
             for name, info in members.items():
                 (dest / name).write_bytes(zf.read(info))
