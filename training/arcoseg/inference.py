@@ -29,8 +29,8 @@ from arcoseg.data.orientation import array_from_slicing_axis, to_slicing_axis
 from arcoseg.data.preprocess import Plan, preprocess_image, resample_to_reference
 from arcoseg.device import autocast
 from arcoseg.io.geometry import Grid, check_format_holds, grid_difference
-from arcoseg.io.images import (array_to_image, input_dimension, like_input, pending_images,
-                               read_image)
+from arcoseg.io.image_files import input_dimension, like_input
+from arcoseg.io.images import array_to_image, pending_images, read_image
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 from arcoseg.io.segnrrd import write_segmentation
 from arcoseg.modelfile import ModelMetadata
@@ -258,6 +258,7 @@ def segment_file(model: SegmentationModel, metadata: ModelMetadata, channel_path
 
     OutputError before segmenting if an output format cannot hold the image's grid."""
     channels = [read_image(p) for p in channel_paths]
+    dimension = input_dimension(channel_paths[0])  # a 2D input gets 2D outputs
     for path, components in ((output, 1), (probabilities, len(metadata.classes)), (entropy, 1)):
         if path is not None:
             check_format_holds(channels[0], path, str(channel_paths[0]), components=components)
@@ -270,7 +271,6 @@ def segment_file(model: SegmentationModel, metadata: ModelMetadata, channel_path
                                      for p in seg.probabilities]), probabilities))
     if entropy is not None:
         images.append((seg.entropy(), entropy))
-    dimension = input_dimension(channel_paths[0])  # a 2D input gets 2D outputs
     images = [(like_input(image, path, dimension), path) for image, path in images]
     if before_writing is not None:
         before_writing()

@@ -38,8 +38,8 @@ from arcoseg.inference import Segmentation, segment_channels
 from arcoseg.networks.fused import keep_inference_network
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.geometry import check_format_holds, read_grid
-from arcoseg.io.images import (image_output_suffixes, input_dimension, like_input,
-                               pending_images)
+from arcoseg.io.image_files import input_dimension, like_input
+from arcoseg.io.images import image_output_suffixes, pending_images
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 from arcoseg.io.segnrrd import check_segment_names, is_seg_nrrd, write_segmentation
 from arcoseg.io.names import unique_case_ids
@@ -102,6 +102,7 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
         if path is not None and is_seg_nrrd(path):
             check_segment_names(parent.class_names[1:], path)
     items = read_annotated(request, parent)
+    dimensions = [input_dimension(item.path) for item in items]  # a 2D image gets a 2D output
     for item, path in zip(items, outputs):
         if path is not None:  # again with the image read: DICOM series have no header to check
             check_format_holds(item.image, path, str(item.path), ext_option=False)
@@ -145,8 +146,8 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     reporter.log(("WARNING: " if not check["activated"] else "Held-out check: ") + check["note"])
     # The segmentations take their names only once the model is committed, and are deleted if
     # writing one or committing fails: no output without its model version, nor the reverse.
-    written = [(like_input(seg.labels, path, input_dimension(item.path)), path)
-               for seg, item, path in zip(segmentations, items, outputs) if path is not None]
+    written = [(like_input(seg.labels, path, dimension), path)
+               for seg, dimension, path in zip(segmentations, dimensions, outputs) if path]
     slicer = {SEG_NRRD: lambda image, tmp: write_segmentation(image, metadata.classes, tmp)}
     with pending_images(written, slicer), registry.stage_version(parent.name,
                                                                  parent.ref) as staged:

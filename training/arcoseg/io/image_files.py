@@ -1,6 +1,6 @@
 """Checks and readers behind `io.images.read_image` for what SimpleITK reports badly: files
-that cannot be opened, truncated NIfTI, DICOM series folders; and the .nii.gz writer behind
-`io.images.write_image` (ITK's is slow)."""
+that cannot be opened, truncated NIfTI, DICOM series folders; the .nii.gz writer behind
+`io.images.write_image` (ITK's is slow); and results written as 2D for 2D input files."""
 
 from __future__ import annotations
 
@@ -188,3 +188,24 @@ def write_nifti_gz(image: sitk.Image, path: Path) -> None:
             shutil.copyfileobj(source, packed, 1 << 20)
     finally:
         plain.unlink(missing_ok=True)
+
+
+def input_dimension(path: str | os.PathLike) -> int:
+    """2 for a 2D image file, else 3 (3D and 4D files, DICOM series folders), from the header."""
+    p = Path(path)
+    if not p.is_file():
+        return 3
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    reader.ReadImageInformation()  # read_image has read the file: its header is readable
+    return 2 if reader.GetDimension() == 2 else 3
+
+
+def like_input(image: sitk.Image, path: Path, dimension: int) -> sitk.Image:
+    """A result on the grid of an input read by `read_image`, for output file `path`: a 2D
+    image (the 2D input's origin, spacing and direction) when the input was 2D (`dimension`),
+    except for a Slicer .seg.nrrd, which is 3D; else `image` itself."""
+    if dimension == 2 and image.GetDimension() == 3 and image.GetSize()[2] == 1 and \
+            full_suffix(path) != ".seg.nrrd":
+        return image[:, :, 0]
+    return image

@@ -83,22 +83,6 @@ def _header(path: str | os.PathLike) -> sitk.ImageFileReader:
     return reader
 
 
-def input_dimension(path: str | os.PathLike) -> int:
-    """2 for a 2D image file, else 3 (3D and 4D files, DICOM series folders), from the header."""
-    p = Path(path)
-    return 2 if p.is_file() and _header(p).GetDimension() == 2 else 3
-
-
-def like_input(image: sitk.Image, path: Path, dimension: int) -> sitk.Image:
-    """A result on the grid of an input read by `read_image`, for output file `path`: a 2D
-    image (the 2D input's origin, spacing and direction) when the input was 2D (`dimension`),
-    except for a Slicer .seg.nrrd, which is 3D; else `image` itself."""
-    if dimension == 2 and image.GetDimension() == 3 and image.GetSize()[2] == 1 and \
-            not str(path).lower().endswith(".seg.nrrd"):
-        return image[:, :, 0]
-    return image
-
-
 def image_spacing_zyx(image: GridLike) -> tuple[float, float, float]:
     """Voxel spacing of a 3D image (or Grid) in (z, y, x) order."""
     return tuple(float(s) for s in reversed(Grid.of(image).spacing))  # type: ignore[return-value]
