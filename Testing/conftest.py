@@ -44,7 +44,8 @@ def untrained_model(tmp_path: Path) -> Path:
     import torch
 
     from arcoseg.data.preprocess import Plan
-    from arcoseg.modelfile import ModelMetadata, make_classes, save_model
+    from arcoseg.model_metadata import ModelMetadata, make_classes
+    from arcoseg.modelfile import save_model
     from arcoseg.networks import NetworkConfig, build_model
 
     torch.manual_seed(0)

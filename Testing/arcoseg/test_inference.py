@@ -12,7 +12,7 @@ from arcoseg.inference import (_labels_on_input_grid, predict_probabilities, seg
                                segment_file)
 from arcoseg.io.geometry import Grid, grid_difference
 from arcoseg.io.images import array_to_image
-from arcoseg.modelfile import ModelMetadata, make_classes
+from arcoseg.model_metadata import ModelMetadata, make_classes
 from arcoseg.networks import NetworkConfig, build_model
 
 MODEL_GRID = Grid((6, 5, 7), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))

@@ -14,8 +14,8 @@ import torch
 
 from arcoseg import modelfile
 from arcoseg.errors import DeviceError, ModelFileError, OutputError
-from arcoseg.modelfile import (FORMAT_VERSION, ModelMetadata, check_classes, default_colors,
-                               load_metadata, load_model, make_classes, model_info, save_model)
+from arcoseg.model_metadata import FORMAT_VERSION, ModelMetadata, default_colors, make_classes
+from arcoseg.modelfile import check_classes, load_metadata, load_model, model_info, save_model
 from arcoseg.networks import NetworkConfig, build_model
 
 CLASSES = ["background", "RV", "myocardium", "LV"]

@@ -19,7 +19,8 @@ from filelock import FileLock
 from arcoseg.registry import store as registry_store
 from arcoseg.data.preprocess import Plan
 from arcoseg.errors import Cancelled, ModelFileError, OutputError
-from arcoseg.modelfile import ModelMetadata, load_metadata, make_classes, save_model
+from arcoseg.model_metadata import ModelMetadata, make_classes
+from arcoseg.modelfile import load_metadata, save_model
 from arcoseg.networks import NetworkConfig, build_model
 from arcoseg.registry import Registry, RegistryError, VersionRef, check_name, registry_home
 

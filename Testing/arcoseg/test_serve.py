@@ -289,7 +289,8 @@ def test_a_killed_worker_leaves_no_partial_output_and_no_partial_version(data, t
 def test_the_model_cache_reuses_an_unchanged_folder_and_reloads_a_rewritten_one(tmp_path):
     import torch
 
-    from arcoseg.modelfile import ModelMetadata, make_classes, save_model
+    from arcoseg.model_metadata import ModelMetadata, make_classes
+    from arcoseg.modelfile import save_model
     from arcoseg.networks import NetworkConfig, build_model
     from arcoseg.serve_cache import ModelCache
 

@@ -33,7 +33,8 @@ CLASSES = ["background", "Left kidney", "Liver"]
 def tiny_model(tmp_path_factory) -> Path:
     """An untrained 2D model whose classes have non-contiguous label values (0, 3, 7)."""
     from arcoseg.data.preprocess import Plan
-    from arcoseg.modelfile import ModelMetadata, make_classes, save_model
+    from arcoseg.model_metadata import ModelMetadata, make_classes
+    from arcoseg.modelfile import save_model
     from arcoseg.networks import NetworkConfig, build_model
     config = NetworkConfig(arch="unet2d", in_channels=1, num_classes=3, features=(4, 8, 16, 32, 64))
     torch.manual_seed(0)

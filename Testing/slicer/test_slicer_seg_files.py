@@ -130,7 +130,8 @@ def test_a_slicer_segmentation_is_scored_as_ground_truth(slicer_core, phantom, t
 def tiny_model(tmp_path):
     """An untrained 2D model with classes Left kidney (3) and Liver (7) and their colours."""
     from arcoseg.data.preprocess import Plan
-    from arcoseg.modelfile import ModelMetadata, make_classes, save_model
+    from arcoseg.model_metadata import ModelMetadata, make_classes
+    from arcoseg.modelfile import save_model
     from arcoseg.networks import NetworkConfig, build_model
     config = NetworkConfig(arch="unet2d", in_channels=1, num_classes=3, features=(4, 8, 16, 32, 64))
     torch.manual_seed(1)

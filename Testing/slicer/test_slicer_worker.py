@@ -29,7 +29,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
     from arcoseg.data.preprocess import Plan
     from arcoseg.data.synthetic import make_phantom
-    from arcoseg.modelfile import ModelMetadata, make_classes, save_model
+    from arcoseg.model_metadata import ModelMetadata, make_classes
+    from arcoseg.modelfile import save_model
     from arcoseg.networks import NetworkConfig, build_model
 
     root = tmp_path_factory.mktemp("worker")

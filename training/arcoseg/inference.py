@@ -33,7 +33,7 @@ from arcoseg.io.image_files import input_dimension, like_input
 from arcoseg.io.images import array_to_image, pending_images, read_image
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 from arcoseg.io.segnrrd import write_segmentation
-from arcoseg.modelfile import ModelMetadata
+from arcoseg.model_metadata import ModelMetadata
 from arcoseg.networks.fused import inference_network
 from arcoseg.networks.model import SegmentationModel
 

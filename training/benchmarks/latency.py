@@ -34,7 +34,8 @@ import SimpleITK as sitk
 
 from arcoseg.benchmarks.profiles import PROFILES
 from arcoseg.data.preprocess import Plan
-from arcoseg.modelfile import ModelMetadata, make_classes, save_model
+from arcoseg.model_metadata import ModelMetadata, make_classes
+from arcoseg.modelfile import save_model
 from arcoseg.networks import NetworkConfig, build_model
 from arcoseg.ranges import POSITIVE_INT
 

@@ -31,7 +31,8 @@ import SimpleITK as sitk
 import torch
 
 from arcoseg.data.preprocess import Plan
-from arcoseg.modelfile import ModelMetadata, make_classes, save_model
+from arcoseg.model_metadata import ModelMetadata, make_classes
+from arcoseg.modelfile import save_model
 from arcoseg.networks import NetworkConfig, build_model
 from arcoseg.benchmarks.engines import run_in_engine
 from arcoseg.ranges import POSITIVE_INT

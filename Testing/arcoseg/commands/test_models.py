@@ -11,7 +11,8 @@ import torch
 from arcoseg.cli import main
 from arcoseg.data.preprocess import Plan
 from arcoseg.errors import EXIT_USER
-from arcoseg.modelfile import ModelMetadata, make_classes, save_model
+from arcoseg.model_metadata import ModelMetadata, make_classes
+from arcoseg.modelfile import save_model
 from arcoseg.networks import NetworkConfig, build_model
 from arcoseg.registry import Registry, VersionRef
 

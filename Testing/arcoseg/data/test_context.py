@@ -79,7 +79,7 @@ def test_a_context_that_is_not_a_whole_number_is_refused(value):
 
 
 def test_a_model_file_whose_input_channels_do_not_fit_its_context_is_refused():
-    from arcoseg.modelfile import ModelMetadata, make_classes
+    from arcoseg.model_metadata import ModelMetadata, make_classes
     from arcoseg.networks import NetworkConfig
 
     config = NetworkConfig(arch="unet2d", in_channels=3, num_classes=2)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from arcoseg.constants import BACKGROUND
 from arcoseg.errors import ArcosegError
-from arcoseg.modelfile import ModelMetadata, load_metadata, load_model
+from arcoseg.model_metadata import ModelMetadata
+from arcoseg.modelfile import load_metadata, load_model
 from arcoseg.networks.model import SegmentationModel
 from arcoseg.registry import Registry, VersionRef
 

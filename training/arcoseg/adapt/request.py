@@ -11,7 +11,7 @@ from arcoseg.adapt.prior import ParentPriorSettings, PriorSettings
 from arcoseg.constants import BACKGROUND
 from arcoseg.errors import InputError, ModelFileError
 from arcoseg.io.images import MAX_LABEL_VALUE
-from arcoseg.modelfile import check_class_names
+from arcoseg.model_metadata import check_class_names
 
 
 @dataclass

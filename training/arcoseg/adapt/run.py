@@ -44,7 +44,8 @@ from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 from arcoseg.io.segnrrd import check_segment_names, is_seg_nrrd, write_segmentation
 from arcoseg.io.names import unique_case_ids
 from arcoseg.io.outputs import check_distinct, check_output_file, image_output_paths
-from arcoseg.modelfile import ModelMetadata, save_model
+from arcoseg.model_metadata import ModelMetadata
+from arcoseg.modelfile import save_model
 from arcoseg.networks.model import SegmentationModel
 from arcoseg.progress import Reporter
 from arcoseg.registry import Registry, VersionRef

@@ -65,7 +65,7 @@ def _name_value_pairs(spec: str) -> dict[str, int]:
     """'RV=1,Myo=2' → {'RV': 1, 'Myo': 2}: names a model could hold (modelfile's rule),
     distinct values 1..254."""
     from arcoseg.errors import ModelFileError
-    from arcoseg.modelfile import check_class_names
+    from arcoseg.model_metadata import check_class_names
 
     try:
         pairs = [(name.strip(), int(value)) for name, value in

@@ -25,7 +25,7 @@ from arcoseg.errors import InputError, ModelFileError
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.images import MAX_LABEL_VALUE
 from arcoseg.io.names import image_stem, unique_case_ids
-from arcoseg.modelfile import check_class_names
+from arcoseg.model_metadata import check_class_names
 
 IGNORE_NAME = "ignore"
 

@@ -20,7 +20,7 @@ from arcoseg.evaluation.evaluate import evaluate, format_summary_table
 from arcoseg.evaluation.plots import save_overlay_png
 from arcoseg.fileutil import write_text_atomic
 from arcoseg.io.images import array_to_image, write_image
-from arcoseg.modelfile import default_colors
+from arcoseg.model_metadata import default_colors
 from arcoseg.progress import Reporter
 from arcoseg.train.validation import class_dice
 

@@ -23,7 +23,8 @@ from arcoseg.device import autocast, describe_device, resolve_device
 from arcoseg.errors import ArcosegError, Cancelled
 from arcoseg.evaluation.plots import plot_training_curves
 from arcoseg.fileutil import write_text_atomic
-from arcoseg.modelfile import ModelMetadata, default_colors, save_model
+from arcoseg.model_metadata import ModelMetadata, default_colors
+from arcoseg.modelfile import save_model
 from arcoseg.networks.model import (NetworkConfig, SegmentationModel, build_model,
                                     load_backbone_weights, with_default_head)
 from arcoseg.progress import Reporter
