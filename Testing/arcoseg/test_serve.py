@@ -131,8 +131,10 @@ def test_a_model_query_during_the_warm_up_and_the_segments_after_it_succeed(mode
         worker.send({"id": "show", "argv": ["models", "show", model]})
         worker.send({"id": "seg", "argv": ["segment", model, str(data["image"]), "-o",
                                            str(tmp_path / "seg.nii.gz"), "--threads", "1"]})
-        for request_id in ("show", "seg"):
-            final, _ = worker.final(request_id, timeout=300)
+        finals: dict = {}  # in either order: the segment may end before the query
+        worker.until(lambda e: "exit_code" in e and finals.setdefault(e["id"], e) is not None
+                     and {"show", "seg"} <= set(finals), timeout=300)
+        for final in (finals["show"], finals["seg"]):
             assert (final["event"], final["exit_code"]) == ("result", 0), final
         assert (tmp_path / "seg.nii.gz").is_file()
     finally:

@@ -152,7 +152,9 @@ class Lane:
                 import_engine()
             except Exception as err:  # the request that needs it will report the problem
                 print(f"arcoseg serve: could not preload the engine: {err!r}", file=sys.stderr)
-        if "torch" in sys.modules:
+        # only after import_engine: torch may be half-imported by another lane (a light lane
+        # that read it then died with an AttributeError, and its requests went unanswered)
+        if self.warmup and "torch" in sys.modules:
             self._default_threads = sys.modules["torch"].get_num_threads()
 
     def _execute(self, request: Request) -> None:
