@@ -92,6 +92,11 @@ def test_a_version_folder_of_another_registry_is_imported_under_its_model_name(
     """The tester's R8: importing OTHER/models/liver/versions/v1 without --name made 'v1'."""
     version = save_tiny(tmp_path / "other" / "models" / "liver" / "versions" / "v1")
     assert registry.import_model(version) == VersionRef("liver", "v1")
+    # the tester's T3: a name taken from the path never adds a version to a registered model
+    again = save_tiny(tmp_path / "third" / "models" / "liver" / "versions" / "v7", seed=3)
+    with pytest.raises(RegistryError, match="'liver' is already registered.*--name liver"):
+        registry.import_model(again)
+    assert registry.import_model(again, name="liver") == VersionRef("liver", "v2")
 
 
 def test_a_model_without_a_plan_is_not_imported(registry: Registry, tmp_path: Path) -> None:
@@ -332,11 +337,21 @@ def test_a_modified_registered_version_is_refused_wherever_it_is_used(
     assert list(out.iterdir()) == []
 
 
+def test_an_index_naming_a_model_by_a_path_is_refused(registry: Registry, imported: VersionRef,
+                                                      home: Path) -> None:
+    index = json.loads((home / "registry.json").read_text())
+    index["models"]["../outside"] = index["models"].pop("brain")
+    (home / "registry.json").write_text(json.dumps(index))
+    with pytest.raises(RegistryError, match="model name '../outside' is not a folder name"):
+        registry.remove("../outside", force=True)
+
+
 def test_a_registry_home_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
     home = tmp_path / "notes.txt"
     home.write_text("x")
-    with pytest.raises(RegistryError, match="notes.txt is a file, not a folder.*ARCOSEG_HOME"):
-        Registry(home).list()
+    for use in (Registry(home).list, Registry(home).check_writable):  # adapt's check too
+        with pytest.raises(RegistryError, match="notes.txt is a file, not a folder.*ARCOSEG"):
+            use()
 
 
 def test_a_damaged_index_gives_an_actionable_error(registry: Registry, imported: VersionRef,
@@ -351,6 +366,12 @@ def test_a_damaged_index_gives_an_actionable_error(registry: Registry, imported:
     (lambda m: m.update(active=None, history=["v9"]), "names version 'v9'"),
     (lambda m: m.update(active="v3"), "names version 'v3'"),
     (lambda m: m.update(versions={}), "has no list of versions"),
+    # the tester's T1/T2: a version id that is a path (remove --force deleted a folder outside
+    # the registry), fields list/show read (KeyError)
+    (lambda m: m["versions"][0].update(version="../../../victim"), "'../../../victim' \\(not vN"),
+    (lambda m: m["versions"][0].pop("summary"), "lacks one of .*summary"),
+    (lambda m: m["versions"].append(dict(m["versions"][0])), "'v1' \\(not vN, or twice"),
+
 ])
 def test_a_hand_edited_index_is_refused_with_what_is_wrong(registry: Registry,
                                                            imported: VersionRef, home: Path,

@@ -178,6 +178,11 @@ def test_bad_requests_get_an_error_and_the_worker_keeps_serving(worker):
     assert both["exit_code"] == EXIT_USER and "has argv and cancel" in both["message"]
     worker.send({"argv": ["models", "list"]})
     assert "needs an \"id\"" in worker.next()["message"]
+    for invalid in (1.0, True):  # the tester's T4: tagged 1.0 / true, read as request 1's end
+        worker.send({"id": invalid, "argv": ["models", "list"]})
+        refused = worker.next()
+        assert (refused["id"], refused["invalid_id"]) == (None, invalid)
+        assert "a non-empty string or an integer" in refused["message"]
     worker.send({"id": "v", "argv": ["--version"]})
     assert worker.final("v")[0] == {"event": "result", "id": "v", "text": "arcoseg 0.1.0\n",
                                     "exit_code": 0}

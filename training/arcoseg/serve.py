@@ -182,8 +182,10 @@ class Server:
         """Parse a command line and queue it in its lane; answer parse results at once."""
         if not isinstance(request_id, (str, int)) or isinstance(request_id, bool) or \
                 request_id == "":
-            self.refuse(request_id, 'Every command request needs an "id" (a string or number) '
-                                    "to tag its events with.")
+            # tagged with no id: a client may read 1.0 or true as the id 1 of another request
+            self.refuse(None, 'Every command request needs an "id" (a non-empty string or an '
+                              f"integer) to tag its events with; got {request_id!r}.",
+                        invalid_id=request_id)
             return
         if self.in_use(request_id):
             return

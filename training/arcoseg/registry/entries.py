@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from arcoseg.errors import ModelFileError
-from arcoseg.registry.names import RegistryError, VersionRef, check_name, windows_form
+from arcoseg.registry.names import (VERSION_ID, RegistryError, VersionRef, check_name,
+                                    windows_form)
 
 # Provenance fields of model.json copied into the index for `list` (the rest stays in model.json).
 _SUMMARY_KEYS = ("method", "dataset", "held_out", "validation")
@@ -27,13 +28,18 @@ def version_entry(version: str, kind: str, parent: VersionRef | None, info: dict
     return entry
 
 
-_ENTRY_KEYS = {"version": str, "kind": str, "classes": list, "weights_sha256": str}
+_ENTRY_KEYS = {"version": str, "kind": str, "classes": list, "weights_sha256": str,
+               "created": str, "summary": dict}
 
 
 def index_problem(models: dict[str, Any]) -> str | None:
     """What is wrong with the index's models (a hand-edited registry.json), or None: each
     model's versions with their required fields, its active version and history among them."""
     for name, model in models.items():
+        # names become folder names: nothing like ../.. may pass (check_name's rules are
+        # newer than some registered names, which stay usable)
+        if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+            return f"model name {name!r} is not a folder name"
         if not isinstance(model, dict) or not isinstance(model.get("versions"), list):
             return f"model {name!r} has no list of versions"
         versions = []
@@ -42,6 +48,8 @@ def index_problem(models: dict[str, Any]) -> str | None:
                                                       for key, kind in _ENTRY_KEYS.items()):
                 return (f"a version of model {name!r} lacks one of "
                         f"{', '.join(_ENTRY_KEYS)}: {str(entry)[:120]}")
+            if not VERSION_ID.fullmatch(entry["version"]) or entry["version"] in versions:
+                return f"model {name!r} lists version {entry['version']!r} (not vN, or twice)"
             versions.append(entry["version"])
         history = model.get("history")
         if not isinstance(history, list) or not isinstance(model.get("next"), int):

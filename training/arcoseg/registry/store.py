@@ -87,6 +87,7 @@ class RegistryStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         """Hold the registry lock; yields the current index (write it with `_write_index`)."""
+        self._check_home()
         try:
             self.home.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -107,11 +108,14 @@ class RegistryStore:
         finally:
             lock.release()
 
-    def _read_index(self) -> dict[str, Any]:
-        path = self.index_path
+    def _check_home(self) -> None:
         if self.home.exists() and not self.home.is_dir():
             raise RegistryError(f"The registry home {self.home} is a file, not a folder. Set "
                                 "ARCOSEG_HOME to a folder (default: ~/.arcoseg).")
+
+    def _read_index(self) -> dict[str, Any]:
+        path = self.index_path
+        self._check_home()
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:

@@ -90,6 +90,10 @@ class Registry(RegistryStore):
             if VERSION_ID.fullmatch(name) and folder.parent.name == "versions":
                 name = folder.parent.parent.name  # a registry's NAME/versions/vN folder
             hint = " Give the model a name with --name."
+            if name in self._read_index()["models"]:  # a new version of it only when asked
+                raise RegistryError(f"A model named {name!r} is already registered; to add "
+                                    f"{src} as its new version, give --name {name}; else "
+                                    "choose another --name.")
         self.check_new_name(name, hint)
         with self._staging_area() as area:
             staged = area / "model"
