@@ -81,3 +81,23 @@ def test_files_that_belong_together_all_take_their_names(tmp_path):
             tmp.write_text(text)
     assert [p.read_text() for p in paths] == ["new a", "new b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_files_whose_old_version_cannot_be_backed_up_are_still_written(tmp_path, monkeypatch):
+    """The tester's T5: another user's unreadable file in a shared folder can be replaced (as a
+    single file is) but not linked or copied; the write used to fail for it."""
+    import shutil
+
+    paths = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    for path in paths:
+        path.write_text("old")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(os, "link", refuse)
+    monkeypatch.setattr(shutil, "copy2", refuse)
+    with atomic_paths(paths) as temps:
+        for tmp in temps:
+            tmp.write_text("new")
+    assert [p.read_text() for p in paths] == ["new", "new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]

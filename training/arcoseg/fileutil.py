@@ -127,35 +127,38 @@ def _temporary_beside(dest: Path) -> Path:
 
 def _rename_all(made: list[tuple[Path, Path, int]]) -> None:
     """Rename each temporary file to its destination, all or none (`atomic_paths`)."""
-    renamed: list[tuple[Path, Path | None]] = []  # (destination, backup of the file it had)
+    renamed: list[tuple[Path, Path | None, bool]] = []  # (destination, backup, had a file)
     backup = None
     try:
         for tmp, dest, mode in made:
             os.chmod(tmp, mode)  # after the writer: some writers replace the file they are given
-            backup = _backup(dest, tmp) if len(made) > 1 else None
+            had_file = os.path.lexists(dest) and not dest.is_dir()
+            backup = _backup(dest, tmp) if len(made) > 1 and had_file else None
             os.replace(tmp, dest)
-            renamed.append((dest, backup))
+            renamed.append((dest, backup, had_file))
             backup = None
     except BaseException:
         _undo(renamed)
         raise
     finally:
-        for old in (backup, *(old for _, old in renamed)):
+        for old in (backup, *(old for _, old, _ in renamed)):
             if old is not None:
                 old.unlink(missing_ok=True)
 
 
-def _undo(renamed: list[tuple[Path, Path | None]]) -> None:
+def _undo(renamed: list[tuple[Path, Path | None, bool]]) -> None:
     """Put back the files renamed over (from their backups, emptying `renamed`) and remove the
     new ones. OutputError naming the kept backups if some cannot be put back."""
     failed = []
     while renamed:
-        dest, old = renamed.pop()
+        dest, old, had_file = renamed.pop()
         try:
-            if old is None:
-                dest.unlink(missing_ok=True)
-            else:
+            if old is not None:
                 os.replace(old, dest)
+            elif had_file:  # no backup could be made (another user's unreadable file)
+                failed.append(f"{dest} (its previous content could not be kept)")
+            else:
+                dest.unlink(missing_ok=True)
         except OSError as err:
             failed.append(f"{dest} ({err.strerror or err}"
                           + (f"; its previous content is in {old})" if old else ")"))
@@ -165,15 +168,18 @@ def _undo(renamed: list[tuple[Path, Path | None]]) -> None:
 
 def _backup(dest: Path, tmp: Path) -> Path | None:
     """A hard link (a copy where the file system has none) to the file at `dest`, named after
-    its temporary file `tmp` (so a killed run's backup is cleaned up like it); None if `dest`
-    holds no file."""
-    if not os.path.lexists(dest) or dest.is_dir():
-        return None
+    its temporary file `tmp` (so a killed run's backup is cleaned up like it); None if neither
+    can be made (e.g. another user's unreadable file in a shared folder): the write goes on, as
+    a single file's would, and only a failure after it cannot put that file back."""
     backup = tmp.with_name(tmp.name + ".old")
     try:
         os.link(dest, backup, follow_symlinks=False)
     except OSError:
-        shutil.copy2(dest, backup, follow_symlinks=False)
+        try:
+            shutil.copy2(dest, backup, follow_symlinks=False)
+        except OSError:
+            backup.unlink(missing_ok=True)
+            return None
     return backup
 
 
