@@ -20,9 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "adapt", help="fine-tune a model from a few annotated slices (semi-supervised ARCO)",
         description="Train a new model version from images in which only some slices are "
-                    "annotated (label values = class indices 1…n, also for a model whose classes have "
-                    "other label values; 0 = background on annotated slices, 255 = explicitly "
-                    "unannotated), plus unlabelled images. One annotated "
+                    "annotated (label values = class indices 1…n, also for a model whose "
+                    "classes have other label values; 0 = background on annotated slices, "
+                    "255 = explicitly unannotated), plus unlabelled images. One annotated "
                     "slice is held out to compare the parent and the adapted model; a worse "
                     "model is saved but not activated. Prints the next slices to annotate.",
         formatter_class=HelpFormatter)
