@@ -337,6 +337,13 @@ def test_a_modified_registered_version_is_refused_wherever_it_is_used(
     assert list(out.iterdir()) == []
 
 
+def test_an_index_saved_with_a_byte_order_mark_is_read(registry: Registry,
+                                                       imported: VersionRef, home: Path) -> None:
+    index = home / "registry.json"
+    index.write_bytes(b"\xef\xbb\xbf" + index.read_bytes())  # as Windows Notepad saves it
+    assert [v["ref"] for v in registry.list()] == ["brain@v1"]
+
+
 def test_an_index_naming_a_model_by_a_path_is_refused(registry: Registry, imported: VersionRef,
                                                       home: Path) -> None:
     index = json.loads((home / "registry.json").read_text())

@@ -172,6 +172,18 @@ def model_info(model_dir: str | os.PathLike) -> dict[str, Any]:
     }
 
 
+def segmentation_plan(metadata: ModelMetadata, model_dir: str | os.PathLike) -> Any:
+    """The model's preprocessing plan (`data.preprocess.Plan`); ModelFileError naming its
+    model.json if it has none (a file written by hand or by another program cannot segment)."""
+    from arcoseg.data.preprocess import Plan  # here: preprocess imports the data layer
+
+    if not metadata.plan:
+        raise ModelFileError(f"{Path(model_dir) / METADATA_FILE} has an empty 'plan' (the "
+                             "preprocessing: spacing, patch, normalisation), so the model cannot "
+                             "segment; models written by arcoseg train and adapt have one.")
+    return Plan.from_dict(metadata.plan)
+
+
 def check_classes(metadata: ModelMetadata, expected_names: Sequence[str], context: str) -> None:
     """ModelFileError unless the model's class names are `expected_names` (same order)."""
     if metadata.class_names != list(expected_names):

@@ -183,6 +183,21 @@ def test_check_of_a_damaged_model_is_a_user_error_naming_the_file(tmp_path, caps
     assert code == EXIT_USER and "model.safetensors" in error_of(events)["message"]
 
 
+@pytest.mark.parametrize("command", ["check", "segment"])
+def test_a_model_folder_without_a_plan_is_refused_naming_its_model_json(tmp_path, capsys,
+                                                                        command):
+    """The tester's T8: the only plan error that did not name the file."""
+    folder = save_tiny(tmp_path / "planless")
+    data = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**data, "plan": {}}))
+    argv = (["models", "check", str(folder)] if command == "check" else
+            ["segment", str(folder), str(tmp_path), "-o", str(tmp_path / "s.nii.gz")])
+    code = main([*argv, "--progress", "json"])
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == EXIT_USER
+    assert f"{folder / 'model.json'} has an empty 'plan'" in error_of(events)["message"]
+
+
 def test_in_the_serve_worker_check_leaves_the_model_loaded_and_fused_for_segment(
         tmp_path, capsys, monkeypatch):
     from arcoseg import serve_cache

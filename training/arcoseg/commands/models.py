@@ -139,16 +139,16 @@ def _export(registry: Registry, args: argparse.Namespace, reporter: Reporter) ->
 def _check(registry: Registry, args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     import time
 
-    from arcoseg.data.preprocess import Plan
     from arcoseg.device import describe_device, resolve_device  # torch: only when run
     from arcoseg.inference import warm_up
+    from arcoseg.modelfile import segmentation_plan
     from arcoseg.serve_cache import load_model  # kept loaded inside `arcoseg serve`
 
     device, start = resolve_device(args.device), time.perf_counter()
     folder = registry.resolve(args.spec)
     model, metadata = load_model(folder, device=device)
     loaded = time.perf_counter()
-    warm_up(model, Plan.from_dict(metadata.plan), metadata.network["in_channels"], device,
+    warm_up(model, segmentation_plan(metadata, folder), metadata.network["in_channels"], device,
             batch_size=args.batch, amp=args.amp)
     return {"model": str(folder), "device": describe_device(device)["name"],
             "classes": [c["name"] for c in metadata.classes],

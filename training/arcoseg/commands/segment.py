@@ -105,15 +105,16 @@ def folder_format(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Segment every case; return the written files and timings."""
-    from arcoseg.data.preprocess import Plan
     from arcoseg.device import describe_device, resolve_device  # torch, MONAI: only when run
     from arcoseg.inference import segment_file
+    from arcoseg.modelfile import segmentation_plan
     from arcoseg.registry import Registry
     from arcoseg.serve_cache import load_model  # kept loaded inside `arcoseg serve`
 
     device = resolve_device(args.device)
-    model, metadata = load_model(Registry().resolve(args.model), device=device)
-    cases = collect_cases(args.images, Plan.from_dict(metadata.plan).image_channels(
+    folder = Registry().resolve(args.model)
+    model, metadata = load_model(folder, device=device)
+    cases = collect_cases(args.images, segmentation_plan(metadata, folder).image_channels(
         metadata.network["in_channels"]))
     outputs = plan_outputs(args, cases, len(metadata.classes))
     for planned in outputs.values():

@@ -117,7 +117,7 @@ class RegistryStore:
         path = self.index_path
         self._check_home()
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (Notepad) too
         except FileNotFoundError:
             return {"format_version": INDEX_VERSION, "models": {}}
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
