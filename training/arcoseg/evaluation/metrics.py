@@ -30,7 +30,6 @@ from monai.metrics import (
     compute_hausdorff_distance,
     compute_iou,
 )
-
 from monai.metrics.utils import get_mask_edges
 
 from arcoseg.errors import InputError
@@ -102,26 +101,23 @@ def _class_metrics(pred: torch.Tensor, gt: torch.Tensor, spacing: tuple[float, .
     # ignore_empty=False: an empty gt with a non-empty prediction scores 0, not NaN.
     result = {"dice": float(compute_dice(pred, gt, include_background=True, ignore_empty=False)),
               "jaccard": float(compute_iou(pred, gt, include_background=True, ignore_empty=False))}
-    corner = np.asarray(pred.shape[2:], dtype=float)  # the diagonal's extent, voxels per axis
-    for unit, step in (("vox", None), ("mm", spacing)):
+    size = np.asarray(pred.shape[2:], dtype=float)  # voxels per axis
+    for unit, unit_spacing, unit_axes in (("vox", (1.0,) * len(size), None),
+                                          ("mm", spacing, axes)):
         if in_pred and in_gt:
-            hd95, asd = _distances(pred, gt, step or (1.0,) * len(corner),
-                                   axes if step else None)
+            hd95, asd = _distances(pred, gt, unit_spacing, unit_axes)
         else:  # MONAI gives inf/NaN here: use the largest possible distance, the diagonal
-            hd95 = asd = _diagonal(corner if step is None else corner * np.asarray(step),
-                                   None if step is None else axes)
+            hd95 = asd = _diagonal(size, unit_spacing, unit_axes)
         result[f"hd95_{unit}"], result[f"asd_{unit}"] = hd95, asd
     return result
 
 
-def _diagonal(extent: np.ndarray, axes: np.ndarray | None) -> float:
-    """The longest diagonal of a box with sides `extent` (mm) along the array axes; `axes`
-    (columns: physical step per voxel) for a sheared grid, whose diagonals differ in length."""
-    if axes is None:
-        return float(np.linalg.norm(extent))
-    steps = extent / np.linalg.norm(axes, axis=0)  # voxels per axis
-    return max(float(np.linalg.norm(axes @ (steps * np.asarray(signs))))
-               for signs in itertools.product((1, -1), repeat=len(steps)))
+def _diagonal(size: np.ndarray, spacing: tuple[float, ...], axes: np.ndarray | None) -> float:
+    """The longest diagonal of a grid of `size` voxels per axis: its steps are `spacing` along
+    orthogonal axes, else the columns of `axes` (a sheared grid's diagonals differ in length)."""
+    steps = np.diag(spacing) if axes is None else axes
+    return max(float(np.linalg.norm(steps @ (size * np.asarray(signs))))
+               for signs in itertools.product((1, -1), repeat=len(size)))
 
 
 def _plane_axes(shape: tuple[int, ...]) -> list[int]:
