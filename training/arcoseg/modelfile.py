@@ -174,14 +174,20 @@ def model_info(model_dir: str | os.PathLike) -> dict[str, Any]:
 
 def segmentation_plan(metadata: ModelMetadata, model_dir: str | os.PathLike) -> Any:
     """The model's preprocessing plan (`data.preprocess.Plan`); ModelFileError naming its
-    model.json if it has none (a file written by hand or by another program cannot segment)."""
+    model.json if it has none (`check_has_plan`)."""
     from arcoseg.data.preprocess import Plan  # here: preprocess imports the data layer
 
-    if not metadata.plan:
-        raise ModelFileError(f"{Path(model_dir) / METADATA_FILE} has an empty 'plan' (the "
-                             "preprocessing: spacing, patch, normalisation), so the model cannot "
-                             "segment; models written by arcoseg train and adapt have one.")
+    check_has_plan(metadata.plan, str(Path(model_dir) / METADATA_FILE))
     return Plan.from_dict(metadata.plan)
+
+
+def check_has_plan(plan: Mapping[str, Any], where: str) -> None:
+    """ModelFileError naming `where` (a model.json) if `plan` is empty: a file written by hand
+    or by another program cannot segment."""
+    if not plan:
+        raise ModelFileError(f"{where} has an empty 'plan' (the preprocessing: spacing, patch, "
+                             "normalisation), so the model cannot segment; models written by "
+                             "arcoseg train and adapt have one.")
 
 
 def check_classes(metadata: ModelMetadata, expected_names: Sequence[str], context: str) -> None:

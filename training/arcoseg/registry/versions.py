@@ -230,17 +230,16 @@ class Registry(RegistryStore):
             raise ModelFileError(f"No model was saved into the staging folder {staged}; save "
                                  "one with arcoseg.modelfile.save_model before the block ends.")
         info = _modelfile().model_info(staged)
-        if not info["plan"]:  # the tester's R5: imported, then every segment failed
-            raise ModelFileError("model.json has an empty 'plan' (the preprocessing: spacing, "
-                                 "patch, normalisation), so the model cannot segment; models "
-                                 "written by arcoseg train and adapt have one.")
+        _modelfile().check_has_plan(info["plan"], "model.json")  # else imported, unusable
         with self._locked() as index:
-            parent_versions = index["models"].get(parent.name, {}).get("versions", []) \
-                if parent else []
-            if parent and all(v["version"] != parent.version for v in parent_versions):
+            try:
+                if parent is not None:
+                    self._version(index, parent)
+            except RegistryError as err:
                 raise RegistryError(f"The parent {parent} was removed from the registry while "
                                     "this version was made from it, so the new version was not "
-                                    "saved (nor its outputs). Adapt again from another model.")
+                                    "saved (nor its outputs). Adapt again from another model."
+                                    ) from err
             check_can_add(index, name, [c["name"] for c in info["classes"]])
             model = index["models"].get(name) or {"active": None, "history": [], "next": 1,
                                                   "versions": []}
