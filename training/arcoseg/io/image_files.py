@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from arcoseg.errors import InputError
 from arcoseg.fileutil import full_suffix
+from arcoseg.io.segnrrd import is_seg_nrrd
 
 READABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -206,6 +207,6 @@ def like_input(image: sitk.Image, path: Path, dimension: int) -> sitk.Image:
     image (the 2D input's origin, spacing and direction) when the input was 2D (`dimension`),
     except for a Slicer .seg.nrrd, which is 3D; else `image` itself."""
     if dimension == 2 and image.GetDimension() == 3 and image.GetSize()[2] == 1 and \
-            full_suffix(path) != ".seg.nrrd":
+            not is_seg_nrrd(path):
         return image[:, :, 0]
     return image
