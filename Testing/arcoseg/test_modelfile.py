@@ -233,6 +233,17 @@ def test_a_model_json_saved_with_a_byte_order_mark_is_read(saved: Path) -> None:
     assert load_model(saved)[1].class_names == CLASSES
 
 
+def test_the_checksum_is_read_in_either_case_and_must_be_hexadecimal(saved: Path) -> None:
+    """An upper-case checksum (written by another tool) is the same digest, not a corrupt
+    file; 64 characters that are no hex digits are refused as what they are."""
+    digest = json.loads((saved / "model.json").read_text())["weights_sha256"]
+    _rewrite_json(saved, weights_sha256=digest.upper())
+    assert load_model(saved)[1].weights_sha256 == digest
+    _rewrite_json(saved, weights_sha256="g" * 64)
+    with pytest.raises(ModelFileError, match="'weights_sha256' must be a 64-digit hex string"):
+        load_model(saved)
+
+
 def test_a_class_value_that_marks_unannotated_voxels_is_refused(saved: Path) -> None:
     classes = make_classes(CLASSES, [0, 1, 2, 255])
     _rewrite_json(saved, classes=classes, plan={**PLAN, "label_values": [0, 1, 2, 255]})

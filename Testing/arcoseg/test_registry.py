@@ -337,6 +337,22 @@ def test_a_modified_registered_version_is_refused_wherever_it_is_used(
     assert list(out.iterdir()) == []
 
 
+def test_a_modified_version_is_never_activated_nor_rolled_back_to(
+        registry: Registry, imported: VersionRef) -> None:
+    """A swapped version would be refused at its next use: activating it would leave the
+    panel's model unusable, so the registry keeps the active version it had."""
+    adapt(registry, "brain", imported)  # v2 active, v1 in the history
+    save_tiny(registry.resolve("brain@v1"), seed=7)
+    with pytest.raises(ModelFileError, match="v1 was modified after it was registered as brain@v1"):
+        registry.rollback("brain")
+    with pytest.raises(ModelFileError, match="modified after it was registered"):
+        registry.activate("brain", "v1")
+    assert registry.active("brain") == VersionRef("brain", "v2")
+    registry.remove("brain@v1", force=True)  # the way out the message names (v2 is its child)
+    with pytest.raises(RegistryError, match="(?i)nothing to roll back|no earlier"):
+        registry.rollback("brain")
+
+
 def test_an_index_saved_with_a_byte_order_mark_is_read(registry: Registry,
                                                        imported: VersionRef, home: Path) -> None:
     index = home / "registry.json"

@@ -5,6 +5,7 @@ reads and writes it next to the weights."""
 from __future__ import annotations
 
 import colorsys
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -16,6 +17,7 @@ from arcoseg.networks.model import is_integer
 FORMAT_VERSION = 1
 _METADATA_KEYS = ("format_version", "network", "classes", "plan", "provenance", "weights_sha256")
 _CLASS_KEYS = ("name", "value", "color")
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 # ITK-SNAP's default label colours (red, green, blue, yellow, ...), familiar to clinicians;
 # classes beyond them get golden-ratio hues.
@@ -140,8 +142,9 @@ class ModelMetadata:
         if missing:
             raise ModelFileError(f"model.json lacks {missing}.")
         digest = data["weights_sha256"]
-        if not isinstance(digest, str) or len(digest) != 64:
+        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
             raise ModelFileError(f"'weights_sha256' must be a 64-digit hex string, got {digest!r}.")
+        digest = digest.lower()  # hashlib writes lower case; other tools may not
         if not isinstance(data["classes"], list):
             raise ModelFileError("'classes' must be a list.")
         return cls(network=data["network"], classes=data["classes"],

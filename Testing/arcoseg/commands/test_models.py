@@ -183,15 +183,17 @@ def test_check_of_a_damaged_model_is_a_user_error_naming_the_file(tmp_path, caps
     assert code == EXIT_USER and "model.safetensors" in error_of(events)["message"]
 
 
-@pytest.mark.parametrize("command", ["check", "segment"])
+@pytest.mark.parametrize("command", ["check", "segment", "evaluate"])
 def test_a_model_folder_without_a_plan_is_refused_naming_its_model_json(tmp_path, capsys,
-                                                                        command):
+                                                                        command, msd_dataset):
     """The tester's T8: the only plan error that did not name the file."""
     folder = save_tiny(tmp_path / "planless")
     data = json.loads((folder / "model.json").read_text())
     (folder / "model.json").write_text(json.dumps({**data, "plan": {}}))
-    argv = (["models", "check", str(folder)] if command == "check" else
-            ["segment", str(folder), str(tmp_path), "-o", str(tmp_path / "s.nii.gz")])
+    argv = {"check": ["models", "check", str(folder)],
+            "segment": ["segment", str(folder), str(tmp_path), "-o", str(tmp_path / "s.nii.gz")],
+            "evaluate": ["evaluate", "--model", str(folder), "--dataset", str(msd_dataset),
+                         "--split", "all", "-o", str(tmp_path / "ev")]}[command]
     code = main([*argv, "--progress", "json"])
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == EXIT_USER

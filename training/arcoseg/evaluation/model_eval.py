@@ -16,7 +16,7 @@ from arcoseg.errors import Cancelled
 from arcoseg.evaluation.evaluate import check_outputs, evaluate_to_folder
 from arcoseg.inference import segment_file
 from arcoseg.io.outputs import check_output_folder
-from arcoseg.modelfile import check_classes, load_model
+from arcoseg.modelfile import check_classes, load_model, segmentation_plan
 from arcoseg.progress import Reporter
 
 ALL_CASES = "all"  # split name meaning every case of the dataset (e.g. a held-out test folder)
@@ -33,9 +33,11 @@ def evaluate_model_on_cases(model_dir: Path, dataset: DatasetInfo, cases: list[C
                             should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     """Segment `cases` of `dataset` with the model in `model_dir`; return the metrics summary.
 
-    The model's classes must be the dataset's (same names and order), else ModelFileError.
+    The model's classes must be the dataset's (same names and order) and its model.json must
+    hold a plan, else ModelFileError.
     """
     model, metadata = load_model(model_dir, device=device)
+    segmentation_plan(metadata, model_dir)  # a plan-less model.json is named before any work
     check_classes(metadata, dataset.class_names, f"dataset {dataset.root}")
     check_outputs(out_dir)
     check_output_folder(Path(out_dir) / "predictions")

@@ -54,12 +54,17 @@ class Registry(RegistryStore):
         verifies the weights against model.json, so the registered model is what runs)."""
         folder, ref = self._locate(spec, index)
         if ref is not None:
-            registered = self._version(index, ref)["weights_sha256"]
-            if _modelfile().load_metadata(folder).weights_sha256 != registered:
-                raise ModelFileError(f"{folder} was modified after it was registered as {ref}: "
-                                     "its weights differ from the registered ones. Remove this "
-                                     "version and import the model again.")
+            self._check_unchanged(index, ref)
         return folder, ref
+
+    def _check_unchanged(self, index: dict[str, Any], ref: VersionRef) -> None:
+        """ModelFileError if `ref`'s model.json names other weights than were registered."""
+        folder = self._version_dir(ref.name, ref.version)
+        registered = self._version(index, ref)["weights_sha256"]
+        if _modelfile().load_metadata(folder).weights_sha256 != registered:
+            raise ModelFileError(f"{folder} was modified after it was registered as {ref}: "
+                                 "its weights differ from the registered ones. Remove this "
+                                 "version and import the model again.")
 
     def show(self, spec: str | os.PathLike) -> dict[str, Any]:
         """`modelfile.model_info` of the model `spec` names, plus its registry fields."""
@@ -156,7 +161,7 @@ class Registry(RegistryStore):
     def activate(self, name: str, version: str) -> VersionRef:
         """Make `name@version` the active version (the previous one can be rolled back to)."""
         with self._locked() as index:
-            self._version(index, VersionRef(name, version))
+            self._check_unchanged(index, VersionRef(name, version))  # never activate a swap
             model = index["models"][name]
             if model["active"] != version:
                 if model["active"] is not None:
@@ -171,6 +176,7 @@ class Registry(RegistryStore):
             model = self._model(index, name)
             if not model["history"]:
                 raise _nothing_to_roll_back(name, model)
+            self._check_unchanged(index, VersionRef(name, model["history"][-1]))
             model["active"] = model["history"].pop()
             self._write_index(index)
             return VersionRef(name, model["active"])
