@@ -9,7 +9,7 @@ from typing import Any, Callable
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
 from arcoseg.io.outputs import output_path
 from arcoseg.progress import Reporter
-from arcoseg.ranges import POSITIVE_INT
+from arcoseg.ranges import WINDOW_BATCH
 from arcoseg.registry import Registry, RegistryError
 from arcoseg.registry.names import parse_ref
 
@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                             "loading and the first pass take; in `arcoseg serve` the model then "
                             "stays loaded and ready, so the next segment starts at once")
     check.add_argument("spec", help=_SPEC_HELP)
-    check.add_argument("--batch", type=POSITIVE_INT, default=8,
+    check.add_argument("--batch", type=WINDOW_BATCH, default=8,
                        help="windows in the pass: the segment --batch it prepares for")
     add_device_arguments(check)
     rm = action("remove", "delete a version (NAME@VERSION) or a whole model (NAME)")

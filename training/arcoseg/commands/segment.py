@@ -18,7 +18,7 @@ from arcoseg.io.outputs import (check_distinct, check_free_space, check_output_f
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 from arcoseg.io.segnrrd import check_segment_names, is_seg_nrrd
 from arcoseg.progress import Reporter
-from arcoseg.ranges import POSITIVE_INT
+from arcoseg.ranges import WINDOW_BATCH
 
 # label maps; also a Slicer segmentation, written with the model's names and colours
 OUTPUT_SUFFIXES = (*image_output_suffixes(), SEG_NRRD)
@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="also write per-class probabilities (<name>_probabilities)")
     p.add_argument("--entropy", action="store_true",
                    help="also write the normalised predictive entropy (<name>_entropy)")
-    p.add_argument("--batch", type=POSITIVE_INT, default=8,
+    p.add_argument("--batch", type=WINDOW_BATCH, default=8,
                    help="slices / windows per forward pass (fewer: less memory)")
     add_device_arguments(p)
     return p
