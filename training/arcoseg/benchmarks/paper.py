@@ -26,90 +26,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from types import FrameType
 from typing import Any, Callable
 
-import torch
-
+from arcoseg.benchmarks.paper_child import ChildStop, machine_info, run_training_process
+from arcoseg.benchmarks.paper_runs import (RUN_RECORD, EvalTarget, RunSpec, has_checkpoint,
+                                          has_evaluation, new_record, read_record, run_status,
+                                          write_record)
 from arcoseg.benchmarks.profiles import (ALL_LABELS, METHODS, PROFILES, DatasetSettings,
                                          get_profile, settings_for)
 from arcoseg.benchmarks.report import format_results
-from arcoseg.cli import StopFlag, run_with_signals
+from arcoseg.cli import run_with_signals
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, apply_threads
-from arcoseg.data.dataset import Case, DatasetInfo, load_dataset
+from arcoseg.data.dataset import DatasetInfo, load_dataset
 from arcoseg.data.intensity import DEFAULT_JITTER
-from arcoseg.device import describe_device, resolve_device
+from arcoseg.device import resolve_device
 from arcoseg.errors import EXIT_CANCELLED, ArcosegError, Cancelled
 from arcoseg.evaluation.model_eval import ALL_CASES, evaluate_model_on_cases, split_cases
 from arcoseg.fileutil import write_text_atomic
 from arcoseg.progress import Reporter, to_jsonable
 from arcoseg.ranges import FRACTION, POSITIVE_INT, SEED, ListOf
-from arcoseg.train.resume import CHECKPOINT_STEM
 
-RUN_RECORD, RESULTS_JSON, RESULTS_MD = "run.json", "results.json", "results.md"
-
-
-@dataclass(frozen=True)
-class EvalTarget:
-    """Cases a trained model is scored on: a split of a dataset folder."""
-
-    dataset: DatasetInfo
-    split: str
-    cases: list[Case]
-
-    @property
-    def key(self) -> str:
-        """Name of this evaluation in run records, e.g. 'ACDC:val'."""
-        return f"{self.dataset.name}:{self.split}"
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One planned training run and where it lives."""
-
-    key: str  # the run folder relative to --out
-    run_dir: Path
-    dataset: str
-    profile: str
-    labelled: int | None  # None: all training labels
-    method: str
-    seed: int
-    train_args: tuple[str, ...]  # the `arcoseg train` options that define the run
-
-    @property
-    def model_dir(self) -> Path:
-        """The model folder the training writes."""
-        return self.run_dir / "model"
-
-
-class ChildStop(StopFlag):
-    """SIGINT/SIGTERM: stop after the current step of work and ask the training process to save
-    a checkpoint and stop. It runs in its own session, so a terminal's Ctrl-C reaches it only
-    through this forward (once per signal; a second one aborts it, as in `arcoseg`)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.child_pid: int | None = None
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.child_pid is not None:
-            # os.kill, not Popen.send_signal: that would reap the child and lose its rusage.
-            try:
-                os.kill(self.child_pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-        super()._handle(signum, frame)
+RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 
 
 # ----------------------------------------------------------------------------------- arguments
@@ -252,121 +195,7 @@ def train_command(spec: RunSpec, dataset: DatasetInfo, args: argparse.Namespace,
             "--out", str(spec.model_dir.resolve()), *spec.train_args, *runtime]
 
 
-# ------------------------------------------------------------------------------------- records
-def read_record(spec: RunSpec) -> dict[str, Any] | None:
-    """The run's record, or None; ArcosegError if it belongs to a run with other options."""
-    path = spec.run_dir / RUN_RECORD
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ArcosegError(f"Run record {path} is unreadable ({err}). Delete the folder "
-                           f"{spec.run_dir} to rerun that run.") from err
-    if record.get("train_args") != list(spec.train_args):
-        raise ArcosegError(f"{spec.run_dir} holds a run with other training options "
-                           f"({shlex.join(record.get('train_args', []))}). Choose another --out "
-                           "or delete that folder.")
-    return record
-
-
-def write_record(spec: RunSpec, record: dict[str, Any]) -> None:
-    """Rewrite the run's record atomically."""
-    write_text_atomic(spec.run_dir / RUN_RECORD,
-                      json.dumps(to_jsonable(record), indent=2, allow_nan=False) + "\n")
-
-
-def new_record(spec: RunSpec, dataset: DatasetInfo, command: str) -> dict[str, Any]:
-    """The record of a run that has not trained yet; `command` is the benchmark's."""
-    return {"key": spec.key, "benchmark_command": command,
-            "dataset": spec.dataset, "dataset_path": str(dataset.root.resolve()),
-            "profile": spec.profile, "labelled": spec.labelled, "method": spec.method,
-            "seed": spec.seed, "train_args": list(spec.train_args),
-            "model": str(spec.model_dir.resolve()), "segments": [], "training": None,
-            "evaluations": {}}
-
-
-def has_checkpoint(spec: RunSpec) -> bool:
-    """Whether the run's training left a checkpoint to resume from."""
-    return (spec.model_dir / f"{CHECKPOINT_STEM}.json").is_file()
-
-
-def has_evaluation(record: dict[str, Any], target: EvalTarget) -> bool:
-    """Whether the record scores the run on `target` (same key and dataset folder)."""
-    entry = record["evaluations"].get(target.key)
-    return entry is not None and entry["path"] == str(target.dataset.root.resolve())
-
-
-def run_status(spec: RunSpec, targets: list[EvalTarget]) -> str:
-    """'done', 'evaluate' (trained, evaluations missing), 'resume' or 'train'."""
-    record = read_record(spec)
-    if record is not None and record["training"] is not None:
-        return "done" if all(has_evaluation(record, t) for t in targets) else "evaluate"
-    return "resume" if has_checkpoint(spec) else "train"
-
-
 # --------------------------------------------------------------------------------------- running
-@dataclass
-class ChildOutcome:
-    """What a training process reported and cost."""
-
-    exit_code: int
-    result: dict[str, Any] | None
-    error: str | None
-    wall_seconds: float
-    peak_rss_mb: float | None
-
-
-def run_training_process(command: list[str], spec: RunSpec, reporter: Reporter,
-                         stop: ChildStop) -> ChildOutcome:
-    """Run `arcoseg train` in a child process, relaying its progress; log its output."""
-    start = time.monotonic()
-    result, error = None, None
-    with (spec.run_dir / "train.log").open("a", encoding="utf-8") as log, \
-            (spec.run_dir / "train.stderr").open("a", encoding="utf-8") as err:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True,
-                                start_new_session=True)
-        stop.child_pid = proc.pid
-        try:
-            for line in proc.stdout:  # type: ignore[union-attr]
-                log.write(line)
-                log.flush()
-                event = _parse_event(line)
-                if event.get("event") == "progress":
-                    extra = {k: v for k, v in event.items()
-                             if k not in ("event", "step", "total", "message")}
-                    reporter.progress(event["step"], event["total"],
-                                      f"{spec.key}: {event.get('message', '')}", **extra)
-                elif event.get("event") == "log":
-                    reporter.log(f"{spec.key}: {event.get('message', '')}")
-                elif event.get("event") == "result":
-                    result = {k: v for k, v in event.items() if k != "event"}
-                elif event.get("event") == "error":
-                    error = event.get("message")
-        finally:
-            exit_code, peak = _wait(proc)
-            stop.child_pid = None
-    return ChildOutcome(exit_code, result, error, round(time.monotonic() - start, 2), peak)
-
-
-def _parse_event(line: str) -> dict[str, Any]:
-    try:
-        event = json.loads(line)
-    except json.JSONDecodeError:
-        return {}
-    return event if isinstance(event, dict) else {}
-
-
-def _wait(proc: subprocess.Popen) -> tuple[int, float | None]:
-    """Reap the child; its exit code and peak resident memory in MB (None where unknown)."""
-    if not hasattr(os, "wait4"):  # Windows: no per-child rusage
-        return proc.wait(), None
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    scale = 2**20 if sys.platform == "darwin" else 2**10  # ru_maxrss: bytes on macOS, else KiB
-    return proc.returncode, round(usage.ru_maxrss / scale, 1)
-
-
 def train_run(spec: RunSpec, record: dict[str, Any], dataset: DatasetInfo,
               args: argparse.Namespace, reporter: Reporter, stop: ChildStop) -> None:
     """Train (or resume) one run to the end; its result and costs go into `record`."""
@@ -415,23 +244,6 @@ def evaluate_run(spec: RunSpec, target: EvalTarget, args: argparse.Namespace,
             "split": target.split, "n_cases": len(target.cases),
             "folder": str(folder.resolve()), "seconds": round(seconds, 2),
             "seconds_per_case": round(seconds / len(target.cases), 3), "summary": summary}
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """Where a run was trained: host, CPU, cores, torch threads, device name, versions."""
-    return {"host": platform.node(), "platform": platform.platform(), "cpu": _cpu_name(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "device": describe_device(device)["name"], "torch": torch.__version__,
-            "python": platform.python_version()}
-
-
-def _cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _now() -> str:
