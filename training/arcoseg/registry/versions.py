@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from arcoseg.constants import METADATA_FILE
 from arcoseg.errors import ModelFileError
 from arcoseg.fileutil import full_suffix
 from arcoseg.registry.archive import (copy_model_files, export_files, extract_model_zip,
@@ -58,13 +60,15 @@ class Registry(RegistryStore):
         return folder, ref
 
     def _check_unchanged(self, index: dict[str, Any], ref: VersionRef) -> None:
-        """ModelFileError if `ref`'s model.json names other weights than were registered."""
+        """ModelFileError if `ref`'s model.json names other weights than were registered (or
+        cannot be read). Read without the engine: `models activate` imports no torch."""
         folder = self._version_dir(ref.name, ref.version)
         registered = self._version(index, ref)["weights_sha256"]
-        if _modelfile().load_metadata(folder).weights_sha256 != registered:
+        if _recorded_digest(folder) != registered:
             raise ModelFileError(f"{folder} was modified after it was registered as {ref}: "
-                                 "its weights differ from the registered ones. Remove this "
-                                 "version and import the model again.")
+                                 "its model.json is missing or names other weights than the "
+                                 "registered ones. Remove this version and import the model "
+                                 "again.")
 
     def show(self, spec: str | os.PathLike) -> dict[str, Any]:
         """`modelfile.model_info` of the model `spec` names, plus its registry fields."""
@@ -281,6 +285,17 @@ def _nothing_to_roll_back(name: str, model: dict[str, Any]) -> RegistryError:
     return RegistryError(f"Model {name} has no earlier active version to roll back to ({now}). "
                          f"Activate one explicitly: arcoseg models activate "
                          f"{name}@VERSION (versions: {', '.join(others)}).")
+
+
+def _recorded_digest(folder: Path) -> str | None:
+    """The weights checksum model.json records (lower case, as `ModelMetadata` reads it), or
+    None if it cannot be read; the full validation is `modelfile`'s, when the model is used."""
+    try:
+        data = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return None
+    digest = data.get("weights_sha256") if isinstance(data, dict) else None
+    return digest.lower() if isinstance(digest, str) else None
 
 
 def _modelfile():
