@@ -123,6 +123,8 @@ class ARCOSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                 self.panel.update_buttons)
 
     def onSceneStartClose(self, caller, event):
+        if self.panel is not None and self.panel.job is not None:
+            self.panel.cancel()  # its result belongs to this scene, not to the next one
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):

@@ -249,11 +249,21 @@ def annotated_slices(mask: np.ndarray, axis: int) -> list[int]:
 
 
 def detect_axis(mask: np.ndarray) -> int:
-    """The axis the annotations were drawn on: the one with the fewest slices holding labels."""
+    """The axis the annotations were drawn on: the one with the fewest slices holding labels.
+
+    ValueError when nothing is painted, or when two or three axes tie (a small structure on
+    adjacent slices): the engine's rule (`arcoseg.adapt.annotations.detect_axis`). Guessing one
+    would send the other axes' undrawn voxels as background."""
     if not np.any(mask):
         raise ValueError("No voxel is annotated. Paint the structures on a few slices first.")
     counts = [len(annotated_slices(mask, axis)) for axis in range(3)]
-    return int(np.argmin(counts))  # ties → axis 0 (K, usually the acquisition plane)
+    fits = [axis for axis in range(3) if counts[axis] == min(counts)]
+    if len(fits) > 1:
+        axes = " and ".join("KJI"[a] for a in fits)
+        raise ValueError(f"The painted voxels lie on as few slices along {axes} ({min(counts)} "
+                         "each), so the axis they were drawn on is unclear. Choose it under "
+                         "'Slice axis', or paint more of each slice.")
+    return fits[0]
 
 
 def build_annotations(shape: Sequence[int], class_masks: Iterable[tuple[int, np.ndarray]],

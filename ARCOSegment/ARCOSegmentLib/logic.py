@@ -21,7 +21,8 @@ from typing import Any, Callable, Sequence
 
 from ARCOSegmentLib import mrml as slicer_mrml
 from ARCOSegmentLib import scene
-from ARCOSegmentLib.conversions import build_annotations, describe_annotations
+from ARCOSegmentLib.conversions import (Annotations, build_annotations,
+                                        describe_annotations)
 from ARCOSegmentLib.dependencies import InstallPlan, find_engine, install, make_plan
 from ARCOSegmentLib.device import DeviceInfo, device_args
 from ARCOSegmentLib.engine import (AdaptOutput, EngineJob, adapt_args, parse_adapt_result,
@@ -61,6 +62,22 @@ def on_full_grid(output: AdaptOutput, exported: scene.ExportedVolume) -> AdaptOu
     return dataclasses.replace(
         output, suggested_slices=[full(s) for s in output.suggested_slices],
         heldout_slice=None if output.heldout_slice is None else full(output.heldout_slice))
+
+
+def _check_inside_roi(annotations: Annotations, exported: scene.ExportedVolume,
+                      log: Log | None) -> None:
+    """ValueError if no annotated slice lies inside the ROI (the engine would name only its
+    temporary file); `log` says which ones Adapt leaves out when some lie outside."""
+    inside = exported.slices_inside(annotations.axis, annotations.slices)
+    if len(inside) == len(annotations.slices):
+        return
+    drawn = f"{', '.join(map(str, annotations.slices))} along {'KJI'[annotations.axis]}"
+    if not inside:
+        raise ValueError(f"None of the annotated slices ({drawn}) lies inside the ROI. Move "
+                         "the ROI over them, or adapt without an ROI.")
+    if log is not None:
+        log(f"Only slices {', '.join(map(str, inside))} of the annotated {drawn} lie inside the "
+            "ROI; Adapt learns from those.")
 
 
 class EngineLogic:
@@ -177,6 +194,8 @@ class EngineLogic:
         named and coloured after the model; re-running updates the same segments."""
         modelDir, _ = self.resolveModel(model)
         classes = read_model_classes(modelDir)
+        if segmentationNode is not None:
+            self.mrml.check_output_segmentation(segmentationNode, volumeNode)
         with self._workDir() as work:
             # NRRD, not NIfTI: it keeps a sheared (gantry-tilted) grid, which NIfTI would rotate
             exported = scene.export_volume(volumeNode, work / "image.nrrd",
@@ -184,6 +203,7 @@ class EngineLogic:
 
             def finish(result):
                 out = parse_segment_result(result)
+                self.mrml.check_in_scene(volumeNode, segmentationNode)
                 target = segmentationNode or self.mrml.new_segmentation(volumeNode)
                 self.mrml.import_labels(out.labels, exported, classes, target, volumeNode)
                 if out.entropy is not None:
@@ -211,6 +231,8 @@ class EngineLogic:
         other voxel is unannotated. `modelName` names a new model (default: from its classes)."""
         if segmentationNode is annotationNode:
             segmentationNode = None  # the result must not overwrite the clinician's drawing
+        if segmentationNode is not None:
+            self.mrml.check_output_segmentation(segmentationNode, volumeNode)
         segments = self.mrml.segments_of(annotationNode)
         if fromScratch:
             matched = [(sid, index) for index, sid in enumerate(segments, start=1)]
@@ -225,6 +247,7 @@ class EngineLogic:
             exported = scene.export_volume(volumeNode, work / "image.nrrd", bounds)
             annotations = build_annotations(exported.shape, self.mrml.segment_masks(
                 annotationNode, matched, volumeNode), axis, extraSlices)
+            _check_inside_roi(annotations, exported, log)
             annotationPath = scene.write_on_grid(annotations.labels, exported,
                                                  work / "annotations.nrrd")
             unlabelled = [scene.export_volume(v, work / f"unlabelled_{i}.nrrd", bounds).path
@@ -232,6 +255,7 @@ class EngineLogic:
 
             def finish(result):
                 out = on_full_grid(parse_adapt_result(result), exported)
+                self.mrml.check_in_scene(volumeNode, segmentationNode)
                 if out.labels is None:
                     raise RuntimeError(f"The engine adapted {out.model.ref} but wrote no "
                                        "segmentation; segment the volume with it.")

@@ -46,17 +46,52 @@ def new_segmentation(volume_node, name: str | None = None):
     return node
 
 
+def check_output_segmentation(segmentation_node, volume_node) -> None:
+    """ValueError unless results can go into `segmentation_node`: it must sit under the volume's
+    parent transform (Slicer's label map import puts them off by the difference otherwise) and
+    be edited as a binary labelmap (a closed-surface source takes no label map import)."""
+    name, volume = segmentation_node.GetName(), volume_node.GetName()
+    if segmentation_node.GetTransformNodeID() != volume_node.GetTransformNodeID():
+        raise ValueError(f"The output segmentation '{name}' is under "
+                         f"{_transform(segmentation_node)} and the volume '{volume}' under "
+                         f"{_transform(volume_node)}, so the results would land in the wrong "
+                         "place. Choose an output under the volume's transform, or a new one.")
+    if not segmentation_node.GetSegmentation().IsSourceRepresentationImageData():
+        raise ValueError(f"The output segmentation '{name}' is edited as closed surfaces; the "
+                         "results are label maps. Choose another output, or make Binary labelmap "
+                         "its source representation (Segmentations module, Representations).")
+
+
+def _transform(node) -> str:
+    transform = node.GetParentTransformNode()
+    return "no transform" if transform is None else f"the transform '{transform.GetName()}'"
+
+
+def check_in_scene(*nodes) -> None:
+    """RuntimeError if a node left the scene (deleted, or the scene was closed) during a run:
+    its results would otherwise be added to whatever scene is open now."""
+    import slicer
+    for node in nodes:
+        if node is not None and not slicer.mrmlScene.IsNodePresent(node):
+            raise RuntimeError(f"'{node.GetName()}' was removed from the scene (or the scene was "
+                               "closed) while the engine ran; its result was not loaded.")
+
+
 def import_labels(labels_path: str | Path, exported: scene.ExportedVolume,
                   classes: Sequence[ClassInfo], segmentation_node, volume_node):
-    """Load a result label map into `segmentation_node`: one segment per class, stable IDs."""
+    """Load a result label map into `segmentation_node`: one segment per class (updated in place
+    where one is named after the class). ValueError before any change if the node cannot take
+    it (`check_output_segmentation`); segments added for a failed import are removed again."""
     import slicer
     import vtk
+    check_output_segmentation(segmentation_node, volume_node)
     indices = scene.result_indices(labels_path, exported, classes)
     segmentation = segmentation_node.GetSegmentation()
-    ids = vtk.vtkStringArray()
+    ids, added = vtk.vtkStringArray(), []
     for spec in plan_segments(classes, segments_of(segmentation_node)):
         if not spec.exists:
             segmentation.AddEmptySegment(spec.segment_id, spec.name, list(spec.color))
+            added.append(spec.segment_id)
         segment = segmentation.GetSegment(spec.segment_id)
         segment.SetName(spec.name)
         segment.SetColor(*spec.color)
@@ -69,20 +104,27 @@ def import_labels(labels_path: str | Path, exported: scene.ExportedVolume,
         segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(
                 labelmap, segmentation_node, ids):
+            for sid in added:
+                segmentation.RemoveSegment(sid)
             raise RuntimeError("Slicer could not import the segmentation result.")
     finally:
         slicer.mrmlScene.RemoveNode(labelmap)
     return segmentation_node
 
 
+UNCERTAINTY_REFERENCE = "ARCOSegment.uncertainty"  # volume → its uncertainty map
+
+
 def import_scalar_volume(path: str | Path, exported: scene.ExportedVolume, name: str,
                          volume_node):
-    """Load a float map (e.g. uncertainty) on the volume's grid, updating a node of that name."""
+    """Load a float map (e.g. uncertainty) on the volume's grid as the volume's map: the node the
+    volume references (updated in place), never another node that only has the same name."""
     import slicer
     array = scene.result_volume(path, exported)
-    node = slicer.mrmlScene.GetFirstNodeByName(name)
+    node = volume_node.GetNodeReference(UNCERTAINTY_REFERENCE)
     if node is None or not node.IsA("vtkMRMLScalarVolumeNode"):
         node = slicer.util.addVolumeFromArray(array, ijkToRAS=exported.ijk_to_ras, name=name)
+        volume_node.SetNodeReferenceID(UNCERTAINTY_REFERENCE, node.GetID())
     else:
         slicer.util.updateVolumeFromArray(node, array)
         node.SetIJKToRASMatrix(cv.numpy_to_vtk_matrix(exported.ijk_to_ras))

@@ -62,16 +62,39 @@ class EngineCallbacks:
     error: Callable[[EngineError], None] | None = None
 
 
-def parse_line(line: str) -> dict[str, Any]:
-    """One output line as an event; anything that is not a JSON event object is a log line."""
+def parse_line(line: str, final_fields: Sequence[str] = ()) -> dict[str, Any]:
+    """One output line as an event; anything that is not a JSON event object is a log line.
+
+    An event whose fields have the wrong types ("id" no string, "exit_code" no whole number,
+    "step"/"total" no number), or a result/error event without one of `final_fields` (the
+    worker's "exit_code"), becomes an error event: a mismatched engine must not hang a run."""
     text = line.rstrip("\r\n")
     try:
         event = json.loads(text)
     except ValueError:
         event = None
-    if isinstance(event, dict) and isinstance(event.get("event"), str):
-        return event
-    return {"event": "log", "message": text}
+    if not (isinstance(event, dict) and isinstance(event.get("event"), str)):
+        return {"event": "log", "message": text}
+    bad = [key for key, ok in _FIELD_TYPES.items() if key in event and not ok(event[key])]
+    if event["event"] in ("result", "error"):
+        bad += [key for key in final_fields if key not in event]
+    if bad:
+        run_id = event.get("id") if isinstance(event.get("id"), str) else None
+        return {"event": "error", "id": run_id, "exit_code": EXIT_INTERNAL, "kind": "internal",
+                "message": f"The engine sent an event with a missing or invalid "
+                           f"{' and '.join(bad)}: "
+                           f"{text[:200]}. Is the engine the version this module expects?"}
+    return event
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_FIELD_TYPES = {"id": lambda v: isinstance(v, str) or v is None,
+                "exit_code": lambda v: isinstance(v, int) and not isinstance(v, bool),
+                "step": lambda v: v is None or _is_count(v),
+                "total": lambda v: v is None or _is_count(v)}
 
 
 def python_executable() -> str:
@@ -262,8 +285,10 @@ class EngineProcess:
             self.callbacks.result(self._result)
 
     def _error_for(self, returncode: int) -> EngineError | None:
-        if self._cancel_requested:
+        if self._cancel_requested and (self._result is None or self._error_event is not None):
             return EngineError("Cancelled.", EXIT_CANCELLED, "Cancelled")
+        if self._cancel_requested:  # the result came before the cancel: the work is done
+            return None  # (an adapted model is already registered: never hide it)
         if self._error_event is not None:
             event = self._error_event
             code = event.get("exit_code")

@@ -52,6 +52,12 @@ class ExportedVolume:
                              "it cannot be placed on the volume.")
         return written if self.box is None else cv.paste(written, self.box, self.shape, fill)
 
+    def slices_inside(self, axis: int, slices: Sequence[int]) -> list[int]:
+        """The full-grid `slices` along `axis` that lie on the written (cropped) grid."""
+        if self.box is None:
+            return list(slices)
+        return [s for s in slices if self.box[axis].start <= s < self.box[axis].stop]
+
     def index_in_full(self, axis: int, index: int) -> int:
         """A slice index on the written grid as an index on the full grid."""
         return index + (self.box[axis].start if self.box is not None else 0)

@@ -2,8 +2,8 @@
 
 A model's classes come from its model.json ("classes": [{"name", "value", "color": [r, g, b]}],
 background first). Result label maps hold the class *values*; Slicer imports label values 1..N into
-N segments, so values are mapped to indices in class order. Segment IDs are derived from the class
-names so that re-running a model updates the same segments.
+N segments, so values are mapped to indices in class order. Re-running a model updates the segments
+named after its classes.
 """
 
 from __future__ import annotations
@@ -55,21 +55,39 @@ def read_model_classes(model_dir: str | Path) -> list[ClassInfo]:
 
 
 def segment_id_for(name: str) -> str:
-    """The stable segment ID of a class name, e.g. 'Left kidney' → 'ARCOSegment_Left_kidney'."""
+    """The segment ID a new class segment starts from, e.g. 'Left kidney' →
+    'ARCOSegment_Left_kidney' (not unique: 'Left-kidney' gives it too; `plan_segments` adds a
+    number where it is taken)."""
     return SEGMENT_ID_PREFIX + (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") or "class")
 
 
 def plan_segments(classes: Sequence[ClassInfo], existing: Mapping[str, str]) -> list[SegmentSpec]:
-    """One segment per class: reuse a segment with the class's name or stable ID, else a new one.
+    """One segment per class, each with its own ID: the segment named after the class (ignoring
+    case and outer spaces), else a new one.
 
-    `existing` maps segment IDs to names of the segmentation that will receive the result.
+    `existing` maps segment IDs to names of the segmentation that will receive the result. A
+    segment the user renamed (e.g. 'Liver (first run)') is never reused, so it is kept; new
+    segments take IDs no segment has ('ARCOSegment_Liver_2' where 'ARCOSegment_Liver' is taken).
     """
     by_name = {name.strip().lower(): sid for sid, name in existing.items()}
-    specs = []
+    taken = set(existing)
+    specs: list[SegmentSpec] = []
     for cls in classes:
-        sid = by_name.get(cls.name.strip().lower()) or segment_id_for(cls.name)
+        sid = by_name.get(cls.name.strip().lower())
+        if sid is None or any(spec.segment_id == sid for spec in specs):
+            sid = _free_id(segment_id_for(cls.name), taken)
+        taken.add(sid)
         specs.append(SegmentSpec(sid, cls.name, cls.color, sid in existing))
     return specs
+
+
+def _free_id(base: str, taken: set[str]) -> str:
+    """`base`, or `base_2`, `base_3`, … : the first that is not in `taken`."""
+    sid, number = base, 1
+    while sid in taken:
+        number += 1
+        sid = f"{base}_{number}"
+    return sid
 
 
 def labels_to_indices(labels: np.ndarray, classes: Sequence[ClassInfo]) -> np.ndarray:

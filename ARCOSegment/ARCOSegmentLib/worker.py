@@ -115,7 +115,7 @@ class EngineWorker:
 
     def _read_events(self) -> None:
         for line in self._proc.stdout:
-            event = parse_line(line)
+            event = parse_line(line, final_fields=("exit_code",))
             if event["event"] == "ready":
                 self.ready.set()
                 continue
@@ -124,7 +124,7 @@ class EngineWorker:
             if run is None:
                 continue  # cancel/shutdown acknowledgements; lines without a request
             run._queue.put(event)
-            if "exit_code" in event and event["event"] in ("result", "error"):
+            if event["event"] in ("result", "error"):  # a request's last event
                 with self._lock:
                     self._runs.pop(run.run_id, None)
                 run._end(event["exit_code"])

@@ -59,13 +59,21 @@ def tree(stubborn: bool):
         time.sleep(0.05)
 
 
+def slow_exit():
+    """Report the result, then take a while to exit (torch's teardown after `adapt`)."""
+    emit("result", answer=42)
+    emit("log", message="tearing down")
+    time.sleep(30)
+
+
 def env():
     emit("result", cuda=os.environ.get("CUDA_VISIBLE_DEVICES"),
          extra=os.environ.get("ARCOSEG_TEST_VAR"), unbuffered=os.environ.get("PYTHONUNBUFFERED"))
 
 
 MODES = {"ok": ok, "error": user_error, "crash": crash, "noresult": no_result,
-         "tree": lambda: tree(False), "stubborn": lambda: tree(True), "env": env}
+         "tree": lambda: tree(False), "stubborn": lambda: tree(True), "env": env,
+         "slow_exit": slow_exit}
 
 if __name__ == "__main__":
     MODES[sys.argv[1]]()

@@ -215,6 +215,17 @@ def test_annotated_slices_and_axis_are_detected_from_the_labels():
         cv.detect_axis(np.zeros(shape, bool))
 
 
+def test_an_axis_tie_is_refused_not_guessed():
+    """The tester's finding 3: 2 coronal slices of a structure 2 slices tall were sent as axial
+    slices, their undrawn voxels as background; the engine refuses the same drawing."""
+    mask = np.zeros((16, 16, 16), bool)
+    mask[3:5, [4, 10], 2:12] = True  # drawn on J = 4 and 10, 2 slices tall along K
+    with pytest.raises(ValueError, match="along K and J .*Slice axis"):
+        cv.detect_axis(mask)
+    ann = cv.build_annotations(mask.shape, [(1, mask)], axis=1)  # the user's choice
+    assert ann.axis == 1 and ann.slices == [4, 10]
+
+
 def test_annotations_are_background_on_annotated_slices_and_unannotated_elsewhere():
     shape, liver, spleen = two_slice_masks()
     ann = cv.build_annotations(shape, [(1, liver), (2, spleen)])

@@ -98,3 +98,41 @@ def test_the_self_test_scenario_passes_on_real_mrml_with_the_real_engine(logic, 
         np.testing.assert_allclose(centre, last, atol=1e-6, err_msg=name)
     assert volume is not None and slicer_core.scene.GetNumberOfNodesByClass(
         "vtkMRMLSegmentationNode") == 4  # two drawings, the first result, the segmentation
+
+
+def drawn_on_k(logic, slices: tuple[int, ...]):
+    """A 12 x 7 x 8 volume (K along S, 1 mm, origin 0) and a segment 'a' painted on `slices`."""
+    volume = logic.mrml.add_volume(np.zeros((12, 7, 8), np.int16), np.eye(4), "CT")
+    mask = np.zeros((12, 7, 8), bool)
+    mask[list(slices), 2:5, 3:6] = True
+    return volume, logic.mrml.add_annotations(volume, "Annotations", [("a", (1, 0, 0), mask)])
+
+
+def test_an_roi_holding_none_of_the_drawn_slices_is_refused_before_the_engine_runs(
+        logic, slicer_core):
+    """The tester's finding 10: the engine's error named only a temporary file."""
+    logic.useWorker = False
+    volume, drawing = drawn_on_k(logic, (2, 5))
+    outside = slicer_core.add_roi([-1.0, 8.0, -1.0, 7.0, 7.5, 11.5])  # slices K = 8..11
+    with pytest.raises(ValueError, match=r"None of the annotated slices \(2, 5 along K\) lies "
+                                         "inside the ROI"):
+        logic.adapt(volume, drawing, fromScratch=True, roiNode=outside, wait=False)
+    said = []
+    partly = slicer_core.add_roi([-1.0, 8.0, -1.0, 7.0, 3.5, 11.5])  # K = 4..11
+    job = logic.adapt(volume, drawing, fromScratch=True, roiNode=partly, wait=False,
+                      log=said.append, iterations=1, cpuOnly=True)
+    job.cancel()
+    assert said[0] == ("Only slices 5 of the annotated 2, 5 along K lie inside the ROI; Adapt "
+                       "learns from those.")
+
+
+def test_a_result_is_not_loaded_into_a_scene_closed_while_the_engine_ran(logic, untrained_model,
+                                                                         slicer_core):
+    """The tester's finding 4: the previous patient's result appeared in the next scene."""
+    logic.useWorker = False  # one-shot: the result arrives after the scene is cleared
+    volume = logic.mrml.add_volume(np.zeros((4, 32, 32), np.int16), np.eye(4), "CT")
+    job = logic.segment(volume, untrained_model, cpuOnly=True, wait=False)
+    logic.mrml.clear_scene()
+    with pytest.raises(RuntimeError, match="'CT' was removed from the scene .* not loaded"):
+        job.wait(timeout=120)
+    assert slicer_core.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0

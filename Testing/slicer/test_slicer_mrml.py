@@ -102,7 +102,7 @@ def test_results_on_a_transformed_volume_follow_its_transform(slicer_core, volum
     assert (kidney == (values == 3)).all()
 
 
-def test_uncertainty_map_is_loaded_on_the_volume_and_updated_by_name(volume, tmp_path):
+def test_uncertainty_map_is_loaded_on_the_volume_and_updated_in_place(volume, tmp_path):
     node, exported = volume
     entropy = np.linspace(0, 1, np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
     path = cv.write_volume(entropy, exported.written_ijk_to_ras, tmp_path / "entropy.nii.gz")
@@ -111,6 +111,55 @@ def test_uncertainty_map_is_loaded_on_the_volume_and_updated_by_name(volume, tmp
     assert again is first and first.IsA("vtkMRMLScalarVolumeNode")
     np.testing.assert_allclose(scene.volume_array(first), entropy)
     np.testing.assert_allclose(scene.volume_ijk_to_ras(first), OBLIQUE)
+
+
+def test_each_volume_has_its_own_uncertainty_map_whatever_the_names(volume, tmp_path):
+    """The tester's finding 7: maps were found by name, so a second volume named 'CT' took the
+    first one's map, and the user's own volume 'CT uncertainty' was overwritten."""
+    node, exported = volume
+    users = mrml.add_volume(np.full(SHAPE, 255, np.int16), OBLIQUE, "CT uncertainty")
+    twin = mrml.add_volume(np.zeros(SHAPE, np.int16), OBLIQUE, "CT")
+    entropy = np.full(SHAPE, 0.1, np.float32)
+    path = cv.write_volume(entropy, exported.written_ijk_to_ras, tmp_path / "entropy.nii.gz")
+    first = mrml.import_scalar_volume(path, exported, "CT uncertainty", node)
+    second = mrml.import_scalar_volume(path, exported, "CT uncertainty", twin)
+    assert len({first.GetID(), second.GetID(), users.GetID()}) == 3
+    assert (scene.volume_array(users) == 255).all()
+
+
+def test_an_output_under_another_transform_is_refused_before_any_change(slicer_core, volume,
+                                                                        tmp_path):
+    """The tester's finding 5: Slicer's label map import put the results 3 mm off."""
+    node, exported = volume
+    shift = np.eye(4)
+    shift[:3, 3] = [3.0, 0.0, 0.0]
+    segmentation = mrml.new_segmentation(node)
+    segmentation.SetAndObserveTransformNodeID(slicer_core.add_linear_transform(shift).GetID())
+    with pytest.raises(ValueError, match="'CT segmentation' is under the transform .* and the "
+                                         "volume 'CT' under no transform"):
+        mrml.import_labels(engine_labels(exported, tmp_path)[0], exported, CLASSES,
+                           segmentation, node)
+    assert mrml.segments_of(segmentation) == {}
+
+
+def test_an_output_edited_as_closed_surfaces_is_refused_before_any_change(volume, tmp_path):
+    """The tester's finding 6: 'Slicer could not import the segmentation result', and the
+    failed run had added two empty segments to the user's node."""
+    node, exported = volume
+    segmentation = mrml.new_segmentation(node)
+    segmentation.GetSegmentation().SetSourceRepresentationName("Closed surface")
+    with pytest.raises(ValueError, match="edited as closed surfaces.*Binary labelmap"):
+        mrml.import_labels(engine_labels(exported, tmp_path)[0], exported, CLASSES,
+                           segmentation, node)
+    assert mrml.segments_of(segmentation) == {}
+
+
+def test_a_node_that_left_the_scene_is_named(slicer_core, volume):
+    node, _ = volume
+    mrml.check_in_scene(node, None)
+    slicer_core.scene.RemoveNode(node)
+    with pytest.raises(RuntimeError, match="'CT' was removed from the scene"):
+        mrml.check_in_scene(node)
 
 
 def drawing(node, slices_by_name: dict[str, tuple[int, int]]):

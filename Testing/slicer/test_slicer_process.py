@@ -56,6 +56,27 @@ def test_json_lines_become_events_and_anything_else_a_log_line():
     assert parse_line("[1, 2]") == {"event": "log", "message": "[1, 2]"}
 
 
+@pytest.mark.parametrize("line,bad", [
+    ('{"event": "result", "id": ["r1"], "exit_code": 0}', "id"),
+    ('{"event": "result", "id": "r1", "exit_code": "0"}', "exit_code"),
+    ('{"event": "error", "id": "r1", "exit_code": null}', "exit_code"),
+    ('{"event": "progress", "id": "r1", "step": 1, "total": "ten"}', "total"),
+])
+def test_events_with_fields_of_the_wrong_type_become_errors_of_their_run(line, bad):
+    """The tester's finding 8: a list id killed the worker's reader thread (every run hung), a
+    string exit code made poll() raise and the run never end."""
+    event = parse_line(line)
+    assert event["event"] == "error" and event["exit_code"] == 1
+    assert event["id"] == ("r1" if bad != "id" else None)
+    assert f"missing or invalid {bad}" in event["message"]
+
+
+def test_a_final_event_without_the_required_fields_is_an_error():
+    line = '{"event": "result", "id": "r1", "answer": 42}'
+    assert parse_line(line)["event"] == "result"  # the one-shot protocol has no exit_code
+    assert parse_line(line, final_fields=("exit_code",))["event"] == "error"
+
+
 def test_engine_command_runs_the_package_with_json_progress():
     command = engine_command(["segment", Path("m"), "img.nii.gz"], python="/py")
     assert command == ["/py", "-m", "arcoseg", "segment", "m", "img.nii.gz", "--progress", "json"]
@@ -175,6 +196,17 @@ def test_cancel_before_start_or_after_the_end_is_harmless(fake_engine):
     assert proc.wait(timeout=30)["answer"] == 42
     proc.cancel()
     assert proc.outcome()["answer"] == 42
+
+
+def test_cancel_after_the_result_arrived_keeps_the_result(fake_engine):
+    """The tester's finding 9: Cancel pressed while the engine tore down after its result said
+    'Cancelled.' and dropped it, though Adapt had already registered the new version."""
+    logs: list[str] = []
+    proc = EngineProcess([*fake_engine, "slow_exit"], grace_seconds=0.5,
+                         callbacks=EngineCallbacks(log=logs.append)).start()
+    assert wait_until(lambda: (proc.poll(), "tearing down" in logs)[1])  # the result came first
+    proc.cancel()
+    assert proc.wait(timeout=30)["answer"] == 42
 
 
 def test_a_process_cannot_be_started_twice(fake_engine):

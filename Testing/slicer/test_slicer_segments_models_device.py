@@ -122,6 +122,29 @@ def test_segment_ids_are_stable_and_existing_segments_with_the_class_name_are_re
     assert drawn[1].segment_id == "Segment_1" and drawn[1].name == "Liver"
 
 
+def test_classes_whose_ids_would_clash_get_segments_of_their_own():
+    """The tester's finding 1: 'Left kidney' / 'Left-kidney' (and any two non-Latin names) got
+    one ID, so the first import put no voxel in either segment."""
+    red = (1.0, 0.0, 0.0)
+    for names in (["Left kidney", "Left-kidney"], ["肝臓", "脾臓"]):
+        classes = [segments.ClassInfo(name, value, red) for value, name in enumerate(names, 1)]
+        ids = [s.segment_id for s in segments.plan_segments(classes, existing={})]
+        assert ids[1] == ids[0] + "_2", ids
+    classes = [segments.ClassInfo(name, value, red) for value, name in enumerate(names, 1)]
+    rerun = segments.plan_segments(classes, {"ARCOSegment_class": "肝臓",
+                                             "ARCOSegment_class_2": "脾臓"})
+    assert [(s.segment_id, s.exists) for s in rerun] == [("ARCOSegment_class", True),
+                                                         ("ARCOSegment_class_2", True)]
+
+
+def test_a_result_segment_the_user_renamed_is_kept_not_overwritten():
+    """The tester's finding 12: 'Liver - first run (keep)' was reused by its ID and renamed
+    back to 'Liver' by the next Segment."""
+    liver = segments.ClassInfo("Liver", 7, (0.0, 1.0, 0.2))
+    spec, = segments.plan_segments([liver], {"ARCOSegment_Liver": "Liver - first run (keep)"})
+    assert (spec.segment_id, spec.exists) == ("ARCOSegment_Liver_2", False)
+
+
 def test_result_label_values_map_to_segment_order(tmp_path):
     classes = segments.read_model_classes(write_model_json(tmp_path / "m", CLASSES))
     labels = np.array([[[0, 3, 7, 7]]], np.uint8)

@@ -145,6 +145,39 @@ def test_a_worker_that_ignores_cancel_is_killed_after_the_grace_period(tmp_path)
     assert info.value.exit_code == EXIT_CANCELLED and not worker.alive
 
 
+@pytest.mark.parametrize("answer,then_end", [
+    ({"event": "result", "id": ["r1"], "exit_code": 0}, True),  # killed the reader thread
+    ({"event": "result", "id": "r1", "exit_code": "0"}, False),
+    ({"event": "result", "id": "r1", "answer": 42}, False),  # no exit_code
+])
+def test_a_malformed_answer_ends_the_run_with_an_error_and_the_worker_still_serves(
+        tmp_path, answer, then_end):
+    """The tester's finding 8: these hung the run (or every later run) for good."""
+    command = _fake_worker(tmp_path, f"""
+        import json, sys
+        print(json.dumps({{"event": "ready"}}), flush=True)
+        for line in sys.stdin:
+            request = json.loads(line)
+            if request.get("id") == "r1":
+                print(json.dumps({answer!r}), flush=True)
+                if {then_end!r}:
+                    print(json.dumps({{"event": "error", "id": "r1", "exit_code": 2,
+                                      "message": "the real end"}}), flush=True)
+            elif "argv" in request:
+                print(json.dumps({{"event": "result", "id": request["id"], "exit_code": 0,
+                                  "answer": 7}}), flush=True)
+    """)
+    worker = EngineWorker(sys.executable, command=command).start()
+    assert worker.ready.wait(30)
+    first = EngineJob([], lambda result: result, runner=lambda cb: worker.run(["device"], cb))
+    with pytest.raises(EngineError) as info:
+        first.wait(timeout=20)
+    assert not info.value.cancelled
+    second = EngineJob([], lambda result: result, runner=lambda cb: worker.run(["device"], cb))
+    assert second.wait(timeout=20)["answer"] == 7
+    worker.close()
+
+
 def test_runs_fall_back_to_one_shot_processes_when_the_worker_cannot_start(tmp_path):
     command = _fake_worker(tmp_path, "import sys; sys.exit(2)  # an engine without `serve`\n")
     worker = EngineWorker(sys.executable, command=command).start()
