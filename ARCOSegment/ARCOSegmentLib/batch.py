@@ -67,13 +67,21 @@ def case_name(path: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> str | Non
 
 
 def list_cases(folder: Path) -> list[tuple[str, Path]]:
-    """(case name, path) of every volume in `folder`, sorted; BatchError if there is none."""
+    """(case name, path) of every volume in `folder`, sorted; BatchError if there is none or
+    two share a case name (ct.nii.gz and ct.nrrd both write CASE.nii.gz)."""
     if not folder.is_dir():
         raise BatchError(f"Input folder {folder} does not exist.")
     cases = sorted((name, p) for p in folder.iterdir()
                    if p.is_file() and (name := case_name(p)) is not None)
     if not cases:
         raise BatchError(f"No volume found in {folder} (looked for {', '.join(IMAGE_SUFFIXES)}).")
+    by_name: dict[str, list[str]] = {}
+    for name, path in cases:  # lower case: one output file on a case-insensitive disk too
+        by_name.setdefault(name.lower(), []).append(path.name)
+    clashes = ["; ".join(names) for names in by_name.values() if len(names) > 1]
+    if clashes:
+        raise BatchError(f"Volumes in {folder} share a case name, so their outputs would "
+                         f"overwrite each other: {' | '.join(clashes)}. Rename or move one.")
     return cases
 
 

@@ -47,6 +47,19 @@ def test_cases_are_the_volumes_of_the_folder_sorted_by_name(tmp_path):
         batch.list_cases(tmp_path)
 
 
+def test_volumes_sharing_a_case_name_are_refused_before_any_case(tmp_path):
+    """The tester's finding 2: ct.nii.gz and ct.nrrd both wrote out/ct.nii.gz, one result lost,
+    '2 of 2 case(s) segmented', exit 0."""
+    inputs = make_inputs(tmp_path)
+    (inputs / "A.nii.gz").write_bytes(b"")  # one file with a.nrrd on a case-insensitive disk
+    args = batch.parse_args(["--input", str(inputs), "--output", str(tmp_path / "out")])
+    lines, processed = [], []
+    assert batch.run_batch(args, lambda *a: processed.append(a) or "ok",
+                           lines.append) == batch.EXIT_USAGE
+    assert processed == [] and "share a case name" in lines[0]
+    assert "A.nii.gz; a.nrrd" in lines[0]
+
+
 def test_annotations_are_found_by_case_name(tmp_path):
     folder = tmp_path / "ann"
     folder.mkdir()
