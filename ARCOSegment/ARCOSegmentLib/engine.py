@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
 
 from ARCOSegmentLib.models import ModelEntry
-from ARCOSegmentLib.process import EngineCallbacks, EngineError, EngineProcess
+from ARCOSegmentLib.events import EngineCallbacks, EngineError
+from ARCOSegmentLib.process import EngineProcess
 
 T = TypeVar("T")
 

@@ -27,10 +27,10 @@ from ARCOSegmentLib.dependencies import InstallPlan, find_engine, install, make_
 from ARCOSegmentLib.device import DeviceInfo, device_args
 from ARCOSegmentLib.engine import (AdaptOutput, EngineJob, adapt_args, parse_adapt_result,
                                    parse_segment_result, segment_args)
+from ARCOSegmentLib.events import EngineError
 from ARCOSegmentLib.models import (ModelEntry, is_model_folder, model_name_for, models_args,
                                    parse_models_list)
-from ARCOSegmentLib.process import (EngineError, engine_command, engine_environment,
-                                    python_executable)
+from ARCOSegmentLib.process import engine_command, engine_environment, python_executable
 from ARCOSegmentLib.segments import match_annotation_segments, read_model_classes
 from ARCOSegmentLib.worker import EngineWorker
 

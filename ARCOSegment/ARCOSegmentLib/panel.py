@@ -16,7 +16,7 @@ from ARCOSegmentLib.device import DeviceInfo, cpu_warning, describe, device_args
 from ARCOSegmentLib.engine import check_args
 from ARCOSegmentLib.models import (ModelEntry, active_entry, format_entry, is_model_folder,
                                    models_args, parse_models_list)
-from ARCOSegmentLib.process import EngineError
+from ARCOSegmentLib.events import EngineError
 
 # (widget, Qt signal, Panel method): the widget connects each; PythonQt passes a slot only the
 # signal arguments it accepts.

@@ -17,9 +17,9 @@ import threading
 from collections import deque
 from typing import Any, Mapping, Sequence
 
-from ARCOSegmentLib.process import (EXIT_INTERNAL, EngineCallbacks, EngineError, EngineProcess,
-                                    _Exited, _terminate_tree, engine_command, launch, parse_line,
-                                    start_readers)
+from ARCOSegmentLib.events import EXIT_INTERNAL, EngineCallbacks, EngineError, parse_line
+from ARCOSegmentLib.process import (EngineProcess, _Exited, _terminate_tree, engine_command,
+                                    launch, start_readers)
 
 _STDERR_TAIL_LINES = 20
 
