@@ -17,7 +17,7 @@ copy is far worse than the model): both or neither → suggest the next slices t
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -90,9 +90,19 @@ def plan_outputs(request: AdaptRequest) -> list[Path | None]:
     return paths
 
 
-def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
-    """Run a whole adaptation; return the JSON result (model version, check, suggestions)."""
-    device = resolve_device(request.device)
+@dataclass
+class _Prepared:
+    """What `adapt` has checked and read before any training."""
+
+    outputs: list[Path | None]  # each image's segmentation file (None: not written)
+    registry: Registry
+    parent: Parent
+    items: list[AnnotatedImage]
+    dimensions: list[int]  # each input's dimension: a 2D image gets a 2D output
+
+
+def _prepare(request: AdaptRequest) -> _Prepared:
+    """Every check that can fail before the training starts, and the inputs read."""
     outputs = plan_outputs(request)
     # checked before any work, read once training is set up
     unlabelled_files(request.unlabelled, request.annotations)
@@ -103,13 +113,21 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
         if path is not None and is_seg_nrrd(path):
             check_segment_names(parent.class_names[1:], path)
     items = read_annotated(request, parent)
-    dimensions = [input_dimension(item.path) for item in items]  # a 2D image gets a 2D output
     for item, path in zip(items, outputs):
         if path is not None:  # again with the image read: DICOM series have no header to check
             check_format_holds(item.image, path, str(item.path), ext_option=False)
+    return _Prepared(outputs, registry, parent, items,
+                     [input_dimension(item.path) for item in items])
+
+
+def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
+    """Run a whole adaptation; return the JSON result (model version, check, suggestions)."""
+    device = resolve_device(request.device)
+    ready = _prepare(request)
+    parent, items = ready.parent, ready.items
     axis = items[0].annotations.axis
     seen = [{"file": str(i.path), "sha256": fingerprint(i.path), "axis": axis,
-             "annotated_slices": i.drawn_slices} for i in items]
+             "annotated_slices": i.drawn_slices} for i in items]  # as read, before training
     plan = make_plan(parent, items, axis, request.context_slices)
     check_slice = items[0].held_out
     held_out = (f" (slice {check_slice.slices[0]} held out for the check until late)"
@@ -131,12 +149,7 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     segmentations, check, fusion = segment_and_check(adapted, checked, trainer.metadata(),
                                                      parent, items, request.fusion, device,
                                                      margin)
-    check["joined_training_at"] = held.released_at if held else None
-    if not request.holdout and len(items[0].drawn_slices) > 1:
-        check["note"] = "no held-out check (--no-holdout): every annotated slice was trained on"
-    if check["joined_training_at"] is not None:
-        check["note"] += (f"; scored at iteration {held.released_at}, before the held-out slice "
-                          "joined training")
+    _note_training(check, request, items, held.released_at if held else None)
     metadata = trainer.metadata(
         parent=str(parent.ref) if parent.ref else None, held_out=check,
         images=seen,
@@ -148,14 +161,27 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
     # The segmentations take their names only once the model is committed, and are deleted if
     # writing one or committing fails: no output without its model version, nor the reverse.
     written = [(like_input(seg.labels, path, dimension), path)
-               for seg, dimension, path in zip(segmentations, dimensions, outputs) if path]
+               for seg, dimension, path in zip(segmentations, ready.dimensions, ready.outputs)
+               if path]
     slicer = {SEG_NRRD: lambda image, tmp: write_segmentation(image, metadata.classes, tmp)}
-    with pending_images(written, slicer), registry.stage_version(parent.name,
-                                                                 parent.ref) as staged:
+    with pending_images(written, slicer), ready.registry.stage_version(parent.name,
+                                                                       parent.ref) as staged:
         save_model(staged.path, adapted, metadata)
         staged.activate = check["activated"]
-    return finish(request, registry, staged.ref, items, segmentations, check, trainer, reporter,
-                  outputs)
+    return finish(request, ready.registry, staged.ref, items, segmentations, check, trainer,
+                  reporter, ready.outputs)
+
+
+def _note_training(check: dict[str, Any], request: AdaptRequest, items: list[AnnotatedImage],
+                   released_at: int | None) -> None:
+    """Add to the held-out check how the checked slice was trained on: from which iteration
+    (`released_at`), or from the start (--no-holdout)."""
+    check["joined_training_at"] = released_at
+    if not request.holdout and len(items[0].drawn_slices) > 1:
+        check["note"] = "no held-out check (--no-holdout): every annotated slice was trained on"
+    if released_at is not None:
+        check["note"] += (f"; scored at iteration {released_at}, before the held-out slice "
+                          "joined training")
 
 
 def segment_and_check(adapted: SegmentationModel, checked: SegmentationModel,
