@@ -288,6 +288,26 @@ def test_cache_is_invalidated_by_a_new_plan_or_a_changed_file(phantom_dataset, t
     assert calls == ["case_000", "case_000"]
 
 
+def test_a_file_rewritten_with_its_size_and_modification_time_kept_is_read_again(
+        phantom_dataset, tmp_path, monkeypatch):
+    """The tester's finding 9: a label map rewritten in place with its mtime restored (cp -p,
+    tar) was served from the cache."""
+    ds = load_dataset(phantom_dataset)
+    load_cases(ds, ds.cases[:1], _plan(), cache_dir=tmp_path)
+    calls = []
+    original = cache_module.preprocess_case
+    monkeypatch.setattr(cache_module, "preprocess_case",
+                        lambda *args: calls.append(args[0].id) or original(*args))
+    label = ds.cases[0].label
+    before = label.stat()
+    label.write_bytes(label.read_bytes())
+    os.utime(label, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (label.stat().st_size, label.stat().st_mtime_ns) == (before.st_size,
+                                                                before.st_mtime_ns)
+    load_cases(ds, ds.cases[:1], _plan(), cache_dir=tmp_path)
+    assert calls == ["case_000"]
+
+
 def test_corrupt_cache_entry_is_recomputed(phantom_dataset, tmp_path):
     ds = load_dataset(phantom_dataset)
     first = load_cases(ds, ds.cases[:1], _plan(), cache_dir=tmp_path)

@@ -199,3 +199,32 @@ def test_evaluate_writes_csv_json_and_markdown_and_returns_the_summary(tmp_path)
     assert "| LV | 87.5 ± 12.5 |" in (out / "summary.md").read_text(encoding="utf-8")
     with (out / "metrics_per_case.csv").open(newline="") as f:
         assert len(list(csv.DictReader(f))) == 4
+
+
+def test_a_model_is_evaluated_on_a_png_dataset_with_predictions_it_can_write(untrained_model,
+                                                                             tmp_path):
+    """The tester's finding 5: a PNG dataset trained, then `evaluate --model` failed after the
+    first case ('unsupported extension .png'): predictions now go in .nii.gz there."""
+    import torch
+
+    from arcoseg.data.dataset import load_dataset
+    from arcoseg.evaluation.model_eval import evaluate_model_on_cases
+
+    root = tmp_path / "Dataset002_Png"
+    for folder in ("imagesTr", "labelsTr"):
+        (root / folder).mkdir(parents=True)
+    for case in ("c0", "c1"):
+        label = np.zeros((32, 32), np.uint8)
+        label[8:20, 10:24] = 1
+        image = sitk.GetImageFromArray(label * 200)
+        sitk.WriteImage(image, str(root / f"imagesTr/{case}_0000.png"))
+        sitk.WriteImage(sitk.GetImageFromArray(label), str(root / f"labelsTr/{case}.png"))
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "x"}, "labels": {"background": 0, "a": 1, "b": 2},
+        "file_ending": ".png", "numTraining": 2}))
+    dataset = load_dataset(root)
+    summary = evaluate_model_on_cases(untrained_model, dataset, list(dataset.cases),
+                                      tmp_path / "ev", torch.device("cpu"), Reporter(quiet=True))
+    assert sorted(p.name for p in (tmp_path / "ev" / "predictions").iterdir()) == \
+        ["c0.nii.gz", "c1.nii.gz"]
+    assert summary["n_cases"] == 2

@@ -154,3 +154,16 @@ def test_torchrun_launches_the_command_line(tmp_path):
     assert (out / "model.safetensors").is_file()
     records = (out / "training/metrics.jsonl").read_text().splitlines()
     assert len(records) == 4  # one log, written by rank 0 only
+
+
+def test_leftover_rank_variables_without_torchrun_are_a_clear_error(monkeypatch):
+    """The tester's finding 7: RANK / WORLD_SIZE left in a shell, no MASTER_ADDR: an 'Internal
+    error ... please report this' (exit 1) instead of what to do."""
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    ctx = distributed.from_environment()
+    with pytest.raises(ArcosegError, match="not the rest of torchrun's environment.*unset RANK "
+                                           "and WORLD_SIZE"):
+        distributed.start(ctx, torch.device("cpu"))

@@ -75,6 +75,33 @@ def test_existing_run_is_not_overwritten_without_resume(dataset, tmp_path):
         train(dataset, _options(tmp_path, iterations=1, val_every=1), out, Reporter(quiet=True))
 
 
+def test_a_folder_holding_a_model_is_not_trained_over(dataset, tmp_path):
+    """The tester's finding 1 (HIGH): train --out into a registered version's folder (or any
+    model folder) replaced its weights with exit 0."""
+    out = tmp_path / "model"
+    train(dataset, _options(tmp_path, iterations=1, val_every=1), out, Reporter(quiet=True))
+    (out / "training" / "checkpoint.json").unlink()  # a model folder as the registry keeps it
+    weights = (out / "model.safetensors").read_bytes()
+    with pytest.raises(ArcosegError, match="already holds a model .*model.json, "
+                                           "model.safetensors.*another --out"):
+        train(dataset, _options(tmp_path, iterations=1, val_every=1), out, Reporter(quiet=True))
+    assert (out / "model.safetensors").read_bytes() == weights
+
+
+def test_resume_on_other_data_is_refused_before_training(dataset, tmp_path):
+    """The tester's finding 2: another dataset with the same classes trained on silently, one
+    with other classes failed only when the model was saved."""
+    out = tmp_path / "model"
+    train(dataset, _options(tmp_path, iterations=1, val_every=1, labelled=2), out,
+          Reporter(quiet=True))
+    other = make_phantom_dataset(tmp_path / "Other", num_cases=5, shape_zyx=(6, 32, 32),
+                                 val_cases=1, num_classes=2)
+    with pytest.raises(ArcosegError, match=r"other data \(classes \['background', 'class1', "
+                                           r"'class2'\] then, \['background', 'class1'\] now"):
+        train(other, _options(tmp_path, iterations=2, val_every=1, labelled=2), out,
+              Reporter(quiet=True), resume=True)
+
+
 def test_resume_with_different_options_is_refused(dataset, tmp_path):
     out = tmp_path / "model"
     train(dataset, _options(tmp_path, iterations=1, val_every=1), out, Reporter(quiet=True))
@@ -255,6 +282,25 @@ def test_extra_unlabelled_images_join_the_unlabelled_pool(dataset, tmp_path):
                                           unlabelled=[extra]), Reporter(quiet=True))
     assert len(more.unlabelled) == len(base.unlabelled) + 2
     assert all(c.label is None for c in more.unlabelled)
+
+
+def test_extra_unlabelled_images_on_a_multichannel_dataset_are_refused_before_any_work(
+        tmp_path):
+    """The tester's finding 4: one-channel extra images crashed a two-channel run mid-training
+    ('Sizes of tensors must match', exit 1)."""
+    from arcoseg.train.trainer import prepare_data
+
+    dataset = make_phantom_dataset(tmp_path / "Two", num_cases=4, shape_zyx=(4, 16, 16))
+    info = json.loads((dataset / "dataset.json").read_text())
+    info["channel_names"] = {"0": "T1", "1": "T2"}
+    (dataset / "dataset.json").write_text(json.dumps(info))
+    for image in sorted((dataset / "imagesTr").glob("*_0000.nii.gz")):
+        image.with_name(image.name.replace("_0000", "_0001")).write_bytes(image.read_bytes())
+    extra = next((dataset / "imagesTr").iterdir())
+    with pytest.raises(InputError, match=r"--unlabelled: .* has 2 per case \(T1, T2\)"):
+        prepare_data(dataset, _options(tmp_path, method="mean_teacher", labelled=1,
+                                       unlabelled=[extra]), Reporter(quiet=True))
+    assert not (tmp_path / "cache").exists()  # refused before any preprocessing
 
 
 def test_a_patch_far_larger_than_every_image_is_refused_before_training(dataset, tmp_path):

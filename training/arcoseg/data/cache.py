@@ -60,7 +60,10 @@ def _cache_key(case: Case, plan: Plan, dataset: DatasetInfo) -> str:
     files = []
     for path in [*case.images, *([case.label] if case.label else [])]:
         stat = Path(path).stat()
-        files.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+        # the change time too: a file rewritten with its size and modification time kept
+        # (cp -p, tar, rsync -t) is read again
+        files.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns,
+                      stat.st_ctime_ns])
     settings = {k: v for k, v in plan.to_dict().items() if k != "patch_size"}  # no effect here
     payload = json.dumps({"version": CACHE_VERSION, "plan": settings, "files": files,
                           "mapping": sorted(dataset.label_mapping().items())}, sort_keys=True)

@@ -1,7 +1,8 @@
 """Score a saved model on dataset cases: segment each case, then Dice/Jaccard/HD95/ASD.
 
 One copy of the loop shared by `arcoseg evaluate --model` and the benchmarks. Outputs in
-`out_dir`: `predictions/<case><ending>`, `metrics_per_case.csv`, `summary.json`, `summary.md`.
+`out_dir`: `predictions/<case><ending>` (the dataset's file ending, .nii.gz where ARCOSegment
+cannot write it, e.g. .png), `metrics_per_case.csv`, `summary.json`, `summary.md`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from arcoseg.data.dataset import Case, DatasetInfo
 from arcoseg.errors import Cancelled
 from arcoseg.evaluation.evaluate import check_outputs, evaluate_to_folder
 from arcoseg.inference import segment_file
+from arcoseg.io.images import image_output_suffixes
 from arcoseg.io.outputs import check_output_folder
 from arcoseg.modelfile import check_classes, load_model, segmentation_plan
 from arcoseg.progress import Reporter
@@ -41,11 +43,14 @@ def evaluate_model_on_cases(model_dir: Path, dataset: DatasetInfo, cases: list[C
     check_classes(metadata, dataset.class_names, f"dataset {dataset.root}")
     check_outputs(out_dir)
     check_output_folder(Path(out_dir) / "predictions")
+    # the dataset's format where ARCOSegment writes it (.png, .jpg: read, not written)
+    ending = (dataset.file_ending if dataset.file_ending in image_output_suffixes()
+              else ".nii.gz")
     pairs = []
     for i, case in enumerate(cases):
         if should_stop():
             raise Cancelled(f"Evaluation cancelled after {i} of {len(cases)} cases.")
-        pred = Path(out_dir) / "predictions" / f"{case.id}{dataset.file_ending}"
+        pred = Path(out_dir) / "predictions" / f"{case.id}{ending}"
         segment_file(model, metadata, case.images, pred, device, amp=amp)
         pairs.append((case.id, pred, case.label))
         reporter.progress(i + 1, len(cases), f"segmented {case.id}")

@@ -77,9 +77,15 @@ def start(ctx: Distributed, device: torch.device) -> torch.device:
     elif device.type != "cpu":
         raise ArcosegError(f"Distributed training runs on CUDA GPUs or the CPU, not {device}.")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                rank=ctx.rank, world_size=ctx.world_size,
-                                **({"device_id": device} if device.type == "cuda" else {}))
+        try:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                    rank=ctx.rank, world_size=ctx.world_size,
+                                    **({"device_id": device} if device.type == "cuda" else {}))
+        except ValueError as err:  # RANK / WORLD_SIZE set, but no MASTER_ADDR / MASTER_PORT
+            raise ArcosegError(f"RANK and WORLD_SIZE are set, but not the rest of torchrun's "
+                               f"environment ({err}). Start distributed training with torchrun "
+                               "--nproc-per-node N -m arcoseg train …, or unset RANK and "
+                               "WORLD_SIZE to train in one process.") from None
     return device
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from arcoseg.constants import METADATA_FILE, WEIGHTS_FILE
 from arcoseg.errors import ArcosegError
 from arcoseg.networks.model import NetworkConfig
 from arcoseg.train import distributed
@@ -61,7 +62,22 @@ def save_run(trainer: Trainer) -> None:
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "rank_generators": generators, "world_size": trainer.ctx.world_size,
         "state": vars(trainer.state), "options": trainer.options.to_dict(),
-        "network": trainer.config.to_dict()})
+        "network": trainer.config.to_dict(), "data": _data_identity(trainer)})
+
+
+def check_run_folder(out_dir: Path, resume: bool) -> None:
+    """ArcosegError unless a new run may write into `out_dir`: not over an interrupted run
+    (continue it with --resume) nor over a model (a registered version, a trained model:
+    its weights would be replaced without a word)."""
+    if resume:
+        return
+    if (out_dir / f"{CHECKPOINT_STEM}.json").exists():
+        raise ArcosegError(f"{out_dir} already holds a training run. Continue it with --resume, "
+                           "or choose another --out.")
+    found = [name for name in (METADATA_FILE, WEIGHTS_FILE) if (out_dir / name).exists()]
+    if found:
+        raise ArcosegError(f"{out_dir} already holds a model ({', '.join(found)}); training "
+                           "would replace it. Choose another --out, or delete that model first.")
 
 
 def checkpoint_network(out_dir: Path, current: NetworkConfig) -> NetworkConfig:
@@ -76,6 +92,14 @@ def checkpoint_network(out_dir: Path, current: NetworkConfig) -> NetworkConfig:
     if current.head_dim is None or checkpoint_entry(stem, "options") is None:
         return current
     return dataclasses.replace(current, head_stride=LEGACY_HEAD_STRIDE)
+
+
+def _data_identity(trainer: Trainer) -> dict[str, Any]:
+    """What a resume must train on again: the classes, the input channels and the labelled
+    cases (by id: a dataset moved to another folder still resumes)."""
+    data = trainer.data
+    return {"classes": list(data.class_names), "channels": data.num_channels,
+            "labelled_cases": list(data.provenance.get("labelled_cases", []))}
 
 
 def _generator_states(trainer: Trainer) -> list[torch.Tensor]:
@@ -110,13 +134,20 @@ def resume_run(trainer: Trainer) -> None:
 
 
 def _check_compatible(trainer: Trainer, ckpt: dict) -> None:
-    """Refuse a checkpoint of other options or another number of processes."""
+    """Refuse a checkpoint of other options, other data or another number of processes."""
     saved = {k: v for k, v in ckpt["options"].items() if k not in RESUMABLE_CHANGES}
     now = {k: v for k, v in trainer.options.to_dict().items() if k not in RESUMABLE_CHANGES}
     if saved != now:
         changed = sorted(k for k in now if saved.get(k) != now[k])
         raise ArcosegError(f"Cannot resume {trainer.out_dir}: the options differ from the "
                            f"interrupted run ({', '.join(changed)}). Rerun with the same options.")
+    saved_data, data = ckpt.get("data"), _data_identity(trainer)  # None: an older checkpoint
+    if saved_data is not None and saved_data != data:
+        changed = ", ".join(f"{key} {saved_data.get(key)} then, {data[key]} now"
+                            for key in data if saved_data.get(key) != data[key])
+        raise ArcosegError(f"Cannot resume {trainer.out_dir}: it was trained on other data "
+                           f"({changed}). Resume with the dataset it started with, or train "
+                           "into another --out.")
     world = ckpt.get("world_size", 1)
     if world != trainer.ctx.world_size:
         raise ArcosegError(f"Cannot resume {trainer.out_dir}: it was trained by {world} "

@@ -43,6 +43,11 @@ class RunData:
 def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) -> RunData:
     """Load the dataset, choose labelled/unlabelled/validation cases, preprocess (cached)."""
     dataset = load_dataset(dataset_root)
+    if options.unlabelled and dataset.num_channels != 1:
+        channels = ", ".join(dataset.channel_names.values())
+        raise InputError(f"--unlabelled: extra images have one channel, but {dataset.root} has "
+                         f"{dataset.num_channels} per case ({channels}), so they cannot be used "
+                         "with it. Leave out --unlabelled for this dataset.")
     labelled = dataset.labelled_cases(options.labelled, options.labelled_list)
     val = dataset.split_cases("val")
     plan = make_plan(dataset, options.dims, options.patch, spacing=options.spacing,

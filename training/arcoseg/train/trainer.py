@@ -38,8 +38,8 @@ from arcoseg.train.optimizer import make_optimizer
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.run_data import RunData, extra_unlabelled, prepare_data, without_label
 from arcoseg.train.precision import memory_format, to_memory_format, uses_grad_scaler
-from arcoseg.train.resume import (CHECKPOINT_STEM, RunState, checkpoint_network,
-                                  resume_run, save_run)
+from arcoseg.train.resume import (RunState, check_run_folder, checkpoint_network, resume_run,
+                                  save_run)
 from arcoseg.train.validation import validate
 
 __all__ = ["Convergence", "RunData", "Trainer", "extra_unlabelled", "prepare_data", "train",
@@ -342,9 +342,7 @@ def train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: Re
     Under torchrun (RANK / WORLD_SIZE set) every process calls this; they train one model
     data-parallel, rank 0 writes it (`train.distributed`)."""
     device = resolve_device(options.device)  # fail fast, before any data is read
-    if not resume and (out_dir / f"{CHECKPOINT_STEM}.json").exists():
-        raise ArcosegError(f"{out_dir} already holds a training run. Continue it with --resume, "
-                           "or choose another --out.")
+    check_run_folder(out_dir, resume)
     ctx = distributed.from_environment()
     distributed.start(ctx, device)
     try:
