@@ -3,6 +3,9 @@
 # Label value of voxels nobody annotated (partial labels). They are *not* background:
 # losses ignore them, samplers never treat them as foreground.
 IGNORE_LABEL = 255
+# A dataset label of this name marks unannotated voxels (nnU-Net v2's partial labels): trained
+# on as IGNORE_LABEL, left out of every metric.
+IGNORE_NAME = "ignore"
 # Name of class 0 of a model Adapt starts from scratch (--classes names the others).
 BACKGROUND = "background"
 # Every spatial input size of both networks (2D U-Net, 3D V-Net) is a multiple of this: four

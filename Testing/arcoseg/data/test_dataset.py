@@ -89,6 +89,7 @@ def test_ignore_label_maps_to_ignore_and_is_not_a_class(phantom_dataset):
     ds = load_dataset(phantom_dataset)
     assert ds.class_names == ["background", "a", "b"] and ds.num_classes == 3
     assert ds.label_mapping() == {0: 0, 1: 1, 2: 2, 3: IGNORE_LABEL}
+    assert ds.evaluated_labels == {"a": 1, "b": 2, "ignore": 3}  # scored: a, b; 3 left out
 
 
 @pytest.mark.parametrize("name, expected", [("CT", True), ("ct", True), ("MRI", False)])

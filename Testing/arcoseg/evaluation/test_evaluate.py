@@ -228,3 +228,21 @@ def test_a_model_is_evaluated_on_a_png_dataset_with_predictions_it_can_write(unt
     assert sorted(p.name for p in (tmp_path / "ev" / "predictions").iterdir()) == \
         ["c0.nii.gz", "c1.nii.gz"]
     assert summary["n_cases"] == 2
+
+
+def test_voxels_of_the_ignore_label_are_left_out_of_every_metric(tmp_path):
+    """The tester's finding 3: a dataset with nnU-Net's 'ignore' label trained, but could not
+    be evaluated ('value(s) [3] not in the evaluated classes')."""
+    truth = phantom(second_class=False)
+    truth[:, 2:6, 2:4] = 3  # half of class 1 was never annotated
+    pred = phantom(second_class=False)
+    pred[:, 2:6, 2:4] = 0  # the model leaves it out there: no error, since nobody drew it
+    pred[:, 0, 0] = 1  # one wrong voxel (2 slices) outside the unannotated part
+    pairs = [("c", write_label(tmp_path / "p.nii.gz", pred),
+              write_label(tmp_path / "g.nii.gz", truth))]
+    [row] = evaluate_pairs(pairs, {"a": 1, "ignore": 3})
+    scored = truth == 1  # 2 slices x 4 x 2 = 16 voxels; the prediction has them and 2 more
+    assert row["class"] == "a"
+    assert row["dice"] == pytest.approx(2 * scored.sum() / (2 * scored.sum() + 2))
+    with pytest.raises(InputError, match=r"value\(s\) \[3\]"):
+        evaluate_pairs(pairs, {"a": 1})  # without it, 3 is an unknown value

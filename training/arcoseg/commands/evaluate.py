@@ -57,7 +57,7 @@ def parse_labels(spec: str | None) -> dict[str, int] | None:
         return {c["name"]: c["value"] for c in load_metadata(path).classes if c["value"] != 0}
     if path.is_dir() or path.name == "dataset.json":
         ds = load_dataset(path if path.is_dir() else path.parent)
-        return ds.foreground_labels
+        return ds.evaluated_labels
     return _name_value_pairs(spec)
 
 

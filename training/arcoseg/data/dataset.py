@@ -20,14 +20,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from arcoseg.constants import IGNORE_LABEL
+from arcoseg.constants import IGNORE_LABEL, IGNORE_NAME
 from arcoseg.errors import InputError, ModelFileError
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.images import MAX_LABEL_VALUE
 from arcoseg.io.names import image_stem, unique_case_ids
 from arcoseg.model_metadata import check_class_names
 
-IGNORE_NAME = "ignore"
 
 
 @dataclass
@@ -66,6 +65,13 @@ class DatasetInfo:
     def foreground_labels(self) -> dict[str, int]:
         """Class name → label value of every class but background (what evaluation scores)."""
         return {name: value for name, value in self._classes if value != 0}
+
+    @property
+    def evaluated_labels(self) -> dict[str, int]:
+        """`foreground_labels`, plus the 'ignore' label if the dataset has one (evaluation
+        leaves its voxels out, `evaluation.evaluate.evaluate_pairs`)."""
+        ignore = {IGNORE_NAME: self.labels[IGNORE_NAME]} if IGNORE_NAME in self.labels else {}
+        return {**self.foreground_labels, **ignore}
 
     @property
     def class_values(self) -> list[int]:

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 import SimpleITK as sitk
 
+from arcoseg.constants import IGNORE_NAME
 from arcoseg.errors import InputError
 from arcoseg.evaluation.metrics import METRICS, case_metrics
 from arcoseg.fileutil import write_text_atomic
@@ -97,23 +98,29 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] 
                    reporter: Reporter | None = None) -> list[Row]:
     """Metrics rows (case, class, *METRICS) for each (case id, prediction, ground truth) pair.
 
-    `classes` maps names to label values; None infers them from the ground-truth files.
-    Prediction and ground truth must be on the same grid and hold only background (0) and the
-    classes' values (InputError naming the file and the values otherwise).
+    `classes` maps names to label values; None infers them from the ground-truth files. A
+    class named 'ignore' (nnU-Net's partial labels) is not scored: its ground-truth voxels are
+    left out of every class's metrics. Prediction and ground truth must be on the same grid
+    and hold only background (0) and the classes' values (InputError naming the file and the
+    values otherwise).
     """
     source = ("the evaluated classes (with background 0)" if classes is not None
               else "the values found in the ground truth")
-    if classes is None:
-        classes = _infer_classes(gt for _, _, gt in pairs)
-    named = dict(allowed_values={0, *classes.values()}, labels_source=source,
+    classes = dict(_infer_classes(gt for _, _, gt in pairs) if classes is None else classes)
+    ignore = classes.pop(IGNORE_NAME, None)
+    named = dict(allowed_values={0, *classes.values(), *([] if ignore is None else [ignore])},
+                 labels_source=source,
                  remedy="Voxels of an unknown value would be left out of every metric; list "
                         "every class with --labels name=value,… or fix the label map.")
     rows: list[Row] = []
     for i, (cid, pred_path, gt_path) in enumerate(pairs, start=1):
         pred_image, gt_image = read_pair(pred_path, gt_path, classes, **named)
-        per_class = case_metrics(sitk.GetArrayViewFromImage(pred_image),
-                                 sitk.GetArrayViewFromImage(gt_image), classes,
-                                 image_spacing_zyx(gt_image), gt_image.GetDirection())
+        pred, gt = sitk.GetArrayViewFromImage(pred_image), sitk.GetArrayViewFromImage(gt_image)
+        if ignore is not None:  # unannotated: neither side counts there (as nnU-Net scores)
+            scored = gt != ignore
+            pred, gt = np.where(scored, pred, 0), np.where(scored, gt, 0)
+        per_class = case_metrics(pred, gt, classes, image_spacing_zyx(gt_image),
+                                 gt_image.GetDirection())
         rows.extend({"case": cid, "class": name, **values} for name, values in per_class.items())
         if reporter is not None:
             reporter.progress(i, len(pairs), "Evaluating", case=cid)
