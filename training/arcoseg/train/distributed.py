@@ -100,6 +100,17 @@ def barrier(ctx: Distributed) -> None:
         dist.barrier()
 
 
+def wait_for_main(ctx: Distributed) -> None:
+    """The other ranks' `barrier` while rank 0 prepares the data: if rank 0 stops there (a bad
+    dataset), its own message says why, and these ranks end with a short error instead of the
+    backend's 'Connection reset by peer' traceback as an internal error."""
+    try:
+        barrier(ctx)
+    except RuntimeError:  # torch.distributed.DistBackendError is one
+        raise ArcosegError(f"Rank {ctx.rank}: rank 0 stopped while preparing the data; its "
+                           "message says why.") from None
+
+
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     """(R, n, ...) on every rank -> (R, world * n, ...): the rows of all ranks, rank by rank.
 

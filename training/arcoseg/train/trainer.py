@@ -347,7 +347,7 @@ def train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: Re
     distributed.start(ctx, device)
     try:
         if not ctx.is_main:  # rank 0 fills the preprocessing cache first, the others read it
-            distributed.barrier(ctx)
+            distributed.wait_for_main(ctx)
         data = prepare_data(dataset_root, options, reporter if ctx.is_main else Reporter(quiet=True))
         if ctx.is_main:
             distributed.barrier(ctx)
