@@ -102,6 +102,24 @@ def test_resume_on_other_data_is_refused_before_training(dataset, tmp_path):
               Reporter(quiet=True), resume=True)
 
 
+def test_a_dataset_without_a_validation_split_trains_and_keeps_the_final_weights(tmp_path):
+    """The tester's finding 8: splits with 'train' only (or a one-case dataset) were refused,
+    although the trainer keeps its final weights without validation."""
+    root = make_phantom_dataset(tmp_path / "TrainOnly", num_cases=3, shape_zyx=(6, 32, 32),
+                                val_cases=1)
+    info = json.loads((root / "dataset.json").read_text())
+    info["splits"] = {"train": [c for split in info["splits"].values() for c in split]}
+    (root / "dataset.json").write_text(json.dumps(info))
+    logs = []
+    reporter = Reporter(quiet=True)
+    reporter.log = logs.append
+    out = tmp_path / "model"
+    train(root, _options(tmp_path, iterations=2, val_every=1), out, reporter)
+    assert (out / "model.safetensors").is_file()
+    assert any("No validation cases (Split 'val' is not defined" in line and
+               "final weights are kept" in line for line in logs)
+
+
 def test_resume_with_different_options_is_refused(dataset, tmp_path):
     out = tmp_path / "model"
     train(dataset, _options(tmp_path, iterations=1, val_every=1), out, Reporter(quiet=True))

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from arcoseg.data.dataset import load_dataset
+from arcoseg.data.dataset import Case, DatasetInfo, load_dataset
 from arcoseg.data.orientation import to_slicing_axis
 from arcoseg.data.cache import load_cases
 from arcoseg.data.preprocess import Plan, PreprocessedCase, make_plan, preprocess_image
@@ -49,7 +49,7 @@ def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) 
                          f"{dataset.num_channels} per case ({channels}), so they cannot be used "
                          "with it. Leave out --unlabelled for this dataset.")
     labelled = dataset.labelled_cases(options.labelled, options.labelled_list)
-    val = dataset.split_cases("val")
+    val = validation_cases(dataset, reporter)
     plan = make_plan(dataset, options.dims, options.patch, spacing=options.spacing,
                      context_slices=options.context_slices, reporter=reporter)
 
@@ -71,6 +71,17 @@ def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) 
                    load(labelled, "labelled"), unlabelled, load(val, "validation"), provenance)
     check_patch(plan, [*data.labelled, *data.unlabelled, *data.val])
     return data
+
+
+def validation_cases(dataset: DatasetInfo, reporter: Reporter) -> list[Case]:
+    """The 'val' split, or none (logged) where the dataset defines it empty or not at all (a
+    one-case dataset, splits with 'train' only): the run then keeps its final weights, as
+    nnU-Net's fold 'all' does, instead of refusing to train."""
+    try:
+        return dataset.split_cases("val")
+    except InputError as err:
+        reporter.log(f"No validation cases ({err}) The final weights are kept.")
+        return []
 
 
 def check_patch(plan: Plan, cases: list[PreprocessedCase]) -> None:
