@@ -173,6 +173,8 @@ def test_json_without_layout_keys_is_rejected(phantom_dataset):
     ({"a": 1, "b": 2}, "background = 0"),
     ({"background": 0}, "at least one class"),
     ({"background": 0, "region": [1, 2]}, "region-based"),
+    # the MSD way round in an nnU-Net dataset.json: was blamed on region-based labels
+    ({"0": "background", "1": "lv"}, "maps values to names .*write 'background': 0"),
     ({"background": 0, "a": 1, "b": 1}, "share a value"),
     ({"background": 0, "a": 300}, "outside 0..254"),
     ({"background": 0, "LV": 1, "lv": 2}, "unique \\(ignoring case\\).*Rename one"),

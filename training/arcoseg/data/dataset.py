@@ -262,6 +262,10 @@ def _require(meta: dict, key: str, kind: type, json_path: Path) -> Any:
 
 def _check_labels(labels: dict[str, Any], json_path: Path) -> dict[str, int]:
     for name, value in labels.items():
+        if isinstance(value, str) and name.isdigit():  # {"0": "background", ...}: flipped
+            raise InputError(f"{json_path}: 'labels' maps values to names ('{name}': "
+                             f"'{value}'); nnU-Net v2 maps names to values: write "
+                             f"'{value}': {name}.")
         if isinstance(value, bool) or not isinstance(value, int):
             raise InputError(f"{json_path}: label '{name}' has value {value!r}; only one integer "
                              "per label is supported (no region-based labels).")
