@@ -21,8 +21,7 @@ from typing import Any, Callable, Sequence
 
 from ARCOSegmentLib import mrml as slicer_mrml
 from ARCOSegmentLib import scene
-from ARCOSegmentLib.conversions import (Annotations, build_annotations,
-                                        describe_annotations)
+from ARCOSegmentLib.annotations import Annotations, build_annotations, describe_annotations
 from ARCOSegmentLib.dependencies import InstallPlan, find_engine, install, make_plan
 from ARCOSegmentLib.device import DeviceInfo, device_args
 from ARCOSegmentLib.engine import (AdaptOutput, EngineJob, adapt_args, parse_adapt_result,

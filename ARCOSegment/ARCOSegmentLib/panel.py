@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ARCOSegmentLib.conversions import parse_slices
+from ARCOSegmentLib.annotations import parse_slices
 from ARCOSegmentLib.device import DeviceInfo, cpu_warning, describe, device_args
 from ARCOSegmentLib.engine import check_args
 from ARCOSegmentLib.models import (ModelEntry, active_entry, format_entry, is_model_folder,

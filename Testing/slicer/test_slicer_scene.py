@@ -10,6 +10,7 @@ import vtk
 
 from ARCOSegmentLib import conversions as cv
 from ARCOSegmentLib import mrml, scene
+from ARCOSegmentLib.annotations import UNANNOTATED, describe_annotations
 from standins import OBLIQUE
 
 ROI_BOUNDS = [7.0, 9.0, -18.5, -16.0, 29.0, 36.0]  # holds voxels K 2..4, J 2..5, I 2..5
@@ -57,7 +58,7 @@ def test_annotations_are_written_on_the_same_grid_as_the_image(tmp_path, volume,
     node, array = volume
     roi = slicer_core.add_roi(ROI_BOUNDS)
     exported = scene.export_volume(node, tmp_path / "image.nii.gz", scene.roi_ras_bounds(roi))
-    full_labels = np.full(array.shape, cv.UNANNOTATED, np.uint8)
+    full_labels = np.full(array.shape, UNANNOTATED, np.uint8)
     full_labels[exported.box] = 1
     path = scene.write_on_grid(full_labels, exported, tmp_path / "annotations.nii.gz")
     image, labels = sitk.ReadImage(str(exported.path)), sitk.ReadImage(str(path))
@@ -120,6 +121,6 @@ def test_no_roi_means_no_bounds():
 
 
 def test_annotation_summary_names_axis_and_plane():
-    assert cv.describe_annotations(0, [12, 17], np.diag([-1.0, -1, 2, 1])) == \
+    assert describe_annotations(0, [12, 17], np.diag([-1.0, -1, 2, 1])) == \
         "2 slices annotated along K (axial): 12, 17"
-    assert cv.describe_annotations(2, [3], OBLIQUE).startswith("1 slice annotated along I (coronal)")
+    assert describe_annotations(2, [3], OBLIQUE).startswith("1 slice annotated along I (coronal)")

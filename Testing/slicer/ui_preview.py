@@ -26,7 +26,7 @@ if str(REPO / "ARCOSegment") not in sys.path:  # run as a script: the module's L
 
 import numpy as np  # noqa: E402
 
-from ARCOSegmentLib.conversions import describe_annotations  # noqa: E402
+from ARCOSegmentLib.annotations import describe_annotations  # noqa: E402
 from ARCOSegmentLib.device import DeviceInfo, describe  # noqa: E402
 from ARCOSegmentLib.engine import AdaptOutput  # noqa: E402
 from ARCOSegmentLib.models import ModelEntry, format_entry  # noqa: E402
