@@ -3,5 +3,6 @@
 MODULES lists them in dependency order (the module's Reload reloads them in this order).
 """
 
-MODULES = ("events", "process", "worker", "models", "segments", "conversions", "annotations", "engine", "device", "scene", "mrml",
-           "dependencies", "batch", "logic", "panel", "selftest")
+MODULES = ("events", "process", "worker", "models", "segments", "conversions", "annotations",
+           "engine", "device", "scene", "mrml", "dependencies", "batch", "logic", "panel",
+           "selftest")
