@@ -183,13 +183,28 @@ def test_evaluate_refuses_an_output_under_a_file_before_work(tmp_path, capsys):
     assert code == 2 and "blocker is a file" in event["message"]
 
 
-def test_demo_never_deletes_a_folder_of_other_files(tmp_path, capsys):
-    (tmp_path / "work").mkdir()
-    (tmp_path / "work" / "thesis.tex").write_text("precious")
-    code, event = run(capsys, "demo", "--source", "phantom", "-o", tmp_path / "work",
-                      "--device", "cpu")
-    assert code == 2 and "not an earlier demo's output" in event["message"]
-    assert (tmp_path / "work" / "thesis.tex").read_text() == "precious"
+@pytest.mark.parametrize("demo_like", [None, "report.md", "inputs"])
+def test_demo_never_deletes_a_folder_of_other_files(tmp_path, capsys, demo_like):
+    """Also beside a file named like a demo output (the tester's HIGH finding: a report.md made
+    the whole folder an 'earlier demo output', deleted with its other files)."""
+    work = tmp_path / "work"
+    (work / "patients").mkdir(parents=True)
+    (work / "thesis.tex").write_text("precious")
+    if demo_like is not None:
+        (work / demo_like).mkdir() if demo_like == "inputs" else (work / demo_like).write_text("")
+    code, event = run(capsys, "demo", "--source", "phantom", "-o", work, "--device", "cpu")
+    assert code == 2 and "not the demo's (patients, thesis.tex)" in event["message"]
+    assert (work / "thesis.tex").read_text() == "precious" and (work / "patients").is_dir()
+
+
+def test_demo_replaces_only_an_earlier_demos_outputs(tmp_path):
+    from arcoseg.commands.demo import check_replaceable
+
+    out = tmp_path / "demo_output"
+    (out / "inputs").mkdir(parents=True)
+    (out / "report.md").write_text("old")
+    (out / ".segmentation.nii.gz.123.tmp").write_text("")  # a killed run's temporary file
+    assert check_replaceable(out) == [out / "inputs", out / "report.md"]
 
 
 def test_models_export_refuses_an_archive_name_it_cannot_write(untrained_model, tmp_path, capsys):

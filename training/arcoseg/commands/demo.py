@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="adapt a brain model from 3 simulated annotated slices",
                        description=__doc__.split("\n\n", 1)[1], formatter_class=HelpFormatter)
     p.add_argument("-o", "--out", type=output_path, default=Path("demo_output"),
-                   help="output folder, replaced on every run")
+                   help="output folder: a new or empty one, or an earlier demo's (its outputs "
+                        "are replaced)")
     p.add_argument("--source", choices=("brain", "phantom"), default="brain",
                    help="brain: MNI152 template from nilearn; phantom: synthetic")
     p.add_argument("--slices", type=POSITIVE_INT, default=3, help="slices the clinician annotates")
@@ -40,34 +41,39 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
+    """Load the data, then run the demo pipeline into its output folder (an earlier demo's
+    outputs there replaced)."""
     from arcoseg.data.synthetic import make_phantom  # torch, MONAI: only when run
     from arcoseg.demo.brain import CLASSES, NOTICE, load_brain
     from arcoseg.demo.pipeline import run_demo
 
-    """Load the data, then run the demo pipeline into a fresh output folder."""
-    check_replaceable(args.out)
+    earlier = check_replaceable(args.out)
     if args.source == "brain":
         image, labels = load_brain()
         classes, notice = CLASSES, NOTICE
     else:
         image, labels = make_phantom((24, 64, 64), seed=1)
         classes, notice = ["background", "class1", "class2"], ""
-    shutil.rmtree(args.out, ignore_errors=True)  # checked above: empty or a former demo output
+    for path in earlier:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     return run_demo(image, labels, classes, args.out, reporter, stop, slices=args.slices,
                     budget=args.budget, iterations=args.iterations, device=args.device,
                     notice=notice)
 
 
-def check_replaceable(out: Path) -> None:
-    """OutputError unless `out` can be the demo's output folder: new, empty, or an earlier
-    demo's, finished or interrupted (it is replaced whole, so a folder of other files is never
-    deleted)."""
-    from arcoseg.demo.pipeline import REPORT_NAME
+def check_replaceable(out: Path) -> list[Path]:
+    """The earlier demo's outputs in `out` (`demo.pipeline.OUTPUTS`), to be replaced; OutputError
+    if `out` holds anything else (hidden temporary files aside): a user's files are never
+    deleted, even beside a file named like a demo output."""
+    from arcoseg.demo.pipeline import OUTPUTS
     from arcoseg.errors import OutputError
     from arcoseg.io.outputs import check_output_folder
 
     check_output_folder(out)
-    earlier_demo = (out / REPORT_NAME).is_file() or (out / "inputs" / "image.nii.gz").is_file()
-    if out.is_dir() and any(out.iterdir()) and not earlier_demo:
-        raise OutputError(f"{out} holds files that are not an earlier demo's output, and the demo "
-                          "replaces its output folder whole. Choose a new or empty folder for -o.")
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    others = [p.name for p in entries if p.name not in OUTPUTS and not p.name.startswith(".")]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise OutputError(f"{out} holds files that are not the demo's ({shown}), and the demo "
+                          "replaces its outputs there. Choose a new or empty folder for -o.")
+    return [p for p in entries if p.name in OUTPUTS]

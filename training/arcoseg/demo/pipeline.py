@@ -25,6 +25,8 @@ from arcoseg.progress import Reporter
 from arcoseg.train.validation import class_dice
 
 REPORT_NAME = "report.md"  # written last: its presence marks a complete demo output folder
+# everything the demo writes in its output folder (`commands.demo` replaces only these)
+OUTPUTS = ("inputs", "registry", "segmentation.nii.gz", "evaluation", "overlay.png", REPORT_NAME)
 
 
 def pick_slices(labels: np.ndarray, axis: int, count: int) -> list[int]:
