@@ -31,6 +31,18 @@ def test_the_drawn_axis_is_detected(axis):
     assert annotated_slices(drawn, axis) == picks
 
 
+def test_many_whole_slices_drawn_on_a_thin_stack_are_read_along_their_own_axis():
+    """The tester's HIGH finding: 14 adjacent coronal slices drawn whole (255 elsewhere) on a
+    12-slice stack touch fewer axial slices (12) than coronal ones (14); Adapt trained an axial
+    model, held out an undrawn slice and exited 0."""
+    full = _blob((12, 48, 48))
+    drawn = np.full_like(full, IGNORE_LABEL)
+    drawn[:, 10:24, :] = full[:, 10:24, :]
+    assert detect_axis(drawn) == 1
+    ann = make_annotations(drawn, num_classes=3)
+    assert ann.axis == 1 and ann.slices == list(range(10, 24))
+
+
 def test_partial_map_marks_every_other_voxel_unannotated():
     full = _blob()
     drawn = np.zeros_like(full)

@@ -32,8 +32,11 @@ def along(axis: int, slices: list[int] | slice) -> tuple:
 
 
 def detect_axis(labels: np.ndarray, source: str = "The annotation label map") -> int:
-    """The axis along which the labelled voxels occupy the fewest slices (drawn slices are
-    thin along the axis they were drawn on and wide along the other two).
+    """The axis the slices were drawn on. In a map that marks unannotated voxels 255, the one
+    axis whose touched slices are all annotated whole (as the Slicer module and the demo write
+    them), if exactly one is; else the axis along which the labelled voxels occupy the fewest
+    slices (drawn slices are thin along the axis they were drawn on and wide along the other
+    two; but 14 adjacent whole coronal slices of a 12-slice stack touch fewer axial slices).
 
     InputError when no voxel is drawn, or when two or three axes tie (e.g. a small structure
     on adjacent slices in a map without 255 marks): any of them could be the drawn one."""
@@ -41,6 +44,11 @@ def detect_axis(labels: np.ndarray, source: str = "The annotation label map") ->
     if not drawn.any():
         raise InputError(f"{source} holds no label. Draw at least one slice.")
     occupied = [annotated_slices(labels, axis) for axis in range(3)]
+    marked = bool((labels == IGNORE_LABEL).any())  # else drawn = foreground: no whole slices
+    whole = [axis for axis in range(3)
+             if marked and all(drawn[along(axis, [i])].all() for i in occupied[axis])]
+    if len(whole) == 1:
+        return whole[0]
     fewest = min(len(slices) for slices in occupied)
     fits = [axis for axis in range(3) if len(occupied[axis]) == fewest]
     if len(fits) > 1:
