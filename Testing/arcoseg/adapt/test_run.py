@@ -263,6 +263,25 @@ def test_cancel_leaves_the_registry_unchanged(case, tmp_path):
     assert not (tmp_path / "seg.nii.gz").exists()
 
 
+def test_a_stop_after_training_still_leaves_the_registry_and_outputs_unchanged(
+        case, tmp_path, monkeypatch):
+    """The tester's finding: Ctrl-C while the adapted model segmented (after its last
+    iteration) was ignored: exit 0, a new version, the output written."""
+    import arcoseg.adapt.run as run_module
+
+    asked = []
+    segment_and_check = run_module.segment_and_check
+
+    def stop_asked_while_segmenting(*args, **kwargs):
+        asked.append(True)  # Ctrl-C now
+        return segment_and_check(*args, **kwargs)
+    monkeypatch.setattr(run_module, "segment_and_check", stop_asked_while_segmenting)
+    with pytest.raises(Cancelled, match="registry is unchanged"):
+        adapt(_request(case, tmp_path), Reporter(quiet=True), lambda: bool(asked))
+    assert asked and Registry().list() == []
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
 def test_sigint_stops_the_command_with_the_cancel_exit_code(case, tmp_path):
     cmd = [sys.executable, "-m", "arcoseg", "adapt", "--image", str(case["image"]),
            "--annotations", str(case["ann"]), "--from-scratch", "--classes", "a,b",

@@ -141,8 +141,8 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
         try:
             trainer, held = train_adapted(request, parent, items, plan, pace, stop, work)
         except Cancelled as err:  # not the trainer's "--resume": Adapt has none, work is gone
-            raise Cancelled("Adapt cancelled: nothing was saved and the model registry is "
-                            "unchanged. Run adapt again to start over.") from err
+            raise Cancelled(CANCELLED) from err
+    _stop_if_asked(stop)
     adapted = trainer.method.eval_model()
     checked = held.checked_model(adapted) if held else adapted
     margin = PARENT_MARGIN if request.parent_prior.active and parent.model is not None else 0.0
@@ -168,8 +168,20 @@ def adapt(request: AdaptRequest, reporter: Reporter, stop: Callable[[], bool]) -
                                                                        parent.ref) as staged:
         save_model(staged.path, adapted, metadata)
         staged.activate = check["activated"]
+        _stop_if_asked(stop)  # the last moment: the version and the outputs are not committed
     return finish(request, ready.registry, staged.ref, items, segmentations, check, trainer,
                   reporter, ready.outputs)
+
+
+CANCELLED = ("Adapt cancelled: nothing was saved and the model registry is unchanged. Run adapt "
+             "again to start over.")
+
+
+def _stop_if_asked(stop: Callable[[], bool]) -> None:
+    """Cancelled if a stop was asked after training (Ctrl-C while segmenting or writing): until
+    the version is committed, a stop leaves nothing behind."""
+    if stop():
+        raise Cancelled(CANCELLED)
 
 
 def _note_training(check: dict[str, Any], request: AdaptRequest, items: list[AnnotatedImage],
