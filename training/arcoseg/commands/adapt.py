@@ -74,7 +74,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--fusion-weight", type=UNIT, default=FUSION_WEIGHT,
                    help="weight of the drawing in the output: the adapted model's probabilities "
                         "and a soft copy of the nearest drawn slice, fused per voxel (0: the "
-                        "model alone, 1: the copy alone)")
+                        "model alone, 1: the soft copy alone, which blurs with the distance to "
+                        "the drawn slice)")
     p.add_argument("--no-holdout", dest="holdout", action="store_false",
                    help="train on every annotated slice (no held-out check)")
     p.add_argument("--suggest", type=NONNEG_INT, default=3,
