@@ -101,8 +101,10 @@ def _two_slices(full):
 @pytest.mark.parametrize("files,message", [
     ((), "is empty. Give an image file (.nii.gz"),
     (("cases.csv", "dataset.json", "README.md"),
-     "holds no image file (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd) (it holds 3 entries: "
-     "README.md, cases.csv, dataset.json). Give an image file or a folder of image files."),
+     "holds no image file (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd) and no DICOM series (it "
+     "holds 3 entries: "
+     "README.md, cases.csv, dataset.json). Give an image file, a folder of image files, or a "
+     "folder holding one DICOM series."),
 ])
 def test_an_unlabelled_folder_without_images_ends_before_training(case, capsys, home, files,
                                                                   message):

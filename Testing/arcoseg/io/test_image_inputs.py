@@ -86,17 +86,18 @@ def test_image_inputs_are_a_file_or_a_folders_image_files(tmp_path):
 
 
 def test_a_folder_without_image_files_is_a_dicom_series_or_refused(tmp_path):
-    """Where DICOM series are read (segment) the folder itself is the input (`check_image`
-    checks it); where they are not (adapt --unlabelled) it is refused, naming what it holds."""
+    """A folder without image files is taken as one DICOM series (the folder itself is the
+    input, everywhere: segment, adapt --image and --unlabelled); `check_image` refuses it,
+    naming what it holds, when it is none."""
     notes = _notes_folder(tmp_path / "notes")
     assert image_inputs(notes) == [notes]
     with pytest.raises(InputError) as err:
-        image_inputs(notes, dicom=False)
+        check_image(notes)
     assert str(err.value) == (
-        f"Folder {notes} holds no image file (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd) (it "
-        "holds 1 entries: notes.txt). Give an image file or a folder of image files.")
+        f"Folder {notes} holds no image file (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd) and no "
+        "DICOM series (it holds 1 entries: notes.txt). Give an image file, a folder of image "
+        "files, or a folder holding one DICOM series.")
     empty = _empty_folder(tmp_path / "empty")
-    for dicom in (True, False):
-        with pytest.raises(InputError, match=rf"^Folder {empty} is empty\. Give an image file "
-                                             r"\(\.nii\.gz, .*\.mhd\)"):
-            image_inputs(empty, dicom=dicom)
+    with pytest.raises(InputError, match=rf"^Folder {empty} is empty\. Give an image file "
+                                         r"\(\.nii\.gz, .*\.mhd\)"):
+        image_inputs(empty)

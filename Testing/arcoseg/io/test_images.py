@@ -201,6 +201,17 @@ def test_dicom_series_folder_round_trip(tmp_path):
     np.testing.assert_allclose(back.GetOrigin(), ORIGIN_XYZ, atol=1e-3)
 
 
+def test_a_dicom_series_folder_is_an_extra_unlabelled_image_too(tmp_path):
+    """The tester's finding: --unlabelled refused the series folder that --image and segment
+    read ('other series, other patients', its help says)."""
+    from arcoseg.train.run_data import unlabelled_files
+
+    volume = sitk.GetImageFromArray(np.zeros(SHAPE, np.int16))
+    _write_dicom_series(tmp_path / "series", volume, "1.2.826.0.1.3680043.2.1125.1")
+    annotations = _write(_image(), tmp_path / "drawn.nrrd")
+    assert unlabelled_files([tmp_path / "series"], [annotations]) == [tmp_path / "series"]
+
+
 def test_folder_with_two_dicom_series_is_rejected(tmp_path):
     volume = sitk.GetImageFromArray(np.zeros(SHAPE, np.int16))
     _write_dicom_series(tmp_path / "mixed", volume, "1.2.826.0.1.3680043.2.1125.1")

@@ -60,38 +60,35 @@ def dicom_series_files(folder: Path) -> list[str]:
     return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
 
 
-def folder_entries(folder: Path, dicom: bool = True) -> list[Path]:
-    """The entries of an input folder, sorted; InputError if it cannot be opened or is empty.
-    `dicom`: the folder may also be a DICOM series (the message offers it)."""
+def folder_entries(folder: Path) -> list[Path]:
+    """The entries of an input folder (image files, or one DICOM series), sorted; InputError if
+    it cannot be opened or is empty."""
     try:
         entries = sorted(folder.iterdir())
     except PermissionError as err:
         raise InputError(f"Cannot open folder {folder}: permission denied. Ask its owner to "
                          "make it readable for you, or copy it to a folder you can read.") from err
     if not entries:
-        raise InputError(f"Folder {folder} is empty. Give {_accepted(dicom, suffixes=True)}.")
+        raise InputError(f"Folder {folder} is empty. Give {_accepted(suffixes=True)}.")
     return entries
 
 
-def no_images(folder: Path, entries: list[Path], dicom: bool = True) -> InputError:
-    """The InputError for a folder holding `entries` but nothing to read: no image file (and,
-    where `dicom`, no DICOM series)."""
+def no_images(folder: Path, entries: list[Path]) -> InputError:
+    """The InputError for a folder holding `entries` but nothing to read: no image file and no
+    DICOM series."""
     folders = [e.name for e in entries if e.is_dir()]
     names = ", ".join(e.name for e in entries[:5]) + (", …" if len(entries) > 5 else "")
     return InputError(
         f"Folder {folder} holds no image file ({', '.join(READABLE_SUFFIXES)})"
-        + (" and no DICOM series" if dicom else "")
-        + f" (it holds {len(entries)} entries: {names}). Give {_accepted(dicom)}"
+        + f" and no DICOM series (it holds {len(entries)} entries: {names}). Give {_accepted()}"
         + (f"; subfolders are not searched, so give one of them (e.g. {folder / folders[0]})"
            if folders else "") + ".")
 
 
-def _accepted(dicom: bool, suffixes: bool = False) -> str:
+def _accepted(suffixes: bool = False) -> str:
     """What an input folder may be, in words (`suffixes`: with the image files' suffixes)."""
     files = "an image file" + (f" ({', '.join(READABLE_SUFFIXES)})" if suffixes else "")
-    if dicom:
-        return f"{files}, a folder of image files, or a folder holding one DICOM series"
-    return f"{files} or a folder of image files"
+    return f"{files}, a folder of image files, or a folder holding one DICOM series"
 
 
 # (path, device, inode, size, mtime in ns) of the NIfTI files found complete: `segment` checks an

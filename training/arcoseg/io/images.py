@@ -19,7 +19,7 @@ from arcoseg.errors import InputError, OutputError
 from arcoseg.fileutil import atomic_paths, full_suffix
 from arcoseg.io.geometry import Grid, GridLike, check_written, grid_difference
 from arcoseg.io.image_files import (READABLE_SUFFIXES, check_nifti_complete, check_readable,
-                                   dicom_series_files, folder_entries, last_line, no_images,
+                                   dicom_series_files, folder_entries, last_line,
                                    read_dicom_series, unreadable, write_nifti_gz)
 
 MAX_LABEL_VALUE = 254  # 255 is IGNORE_LABEL (unannotated) inside the engine
@@ -44,19 +44,15 @@ def _image_files(entries: Iterable[Path]) -> list[Path]:
     return sorted(p for p in entries if p.is_file() and is_image_path(p))
 
 
-def image_inputs(path: Path, dicom: bool = True) -> list[Path]:
+def image_inputs(path: Path) -> list[Path]:
     """The images an input path names: a file itself, or a folder's image files; a folder
-    without any is, where `dicom`, one DICOM series (itself), else an InputError. InputError
-    for a missing path and for an empty or unreadable folder (`image_files.folder_entries`)."""
+    without any is one DICOM series (itself; `check_image` checks it is one). InputError for a
+    missing path and for an empty or unreadable folder (`image_files.folder_entries`)."""
     if not path.exists():
         raise InputError(f"Input {path} does not exist. Check the path.")
     if not path.is_dir():
         return [path]
-    entries = folder_entries(path, dicom)
-    files = _image_files(entries)
-    if files or dicom:
-        return files or [path]
-    raise no_images(path, entries, dicom)
+    return _image_files(folder_entries(path)) or [path]
 
 
 def check_image(path: str | os.PathLike) -> None:

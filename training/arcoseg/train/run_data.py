@@ -115,14 +115,15 @@ def extra_unlabelled(paths: list[Path], plan: Plan, reporter: Reporter) -> list[
 
 def unlabelled_files(paths: list[Path], label_maps: Sequence[Path] = ()) -> list[Path]:
     """The image files that --unlabelled names (files, folders of image files), each checked
-    from its header (`io.images.check_image`) before any work; InputError naming --unlabelled
-    for a folder that is empty or holds no image file (no DICOM series either: they are not
-    read as extra images), for a bad image, and for one of `label_maps` or a copy of one (the
+    from its header (`io.images.check_image`) before any work; a folder without image files is
+    one DICOM series (as --image and `segment` read it). InputError naming --unlabelled for a
+    folder that is empty or holds neither, for a bad image, and for one of `label_maps` or a
+    copy of one (the
     annotations: a label map read as an image would train on its label values as
     intensities; `_LabelMapCopies`)."""
     copies = _LabelMapCopies([Path(m) for m in label_maps])
     try:
-        files = [file for path in paths for file in image_inputs(path, dicom=False)]
+        files = [file for path in paths for file in image_inputs(path)]
         for file in files:
             check_image(file)
         for file in files:
@@ -148,7 +149,9 @@ class _LabelMapCopies:
         self._label_voxels: dict[Path, np.ndarray] = {}
 
     def held_in(self, file: Path) -> Path | None:
-        """The label map `file` holds, or None."""
+        """The label map `file` (an image file or a DICOM series folder) holds, or None."""
+        if file.is_dir():
+            return None  # a DICOM series: label maps are single files
         grid, voxels = read_grid(file), None
         for label_map in self.label_maps:
             if file.resolve() == label_map.resolve() or filecmp.cmp(file, label_map,
