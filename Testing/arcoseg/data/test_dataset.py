@@ -71,6 +71,22 @@ def test_msd_with_several_modalities_is_rejected_with_a_conversion_hint(msd_data
         load_dataset(msd_dataset)
 
 
+def test_a_channel_file_that_dataset_json_does_not_list_is_rejected(phantom_dataset):
+    """The tester's finding: an extra case_000_0001 file was ignored silently."""
+    first = phantom_dataset / "imagesTr" / "case_000_0000.nii.gz"
+    first.with_name("case_000_0001.nii.gz").write_bytes(first.read_bytes())
+    with pytest.raises(InputError, match=r"Case 'case_000' has channel 1 file .*lists 1 "
+                                         r"channel\(s\) in 'channel_names'"):
+        load_dataset(phantom_dataset)
+
+
+def test_msd_labels_giving_one_name_to_two_values_are_rejected(msd_dataset):
+    """The tester's finding: they were merged silently, then value 1 was 'not in dataset.json'."""
+    _edit(msd_dataset, labels={"0": "background", "1": "tumour", "2": "tumour"})
+    with pytest.raises(InputError, match=r"name\(s\) \['tumour'\] to more than one value"):
+        load_dataset(msd_dataset)
+
+
 def test_msd_training_entry_without_image_file_is_rejected(msd_dataset):
     (msd_dataset / "imagesTr" / "case_002.nii.gz").unlink()
     with pytest.raises(InputError, match=r"case_002.nii.gz.*dataset.json.*does not exist"):

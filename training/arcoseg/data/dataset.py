@@ -214,6 +214,12 @@ def _load_nnunet(root: Path, meta: dict, json_path: Path) -> DatasetInfo:
                                  f"{root / 'imagesTr' / f'{case_id}_{ch:04d}{ending}'} "
                                  f"({json_path} lists {len(channels)} channels).")
             images.append(found[case_id][ch])
+        extra = sorted(ch for ch in found[case_id] if ch >= len(channels))
+        if extra:  # a channel dataset.json forgot, or a stray file: never dropped silently
+            raise InputError(f"Case '{case_id}' has channel {extra[0]} file "
+                             f"{found[case_id][extra[0]]}, but {json_path} lists "
+                             f"{len(channels)} channel(s) in 'channel_names'. List every "
+                             "channel there, or move the extra files out of imagesTr.")
         cases.append(Case(case_id, images, _label_file(root / "labelsTr" / f"{case_id}{ending}")))
     _check_orphan_labels(root / "labelsTr", ending, {c.id for c in cases})
     return DatasetInfo(root=root, name=str(meta.get("name", root.name)), labels=labels,
@@ -227,6 +233,11 @@ def _load_msd(root: Path, meta: dict, json_path: Path) -> DatasetInfo:
     except (TypeError, ValueError) as err:
         raise InputError(f"{json_path}: 'labels' must map integer values to names in the "
                          'Decathlon format, e.g. {"0": "background", "1": "liver"}.') from err
+    if len(labels) != len(raw_labels):  # two values with one name: merged into one above
+        names = [str(name) for name in raw_labels.values()]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise InputError(f"{json_path}: 'labels' gives the name(s) {twice} to more than one "
+                         "value. Give each value its own name.")
     labels = _check_labels(labels, json_path)
     channels = _channel_names(meta, json_path, ("modality", "channel_names"))
     if len(channels) != 1:
