@@ -34,10 +34,12 @@ def load_cases(dataset: DatasetInfo, cases: list[Case], plan: Plan,
                reporter: Reporter | None = None) -> list[PreprocessedCase]:
     """Preprocess `cases`, reusing cached arrays when the plan and the files are unchanged.
 
-    The cache key hashes the plan, the label mapping and each file's path, size and mtime.
-    A cache that cannot be written only costs speed (reported as a log line).
+    The cache key hashes the plan, the label mapping and each file's path, size, modification
+    and change times. A cache that cannot be written only costs speed (reported once, as a log
+    line; the other cases are not tried there).
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    writable = True
     out = []
     for i, case in enumerate(cases, start=1):
         entry = cache / _cache_key(case, plan, dataset)
@@ -45,8 +47,10 @@ def load_cases(dataset: DatasetInfo, cases: list[Case], plan: Plan,
         if loaded is None:
             loaded = preprocess_case(case, plan, dataset)
             try:
-                _write_cache(entry, loaded)
+                if writable:
+                    _write_cache(entry, loaded)
             except (OSError, OutputError) as err:
+                writable = False
                 if reporter is not None:
                     reporter.log(f"Could not write the preprocessing cache {entry} ({err}); "
                                  "continuing without it. Set ARCOSEG_CACHE to a writable folder.")
