@@ -183,28 +183,34 @@ def test_evaluate_refuses_an_output_under_a_file_before_work(tmp_path, capsys):
     assert code == 2 and "blocker is a file" in event["message"]
 
 
-@pytest.mark.parametrize("demo_like", [None, "report.md", "inputs"])
-def test_demo_never_deletes_a_folder_of_other_files(tmp_path, capsys, demo_like):
-    """Also beside a file named like a demo output (the tester's HIGH finding: a report.md made
-    the whole folder an 'earlier demo output', deleted with its other files)."""
+@pytest.mark.parametrize("files", [["thesis.tex"], ["report.md", "thesis.tex"],
+                                   ["inputs/patient1_notes.txt", "evaluation/results.csv"]])
+def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path, capsys, files):
+    """Names alone prove nothing (the testers' HIGH findings: a report.md made the whole folder
+    an 'earlier demo output', deleted with its other files; then a user's own inputs/ and
+    evaluation/ folders were replaced as the demo's)."""
     work = tmp_path / "work"
-    (work / "patients").mkdir(parents=True)
-    (work / "thesis.tex").write_text("precious")
-    if demo_like is not None:
-        (work / demo_like).mkdir() if demo_like == "inputs" else (work / demo_like).write_text("")
+    for name in files:
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text("precious")
     code, event = run(capsys, "demo", "--source", "phantom", "-o", work, "--device", "cpu")
-    assert code == 2 and "not the demo's (patients, thesis.tex)" in event["message"]
-    assert (work / "thesis.tex").read_text() == "precious" and (work / "patients").is_dir()
+    assert code == 2 and "was not written by `arcoseg demo`" in event["message"]
+    assert all((work / name).read_text() == "precious" for name in files)
 
 
-def test_demo_replaces_only_an_earlier_demos_outputs(tmp_path):
+def test_demo_replaces_only_its_own_outputs_in_a_folder_it_wrote(tmp_path, capsys):
     from arcoseg.commands.demo import check_replaceable
+    from arcoseg.demo.pipeline import MARKER
 
     out = tmp_path / "demo_output"
     (out / "inputs").mkdir(parents=True)
     (out / "report.md").write_text("old")
+    (out / MARKER).write_text("")
     (out / ".segmentation.nii.gz.123.tmp").write_text("")  # a killed run's temporary file
     assert check_replaceable(out) == [out / "inputs", out / "report.md"]
+    (out / "thesis.tex").write_text("precious")  # added by the user since
+    code, event = run(capsys, "demo", "--source", "phantom", "-o", out, "--device", "cpu")
+    assert code == 2 and "not the demo's (thesis.tex)" in event["message"]
 
 
 def test_models_export_refuses_an_archive_name_it_cannot_write(untrained_model, tmp_path, capsys):

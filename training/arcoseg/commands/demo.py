@@ -45,7 +45,8 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     outputs there replaced)."""
     from arcoseg.data.synthetic import make_phantom  # torch, MONAI: only when run
     from arcoseg.demo.brain import CLASSES, NOTICE, load_brain
-    from arcoseg.demo.pipeline import run_demo
+    from arcoseg.demo.pipeline import MARKER, run_demo
+    from arcoseg.fileutil import write_text_atomic
 
     earlier = check_replaceable(args.out)
     if args.source == "brain":
@@ -56,6 +57,9 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
         classes, notice = ["background", "class1", "class2"], ""
     for path in earlier:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out / MARKER, "This folder is the output of `arcoseg demo`: the next "
+                                         "demo run into it replaces the demo's files here.\n")
     return run_demo(image, labels, classes, args.out, reporter, stop, slices=args.slices,
                     budget=args.budget, iterations=args.iterations, device=args.device,
                     notice=notice)
@@ -63,14 +67,19 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
 
 def check_replaceable(out: Path) -> list[Path]:
     """The earlier demo's outputs in `out` (`demo.pipeline.OUTPUTS`), to be replaced; OutputError
-    if `out` holds anything else (hidden temporary files aside): a user's files are never
-    deleted, even beside a file named like a demo output."""
-    from arcoseg.demo.pipeline import OUTPUTS
+    unless `out` is new, empty, or a folder the demo wrote (it holds `demo.pipeline.MARKER`)
+    holding nothing else (hidden temporary files aside). Names alone prove nothing: a user's
+    own 'inputs' or 'report.md' is never deleted."""
+    from arcoseg.demo.pipeline import MARKER, OUTPUTS
     from arcoseg.errors import OutputError
     from arcoseg.io.outputs import check_output_folder
 
     check_output_folder(out)
     entries = sorted(out.iterdir()) if out.is_dir() else []
+    if entries and not (out / MARKER).is_file():
+        raise OutputError(f"{out} is not empty and was not written by `arcoseg demo` (no "
+                          f"{MARKER} file; an output of an older version has none either: "
+                          "delete it). Choose a new or empty folder for -o.")
     others = [p.name for p in entries if p.name not in OUTPUTS and not p.name.startswith(".")]
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")

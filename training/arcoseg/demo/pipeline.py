@@ -25,8 +25,10 @@ from arcoseg.progress import Reporter
 from arcoseg.train.validation import class_dice
 
 REPORT_NAME = "report.md"  # written last: its presence marks a complete demo output folder
-# everything the demo writes in its output folder (`commands.demo` replaces only these)
+# everything the demo writes in its output folder (`commands.demo` replaces only these, and
+# only in a folder holding MARKER, which it writes first)
 OUTPUTS = ("inputs", "registry", "segmentation.nii.gz", "evaluation", "overlay.png", REPORT_NAME)
+MARKER = ".arcoseg-demo"
 
 
 def pick_slices(labels: np.ndarray, axis: int, count: int) -> list[int]:
