@@ -35,9 +35,11 @@ def annotated_slices(mask: np.ndarray, axis: int) -> list[int]:
 def detect_axis(mask: np.ndarray) -> int:
     """The axis the annotations were drawn on: the one with the fewest slices holding labels.
 
-    ValueError when nothing is painted, or when two or three axes tie (a small structure on
-    adjacent slices): the engine's rule (`arcoseg.adapt.annotations.detect_axis`). Guessing one
-    would send the other axes' undrawn voxels as background."""
+    ValueError when nothing is painted, when two or three axes tie (a small structure on
+    adjacent slices), or when the fewest are every slice of a stack (14 adjacent coronal
+    slices painted on a 12-slice stack touch all 12 axial ones): the engine's rules for maps
+    without whole drawn slices (`arcoseg.adapt.annotations.detect_axis`). Guessing would send
+    the other axes' undrawn voxels as background."""
     if not np.any(mask):
         raise ValueError("No voxel is annotated. Paint the structures on a few slices first.")
     counts = [len(annotated_slices(mask, axis)) for axis in range(3)]
@@ -47,7 +49,12 @@ def detect_axis(mask: np.ndarray) -> int:
         raise ValueError(f"The painted voxels lie on as few slices along {axes} ({min(counts)} "
                          "each), so the axis they were drawn on is unclear. Choose it under "
                          "'Slice axis', or paint more of each slice.")
-    return fits[0]
+    best = fits[0]
+    if 1 < counts[best] == mask.shape[best]:
+        raise ValueError(f"The painted voxels lie on every slice along {'KJI'[best]} "
+                         f"({counts[best]}), so the axis they were drawn on is unclear. Choose "
+                         "it under 'Slice axis'.")
+    return best
 
 
 def build_annotations(shape: Sequence[int], class_masks: Iterable[tuple[int, np.ndarray]],

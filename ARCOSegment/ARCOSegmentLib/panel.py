@@ -32,6 +32,7 @@ CONNECTIONS = (
     ("refreshAnnotationsButton", "clicked(bool)", "update_annotation_summary"),
     ("annotationSegmentationSelector", "currentNodeChanged(vtkMRMLNode*)",
      "update_annotation_summary"),
+    ("axisComboBox", "currentIndexChanged(int)", "update_annotation_summary"),
     ("suggestedSlicesListWidget", "itemClicked(QListWidgetItem*)", "on_suggested_slice_clicked"),
 )
 NO_REGISTRY = "No model registry yet: choose a model folder below."
@@ -95,13 +96,12 @@ class Panel:
         except ValueError as err:
             self.report_error(err)
             return
-        row = self.ui.axisComboBox.currentIndex  # "auto", then array axes 0 (K), 1 (J), 2 (I)
         volume = p.inputVolume
         self._run(self.ui.adaptButton, lambda: self.logic.adapt(
             volume, p.annotationSegmentation,
             model=None if p.fromScratch else self.selected_model(), fromScratch=p.fromScratch,
             unlabelledVolumes=list(self.ui.unlabelledVolumesComboBox.checkedNodes()),
-            axis=row - 1 if row > 0 else None, extraSlices=extra_slices,
+            axis=self.chosen_axis(), extraSlices=extra_slices,
             budgetSeconds=p.timeBudgetSeconds, roiNode=p.roi,
             segmentationNode=p.outputSegmentation, cpuOnly=p.useCpu, wait=False,
             progress=self._on_progress, log=self.log,
@@ -131,15 +131,20 @@ class Panel:
         volume, axis, index = self.suggested[self.ui.suggestedSlicesListWidget.row(item)]
         self.logic.jumpToSlice(volume, axis, index)
 
-    def update_annotation_summary(self) -> None:
-        """How many slices are annotated, along which axis."""
+    def chosen_axis(self) -> int | None:
+        """The array axis chosen under 'Slice axis' (0 = K, 1 = J, 2 = I), None for auto."""
+        row = self.ui.axisComboBox.currentIndex  # "auto", then array axes 0 (K), 1 (J), 2 (I)
+        return row - 1 if row > 0 else None
+
+    def update_annotation_summary(self, *_signal: Any) -> None:
+        """How many slices are annotated, along which axis (the one chosen, else detected)."""
         p = self.parameters
         if not (p and p.inputVolume and p.annotationSegmentation):
             self.ui.annotationSummaryLabel.text = "Choose the segmentation you painted on."
             return
         try:
             self.ui.annotationSummaryLabel.text = self.logic.annotationSummary(
-                p.inputVolume, p.annotationSegmentation)
+                p.inputVolume, p.annotationSegmentation, self.chosen_axis())
         except ValueError as err:
             self.ui.annotationSummaryLabel.text = str(err)
 

@@ -41,6 +41,19 @@ def test_an_axis_tie_is_refused_not_guessed():
     assert ann.axis == 1 and ann.slices == [4, 10]
 
 
+def test_painting_that_touches_every_slice_along_the_fewest_axis_is_refused():
+    """The tester's finding: 14 adjacent coronal slices painted on a 12-slice stack touch all 12
+    axial slices (fewer than 14): read as axial, 42 432 unpainted voxels sent as background."""
+    mask = np.zeros((12, 64, 64), bool)
+    mask[:, 20:34, 10:50] = True
+    with pytest.raises(ValueError, match="every slice along K \\(12\\).*Slice axis"):
+        an.detect_axis(mask)
+    assert an.build_annotations(mask.shape, [(1, mask)], axis=1).slices == list(range(20, 34))
+    single = np.zeros((1, 32, 32), bool)  # a 2D image: its one slice is the drawn one
+    single[0, 5:20, 5:9] = True
+    assert an.detect_axis(single) == 0
+
+
 def test_annotations_are_background_on_annotated_slices_and_unannotated_elsewhere():
     shape, liver, spleen = two_slice_masks()
     ann = an.build_annotations(shape, [(1, liver), (2, spleen)])

@@ -127,6 +127,24 @@ def test_each_volume_has_its_own_uncertainty_map_whatever_the_names(volume, tmp_
     assert (scene.volume_array(users) == 255).all()
 
 
+def test_a_cloned_volume_gets_its_own_uncertainty_map(slicer_core, volume, tmp_path):
+    """The tester's finding: Slicer's Clone copies the node reference, so segmenting the clone
+    overwrote the original's map."""
+    import slicer
+
+    node, exported = volume
+    path = cv.write_volume(np.full(SHAPE, 0.1, np.float32), exported.written_ijk_to_ras,
+                           tmp_path / "entropy.nii.gz")
+    original = mrml.import_scalar_volume(path, exported, "CT uncertainty", node)
+    clone = slicer.modules.volumes.logic().CloneVolume(slicer_core.scene, node, "CT clone")
+    other = cv.write_volume(np.full(SHAPE, 0.9, np.float32), exported.written_ijk_to_ras,
+                            tmp_path / "other.nii.gz")
+    its_own = mrml.import_scalar_volume(other, exported, "CT clone uncertainty", clone)
+    assert its_own.GetID() != original.GetID()
+    np.testing.assert_allclose(scene.volume_array(original), 0.1)
+    assert mrml.import_scalar_volume(other, exported, "CT clone uncertainty", clone) is its_own
+
+
 def test_an_output_under_another_transform_is_refused_before_any_change(slicer_core, volume,
                                                                         tmp_path):
     """The tester's finding 5: Slicer's label map import put the results 3 mm off."""

@@ -13,7 +13,7 @@ import pytest
 from ARCOSegmentLib import mrml
 from ARCOSegmentLib.engine import EngineJob, parse_adapt_result
 from ARCOSegmentLib.logic import AdaptResult, EngineLogic
-from ARCOSegmentLib.panel import NO_REGISTRY, Panel
+from ARCOSegmentLib.panel import CONNECTIONS, NO_REGISTRY, Panel
 from ARCOSegmentLib.process import EngineError
 from standins import ADAPT_RESULT, OBLIQUE, StandInTimer, drive, standin_ui
 
@@ -88,8 +88,9 @@ class FakeLogic:
         self.calls.append(("engine", args, cpuOnly))
         return Answered(self.answers[args[0]], onDone)
 
-    def annotationSummary(self, volume, annotations):
-        return "2 slices annotated along K (axial): 4, 9"
+    def annotationSummary(self, volume, annotations, axis=None):
+        along = {None: "K (axial)", 0: "K (axial)", 1: "J (coronal)", 2: "I (sagittal)"}[axis]
+        return f"2 slices annotated along {along}: 4, 9"
 
     def jumpToSlice(self, volume, axis, index):
         self.jumps.append((volume, axis, index))
@@ -338,6 +339,11 @@ def test_annotation_summary_or_what_is_missing(setup):
     panel, ui, logic, *_ = setup
     panel.update_annotation_summary()
     assert ui.annotationSummaryLabel.text == "2 slices annotated along K (axial): 4, 9"
+    ui.axisComboBox.currentIndex = 2  # J, chosen under 'Slice axis': the summary follows it
+    panel.update_annotation_summary(2)  # as the combo box's currentIndexChanged(int) calls it
+    assert ui.annotationSummaryLabel.text == "2 slices annotated along J (coronal): 4, 9"
+    assert ("axisComboBox", "currentIndexChanged(int)", "update_annotation_summary") in \
+        CONNECTIONS
     logic.annotationSummary = lambda *a: (_ for _ in ()).throw(ValueError("No voxel is annotated."))
     panel.update_annotation_summary()
     assert ui.annotationSummaryLabel.text == "No voxel is annotated."
