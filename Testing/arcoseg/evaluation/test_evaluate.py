@@ -246,3 +246,25 @@ def test_voxels_of_the_ignore_label_are_left_out_of_every_metric(tmp_path):
     assert row["dice"] == pytest.approx(2 * scored.sum() / (2 * scored.sum() + 2))
     with pytest.raises(InputError, match=r"value\(s\) \[3\]"):
         evaluate_pairs(pairs, {"a": 1})  # without it, 3 is an unknown value
+
+
+def test_a_slicer_segmentation_ground_truth_with_an_ignore_segment_is_scored_without_it(
+        tmp_path):
+    """The reviewer's finding: --labels a=1,ignore=9 with a .seg.nrrd ground truth holding an
+    'ignore' segment was refused ('matches none of the classes')."""
+    from arcoseg.io.segnrrd import write_segmentation
+
+    truth = np.zeros((8, 32, 32), np.uint8)
+    truth[2:6, 4:12, 4:12] = 1
+    truth[:, :, 20:] = 9  # never annotated
+    pred = np.zeros_like(truth)
+    pred[2:6, 4:12, 4:10] = 1  # 192 of the 256 voxels of a
+    pred[:, 10:20, 22:30] = 1  # only where nobody annotated: not counted
+    image = sitk.GetImageFromArray(truth)
+    gt = tmp_path / "case.seg.nrrd"
+    write_segmentation(image, [{"name": "background", "value": 0, "color": [0, 0, 0]},
+                               {"name": "a", "value": 1, "color": [255, 0, 0]},
+                               {"name": "ignore", "value": 9, "color": [0, 255, 0]}], gt)
+    pairs = [("case", write_label(tmp_path / "pred.nii.gz", pred, (1.0, 1.0, 1.0)), gt)]
+    [row] = evaluate_pairs(pairs, {"a": 1, "ignore": 9})
+    assert row["dice"] == pytest.approx(2 * 192 / (256 + 192))

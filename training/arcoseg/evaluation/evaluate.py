@@ -107,9 +107,9 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] 
     source = ("the evaluated classes (with background 0)" if classes is not None
               else "the values found in the ground truth")
     classes = dict(_infer_classes(gt for _, _, gt in pairs) if classes is None else classes)
-    ignore = classes.pop(IGNORE_NAME, None)
-    named = dict(allowed_values={0, *classes.values(), *([] if ignore is None else [ignore])},
-                 labels_source=source,
+    ignore = classes.get(IGNORE_NAME)  # read like a class (a .seg.nrrd's 'ignore' segment too)
+    scored = {name: value for name, value in classes.items() if name != IGNORE_NAME}
+    named = dict(allowed_values={0, *classes.values()}, labels_source=source,
                  remedy="Voxels of an unknown value would be left out of every metric; list "
                         "every class with --labels name=value,… or fix the label map.")
     rows: list[Row] = []
@@ -117,9 +117,9 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] 
         pred_image, gt_image = read_pair(pred_path, gt_path, classes, **named)
         pred, gt = sitk.GetArrayViewFromImage(pred_image), sitk.GetArrayViewFromImage(gt_image)
         if ignore is not None:  # unannotated: neither side counts there (as nnU-Net scores)
-            scored = gt != ignore
-            pred, gt = np.where(scored, pred, 0), np.where(scored, gt, 0)
-        per_class = case_metrics(pred, gt, classes, image_spacing_zyx(gt_image),
+            kept = gt != ignore
+            pred, gt = np.where(kept, pred, 0), np.where(kept, gt, 0)
+        per_class = case_metrics(pred, gt, scored, image_spacing_zyx(gt_image),
                                  gt_image.GetDirection())
         rows.extend({"case": cid, "class": name, **values} for name, values in per_class.items())
         if reporter is not None:
