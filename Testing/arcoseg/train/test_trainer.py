@@ -85,6 +85,10 @@ def test_a_folder_holding_a_model_is_not_trained_over(dataset, tmp_path):
     with pytest.raises(ArcosegError, match="already holds a model .*model.json, "
                                            "model.safetensors.*another --out"):
         train(dataset, _options(tmp_path, iterations=1, val_every=1), out, Reporter(quiet=True))
+    with pytest.raises(ArcosegError, match="holds a model but no training checkpoint .*another "
+                                           "--out"):  # not 'start without --resume': refused
+        train(dataset, _options(tmp_path, iterations=1, val_every=1), out, Reporter(quiet=True),
+              resume=True)
     assert (out / "model.safetensors").read_bytes() == weights
 
 
@@ -114,10 +118,10 @@ def test_a_dataset_without_a_validation_split_trains_and_keeps_the_final_weights
     reporter = Reporter(quiet=True)
     reporter.log = logs.append
     out = tmp_path / "model"
-    train(root, _options(tmp_path, iterations=2, val_every=1), out, reporter)
-    assert (out / "model.safetensors").is_file()
-    assert any("No validation cases (Split 'val' is not defined" in line and
-               "final weights are kept" in line for line in logs)
+    result = train(root, _options(tmp_path, iterations=2, val_every=1), out, reporter)
+    assert (out / "model.safetensors").is_file() and result["best_iteration"] == 2
+    assert any("has no validation cases (no 'val' split, or an empty one): training keeps its "
+               "final weights" in line for line in logs)
 
 
 def test_resume_with_different_options_is_refused(dataset, tmp_path):

@@ -66,15 +66,19 @@ def save_run(trainer: Trainer) -> None:
 
 
 def check_run_folder(out_dir: Path, resume: bool) -> None:
-    """ArcosegError unless a new run may write into `out_dir`: not over an interrupted run
-    (continue it with --resume) nor over a model (a registered version, a trained model:
-    its weights would be replaced without a word)."""
+    """ArcosegError unless a run may write into `out_dir`: a new one not over an interrupted
+    run (continue it with --resume) nor over a model (a registered version, a trained model:
+    its weights would be replaced without a word); a resumed one only where a checkpoint is."""
+    has_run = (out_dir / f"{CHECKPOINT_STEM}.json").exists()
+    found = [name for name in (METADATA_FILE, WEIGHTS_FILE) if (out_dir / name).exists()]
+    if resume and not has_run and found:
+        raise ArcosegError(f"{out_dir} holds a model but no training checkpoint to continue, "
+                           "so --resume cannot go on from it. Train into another --out.")
     if resume:
         return
-    if (out_dir / f"{CHECKPOINT_STEM}.json").exists():
+    if has_run:
         raise ArcosegError(f"{out_dir} already holds a training run. Continue it with --resume, "
                            "or choose another --out.")
-    found = [name for name in (METADATA_FILE, WEIGHTS_FILE) if (out_dir / name).exists()]
     if found:
         raise ArcosegError(f"{out_dir} already holds a model ({', '.join(found)}); training "
                            "would replace it. Choose another --out, or delete that model first.")

@@ -79,8 +79,9 @@ def validation_cases(dataset: DatasetInfo, reporter: Reporter) -> list[Case]:
     nnU-Net's fold 'all' does, instead of refusing to train."""
     try:
         return dataset.split_cases("val")
-    except InputError as err:
-        reporter.log(f"No validation cases ({err}) The final weights are kept.")
+    except InputError:  # 'val' not defined, or empty
+        reporter.log(f"Dataset {dataset.root} has no validation cases (no 'val' split, or an "
+                     "empty one): training keeps its final weights.")
         return []
 
 

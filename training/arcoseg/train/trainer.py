@@ -309,7 +309,9 @@ class Trainer:
 
     def _result(self) -> dict[str, Any]:
         return {"model": str(self.out_dir), "iterations": self.state.iteration,
-                "best_iteration": self.state.best_iteration,
+                # without validation the final weights are the kept ones
+                "best_iteration": (self.state.best_iteration if self.data.val
+                                   else self.state.iteration),
                 "validation": self.state.best_metrics,
                 "seconds": round(self.state.seconds, 2),
                 "seconds_per_iteration": round(self.state.seconds / max(1, self.state.iteration), 4),
