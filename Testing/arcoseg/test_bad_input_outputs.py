@@ -199,18 +199,45 @@ def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path, capsys, files):
 
 
 def test_demo_replaces_only_its_own_outputs_in_a_folder_it_wrote(tmp_path, capsys):
-    from arcoseg.commands.demo import check_replaceable
-    from arcoseg.demo.pipeline import MARKER
+    from arcoseg.demo.folder import MARKER, replaceable
 
     out = tmp_path / "demo_output"
     (out / "inputs").mkdir(parents=True)
     (out / "report.md").write_text("old")
     (out / MARKER).write_text("")
     (out / ".segmentation.nii.gz.123.tmp").write_text("")  # a killed run's temporary file
-    assert check_replaceable(out) == [out / "inputs", out / "report.md"]
+    assert replaceable(out) == [out / "inputs", out / "report.md"]
     (out / "thesis.tex").write_text("precious")  # added by the user since
+    (out / "inputs" / "notes.txt").write_text("precious")  # inside the demo's own folder too
     code, event = run(capsys, "demo", "--source", "phantom", "-o", out, "--device", "cpu")
-    assert code == 2 and "not the demo's (thesis.tex)" in event["message"]
+    assert code == 2 and "not the demo's (thesis.tex, inputs/notes.txt)" in event["message"]
+    assert (out / "inputs" / "notes.txt").read_text() == "precious"
+
+
+def test_demo_output_folders_it_may_use_beside_the_ones_it_wrote(tmp_path):
+    """Hidden entries only (.DS_Store, .git) count as empty and are kept; an older version's
+    complete output (no marker) is recognised; a symbolic link among the outputs is removed
+    itself, never what it points to (the reviewer's findings)."""
+    from arcoseg.demo.folder import MARKER, replace, replaceable
+
+    hidden = tmp_path / "hidden"
+    (hidden / ".git").mkdir(parents=True)
+    (hidden / ".DS_Store").write_text("")
+    assert replaceable(hidden) == []
+    older = tmp_path / "older"
+    (older / "registry").mkdir(parents=True)
+    (older / "registry" / "registry.json").write_text("{}")
+    (older / "report.md").write_text("old")
+    assert replaceable(older) == [older / "registry", older / "report.md"]
+    linked = tmp_path / "linked"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "scan.nii.gz").write_text("precious")
+    linked.mkdir()
+    (linked / MARKER).write_text("")
+    (linked / "inputs").symlink_to(tmp_path / "mine", target_is_directory=True)
+    replace(replaceable(linked), linked)
+    assert not (linked / "inputs").exists()
+    assert (tmp_path / "mine" / "scan.nii.gz").read_text() == "precious"
 
 
 def test_models_export_refuses_an_archive_name_it_cannot_write(untrained_model, tmp_path, capsys):

@@ -16,6 +16,8 @@ import torch
 from arcoseg.adapt.annotations import along
 from arcoseg.adapt.run import AdaptRequest, adapt
 from arcoseg.constants import DEMO_BUDGET, DEMO_ITERATIONS, IGNORE_LABEL
+from arcoseg.demo.folder import (ANNOTATIONS_FILE, EVALUATION, IMAGE_FILE, INPUTS, LABELS_FILE,
+                                 OVERLAY, REGISTRY, REPORT_NAME, SEGMENTATION)
 from arcoseg.evaluation.evaluate import evaluate, format_summary_table
 from arcoseg.evaluation.plots import save_overlay_png
 from arcoseg.fileutil import write_text_atomic
@@ -24,11 +26,6 @@ from arcoseg.model_metadata import default_colors
 from arcoseg.progress import Reporter
 from arcoseg.train.validation import class_dice
 
-REPORT_NAME = "report.md"  # written last: its presence marks a complete demo output folder
-# everything the demo writes in its output folder (`commands.demo` replaces only these, and
-# only in a folder holding MARKER, which it writes first)
-OUTPUTS = ("inputs", "registry", "segmentation.nii.gz", "evaluation", "overlay.png", REPORT_NAME)
-MARKER = ".arcoseg-demo"
 
 
 def pick_slices(labels: np.ndarray, axis: int, count: int) -> list[int]:
@@ -64,34 +61,32 @@ def run_demo(image: sitk.Image, labels: sitk.Image, class_names: list[str], out:
     """Annotate `slices` slices, adapt from scratch, segment, evaluate, write overlay + report."""
     label_array = sitk.GetArrayFromImage(labels)
     chosen = pick_slices(label_array, axis, slices)
-    inputs = out / "inputs"
-    write_image(image, inputs / "image.nii.gz")
-    write_image(labels, inputs / "full_labels.nii.gz")
+    inputs = out / INPUTS
+    write_image(image, inputs / IMAGE_FILE)
+    write_image(labels, inputs / LABELS_FILE)
     write_image(array_to_image(simulate_annotations(label_array, axis, chosen), labels, np.uint8),
-                inputs / "annotations.nii.gz")
+                inputs / ANNOTATIONS_FILE)
     reporter.log(f"Simulated clinician: annotated slices {chosen} along axis {axis}")
-    request = AdaptRequest(images=[inputs / "image.nii.gz"],
-                           annotations=[inputs / "annotations.nii.gz"], classes=class_names[1:],
+    request = AdaptRequest(images=[inputs / IMAGE_FILE],
+                           annotations=[inputs / ANNOTATIONS_FILE], classes=class_names[1:],
                            name="demo", axis=axis, budget=budget, iterations=iterations,
-                           output=out / "segmentation.nii.gz", device=device,
-                           home=out / "registry")
+                           output=out / SEGMENTATION, device=device, home=out / REGISTRY)
     result = adapt(request, reporter, stop)
-    prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "segmentation.nii.gz")))
+    prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(out / SEGMENTATION)))
     classes = {n: v for v, n in enumerate(class_names) if v}
-    summary = evaluate(out / "segmentation.nii.gz", inputs / "full_labels.nii.gz", classes,
-                       out / "evaluation")
+    summary = evaluate(out / SEGMENTATION, inputs / LABELS_FILE, classes, out / EVALUATION)
     unseen = unannotated_dice(prediction, label_array, axis, chosen, len(class_names))
     overlay_slices = sorted({*result["suggested_slices"][:2], chosen[0]})
     save_overlay_png(_axis_first(sitk.GetArrayFromImage(image), axis),
-                     _axis_first(prediction, axis), out / "overlay.png",
+                     _axis_first(prediction, axis), out / OVERLAY,
                      colors=default_colors(len(class_names)),
                      gt_zyx=_axis_first(label_array, axis), slices=overlay_slices,
                      title="adapted model (top) vs full labels (bottom)")
     report = _report(class_names, chosen, axis, result, summary, unseen, notice)
     write_text_atomic(out / REPORT_NAME, report)
     reporter.log(report)
-    return {"report": str(out / REPORT_NAME), "overlay": str(out / "overlay.png"),
-            "segmentation": str(out / "segmentation.nii.gz"), "annotated_slices": chosen,
+    return {"report": str(out / REPORT_NAME), "overlay": str(out / OVERLAY),
+            "segmentation": str(out / SEGMENTATION), "annotated_slices": chosen,
             "dice_unannotated": dict(zip(class_names[1:], unseen)),
             "suggested_slices": result["suggested_slices"], "heldout": result["heldout"],
             "iterations": result["iterations"], "seconds": result["seconds"],
