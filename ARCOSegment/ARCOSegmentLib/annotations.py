@@ -14,6 +14,9 @@ import numpy as np
 
 from ARCOSegmentLib.conversions import axis_orientation
 
+# a painting on every slice of a stack is read along it only if every other axis has more than
+# this many times its slices (2 slices of a 2-slice stack: yes; 14 coronal on 12 axial: no)
+AMBIGUOUS_RATIO = 2
 UNANNOTATED = 255  # voxels nobody annotated (the engine's IGNORE_LABEL): not background
 
 
@@ -36,10 +39,11 @@ def detect_axis(mask: np.ndarray) -> int:
     """The axis the annotations were drawn on: the one with the fewest slices holding labels.
 
     ValueError when nothing is painted, when two or three axes tie (a small structure on
-    adjacent slices), or when the fewest are every slice of a stack (14 adjacent coronal
-    slices painted on a 12-slice stack touch all 12 axial ones): the engine's rules for maps
-    without whole drawn slices (`arcoseg.adapt.annotations.detect_axis`). Guessing would send
-    the other axes' undrawn voxels as background."""
+    adjacent slices), or when the fewest are every slice of the stack and another axis has at
+    most twice as many (14 adjacent coronal slices painted on a 12-slice stack touch all 12
+    axial ones): the engine's rules for maps without whole drawn slices
+    (`arcoseg.adapt.annotations.detect_axis`). Guessing would send the other axes' undrawn
+    voxels as background."""
     if not np.any(mask):
         raise ValueError("No voxel is annotated. Paint the structures on a few slices first.")
     counts = [len(annotated_slices(mask, axis)) for axis in range(3)]
@@ -50,10 +54,11 @@ def detect_axis(mask: np.ndarray) -> int:
                          "each), so the axis they were drawn on is unclear. Choose it under "
                          "'Slice axis', or paint more of each slice.")
     best = fits[0]
-    if 1 < counts[best] == mask.shape[best]:
+    runner_up = min(counts[a] for a in range(3) if a != best)
+    if 1 < counts[best] == mask.shape[best] and runner_up <= AMBIGUOUS_RATIO * counts[best]:
         raise ValueError(f"The painted voxels lie on every slice along {'KJI'[best]} "
-                         f"({counts[best]}), so the axis they were drawn on is unclear. Choose "
-                         "it under 'Slice axis'.")
+                         f"({counts[best]}) and on only {runner_up} along another axis, so the "
+                         "axis they were drawn on is unclear. Choose it under 'Slice axis'.")
     return best
 
 

@@ -43,6 +43,20 @@ def test_many_whole_slices_drawn_on_a_thin_stack_are_read_along_their_own_axis()
     assert ann.axis == 1 and ann.slices == list(range(10, 24))
 
 
+def test_a_map_without_marks_touching_every_slice_of_a_stack_needs_the_axis():
+    """The reviewer's finding: 14 adjacent coronal slices painted (0/1, no 255) on a 12-slice
+    stack were read as 12 annotated axial slices, exit 0."""
+    drawn = np.zeros((12, 48, 48), np.uint8)
+    drawn[:, 10:24, 4:28] = 1
+    with pytest.raises(InputError, match="every slice along axis 0 \\(12\\) and on only 14 "
+                                         ".*Give --axis"):
+        detect_axis(drawn)
+    assert make_annotations(drawn, num_classes=2, axis=1).slices == list(range(10, 24))
+    thin = np.zeros((2, 32, 32), np.uint8)
+    thin[:, 6:26, 6:26] = 1  # both slices of a 2-slice stack: 2 against 20, clearly axis 0
+    assert detect_axis(thin) == 0
+
+
 def test_partial_map_marks_every_other_voxel_unannotated():
     full = _blob()
     drawn = np.zeros_like(full)

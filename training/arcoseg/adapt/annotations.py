@@ -31,6 +31,11 @@ def along(axis: int, slices: list[int] | slice) -> tuple:
     return tuple(index)
 
 
+# a drawing on every slice of a stack is read along it only if every other axis has more than
+# this many times its slices (2 slices of a 2-slice stack: yes; 14 coronal on 12 axial: no)
+AMBIGUOUS_RATIO = 2
+
+
 def detect_axis(labels: np.ndarray, source: str = "The annotation label map") -> int:
     """The axis the slices were drawn on. In a map that marks unannotated voxels 255, the one
     axis whose touched slices are all annotated whole (as the Slicer module and the demo write
@@ -38,8 +43,13 @@ def detect_axis(labels: np.ndarray, source: str = "The annotation label map") ->
     slices (drawn slices are thin along the axis they were drawn on and wide along the other
     two; but 14 adjacent whole coronal slices of a 12-slice stack touch fewer axial slices).
 
-    InputError when no voxel is drawn, or when two or three axes tie (e.g. a small structure
-    on adjacent slices in a map without 255 marks): any of them could be the drawn one."""
+    InputError when no voxel is drawn, when two or three axes tie (e.g. a small structure on
+    adjacent slices in a map without 255 marks), or, in a map without 255 marks, when the
+    fewest are every slice of the stack and another axis has at most AMBIGUOUS_RATIO times as
+    many (14 adjacent coronal slices painted on a 12-slice stack): any of them could be the
+    drawn one (a marked map drawn on two axes is `check_one_axis`'s to name).
+    The Slicer module applies the same rules to what was painted
+    (ARCOSegmentLib.annotations.detect_axis)."""
     drawn = _drawn(labels)
     if not drawn.any():
         raise InputError(f"{source} holds no label. Draw at least one slice.")
@@ -57,7 +67,12 @@ def detect_axis(labels: np.ndarray, source: str = "The annotation label map") ->
                          f"{', '.join(found[:-1])} and {found[-1]}, so Adapt cannot tell which "
                          f"axis they were drawn on. Give --axis {' or '.join(map(str, fits))}, "
                          "or draw more of each slice.")
-    return fits[0]
+    best, runner_up = fits[0], min(len(occupied[a]) for a in range(3) if a != fits[0])
+    if not marked and 1 < fewest == labels.shape[best] and runner_up <= AMBIGUOUS_RATIO * fewest:
+        raise InputError(f"{source}: the drawn voxels lie on every slice along axis {best} "
+                         f"({fewest}) and on only {runner_up} along another axis, so Adapt "
+                         "cannot tell which axis they were drawn on. Give --axis.")
+    return best
 
 
 def annotated_slices(labels: np.ndarray, axis: int) -> list[int]:
