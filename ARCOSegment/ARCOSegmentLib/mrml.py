@@ -112,23 +112,24 @@ def import_labels(labels_path: str | Path, exported: scene.ExportedVolume,
     return segmentation_node
 
 
-UNCERTAINTY_REFERENCE = "ARCOSegment.uncertainty"  # volume → its uncertainty map
-UNCERTAINTY_OF = "ARCOSegment.uncertaintyOf"  # the map's attribute: its volume's node ID
+# volume → its uncertainty map, and the map → its volume: node references, which Slicer keeps
+# right when a scene is imported with new node IDs; a clone copies only the first
+UNCERTAINTY_REFERENCE = "ARCOSegment.uncertainty"
+UNCERTAINTY_OF = "ARCOSegment.uncertaintyOf"
 
 
 def import_scalar_volume(path: str | Path, exported: scene.ExportedVolume, name: str,
                          volume_node):
     """Load a float map (e.g. uncertainty) on the volume's grid as the volume's map: the node the
-    volume references and that names the volume back (updated in place), never another node
-    that only has the same name, nor the map of a volume this one was cloned from (a clone
-    copies the reference)."""
+    volume references and that references the volume back (updated in place), never another
+    node that only has the same name, nor the map of a volume this one was cloned from."""
     import slicer
     array = scene.result_volume(path, exported)
     node = volume_node.GetNodeReference(UNCERTAINTY_REFERENCE)
     if (node is None or not node.IsA("vtkMRMLScalarVolumeNode")
-            or node.GetAttribute(UNCERTAINTY_OF) != volume_node.GetID()):
+            or node.GetNodeReferenceID(UNCERTAINTY_OF) != volume_node.GetID()):
         node = slicer.util.addVolumeFromArray(array, ijkToRAS=exported.ijk_to_ras, name=name)
-        node.SetAttribute(UNCERTAINTY_OF, volume_node.GetID())
+        node.SetNodeReferenceID(UNCERTAINTY_OF, volume_node.GetID())
         volume_node.SetNodeReferenceID(UNCERTAINTY_REFERENCE, node.GetID())
     else:
         slicer.util.updateVolumeFromArray(node, array)

@@ -145,6 +145,31 @@ def test_a_cloned_volume_gets_its_own_uncertainty_map(slicer_core, volume, tmp_p
     assert mrml.import_scalar_volume(other, exported, "CT clone uncertainty", clone) is its_own
 
 
+def test_a_volume_imported_with_a_saved_scene_keeps_its_uncertainty_map(slicer_core, volume,
+                                                                       tmp_path):
+    """The reviewer's finding: an ID kept in an attribute went stale when Slicer imported the
+    scene with new node IDs, and the next Segment added a second map."""
+    node, exported = volume
+    path = cv.write_volume(np.full(SHAPE, 0.1, np.float32), exported.written_ijk_to_ras,
+                           tmp_path / "entropy.nii.gz")
+    first = mrml.import_scalar_volume(path, exported, "CT uncertainty", node)
+    for saved in (node, first):
+        saved.AddDefaultStorageNode()
+        saved.GetStorageNode().SetFileName(str(tmp_path / f"{saved.GetName()}.nrrd"))
+        saved.GetStorageNode().WriteData(saved)
+    scene_ = slicer_core.scene
+    scene_.SetRootDirectory(str(tmp_path))
+    scene_.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene_.Commit() and scene_.Import()  # the same nodes again, with new IDs
+    imported = [n for n in (scene_.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode") for i in
+                            range(scene_.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")))
+                if n.GetName() == "CT" and n is not node][0]
+    maps = scene_.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    updated = mrml.import_scalar_volume(path, exported, "CT uncertainty", imported)
+    assert updated is imported.GetNodeReference(mrml.UNCERTAINTY_REFERENCE)
+    assert scene_.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == maps  # no second map
+
+
 def test_an_output_under_another_transform_is_refused_before_any_change(slicer_core, volume,
                                                                         tmp_path):
     """The tester's finding 5: Slicer's label map import put the results 3 mm off."""
