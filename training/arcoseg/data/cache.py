@@ -23,6 +23,11 @@ from arcoseg.progress import Reporter
 CACHE_VERSION = 2  # 2: voxels beyond the input's outermost centres extrapolated (not 0)
 
 
+# cache folders already reported as unwritable in this process: one training loads its
+# labelled, unlabelled and validation cases in three calls, and says so once
+_REPORTED_UNWRITABLE: set[Path] = set()
+
+
 def default_cache_dir() -> Path:
     """`$ARCOSEG_CACHE`, else ~/.cache/arcoseg/preprocessed."""
     env = os.environ.get("ARCOSEG_CACHE")
@@ -35,8 +40,8 @@ def load_cases(dataset: DatasetInfo, cases: list[Case], plan: Plan,
     """Preprocess `cases`, reusing cached arrays when the plan and the files are unchanged.
 
     The cache key hashes the plan, the label mapping and each file's path, size, modification
-    and change times. A cache that cannot be written only costs speed (reported once, as a log
-    line; the other cases are not tried there).
+    and change times. A cache that cannot be written only costs speed (a log line, once per
+    cache folder in a process; the other cases of the call are not tried there).
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     writable = True
@@ -51,7 +56,8 @@ def load_cases(dataset: DatasetInfo, cases: list[Case], plan: Plan,
                     _write_cache(entry, loaded)
             except (OSError, OutputError) as err:
                 writable = False
-                if reporter is not None:
+                if reporter is not None and cache not in _REPORTED_UNWRITABLE:
+                    _REPORTED_UNWRITABLE.add(cache)
                     reporter.log(f"Could not write the preprocessing cache {entry} ({err}); "
                                  "continuing without it. Set ARCOSEG_CACHE to a writable folder.")
         out.append(loaded)
