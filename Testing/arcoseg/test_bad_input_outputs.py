@@ -214,21 +214,38 @@ def test_demo_replaces_only_its_own_outputs_in_a_folder_it_wrote(tmp_path, capsy
     assert (out / "inputs" / "notes.txt").read_text() == "precious"
 
 
+def _demo_folder(out: Path, marked: bool = True) -> Path:
+    """A demo output as the demo writes it (tiny stand-in files)."""
+    from arcoseg.demo.folder import MARKER, REPORT_TITLE
+
+    for name in ("inputs/image.nii.gz", "inputs/annotations.nii.gz", "evaluation/summary.md",
+                 "segmentation.nii.gz", "registry/registry.lock",
+                 "registry/models/demo/versions/v1/model.json"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("")
+    (out / "registry" / "registry.json").write_text('{"models": {"demo": {}}}')
+    (out / "report.md").write_text(REPORT_TITLE + "\n")
+    if marked:
+        (out / MARKER).write_text("")
+    return out
+
+
 def test_demo_output_folders_it_may_use_beside_the_ones_it_wrote(tmp_path):
-    """Hidden entries only (.DS_Store, .git) count as empty and are kept; an older version's
-    complete output (no marker) is recognised; a symbolic link among the outputs is removed
-    itself, never what it points to (the reviewer's findings)."""
+    """Hidden entries only (.DS_Store, .git) count as empty and are kept, also inside the
+    demo's folders; an older version's output (no marker) is recognised by its report's title
+    and input image; a symbolic link among the outputs is removed itself, never what it points
+    to (the reviewers' findings)."""
     from arcoseg.demo.folder import MARKER, replace, replaceable
 
     hidden = tmp_path / "hidden"
     (hidden / ".git").mkdir(parents=True)
     (hidden / ".DS_Store").write_text("")
     assert replaceable(hidden) == []
-    older = tmp_path / "older"
-    (older / "registry").mkdir(parents=True)
-    (older / "registry" / "registry.json").write_text("{}")
-    (older / "report.md").write_text("old")
-    assert replaceable(older) == [older / "registry", older / "report.md"]
+    for marked in (True, False):
+        out = _demo_folder(tmp_path / f"demo{marked}", marked)
+        (out / "inputs" / ".git").mkdir()
+        replace(replaceable(out), out)
+        assert sorted(p.name for p in out.rglob("*")) == sorted([".git", MARKER, "inputs"])
     linked = tmp_path / "linked"
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "scan.nii.gz").write_text("precious")
@@ -238,6 +255,39 @@ def test_demo_output_folders_it_may_use_beside_the_ones_it_wrote(tmp_path):
     replace(replaceable(linked), linked)
     assert not (linked / "inputs").exists()
     assert (tmp_path / "mine" / "scan.nii.gz").read_text() == "precious"
+
+
+@pytest.mark.parametrize("extra,refused", [
+    ({"registry/models/my_liver/versions/v1/model.json": "weights"}, "registry/models/my_liver"),
+    ({"registry/registry.json": '{"models": {"demo": {}, "liver": {}}}'},
+     "registry/registry.json: model liver"),
+    ({"registry/my_notes.txt": "precious"}, "registry/my_notes.txt"),
+])
+def test_a_demo_rerun_never_deletes_what_a_user_put_in_its_registry(tmp_path, extra, refused):
+    """The reviewer's finding: a model adapted into the demo's registry (ARCOSEG_HOME pointed
+    at it) was deleted by the next demo run."""
+    from arcoseg.demo.folder import replaceable
+    from arcoseg.errors import OutputError
+
+    out = _demo_folder(tmp_path / "demo_output")
+    for name, text in extra.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    with pytest.raises(OutputError, match=f"not the demo's \\({refused}"):
+        replaceable(out)
+
+
+def test_a_users_project_with_a_report_and_a_registry_is_not_an_older_demo(tmp_path, capsys):
+    """The reviewer's finding (HIGH): report.md + registry/registry.json (the user's own
+    ARCOSEG_HOME) passed for an older demo's output and were deleted, exit 0."""
+    project = tmp_path / "project"
+    (project / "registry" / "models" / "liver").mkdir(parents=True)
+    (project / "registry" / "registry.json").write_text('{"models": {}}')
+    (project / "report.md").write_text("# liver project notes\n")
+    code, event = run(capsys, "demo", "--source", "phantom", "-o", project, "--device", "cpu")
+    assert code == 2 and "was not written by `arcoseg demo`" in event["message"]
+    assert (project / "registry" / "models" / "liver").is_dir()
+    assert (project / "report.md").read_text() == "# liver project notes\n"
 
 
 def test_models_export_refuses_an_archive_name_it_cannot_write(untrained_model, tmp_path, capsys):

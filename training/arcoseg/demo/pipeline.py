@@ -17,7 +17,7 @@ from arcoseg.adapt.annotations import along
 from arcoseg.adapt.run import AdaptRequest, adapt
 from arcoseg.constants import DEMO_BUDGET, DEMO_ITERATIONS, IGNORE_LABEL
 from arcoseg.demo.folder import (ANNOTATIONS_FILE, EVALUATION, IMAGE_FILE, INPUTS, LABELS_FILE,
-                                 OVERLAY, REGISTRY, REPORT_NAME, SEGMENTATION)
+                                 OVERLAY, REGISTRY, REPORT_NAME, REPORT_TITLE, SEGMENTATION)
 from arcoseg.evaluation.evaluate import evaluate, format_summary_table
 from arcoseg.evaluation.plots import save_overlay_png
 from arcoseg.fileutil import write_text_atomic
@@ -101,7 +101,7 @@ def _report(class_names: list[str], chosen: list[int], axis: int, result: dict[s
             summary: dict[str, Any], unseen: list[float], notice: str) -> str:
     held = result["heldout"]
     joined = held.get("joined_training_at")
-    lines = ["# ARCOSegment demo: adapt from a few annotated slices", "",
+    lines = [REPORT_TITLE, "",
              f"- Annotated slices (axis {axis}): {chosen} — one held out for the check "
              f"(slice {held['slice']}"
              + (f", trained on from iteration {joined}, after the check's snapshot" if joined
