@@ -14,9 +14,6 @@ import numpy as np
 
 from ARCOSegmentLib.conversions import axis_orientation
 
-# a painting on every slice of a stack is read along it only if every other axis has more than
-# this many times its slices (2 slices of a 2-slice stack: yes; 14 coronal on 12 axial: no)
-AMBIGUOUS_RATIO = 2
 UNANNOTATED = 255  # voxels nobody annotated (the engine's IGNORE_LABEL): not background
 
 
@@ -39,9 +36,9 @@ def detect_axis(mask: np.ndarray) -> int:
     """The axis the annotations were drawn on: the one with the fewest slices holding labels.
 
     ValueError when nothing is painted, when two or three axes tie (a small structure on
-    adjacent slices), or when the fewest are every slice of the stack and another axis has at
-    most twice as many (14 adjacent coronal slices painted on a 12-slice stack touch all 12
-    axial ones): the engine's rules for maps without whole drawn slices
+    adjacent slices), or when the fewest are every slice of a stack of several (14 adjacent
+    coronal slices painted on a 12-slice stack touch all 12 axial ones, as painting every
+    axial slice would): the engine's rules for maps without whole drawn slices
     (`arcoseg.adapt.annotations.detect_axis`). Guessing would send the other axes' undrawn
     voxels as background."""
     if not np.any(mask):
@@ -54,11 +51,10 @@ def detect_axis(mask: np.ndarray) -> int:
                          "each), so the axis they were drawn on is unclear. Choose it under "
                          "'Slice axis', or paint more of each slice.")
     best = fits[0]
-    runner_up = min(counts[a] for a in range(3) if a != best)
-    if 1 < counts[best] == mask.shape[best] and runner_up <= AMBIGUOUS_RATIO * counts[best]:
+    if 1 < counts[best] == mask.shape[best]:
         raise ValueError(f"The painted voxels lie on every slice along {'KJI'[best]} "
-                         f"({counts[best]}) and on only {runner_up} along another axis, so the "
-                         "axis they were drawn on is unclear. Choose it under 'Slice axis'.")
+                         f"({counts[best]}): painted on each of them, or on as many adjacent "
+                         "slices along another axis? Choose the axis under 'Slice axis'.")
     return best
 
 

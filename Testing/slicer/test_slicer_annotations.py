@@ -46,16 +46,16 @@ def test_painting_that_touches_every_slice_along_the_fewest_axis_is_refused():
     axial slices (fewer than 14): read as axial, 42 432 unpainted voxels sent as background."""
     mask = np.zeros((12, 64, 64), bool)
     mask[:, 20:34, 10:50] = True
-    with pytest.raises(ValueError, match="every slice along K \\(12\\) and on only 14 .*"
-                                         "Slice axis"):
+    with pytest.raises(ValueError, match="every slice along K \\(12\\).*'Slice axis'"):
         an.detect_axis(mask)
     assert an.build_annotations(mask.shape, [(1, mask)], axis=1).slices == list(range(20, 34))
+    coronal = np.zeros((5, 128, 128), bool)  # 11 coronal slices on 5 axial ones (a reviewer's)
+    coronal[:, 40:51, 20:100] = True
+    with pytest.raises(ValueError, match="every slice along K \\(5\\)"):
+        an.detect_axis(coronal)
     single = np.zeros((1, 32, 32), bool)  # a 2D image: its one slice is the drawn one
     single[0, 5:20, 5:9] = True
     assert an.detect_axis(single) == 0
-    thin = np.zeros((2, 32, 32), bool)  # both slices of a 2-slice stack (the reviewer's case)
-    thin[:, 6:26, 6:26] = True  # 2 axial slices against 20 coronal: clearly axial
-    assert an.detect_axis(thin) == 0
 
 
 def test_annotations_are_background_on_annotated_slices_and_unannotated_elsewhere():

@@ -31,11 +31,6 @@ def along(axis: int, slices: list[int] | slice) -> tuple:
     return tuple(index)
 
 
-# a drawing on every slice of a stack is read along it only if every other axis has more than
-# this many times its slices (2 slices of a 2-slice stack: yes; 14 coronal on 12 axial: no)
-AMBIGUOUS_RATIO = 2
-
-
 def detect_axis(labels: np.ndarray, source: str = "The annotation label map") -> int:
     """The axis the slices were drawn on. In a map that marks unannotated voxels 255, the one
     axis whose touched slices are all annotated whole (as the Slicer module and the demo write
@@ -45,9 +40,9 @@ def detect_axis(labels: np.ndarray, source: str = "The annotation label map") ->
 
     InputError when no voxel is drawn, when two or three axes tie (e.g. a small structure on
     adjacent slices in a map without 255 marks), or, in a map without 255 marks, when the
-    fewest are every slice of the stack and another axis has at most AMBIGUOUS_RATIO times as
-    many (14 adjacent coronal slices painted on a 12-slice stack): any of them could be the
-    drawn one (a marked map drawn on two axes is `check_one_axis`'s to name).
+    fewest are every slice of a stack of several (14 adjacent coronal slices painted on a
+    12-slice stack touch all 12 axial ones, as drawing every axial slice would): any of them
+    could be the drawn one (a marked map drawn on two axes is `check_one_axis`'s to name).
     The Slicer module applies the same rules to what was painted
     (ARCOSegmentLib.annotations.detect_axis)."""
     drawn = _drawn(labels)
@@ -67,12 +62,11 @@ def detect_axis(labels: np.ndarray, source: str = "The annotation label map") ->
                          f"{', '.join(found[:-1])} and {found[-1]}, so Adapt cannot tell which "
                          f"axis they were drawn on. Give --axis {' or '.join(map(str, fits))}, "
                          "or draw more of each slice.")
-    best, runner_up = fits[0], min(len(occupied[a]) for a in range(3) if a != fits[0])
-    if not marked and 1 < fewest == labels.shape[best] and runner_up <= AMBIGUOUS_RATIO * fewest:
-        raise InputError(f"{source}: the drawn voxels lie on every slice along axis {best} "
-                         f"({fewest}) and on only {runner_up} along another axis, so Adapt "
-                         "cannot tell which axis they were drawn on. Give --axis.")
-    return best
+    if not marked and 1 < fewest == labels.shape[fits[0]]:
+        raise InputError(f"{source}: the drawn voxels lie on every slice along axis {fits[0]} "
+                         f"({fewest}): drawn on each of them, or on as many adjacent slices "
+                         "along another axis? Give --axis, or mark the undrawn voxels 255.")
+    return fits[0]
 
 
 def annotated_slices(labels: np.ndarray, axis: int) -> list[int]:
