@@ -328,8 +328,13 @@ def test_unwritable_cache_is_reported_once_and_skipped(phantom_dataset, tmp_path
     blocker.write_text("not a folder")
     ds = load_dataset(phantom_dataset)
     reporter = RecordingReporter()
-    cases = load_cases(ds, ds.cases[:3], _plan(), cache_dir=blocker / "cache", reporter=reporter)
-    load_cases(ds, ds.cases[3:], _plan(), cache_dir=blocker / "cache", reporter=reporter)
+    run: set = set()  # the calls of one training share it
+    cases = load_cases(ds, ds.cases[:3], _plan(), cache_dir=blocker / "cache", reporter=reporter,
+                       unwritable=run)
+    load_cases(ds, ds.cases[3:], _plan(), cache_dir=blocker / "cache", reporter=reporter,
+               unwritable=run)
     assert all(case.label is not None for case in cases)
     warnings = [line for line in reporter.logs if "Could not write the preprocessing" in line]
-    assert len(warnings) == 1  # not once per case, nor per call (the testers' findings)
+    assert len(warnings) == 1  # not once per case, nor per call of a run (the testers' findings)
+    load_cases(ds, ds.cases[:1], _plan(), cache_dir=blocker / "cache", reporter=reporter)
+    assert len([line for line in reporter.logs if "Could not write" in line]) == 2  # a new run

@@ -23,11 +23,6 @@ from arcoseg.progress import Reporter
 CACHE_VERSION = 2  # 2: voxels beyond the input's outermost centres extrapolated (not 0)
 
 
-# cache folders already reported as unwritable in this process: one training loads its
-# labelled, unlabelled and validation cases in three calls, and says so once
-_REPORTED_UNWRITABLE: set[Path] = set()
-
-
 def default_cache_dir() -> Path:
     """`$ARCOSEG_CACHE`, else ~/.cache/arcoseg/preprocessed."""
     env = os.environ.get("ARCOSEG_CACHE")
@@ -36,15 +31,17 @@ def default_cache_dir() -> Path:
 
 def load_cases(dataset: DatasetInfo, cases: list[Case], plan: Plan,
                cache_dir: str | os.PathLike | None = None,
-               reporter: Reporter | None = None) -> list[PreprocessedCase]:
+               reporter: Reporter | None = None,
+               unwritable: set[Path] | None = None) -> list[PreprocessedCase]:
     """Preprocess `cases`, reusing cached arrays when the plan and the files are unchanged.
 
     The cache key hashes the plan, the label mapping and each file's path, size, modification
-    and change times. A cache that cannot be written only costs speed (a log line, once per
-    cache folder in a process; the other cases of the call are not tried there).
+    and change times. A cache that cannot be written only costs speed: a log line, then no
+    more tries there; `unwritable` (cache folders found so) carries that over the calls of one
+    run (a training's labelled, unlabelled and validation cases: said once, not three times).
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    writable = True
+    unwritable = set() if unwritable is None else unwritable
     out = []
     for i, case in enumerate(cases, start=1):
         entry = cache / _cache_key(case, plan, dataset)
@@ -52,12 +49,11 @@ def load_cases(dataset: DatasetInfo, cases: list[Case], plan: Plan,
         if loaded is None:
             loaded = preprocess_case(case, plan, dataset)
             try:
-                if writable:
+                if cache not in unwritable:
                     _write_cache(entry, loaded)
             except (OSError, OutputError) as err:
-                writable = False
-                if reporter is not None and cache not in _REPORTED_UNWRITABLE:
-                    _REPORTED_UNWRITABLE.add(cache)
+                unwritable.add(cache)
+                if reporter is not None:
                     reporter.log(f"Could not write the preprocessing cache {entry} ({err}); "
                                  "continuing without it. Set ARCOSEG_CACHE to a writable folder.")
         out.append(loaded)

@@ -53,9 +53,12 @@ def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) 
     plan = make_plan(dataset, options.dims, options.patch, spacing=options.spacing,
                      context_slices=options.context_slices, reporter=reporter)
 
+    unwritable: set[Path] = set()  # a cache found unwritable is said once per run
+
     def load(cases: list, what: str) -> list[PreprocessedCase]:
         reporter.log(f"Preparing {len(cases)} {what} case(s)")
-        return load_cases(dataset, cases, plan, cache_dir=options.cache_dir, reporter=reporter)
+        return load_cases(dataset, cases, plan, cache_dir=options.cache_dir, reporter=reporter,
+                          unwritable=unwritable)
 
     unlabelled: list[PreprocessedCase] = []
     if options.semi_supervised:
