@@ -4,5 +4,5 @@ MODULES lists them in dependency order (the module's Reload reloads them in this
 """
 
 MODULES = ("events", "process", "worker", "models", "segments", "conversions", "annotations",
-           "engine", "device", "scene", "mrml", "dependencies", "batch", "logic", "panel",
-           "selftest")
+           "engine", "device", "scene", "mrml", "dependencies", "batch", "logic", "panel_models",
+           "panel", "selftest")

@@ -13,7 +13,8 @@ import pytest
 from ARCOSegmentLib import mrml
 from ARCOSegmentLib.engine import EngineJob, parse_adapt_result
 from ARCOSegmentLib.logic import AdaptResult, EngineLogic
-from ARCOSegmentLib.panel import CONNECTIONS, NO_REGISTRY, Panel
+from ARCOSegmentLib.panel import CONNECTIONS, Panel
+from ARCOSegmentLib.panel_models import NO_REGISTRY
 from ARCOSegmentLib.process import EngineError
 from standins import ADAPT_RESULT, OBLIQUE, StandInTimer, drive, standin_ui
 

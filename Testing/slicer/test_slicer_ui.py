@@ -15,7 +15,8 @@ import ui_preview
 from ARCOSegmentLib.panel import CONNECTIONS, Panel
 
 MODULE_FILE = ui_preview.REPO / "ARCOSegment" / "ARCOSegment.py"
-PANEL_FILE = ui_preview.REPO / "ARCOSegment" / "ARCOSegmentLib" / "panel.py"
+PANEL_FILES = [ui_preview.REPO / "ARCOSegment" / "ARCOSegmentLib" / name
+               for name in ("panel.py", "panel_models.py")]
 SELECTORS = ("qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox")
 
 
@@ -34,7 +35,7 @@ def ui_tree():
 def names_used_by_the_module() -> set[str]:
     """Widgets the module file and the panel touch (`self.ui.NAME`) or connect (CONNECTIONS)."""
     used = {widget for widget, _, _ in CONNECTIONS}
-    for path in (MODULE_FILE, PANEL_FILE):
+    for path in (MODULE_FILE, *PANEL_FILES):
         used |= set(re.findall(r"self\.ui\.(\w+)", path.read_text(encoding="utf-8")))
     return used
 
