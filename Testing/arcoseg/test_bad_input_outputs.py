@@ -198,83 +198,66 @@ def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path, capsys, files):
     assert all((work / name).read_text() == "precious" for name in files)
 
 
-def test_demo_replaces_only_its_own_outputs_in_a_folder_it_wrote(tmp_path, capsys):
-    from arcoseg.demo.folder import MARKER, replaceable
+def _demo_folder(out: Path) -> Path:
+    """A finished demo output (tiny stand-in files), as `demo.folder.finish` records it."""
+    from arcoseg.demo.folder import finish, start
 
-    out = tmp_path / "demo_output"
-    (out / "inputs").mkdir(parents=True)
-    (out / "report.md").write_text("old")
-    (out / MARKER).write_text("")
-    (out / ".segmentation.nii.gz.123.tmp").write_text("")  # a killed run's temporary file
-    assert replaceable(out) == [out / "inputs", out / "report.md"]
-    (out / "thesis.tex").write_text("precious")  # added by the user since
-    (out / "inputs" / "notes.txt").write_text("precious")  # inside the demo's own folder too
-    code, event = run(capsys, "demo", "--source", "phantom", "-o", out, "--device", "cpu")
-    assert code == 2 and "not the demo's (thesis.tex, inputs/notes.txt)" in event["message"]
-    assert (out / "inputs" / "notes.txt").read_text() == "precious"
-
-
-def _demo_folder(out: Path, marked: bool = True) -> Path:
-    """A demo output as the demo writes it (tiny stand-in files)."""
-    from arcoseg.demo.folder import MARKER, REPORT_TITLE
-
-    for name in ("inputs/image.nii.gz", "inputs/annotations.nii.gz", "evaluation/summary.md",
-                 "segmentation.nii.gz", "registry/registry.lock",
-                 "registry/models/demo/versions/v1/model.json"):
+    start([], out)
+    for name in ("inputs/image.nii.gz", "evaluation/summary.md", "segmentation.nii.gz",
+                 "report.md", "registry/registry.json", "registry/models/demo/versions/v1/"
+                 "model.json"):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("")
-    (out / "registry" / "registry.json").write_text('{"models": {"demo": {}}}')
-    (out / "report.md").write_text(REPORT_TITLE + "\n")
-    if marked:
-        (out / MARKER).write_text("")
+    finish(out)
     return out
 
 
-def test_demo_output_folders_it_may_use_beside_the_ones_it_wrote(tmp_path):
-    """Hidden entries only (.DS_Store, .git) count as empty and are kept, also inside the
-    demo's folders; an older version's output (no marker) is recognised by its report's title
-    and input image; a symbolic link among the outputs is removed itself, never what it points
-    to (the reviewers' findings)."""
-    from arcoseg.demo.folder import MARKER, replace, replaceable
+def test_a_demo_rerun_deletes_exactly_the_files_the_last_run_wrote(tmp_path):
+    """Hidden entries (.git, .DS_Store) are neither listed nor deleted, and keep their folder."""
+    from arcoseg.demo.folder import MARKER, replaceable, start
 
     hidden = tmp_path / "hidden"
     (hidden / ".git").mkdir(parents=True)
     (hidden / ".DS_Store").write_text("")
     assert replaceable(hidden) == []
-    for marked in (True, False):
-        out = _demo_folder(tmp_path / f"demo{marked}", marked)
-        (out / "inputs" / ".git").mkdir()
-        replace(replaceable(out), out)
-        assert sorted(p.name for p in out.rglob("*")) == sorted([".git", MARKER, "inputs"])
-    linked = tmp_path / "linked"
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "scan.nii.gz").write_text("precious")
-    linked.mkdir()
-    (linked / MARKER).write_text("")
-    (linked / "inputs").symlink_to(tmp_path / "mine", target_is_directory=True)
-    replace(replaceable(linked), linked)
-    assert not (linked / "inputs").exists()
-    assert (tmp_path / "mine" / "scan.nii.gz").read_text() == "precious"
-
-
-@pytest.mark.parametrize("extra,refused", [
-    ({"registry/models/my_liver/versions/v1/model.json": "weights"}, "registry/models/my_liver"),
-    ({"registry/registry.json": '{"models": {"demo": {}, "liver": {}}}'},
-     "registry/registry.json: model liver"),
-    ({"registry/my_notes.txt": "precious"}, "registry/my_notes.txt"),
-])
-def test_a_demo_rerun_never_deletes_what_a_user_put_in_its_registry(tmp_path, extra, refused):
-    """The reviewer's finding: a model adapted into the demo's registry (ARCOSEG_HOME pointed
-    at it) was deleted by the next demo run."""
-    from arcoseg.demo.folder import replaceable
-    from arcoseg.errors import OutputError
-
     out = _demo_folder(tmp_path / "demo_output")
-    for name, text in extra.items():
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / name).write_text(text)
-    with pytest.raises(OutputError, match=f"not the demo's \\({refused}"):
-        replaceable(out)
+    (out / "inputs" / ".git").mkdir()
+    written = replaceable(out)
+    assert len(written) == 6
+    start(written, out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == \
+        [MARKER, "inputs", "inputs/.git"]
+
+
+@pytest.mark.parametrize("change,named", [
+    (lambda out: (out / "thesis.tex").write_text("mine"), "thesis.tex"),
+    (lambda out: (out / "inputs" / "notes.txt").write_text("mine"), "inputs/notes.txt"),
+    # a version adapted in the demo's registry (ARCOSEG_HOME pointed at it): a reviewer's case
+    (lambda out: (out / "registry/models/demo/versions/v2").mkdir() or
+     (out / "registry/models/demo/versions/v2/model.json").write_text("{}"),
+     "registry/models/demo/versions/v2/model.json"),
+    (lambda out: (out / "report.md").write_text("edited"), "report.md"),
+    (lambda out: (out / "link").symlink_to(out.parent), "link"),
+])
+def test_a_demo_rerun_refuses_what_the_last_run_did_not_write(tmp_path, capsys, change, named):
+    """The reviewers' findings: user files inside the demo's folders and registry were deleted
+    with the demo's."""
+    out = _demo_folder(tmp_path / "demo_output")
+    change(out)
+    before = sorted(p.as_posix() for p in out.rglob("*"))
+    code, event = run(capsys, "demo", "--source", "phantom", "-o", out, "--device", "cpu")
+    assert code == 2 and f"did not write, or changed since ({named})" in event["message"]
+    assert sorted(p.as_posix() for p in out.rglob("*")) == before
+
+
+def test_a_demo_folder_whose_run_did_not_finish_is_refused(tmp_path, capsys):
+    from arcoseg.demo.folder import start
+
+    out = tmp_path / "demo_output"
+    start([], out)  # killed (SIGKILL) before it recorded its files
+    (out / "segmentation.nii.gz").write_text("")
+    code, event = run(capsys, "demo", "--source", "phantom", "-o", out, "--device", "cpu")
+    assert code == 2 and "a demo run there did not finish" in event["message"]
 
 
 def test_a_users_project_with_a_report_and_a_registry_is_not_an_older_demo(tmp_path, capsys):

@@ -24,8 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="adapt a brain model from 3 simulated annotated slices",
                        description=__doc__.split("\n\n", 1)[1], formatter_class=HelpFormatter)
     p.add_argument("-o", "--out", type=output_path, default=Path("demo_output"),
-                   help="output folder: a new or empty one, or an earlier demo's (its outputs "
-                        "are replaced)")
+                   help="output folder: a new or empty one, or an earlier demo run's (the files "
+                        "that run wrote are replaced; anything else there is refused)")
     p.add_argument("--source", choices=("brain", "phantom"), default="brain",
                    help="brain: MNI152 template from nilearn; phantom: synthetic")
     p.add_argument("--slices", type=POSITIVE_INT, default=3, help="slices the clinician annotates")
@@ -40,11 +40,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
-    """Load the data, then run the demo pipeline into its output folder (an earlier demo's
-    outputs there replaced: `demo.folder`)."""
+    """Load the data, then run the demo pipeline into its output folder (an earlier run's files
+    there replaced: `demo.folder`)."""
     from arcoseg.data.synthetic import make_phantom  # torch, MONAI: only when run
     from arcoseg.demo.brain import CLASSES, NOTICE, load_brain
-    from arcoseg.demo.folder import replace, replaceable
+    from arcoseg.demo.folder import finish, replaceable, start
     from arcoseg.demo.pipeline import run_demo
 
     earlier = replaceable(args.out)
@@ -54,7 +54,10 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     else:
         image, labels = make_phantom((24, 64, 64), seed=1)
         classes, notice = ["background", "class1", "class2"], ""
-    replace(earlier, args.out)
-    return run_demo(image, labels, classes, args.out, reporter, stop, slices=args.slices,
-                    budget=args.budget, iterations=args.iterations, device=args.device,
-                    notice=notice)
+    start(earlier, args.out)
+    try:
+        return run_demo(image, labels, classes, args.out, reporter, stop, slices=args.slices,
+                        budget=args.budget, iterations=args.iterations, device=args.device,
+                        notice=notice)
+    finally:  # also after an error or Ctrl-C: what this run wrote, the next one may replace
+        finish(args.out)

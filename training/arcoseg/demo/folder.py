@@ -1,18 +1,17 @@
 """The demo's output folder: what the demo writes there, and what a rerun may delete.
 
-A rerun deletes only the demo's own files, and only in a folder the demo is shown to have
-written: it holds the MARKER file (written first by every run since it exists), or, from an
-older version, the demo's report, its input image and a registry of the demo's model alone.
-Names alone prove nothing: anything else in the folder, in inputs/, evaluation/ or the
-registry (another model, a user's notes) makes the rerun refuse, and hidden entries (.git,
-.DS_Store) are never deleted.
+Every run writes the MARKER file first, and when it finishes, the list of the files it wrote
+(size and modification time of each). A rerun deletes exactly those files, and only if the
+folder holds nothing else and none of them has changed: a model version a user adapted in the
+demo's registry, a note in inputs/, an edited report, a symbolic link, a run that did not
+finish — each makes the rerun refuse (choose another -o, or delete the folder). Hidden entries
+(.git, .DS_Store) are neither listed nor deleted.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import shutil
+import os
 from pathlib import Path
 
 MARKER = ".arcoseg-demo"
@@ -22,102 +21,73 @@ IMAGE_FILE, LABELS_FILE = "image.nii.gz", "full_labels.nii.gz"
 ANNOTATIONS_FILE = "annotations.nii.gz"
 INPUTS, EVALUATION, REGISTRY = "inputs", "evaluation", "registry"
 SEGMENTATION, OVERLAY = "segmentation.nii.gz", "overlay.png"
-OUTPUTS = (INPUTS, REGISTRY, SEGMENTATION, EVALUATION, OVERLAY, REPORT_NAME)
-MODEL_NAME = "demo"  # the demo registry's only model
-_INDEX = "registry.json"
-_TEMPORARY = re.compile(r"^\..+\.\d+\..*tmp")  # a killed run's file (`fileutil` names them)
 
 
 def replaceable(out: Path) -> list[Path]:
-    """The demo's own files and folders in `out`, to be deleted (`replace`); OutputError unless
-    `out` is new, empty (hidden entries aside), or a folder the demo wrote holding nothing of
-    anyone else's."""
+    """The files an earlier demo run wrote in `out`, to be deleted (`start`); OutputError unless
+    `out` is new, empty (hidden entries aside), or holds exactly those files, unchanged."""
     from arcoseg.errors import OutputError
     from arcoseg.io.outputs import check_output_folder
 
     check_output_folder(out)
-    entries = _visible(out) if out.is_dir() else []
-    if not entries:
+    found = _visible_files(out) if out.is_dir() else {}
+    if not found:
         return []
-    if not (out / MARKER).is_file() and not _older_demo(out):
-        raise OutputError(f"{out} is not empty and was not written by `arcoseg demo` (no "
-                          f"{MARKER} file). Choose a new or empty folder for -o.")
-    own, others = [], [p.name for p in entries if p.name not in OUTPUTS]
-    for path in (p for p in entries if p.name in OUTPUTS):
-        if path.is_dir() and not path.is_symlink():
-            mine, theirs = _inside(path)
-            own += mine
-            others += theirs
-        own.append(path)  # a folder after its files: deleted when they leave it empty
+    try:
+        written = json.loads((out / MARKER).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        written = None
+    if written is None:
+        why = ("a demo run there did not finish" if (out / MARKER).exists() else
+               f"it was not written by `arcoseg demo` (no {MARKER} file)")
+        raise OutputError(f"{out} is not empty and {why}. Choose a new or empty folder for -o, "
+                          "or delete that folder.")
+    others = sorted(name for name, stamp in found.items() if written.get(name) != stamp)
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise OutputError(f"{out} holds files that are not the demo's ({shown}), and the demo "
-                          "replaces its outputs there. Move them, or choose a new or empty "
-                          "folder for -o.")
-    return own
+        raise OutputError(f"{out} holds files the demo did not write, or changed since "
+                          f"({shown}), and the demo replaces its outputs there. Move them, or "
+                          "choose a new or empty folder for -o.")
+    return [out / name for name in found]
 
 
-def replace(own: list[Path], out: Path) -> None:
-    """Delete `own` (from `replaceable`: files and links themselves, the registry's model and
-    staging folders whole, other folders once empty), then mark `out` as the demo's."""
+def start(written: list[Path], out: Path) -> None:
+    """Delete `written` (from `replaceable`) and the folders they leave empty, then mark `out`
+    as a demo folder whose run has not finished."""
     from arcoseg.fileutil import write_text_atomic
 
-    for path in own:
-        if path.is_symlink() or not path.is_dir():
-            path.unlink()
-        elif (path.parent.name, path.name) in ((REGISTRY, "staging"), ("models", MODEL_NAME)):
-            shutil.rmtree(path)  # the registry's own work area; the demo's model (checked)
-        elif not any(path.iterdir()):
-            path.rmdir()  # a hidden entry (kept) keeps its folder
+    for path in written:
+        path.unlink()
+    for folder in sorted({p.parent for p in written}, key=lambda p: -len(p.parts)):
+        _remove_empty(folder, out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / MARKER, "This folder is the output of `arcoseg demo`: the next demo "
-                                    "run into it replaces the demo's files here.\n")
+    write_text_atomic(out / MARKER, json.dumps({"files": None}) + "\n")
 
 
-def _inside(folder: Path) -> tuple[list[Path], list[str]]:
-    """(the demo's entries in `folder`, the names of anyone else's): hidden entries are neither
-    (kept), but for the temporary files of a killed run."""
-    from arcoseg.evaluation.evaluate import CSV_NAME, SUMMARY_JSON, SUMMARY_MD
+def finish(out: Path) -> None:
+    """Record the files this run wrote in `out` (what the next run may replace)."""
+    from arcoseg.fileutil import write_text_atomic
 
-    known = {INPUTS: {IMAGE_FILE, LABELS_FILE, ANNOTATIONS_FILE},
-             EVALUATION: {CSV_NAME, SUMMARY_JSON, SUMMARY_MD},
-             REGISTRY: {_INDEX, "registry.lock", "staging", "models"}}[folder.name]
-    own, others = [], []
-    for path in sorted(folder.iterdir()):
-        if path.name in known or _TEMPORARY.match(path.name):
-            own.append(path)
-        elif not path.name.startswith("."):
-            others.append(f"{folder.name}/{path.name}")
-    models = folder / "models"
-    if folder.name == REGISTRY and models.is_dir() and not models.is_symlink():
-        others += _other_models(folder)
-        own = [p for p in own if p != models] + _visible(models) + [models]  # files first
-    return own, others
+    write_text_atomic(out / MARKER, json.dumps({"files": _visible_files(out)}, indent=1) + "\n")
 
 
-def _other_models(registry: Path) -> list[str]:
-    """What in a demo's registry is not the demo's model (a model a user added to it)."""
-    found = [f"{REGISTRY}/models/{p.name}" for p in _visible(registry / "models")
-             if p.name != MODEL_NAME]
-    try:
-        listed = json.loads((registry / _INDEX).read_text(encoding="utf-8-sig"))["models"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return [*found, f"{REGISTRY}/{_INDEX} (not the demo's registry index)"]
-    return found + [f"{REGISTRY}/{_INDEX}: model {name}" for name in listed if name != MODEL_NAME]
+def _visible_files(out: Path) -> dict[str, list[int]]:
+    """{path relative to `out`: [size, modification time in ns]} of every entry under `out` but
+    hidden ones and what lies under them; folders are walked, symbolic links listed as
+    entries (never followed), so a link is never taken for the demo's."""
+    found: dict[str, list[int]] = {}
+    for root, folders, files in os.walk(out):
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        for name in [*files, *(f for f in folders if Path(root, f).is_symlink())]:
+            if not name.startswith("."):
+                path = Path(root, name)
+                stat = path.lstat()
+                found[path.relative_to(out).as_posix()] = [stat.st_size, stat.st_mtime_ns]
+    return found
 
 
-def _older_demo(out: Path) -> bool:
-    """Whether `out` is a complete output of a demo from before MARKER: its report (by title)
-    and its input image (the registry and the rest are checked as for any demo folder)."""
-    try:
-        title = (out / REPORT_NAME).read_text(encoding="utf-8").split("\n", 1)[0]
-    except (OSError, UnicodeDecodeError):
-        return False
-    return title == REPORT_TITLE and (out / INPUTS / IMAGE_FILE).is_file()
-
-
-def _visible(folder: Path) -> list[Path]:
-    """`folder`'s entries but hidden ones, sorted; none if it is not a folder."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+def _remove_empty(folder: Path, out: Path) -> None:
+    """Remove `folder` and its parents up to `out` while they are empty (hidden entries kept)."""
+    while folder != out and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
