@@ -33,7 +33,8 @@ def annotated_slices(mask: np.ndarray, axis: int) -> list[int]:
 
 
 def detect_axis(mask: np.ndarray) -> int:
-    """The axis the annotations were drawn on: the one with the fewest slices holding labels.
+    """The axis the annotations were drawn on: a 2D image's one slice, else the one with the
+    fewest slices holding labels.
 
     ValueError when nothing is painted, when two or three axes tie (a small structure on
     adjacent slices), or when the fewest are every slice of a stack of several (14 adjacent
@@ -43,6 +44,9 @@ def detect_axis(mask: np.ndarray) -> int:
     voxels as background."""
     if not np.any(mask):
         raise ValueError("No voxel is annotated. Paint the structures on a few slices first.")
+    flat = [axis for axis in range(3) if mask.shape[axis] == 1]
+    if len(flat) == 1:  # a 2D image: a one-row line on it is still painted on its slice
+        return flat[0]
     counts = [len(annotated_slices(mask, axis)) for axis in range(3)]
     fits = [axis for axis in range(3) if counts[axis] == min(counts)]
     if len(fits) > 1:

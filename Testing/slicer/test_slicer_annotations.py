@@ -56,6 +56,9 @@ def test_painting_that_touches_every_slice_along_the_fewest_axis_is_refused():
     single = np.zeros((1, 32, 32), bool)  # a 2D image: its one slice is the drawn one
     single[0, 5:20, 5:9] = True
     assert an.detect_axis(single) == 0
+    single[0, 5:20] = False
+    single[0, 25, 3:30] = True  # a one-row line tied its slice with its row
+    assert an.detect_axis(single) == 0
 
 
 def test_annotations_are_background_on_annotated_slices_and_unannotated_elsewhere():

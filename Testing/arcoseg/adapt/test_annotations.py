@@ -54,6 +54,19 @@ def test_a_map_without_marks_touching_every_slice_of_a_stack_needs_the_axis():
     marked = np.full_like(drawn, IGNORE_LABEL)  # the same drawn as whole coronal slices
     marked[:, 10:24] = drawn[:, 10:24]
     assert detect_axis(marked) == 1
+    scribbles = np.full((4, 64, 64), IGNORE_LABEL, np.uint8)  # marked, but nothing whole
+    scribbles[:, 20:25, 10:30] = 1  # (a reviewer's case: read as axial, an undrawn slice
+    scribbles[:, 20:25, 40:44] = 0  # held out, exit 0)
+    with pytest.raises(InputError, match="every slice along axis 0 \\(4\\)"):
+        detect_axis(scribbles)
+
+
+def test_a_thin_line_on_a_2d_image_is_drawn_on_its_one_slice():
+    """A one-row line tied its slice with its row ('Give --axis 0 or 1'), a reviewer found."""
+    line = np.zeros((1, 64, 64), np.uint8)
+    line[0, 30, 5:60] = 1
+    assert detect_axis(line) == 0
+    assert detect_axis(np.moveaxis(line, 0, 2)) == 2
 
 
 def test_partial_map_marks_every_other_voxel_unannotated():

@@ -32,22 +32,24 @@ def along(axis: int, slices: list[int] | slice) -> tuple:
 
 
 def detect_axis(labels: np.ndarray, source: str = "The annotation label map") -> int:
-    """The axis the slices were drawn on. In a map that marks unannotated voxels 255, the one
-    axis whose touched slices are all annotated whole (as the Slicer module and the demo write
-    them), if exactly one is; else the axis along which the labelled voxels occupy the fewest
-    slices (drawn slices are thin along the axis they were drawn on and wide along the other
-    two; but 14 adjacent whole coronal slices of a 12-slice stack touch fewer axial slices).
+    """The axis the slices were drawn on: a 2D image's one slice; in a map that marks
+    unannotated voxels 255, the one axis whose touched slices are all annotated whole (as the
+    Slicer module and the demo write them), if exactly one is; else the axis along which the
+    labelled voxels occupy the fewest slices (drawn slices are thin along the axis they were
+    drawn on and wide along the other two).
 
     InputError when no voxel is drawn, when two or three axes tie (e.g. a small structure on
-    adjacent slices in a map without 255 marks), or, in a map without 255 marks, when the
-    fewest are every slice of a stack of several (14 adjacent coronal slices painted on a
-    12-slice stack touch all 12 axial ones, as drawing every axial slice would): any of them
-    could be the drawn one (a marked map drawn on two axes is `check_one_axis`'s to name).
-    The Slicer module applies the same rules to what was painted
-    (ARCOSegmentLib.annotations.detect_axis)."""
+    adjacent slices in a map without 255 marks), or when the fewest are every slice of a stack
+    of several (14 adjacent coronal slices drawn on a 12-slice stack touch all 12 axial ones,
+    as drawing every axial slice would): any of them could be the drawn one (a marked map
+    drawn on two axes is named as such, `check_one_axis`). The Slicer module applies the same
+    rules to what was painted (ARCOSegmentLib.annotations.detect_axis)."""
     drawn = _drawn(labels)
     if not drawn.any():
         raise InputError(f"{source} holds no label. Draw at least one slice.")
+    flat = [axis for axis in range(3) if labels.shape[axis] == 1]
+    if len(flat) == 1:  # a 2D image: a one-row line on it is still drawn on its slice
+        return flat[0]
     occupied = [annotated_slices(labels, axis) for axis in range(3)]
     marked = bool((labels == IGNORE_LABEL).any())  # else drawn = foreground: no whole slices
     whole = [axis for axis in range(3)
@@ -62,7 +64,9 @@ def detect_axis(labels: np.ndarray, source: str = "The annotation label map") ->
                          f"{', '.join(found[:-1])} and {found[-1]}, so Adapt cannot tell which "
                          f"axis they were drawn on. Give --axis {' or '.join(map(str, fits))}, "
                          "or draw more of each slice.")
-    if not marked and 1 < fewest == labels.shape[fits[0]]:
+    if 1 < fewest == labels.shape[fits[0]]:
+        if marked:  # slices drawn along two axes cross every slice: say that instead
+            check_one_axis(labels, fits[0], occupied[fits[0]], source, given_axis=False)
         raise InputError(f"{source}: the drawn voxels lie on every slice along axis {fits[0]} "
                          f"({fewest}): drawn on each of them, or on as many adjacent slices "
                          "along another axis? Give --axis, or mark the undrawn voxels 255.")
