@@ -308,6 +308,27 @@ def test_a_file_rewritten_with_its_size_and_modification_time_kept_is_read_again
     assert calls == ["case_000"]
 
 
+def test_one_case_that_cannot_be_cached_leaves_the_cache_to_the_others(phantom_dataset,
+                                                                       tmp_path, monkeypatch):
+    """A reviewer's finding: a 240-character case id (entry name too long) turned the cache off
+    for the whole run and blamed the folder."""
+    import errno
+
+    ds = load_dataset(phantom_dataset)
+    write = cache_module._write_cache
+
+    def too_long_for_the_first(entry, case):
+        if case.case_id == ds.cases[0].id:
+            raise OSError(errno.ENAMETOOLONG, "File name too long")
+        write(entry, case)
+    monkeypatch.setattr(cache_module, "_write_cache", too_long_for_the_first)
+    reporter = RecordingReporter()
+    load_cases(ds, ds.cases[:3], _plan(), cache_dir=tmp_path / "cache", reporter=reporter)
+    assert len(list((tmp_path / "cache").rglob("case.json"))) == 2
+    [line] = [line for line in reporter.logs if "Could not write" in line]
+    assert "without caching this case" in line
+
+
 def test_corrupt_cache_entry_is_recomputed(phantom_dataset, tmp_path):
     ds = load_dataset(phantom_dataset)
     first = load_cases(ds, ds.cases[:1], _plan(), cache_dir=tmp_path)

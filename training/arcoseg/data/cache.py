@@ -52,14 +52,24 @@ def load_cases(dataset: DatasetInfo, cases: list[Case], plan: Plan,
                 if cache not in unwritable:
                     _write_cache(entry, loaded)
             except (OSError, OutputError) as err:
-                unwritable.add(cache)
-                if reporter is not None:
-                    reporter.log(f"Could not write the preprocessing cache {entry} ({err}); "
-                                 "continuing without it. Set ARCOSEG_CACHE to a writable folder.")
+                _cache_failed(cache, entry, err, unwritable, reporter)
         out.append(loaded)
         if reporter is not None:
             reporter.progress(i, len(cases), "preprocessing")
     return out
+
+
+def _cache_failed(cache: Path, entry: Path, err: Exception, unwritable: set[Path],
+                  reporter: Reporter | None) -> None:
+    """Report a cache write that failed: the whole folder (not tried again in this run) when
+    it cannot be written at all, else this one entry (e.g. a case id too long for a file name)."""
+    folder_ok = cache.is_dir() and os.access(cache, os.W_OK | os.X_OK)
+    if not folder_ok:
+        unwritable.add(cache)
+    if reporter is not None:
+        reporter.log(f"Could not write the preprocessing cache {entry} ({err}); continuing "
+                     + ("without caching this case." if folder_ok else
+                        "without it. Set ARCOSEG_CACHE to a writable folder."))
 
 
 def _cache_key(case: Case, plan: Plan, dataset: DatasetInfo) -> str:
