@@ -63,7 +63,11 @@ def _cache_failed(cache: Path, entry: Path, err: Exception, unwritable: set[Path
                   reporter: Reporter | None) -> None:
     """Report a cache write that failed: the whole folder (not tried again in this run) when
     it cannot be written at all, else this one entry (e.g. a case id too long for a file name)."""
-    folder_ok = cache.is_dir() and os.access(cache, os.W_OK | os.X_OK)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        folder_ok = os.access(cache, os.W_OK | os.X_OK)
+    except OSError:
+        folder_ok = False
     if not folder_ok:
         unwritable.add(cache)
     if reporter is not None:
