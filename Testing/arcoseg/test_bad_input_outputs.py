@@ -200,15 +200,18 @@ def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path, capsys, files):
 
 def _demo_folder(out: Path) -> Path:
     """A finished demo output (tiny stand-in files), as `demo.folder.finish` records it."""
+    import time
+
     from arcoseg.demo.folder import finish, start
 
+    since = time.time_ns() - 2 * 10**9
     start([], out)
     for name in ("inputs/image.nii.gz", "evaluation/summary.md", "segmentation.nii.gz",
                  "report.md", "registry/registry.json", "registry/models/demo/versions/v1/"
                  "model.json"):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("")
-    finish(out)
+    finish(out, since)
     return out
 
 
@@ -250,14 +253,40 @@ def test_a_demo_rerun_refuses_what_the_last_run_did_not_write(tmp_path, capsys, 
     assert sorted(p.as_posix() for p in out.rglob("*")) == before
 
 
+def test_a_file_saved_beside_the_demo_while_it_ran_is_not_taken_for_its_own(tmp_path):
+    """A reviewer's finding (HIGH): the run recorded every file in the folder when it ended,
+    so a note saved there meanwhile was deleted by the next rerun."""
+    import os
+    import time
+
+    from arcoseg.demo.folder import finish, replaceable, start
+    from arcoseg.errors import OutputError
+
+    out = tmp_path / "demo_output"
+    since = time.time_ns()
+    start([], out)
+    (out / "notes.txt").write_text("mine")  # saved beside the demo's outputs meanwhile
+    (out / "inputs").mkdir()
+    (out / "inputs" / "scan.nii.gz").write_text("mine")  # copied in with its old time
+    os.utime(out / "inputs" / "scan.nii.gz", ns=(since - 10**12, since - 10**12))
+    (out / "report.md").write_text("the demo's")
+    finish(out, since)
+    with pytest.raises(OutputError, match=r"\(inputs/scan.nii.gz, notes.txt\)"):
+        replaceable(out)
+
+
 def test_a_demo_folder_whose_run_did_not_finish_is_refused(tmp_path, capsys):
     from arcoseg.demo.folder import start
 
     out = tmp_path / "demo_output"
     start([], out)  # killed (SIGKILL) before it recorded its files
     (out / "segmentation.nii.gz").write_text("")
-    code, event = run(capsys, "demo", "--source", "phantom", "-o", out, "--device", "cpu")
-    assert code == 2 and "a demo run there did not finish" in event["message"]
+    for marker in (None, '{"files": []}', "an older version's text"):  # also damaged ones
+        if marker is not None:
+            (out / ".arcoseg-demo").write_text(marker)
+        code, event = run(capsys, "demo", "--source", "phantom", "-o", out, "--device", "cpu")
+        assert code == 2 and "a demo run there did not finish" in event["message"]
+    assert (out / "segmentation.nii.gz").exists()
 
 
 def test_a_users_project_with_a_report_and_a_registry_is_not_an_older_demo(tmp_path, capsys):

@@ -1,9 +1,11 @@
 """The demo's pipeline (simulated clinician → adapt → evaluate → report) on a tiny phantom."""
 
 import numpy as np
+import pytest
 
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.data.synthetic import make_phantom
+from arcoseg.errors import InputError
 from arcoseg.demo.pipeline import pick_slices, run_demo, simulate_annotations, unannotated_dice
 from arcoseg.progress import Reporter
 
@@ -12,6 +14,17 @@ def test_slices_are_spread_through_the_structure():
     labels = np.zeros((20, 4, 4), np.uint8)
     labels[4:17] = 1
     assert pick_slices(labels, 0, 3) == [7, 10, 13]
+
+
+def test_as_many_slices_as_the_structure_spans_are_all_distinct_and_more_are_refused():
+    """A reviewer's finding: --slices 100 gave [6, 6, 6, 7, 7, 7, …], exit 0."""
+    labels = np.zeros((30, 4, 4), np.uint8)
+    labels[6:23] = 1  # 17 slices
+    for count in (15, 16, 17):
+        chosen = pick_slices(labels, 0, count)
+        assert len(set(chosen)) == count and min(chosen) >= 6 and max(chosen) <= 22
+    with pytest.raises(InputError, match="--slices 18: the structures span 17 slices"):
+        pick_slices(labels, 0, 18)
 
 
 def test_simulated_annotations_keep_only_the_chosen_slices():

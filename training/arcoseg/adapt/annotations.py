@@ -69,7 +69,8 @@ def detect_axis(labels: np.ndarray, source: str = "The annotation label map") ->
             check_one_axis(labels, fits[0], occupied[fits[0]], source, given_axis=False)
         raise InputError(f"{source}: the drawn voxels lie on every slice along axis {fits[0]} "
                          f"({fewest}): drawn on each of them, or on as many adjacent slices "
-                         "along another axis? Give --axis, or mark the undrawn voxels 255.")
+                         "along another axis? Give --axis"
+                         + ("." if marked else ", or mark the undrawn voxels 255."))
     return fits[0]
 
 

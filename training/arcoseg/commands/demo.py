@@ -9,6 +9,7 @@ overlay and a report, and suggests the next slices to annotate.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,10 +55,11 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     else:
         image, labels = make_phantom((24, 64, 64), seed=1)
         classes, notice = ["background", "class1", "class2"], ""
+    started_ns = time.time_ns() - 2 * 10**9  # a margin for the file system's clock
     start(earlier, args.out)
     try:
         return run_demo(image, labels, classes, args.out, reporter, stop, slices=args.slices,
                         budget=args.budget, iterations=args.iterations, device=args.device,
                         notice=notice)
     finally:  # also after an error or Ctrl-C: what this run wrote, the next one may replace
-        finish(args.out)
+        finish(args.out, started_ns)

@@ -7,6 +7,7 @@ label mapping and each file's path, size and modification time.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -61,13 +62,10 @@ def load_cases(dataset: DatasetInfo, cases: list[Case], plan: Plan,
 
 def _cache_failed(cache: Path, entry: Path, err: Exception, unwritable: set[Path],
                   reporter: Reporter | None) -> None:
-    """Report a cache write that failed: the whole folder (not tried again in this run) when
-    it cannot be written at all, else this one entry (e.g. a case id too long for a file name)."""
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        folder_ok = os.access(cache, os.W_OK | os.X_OK)
-    except OSError:
-        folder_ok = False
+    """Report a cache write that failed: this one entry when its name is too long for the file
+    system (a long case id), else the whole folder (not writable, full disk, quota: not tried
+    again in this run)."""
+    folder_ok = isinstance(err, OSError) and err.errno == errno.ENAMETOOLONG
     if not folder_ok:
         unwritable.add(cache)
     if reporter is not None:

@@ -21,6 +21,7 @@ IMAGE_FILE, LABELS_FILE = "image.nii.gz", "full_labels.nii.gz"
 ANNOTATIONS_FILE = "annotations.nii.gz"
 INPUTS, EVALUATION, REGISTRY = "inputs", "evaluation", "registry"
 SEGMENTATION, OVERLAY = "segmentation.nii.gz", "overlay.png"
+OUTPUTS = (INPUTS, REGISTRY, SEGMENTATION, EVALUATION, OVERLAY, REPORT_NAME)  # what runs write
 
 
 def replaceable(out: Path) -> list[Path]:
@@ -37,8 +38,9 @@ def replaceable(out: Path) -> list[Path]:
         written = json.loads((out / MARKER).read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError):
         written = None
-    if written is None:
-        why = ("a demo run there did not finish" if (out / MARKER).exists() else
+    if not isinstance(written, dict):
+        why = ("a demo run there did not finish, or was made by an older version"
+               if (out / MARKER).exists() else
                f"it was not written by `arcoseg demo` (no {MARKER} file)")
         raise OutputError(f"{out} is not empty and {why}. Choose a new or empty folder for -o, "
                           "or delete that folder.")
@@ -64,11 +66,15 @@ def start(written: list[Path], out: Path) -> None:
     write_text_atomic(out / MARKER, json.dumps({"files": None}) + "\n")
 
 
-def finish(out: Path) -> None:
-    """Record the files this run wrote in `out` (what the next run may replace)."""
+def finish(out: Path, since_ns: int) -> None:
+    """Record the files this run wrote in `out` (what the next run may replace): those in the
+    demo's outputs (OUTPUTS) modified since `since_ns` (`time.time_ns()` before `start`), not a
+    file someone else saved beside them while it ran."""
     from arcoseg.fileutil import write_text_atomic
 
-    write_text_atomic(out / MARKER, json.dumps({"files": _visible_files(out)}, indent=1) + "\n")
+    ours = {name: stamp for name, stamp in _visible_files(out).items()
+            if name.split("/", 1)[0] in OUTPUTS and stamp[1] >= since_ns}
+    write_text_atomic(out / MARKER, json.dumps({"files": ours}, indent=1) + "\n")
 
 
 def _visible_files(out: Path) -> dict[str, list[int]]:

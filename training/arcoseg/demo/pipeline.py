@@ -18,6 +18,7 @@ from arcoseg.adapt.run import AdaptRequest, adapt
 from arcoseg.constants import DEMO_BUDGET, DEMO_ITERATIONS, IGNORE_LABEL
 from arcoseg.demo.folder import (ANNOTATIONS_FILE, EVALUATION, IMAGE_FILE, INPUTS, LABELS_FILE,
                                  OVERLAY, REGISTRY, REPORT_NAME, REPORT_TITLE, SEGMENTATION)
+from arcoseg.errors import InputError
 from arcoseg.evaluation.evaluate import evaluate, format_summary_table
 from arcoseg.evaluation.plots import save_overlay_png
 from arcoseg.fileutil import write_text_atomic
@@ -30,11 +31,19 @@ from arcoseg.train.validation import class_dice
 
 def pick_slices(labels: np.ndarray, axis: int, count: int) -> list[int]:
     """`count` slices spread evenly through the labelled extent along `axis` (as a clinician
-    would: through the structure, not at its edges)."""
+    would: through the structure, not at its edges); InputError if it has fewer slices."""
     others = tuple(a for a in range(3) if a != axis)
     present = np.flatnonzero((labels > 0).any(axis=others))
     lo, hi = int(present.min()), int(present.max())
-    return [int(round(lo + (hi - lo) * (i + 1) / (count + 1))) for i in range(count)]
+    if count > hi - lo + 1:
+        raise InputError(f"--slices {count}: the structures span {hi - lo + 1} slices along "
+                         f"axis {axis}. Give --slices {hi - lo + 1} or fewer.")
+    inside = [int(round(lo + (hi - lo) * (i + 1) / (count + 1))) for i in range(count)]
+    if len(set(inside)) == count:
+        return inside
+    # too many to fit inside: steps of at least one slice from edge to edge (floor(x + 0.5),
+    # not round's ties to even, so that no two fall on one slice)
+    return [lo + int((hi - lo) * i / max(count - 1, 1) + 0.5) for i in range(count)]
 
 
 def simulate_annotations(labels: np.ndarray, axis: int, slices: list[int]) -> np.ndarray:
