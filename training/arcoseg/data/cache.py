@@ -65,12 +65,12 @@ def _cache_failed(cache: Path, entry: Path, err: Exception, unwritable: set[Path
     """Report a cache write that failed: this one entry when its name is too long for the file
     system (a long case id), else the whole folder (not writable, full disk, quota: not tried
     again in this run)."""
-    folder_ok = isinstance(err, OSError) and err.errno == errno.ENAMETOOLONG
-    if not folder_ok:
+    entry_only = isinstance(err, OSError) and err.errno == errno.ENAMETOOLONG
+    if not entry_only:
         unwritable.add(cache)
     if reporter is not None:
         reporter.log(f"Could not write the preprocessing cache {entry} ({err}); continuing "
-                     + ("without caching this case." if folder_ok else
+                     + ("without caching this case." if entry_only else
                         "without it. Set ARCOSEG_CACHE to a writable folder."))
 
 
