@@ -39,7 +39,7 @@ from arcoseg.networks.fused import keep_inference_network
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.geometry import check_format_holds, read_grid
 from arcoseg.io.image_files import input_dimension, like_input
-from arcoseg.io.images import image_output_suffixes, pending_images
+from arcoseg.io.images import image_output_suffixes, output_suffix_like, pending_images
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 from arcoseg.io.segnrrd import check_segment_names, is_seg_nrrd, write_segmentation
 from arcoseg.io.names import unique_case_ids
@@ -76,11 +76,9 @@ def plan_outputs(request: AdaptRequest) -> list[Path | None]:
     if request.output is None:
         return [None] * len(request.images)
     ids = unique_case_ids(request.images, "Images")
-    writable = image_output_suffixes()
-    ext = {f"{cid}_seg": full_suffix(path) if full_suffix(path) in writable else ".nii.gz"
-           for cid, path in ids.items()}
+    ext = {f"{cid}_seg": output_suffix_like(full_suffix(path)) for cid, path in ids.items()}
     paths = list(image_output_paths(request.output, list(ext), ext,
-                                    (*writable, SEG_NRRD)).values())
+                                    (*image_output_suffixes(), SEG_NRRD)).values())
     check_distinct(paths, [*request.images, *request.annotations, *request.unlabelled])
     for image, path in zip(request.images, paths):
         check_output_file(path)

@@ -16,7 +16,7 @@ from arcoseg.data.dataset import Case, DatasetInfo
 from arcoseg.errors import Cancelled
 from arcoseg.evaluation.evaluate import check_outputs, evaluate_to_folder
 from arcoseg.inference import segment_file
-from arcoseg.io.images import image_output_suffixes
+from arcoseg.io.images import output_suffix_like
 from arcoseg.io.outputs import check_output_folder
 from arcoseg.modelfile import check_classes, load_model, segmentation_plan
 from arcoseg.progress import Reporter
@@ -43,9 +43,7 @@ def evaluate_model_on_cases(model_dir: Path, dataset: DatasetInfo, cases: list[C
     check_classes(metadata, dataset.class_names, f"dataset {dataset.root}")
     check_outputs(out_dir)
     check_output_folder(Path(out_dir) / "predictions")
-    # the dataset's format where ARCOSegment writes it (.png, .jpg: read, not written)
-    ending = (dataset.file_ending if dataset.file_ending in image_output_suffixes()
-              else ".nii.gz")
+    ending = output_suffix_like(dataset.file_ending)
     pairs = []
     for i, case in enumerate(cases):
         if should_stop():

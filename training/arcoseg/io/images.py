@@ -166,6 +166,13 @@ def image_output_suffixes() -> tuple[str, ...]:
     return tuple(_IMAGE_WRITERS)
 
 
+def output_suffix_like(input_suffix: str) -> str:
+    """The suffix of an output written for an input with `input_suffix`: the input's own format
+    where `write_image` writes it (a sheared NRRD stays NRRD), else .nii.gz (.png, .jpg, .nhdr,
+    .mhd and DICOM are read, not written)."""
+    return input_suffix if input_suffix in _IMAGE_WRITERS else ".nii.gz"
+
+
 def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
     """Write an image atomically with compression; the format follows the extension.
 
