@@ -1,12 +1,20 @@
-"""Shared test fixtures: tiny synthetic datasets and an isolated preprocessing cache."""
+"""Shared test fixtures: tiny synthetic datasets and an isolated preprocessing cache; the shared
+test helpers (Testing/helpers: `tiny_models`) on sys.path."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from arcoseg.data.synthetic import make_phantom_dataset
+HELPERS = str(Path(__file__).resolve().parent / "helpers")
+if HELPERS not in sys.path:
+    sys.path.insert(0, HELPERS)
+
+from tiny_models import save_tiny  # noqa: E402
+
+from arcoseg.data.synthetic import make_phantom_dataset  # noqa: E402
 
 SMALL_SHAPE = (8, 24, 24)  # (z, y, x): a few thousand voxels keeps every test fast
 
@@ -41,22 +49,7 @@ def msd_dataset(tmp_path: Path) -> Path:
 def untrained_model(tmp_path: Path) -> Path:
     """A 2D model folder (3 classes, 1 channel, untrained weights, 1 mm target spacing): enough
     to run `segment` without training. Its labels are meaningless; geometry and files are not."""
-    import torch
-
-    from arcoseg.data.preprocess import Plan
-    from arcoseg.model_metadata import ModelMetadata, make_classes
-    from arcoseg.modelfile import save_model
-    from arcoseg.networks import NetworkConfig, build_model
-
-    torch.manual_seed(0)
-    config = NetworkConfig(arch="unet2d", in_channels=1, num_classes=3,
-                           features=(4, 8, 16, 32, 64), head_dim=8)
-    plan = Plan(dims=2, target_spacing=(1.0, 1.0, 1.0), normalization="zscore",
-                label_values=[0, 1, 2], patch_size=(32, 32))
-    folder = tmp_path / "untrained_model"
-    save_model(folder, build_model(config).eval(), ModelMetadata(
-        network=config, classes=make_classes(["background", "a", "b"]), plan=plan.to_dict()))
-    return folder
+    return save_tiny(tmp_path / "untrained_model", classes=("background", "a", "b"), head_dim=8)
 
 
 @pytest.fixture(scope="session")

@@ -7,27 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import save_tiny
 
 from arcoseg.cli import main
-from arcoseg.data.preprocess import Plan
 from arcoseg.errors import EXIT_USER
-from arcoseg.model_metadata import ModelMetadata, make_classes
-from arcoseg.modelfile import save_model
-from arcoseg.networks import NetworkConfig, build_model
 from arcoseg.registry import Registry, VersionRef
 
-CONFIG = NetworkConfig(arch="unet2d", in_channels=1, num_classes=2, features=(4, 8, 16, 32, 64))
-PLAN = Plan(dims=2, target_spacing=(1.0, 1.0, 1.0), normalization="zscore", label_values=[0, 1],
-            patch_size=(32, 32))
 HELD_OUT = {"parent_dice": 0.5, "adapted_dice": 0.7}
-
-
-def save_tiny(folder: Path, seed: int = 0, provenance: dict | None = None) -> Path:
-    torch.manual_seed(seed)
-    metadata = ModelMetadata(network=CONFIG, classes=make_classes(["background", "organ"]),
-                             plan=PLAN.to_dict(), provenance=provenance or {"method": "supervised"})
-    save_model(folder, build_model(CONFIG), metadata)
-    return folder
 
 
 def run_json(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, list[dict]]:
@@ -160,15 +146,8 @@ def test_list_as_text_gives_the_held_out_check_in_words_and_json_keeps_every_fie
     assert result_of(run_json(capsys, "list")[1])["versions"][1]["held_out"] == check
 
 
-def save_usable(folder: Path) -> Path:
-    """A tiny 2D model with the preprocessing plan `segment` needs."""
-    save_model(folder, build_model(CONFIG), ModelMetadata(
-        network=CONFIG, classes=make_classes(["background", "organ"]), plan=PLAN.to_dict()))
-    return folder
-
-
 def test_check_loads_the_model_and_runs_one_blank_batch_of_windows(tmp_path, capsys):
-    folder = save_usable(tmp_path / "m")
+    folder = save_tiny(tmp_path / "m")
     code, events = run_json(capsys, "check", str(folder), "--batch", "2", "--threads", "1")
     result = result_of(events)
     assert code == 0 and result["classes"] == ["background", "organ"]
@@ -177,7 +156,7 @@ def test_check_loads_the_model_and_runs_one_blank_batch_of_windows(tmp_path, cap
 
 
 def test_check_of_a_damaged_model_is_a_user_error_naming_the_file(tmp_path, capsys):
-    folder = save_usable(tmp_path / "m")
+    folder = save_tiny(tmp_path / "m")
     (folder / "model.safetensors").write_bytes(b"not weights")
     code, events = run_json(capsys, "check", str(folder))
     assert code == EXIT_USER and "model.safetensors" in error_of(events)["message"]
@@ -207,7 +186,7 @@ def test_in_the_serve_worker_check_leaves_the_model_loaded_and_fused_for_segment
 
     cache = serve_cache.ModelCache(capacity=2)
     monkeypatch.setattr(serve_cache, "_CACHE", cache)  # as `arcoseg serve` installs it
-    folder = save_usable(tmp_path / "m")
+    folder = save_tiny(tmp_path / "m")
     assert run_json(capsys, "check", str(folder), "--threads", "1")[0] == 0
     model, _ = serve_cache.load_model(folder, device=torch.device("cpu"))  # what segment does
     assert (cache.loads, cache.hits) == (1, 1)
