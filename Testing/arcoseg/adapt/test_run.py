@@ -353,7 +353,7 @@ def test_a_folder_with_the_same_weights_but_an_edited_model_json_is_its_own_pare
 def test_a_3d_parent_is_fine_tuned_on_patches_around_the_annotated_slices(case, tmp_path):
     from arcoseg.data.synthetic import make_phantom_dataset
     from arcoseg.train.options import TrainOptions
-    from arcoseg.train.trainer import train
+    from arcoseg.train.run import train
 
     dataset = make_phantom_dataset(tmp_path / "Phantom3D", num_cases=3, shape_zyx=(8, 32, 32),
                                    val_cases=1)

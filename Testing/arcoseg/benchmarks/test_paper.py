@@ -20,7 +20,7 @@ from arcoseg.data.synthetic import make_phantom, make_phantom_dataset
 from arcoseg.errors import ArcosegError, Cancelled
 from arcoseg.io.images import write_image
 from arcoseg.progress import Reporter
-from arcoseg.train.trainer import train
+from arcoseg.train.run import train
 
 SMOKE = ["--profile", "smoke", "--dims", "2", "--iterations", "2", "--device", "cpu"]
 

@@ -23,7 +23,8 @@ from arcoseg.errors import ArcosegError, Cancelled
 from arcoseg.progress import Reporter
 from arcoseg.train import distributed
 from arcoseg.train.options import TrainOptions
-from arcoseg.train.trainer import Trainer, prepare_data, train
+from arcoseg.train.run import train
+from arcoseg.train.trainer import Trainer, prepare_data
 
 WORLD = 2
 

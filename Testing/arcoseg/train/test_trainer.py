@@ -12,7 +12,7 @@ from arcoseg.progress import Reporter
 from arcoseg.networks.model import DEFAULT_HEAD_STRIDE
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.state import checkpoint_entry
-from arcoseg.train.trainer import train
+from arcoseg.train.run import train
 
 
 @pytest.fixture(scope="module")

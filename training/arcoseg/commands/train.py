@@ -133,7 +133,7 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     """Train and return the result summary (under torchrun, rank 0 reports it)."""
     from arcoseg.io.outputs import check_output_folder
     from arcoseg.train import distributed  # torch, MONAI: only when run
-    from arcoseg.train.trainer import train
+    from arcoseg.train.run import train
 
     if not distributed.from_environment().is_main:
         distributed.silence(reporter)

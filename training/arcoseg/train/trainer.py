@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
-import arcoseg
 from arcoseg.data.preprocess import PreprocessedCase
 from arcoseg.data.sampling import PatchSampler, SliceSampler
-from arcoseg.device import autocast, describe_device, resolve_device
+from arcoseg.device import autocast, resolve_device
 from arcoseg.errors import ArcosegError, Cancelled
 from arcoseg.evaluation.plots import plot_training_curves
 from arcoseg.fileutil import write_text_atomic
-from arcoseg.model_metadata import ModelMetadata, default_colors
+from arcoseg.model_metadata import ModelMetadata
 from arcoseg.modelfile import save_model
 from arcoseg.networks.model import (NetworkConfig, SegmentationModel, build_model,
                                     load_backbone_weights, with_default_head)
@@ -38,11 +36,11 @@ from arcoseg.train.optimizer import make_optimizer
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.run_data import RunData, extra_unlabelled, prepare_data, without_label
 from arcoseg.train.precision import memory_format, to_memory_format, uses_grad_scaler
-from arcoseg.train.resume import (RunState, check_run_folder, checkpoint_network, resume_run,
-                                  save_run)
+from arcoseg.train.run_record import device_line, run_metadata, run_result
+from arcoseg.train.resume import RunState, resume_run, save_run
 from arcoseg.train.validation import validate
 
-__all__ = ["Convergence", "RunData", "Trainer", "extra_unlabelled", "prepare_data", "train",
+__all__ = ["Convergence", "RunData", "Trainer", "extra_unlabelled", "new_network", "prepare_data",
            "without_label"]
 BUDGET_WINDOW = 5  # iterations between re-estimates of how many fit the time budget
 
@@ -151,7 +149,7 @@ class Trainer:
         if self.ctx.is_main:
             write_text_atomic(self.out_dir / "training" / "options.json",
                               json.dumps(opts.to_dict(), indent=2))
-        self.reporter.log(_device_line(self.device, self.ctx))
+        self.reporter.log(device_line(self.device, self.ctx))
         stop = False
         while self.state.iteration < opts.iterations:
             if stop or (not self.ctx.enabled and self.should_stop()):
@@ -292,39 +290,10 @@ class Trainer:
 
     def metadata(self, **extra_provenance: Any) -> ModelMetadata:
         """Model metadata of the current run (classes, plan, provenance)."""
-        colors = default_colors(len(self.data.class_names))
-        return ModelMetadata(
-            network=self.config.to_dict(),
-            classes=[{"name": n, "value": v, "color": c} for n, v, c
-                     in zip(self.data.class_names, self.data.class_values, colors)],
-            plan=self.data.plan.to_dict(),
-            provenance={
-                **self.data.provenance, "method": self.options.method,
-                "sampler": self.options.sampler if self.options.method == "arco" else None,
-                "iterations": self.state.iteration, "options": self.options.to_dict(),
-                "validation": self.state.best_metrics,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "arcoseg_version": arcoseg.__version__, "device": str(self.device),
-                **extra_provenance})
+        return run_metadata(self, **extra_provenance)
 
     def _result(self) -> dict[str, Any]:
-        return {"model": str(self.out_dir), "iterations": self.state.iteration,
-                # without validation the final weights are the kept ones
-                "best_iteration": (self.state.best_iteration if self.data.val
-                                   else self.state.iteration),
-                "validation": self.state.best_metrics,
-                "seconds": round(self.state.seconds, 2),
-                "seconds_per_iteration": round(self.state.seconds / max(1, self.state.iteration), 4),
-                "metrics_log": str(self.log.path),
-                "curves": str(self.out_dir / "training" / "curves.png")}
-
-
-def _device_line(device: torch.device, ctx: Distributed) -> str:
-    info = describe_device(device)
-    line = f"Device: {info['name']} ({info['device']}), torch {info['torch']}"
-    if ctx.enabled:
-        line += f", {ctx.world_size} processes (DDP)"
-    return line + (" — WARNING: running on the CPU, this will be slow" if info["is_cpu"] else "")
+        return run_result(self)
 
 
 def new_network(data: RunData, options: TrainOptions,
@@ -335,30 +304,3 @@ def new_network(data: RunData, options: TrainOptions,
                            in_channels=data.plan.input_channels(data.num_channels),
                            num_classes=len(data.class_names))
     return with_default_head(config, head_stride) if options.method == "arco" else config
-
-
-def train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: Reporter,
-          resume: bool = False, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
-    """Train a model on a dataset folder into `out_dir` (model.safetensors + model.json).
-
-    Under torchrun (RANK / WORLD_SIZE set) every process calls this; they train one model
-    data-parallel, rank 0 writes it (`train.distributed`)."""
-    device = resolve_device(options.device)  # fail fast, before any data is read
-    check_run_folder(out_dir, resume)
-    ctx = distributed.from_environment()
-    distributed.start(ctx, device)
-    try:
-        if not ctx.is_main:  # rank 0 fills the preprocessing cache first, the others read it
-            distributed.wait_for_main(ctx)
-        data = prepare_data(dataset_root, options, reporter if ctx.is_main else Reporter(quiet=True))
-        if ctx.is_main:
-            distributed.barrier(ctx)
-        network = (checkpoint_network(out_dir, new_network(data, options)) if resume
-                   else None)  # a resumed run keeps the network it started with
-        trainer = Trainer(data, options, out_dir, reporter, should_stop, network=network,
-                          ctx=ctx)
-        if resume:
-            trainer.resume()
-        return trainer.run()
-    finally:
-        distributed.stop(ctx)

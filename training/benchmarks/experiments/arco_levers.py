@@ -39,7 +39,7 @@ from arcoseg.progress import Reporter
 from arcoseg.ranges import POSITIVE_INT
 from arcoseg.train.losses import supervised_loss
 from arcoseg.train.options import TrainOptions
-from arcoseg.train.trainer import train
+from arcoseg.train.run import train
 
 BASE = {"dims": 2, "method": "arco", "sampler": "sg", "labelled": 3, "iterations": 1500,
         "batch": 4, "patch": (128, 128), "spacing": (1.0, 2.0, 2.0), "device": "cpu",

@@ -45,7 +45,8 @@ from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter
 from arcoseg.ranges import NONNEG, POSITIVE_INT
 from arcoseg.train.options import TrainOptions
-from arcoseg.train.trainer import Trainer, prepare_data, train
+from arcoseg.train.run import train
+from arcoseg.train.trainer import Trainer, prepare_data
 from arcoseg.train.validation import class_dice
 
 

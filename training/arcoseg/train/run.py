@@ -1,0 +1,42 @@
+"""`arcoseg train`'s entry point: check the output folder, start the process group under
+torchrun, prepare the data (rank 0 fills the preprocessing cache first), train or resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from arcoseg.device import resolve_device
+from arcoseg.progress import Reporter
+from arcoseg.train import distributed
+from arcoseg.train.options import TrainOptions
+from arcoseg.train.resume import check_run_folder, checkpoint_network
+from arcoseg.train.run_data import prepare_data
+from arcoseg.train.trainer import Trainer, new_network
+
+
+def train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: Reporter,
+          resume: bool = False, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """Train a model on a dataset folder into `out_dir` (model.safetensors + model.json).
+
+    Under torchrun (RANK / WORLD_SIZE set) every process calls this; they train one model
+    data-parallel, rank 0 writes it (`train.distributed`)."""
+    device = resolve_device(options.device)  # fail fast, before any data is read
+    check_run_folder(out_dir, resume)
+    ctx = distributed.from_environment()
+    distributed.start(ctx, device)
+    try:
+        if not ctx.is_main:  # rank 0 fills the preprocessing cache first, the others read it
+            distributed.wait_for_main(ctx)
+        data = prepare_data(dataset_root, options, reporter if ctx.is_main else Reporter(quiet=True))
+        if ctx.is_main:
+            distributed.barrier(ctx)
+        network = (checkpoint_network(out_dir, new_network(data, options)) if resume
+                   else None)  # a resumed run keeps the network it started with
+        trainer = Trainer(data, options, out_dir, reporter, should_stop, network=network,
+                          ctx=ctx)
+        if resume:
+            trainer.resume()
+        return trainer.run()
+    finally:
+        distributed.stop(ctx)
