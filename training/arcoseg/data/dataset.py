@@ -16,17 +16,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
 from arcoseg.constants import IGNORE_LABEL, IGNORE_NAME
-from arcoseg.errors import InputError, ModelFileError
+from arcoseg.data.dataset_json import (channel_names, check_ids, check_labels, matching_cases,
+                                       require_key, resolve_splits)
+from arcoseg.errors import InputError
 from arcoseg.fileutil import full_suffix
-from arcoseg.io.images import MAX_LABEL_VALUE
 from arcoseg.io.names import image_stem, unique_case_ids
-from arcoseg.model_metadata import check_class_names
-
 
 
 @dataclass
@@ -148,7 +147,7 @@ class DatasetInfo:
             entries = entries[:n]
         chosen: dict[str, Case] = {}
         for entry in entries:
-            matches = _matching(entry, train)
+            matches = matching_cases(entry, train)
             if not matches:
                 raise InputError(f"Labelled id '{entry}' from {source} matches no case of the "
                                  "train split. Fix the id or the splits.")
@@ -186,16 +185,16 @@ def load_dataset(root: str | os.PathLike) -> DatasetInfo:
                          "(Medical Segmentation Decathlon); add the missing key.")
     if not info.cases:
         raise InputError(f"Dataset {root} has no cases: imagesTr is empty or missing.")
-    info.splits = _resolve_splits(meta.get("splits"), info.cases, json_path)
-    info.labelled_order = _check_ids(meta.get("labelled_order"), info.cases, json_path,
+    info.splits = resolve_splits(meta.get("splits"), info.cases, json_path)
+    info.labelled_order = check_ids(meta.get("labelled_order"), info.cases, json_path,
                                      "labelled_order")
     return info
 
 
 def _load_nnunet(root: Path, meta: dict, json_path: Path) -> DatasetInfo:
-    labels = _check_labels(dict(_require(meta, "labels", dict, json_path)), json_path)
-    ending = _require(meta, "file_ending", str, json_path)
-    channels = _channel_names(meta, json_path, ("channel_names", "modality"))
+    labels = check_labels(dict(require_key(meta, "labels", dict, json_path)), json_path)
+    ending = require_key(meta, "file_ending", str, json_path)
+    channels = channel_names(meta, json_path, ("channel_names", "modality"))
     files = _files_with_ending(root / "imagesTr", ending)
     pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")
     found: dict[str, dict[int, Path]] = {}
@@ -227,7 +226,7 @@ def _load_nnunet(root: Path, meta: dict, json_path: Path) -> DatasetInfo:
 
 
 def _load_msd(root: Path, meta: dict, json_path: Path) -> DatasetInfo:
-    raw_labels = _require(meta, "labels", dict, json_path)
+    raw_labels = require_key(meta, "labels", dict, json_path)
     try:
         labels = {str(name): int(value) for value, name in raw_labels.items()}
     except (TypeError, ValueError) as err:
@@ -238,14 +237,14 @@ def _load_msd(root: Path, meta: dict, json_path: Path) -> DatasetInfo:
         twice = sorted({name for name in names if names.count(name) > 1})
         raise InputError(f"{json_path}: 'labels' gives the name(s) {twice} to more than one "
                          "value. Give each value its own name.")
-    labels = _check_labels(labels, json_path)
-    channels = _channel_names(meta, json_path, ("modality", "channel_names"))
+    labels = check_labels(labels, json_path)
+    channels = channel_names(meta, json_path, ("modality", "channel_names"))
     if len(channels) != 1:
         raise InputError(f"{json_path} lists {len(channels)} modalities: multi-channel (4D) "
                          "Decathlon images are not supported. Convert the dataset to the nnU-Net "
                          "v2 layout (one file per channel), e.g. with "
                          "nnUNetv2_convert_MSD_dataset.")
-    entries = _require(meta, "training", list, json_path)
+    entries = require_key(meta, "training", list, json_path)
     cases = []
     for entry in entries:
         if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
@@ -260,52 +259,6 @@ def _load_msd(root: Path, meta: dict, json_path: Path) -> DatasetInfo:
     return DatasetInfo(root=root, name=str(meta.get("name", root.name)), labels=labels,
                        file_ending=ending, cases=sorted(cases, key=lambda c: c.id),
                        channel_names=channels)
-
-
-def _require(meta: dict, key: str, kind: type, json_path: Path) -> Any:
-    if key not in meta:
-        raise InputError(f"{json_path} is missing the key '{key}'. Add it.")
-    if not isinstance(meta[key], kind):
-        raise InputError(f"{json_path}: '{key}' must be a JSON {kind.__name__}, "
-                         f"not {type(meta[key]).__name__}.")
-    return meta[key]
-
-
-def _check_labels(labels: dict[str, Any], json_path: Path) -> dict[str, int]:
-    for name, value in labels.items():
-        if isinstance(value, str) and name.isdigit():  # {"0": "background", ...}: flipped
-            raise InputError(f"{json_path}: 'labels' maps values to names ('{name}': "
-                             f"'{value}'); nnU-Net v2 maps names to values: write "
-                             f"'{value}': {name}.")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"{json_path}: label '{name}' has value {value!r}; only one integer "
-                             "per label is supported (no region-based labels).")
-        if not 0 <= value <= MAX_LABEL_VALUE:
-            raise InputError(f"{json_path}: label '{name}' = {value} is outside "
-                             f"0..{MAX_LABEL_VALUE}.")
-    if len(set(labels.values())) != len(labels):
-        raise InputError(f"{json_path}: two labels share a value in 'labels'.")
-    try:  # the names a model made from this dataset will hold: refused now, not at its save
-        check_class_names([n for n in labels if n != IGNORE_NAME])
-    except ModelFileError as err:
-        raise InputError(f"{json_path}: 'labels': {err} Rename one.") from err
-    values = [v for n, v in labels.items() if n != IGNORE_NAME]
-    if 0 not in values or len(values) < 2:
-        raise InputError(f"{json_path}: 'labels' needs background = 0 and at least one class.")
-    return labels
-
-
-def _channel_names(meta: dict, json_path: Path, keys: tuple[str, str]) -> dict[str, str]:
-    for key in keys:
-        if key in meta:
-            channels = meta[key]
-            if (not isinstance(channels, dict) or not channels
-                    or set(channels) != {str(i) for i in range(len(channels))}):
-                raise InputError(f"{json_path}: '{key}' must map channel indices '0', '1', ... "
-                                 "to names.")
-            return {k: str(channels[k]) for k in sorted(channels, key=int)}
-    raise InputError(f"{json_path} is missing the key '{keys[0]}'. Add it, e.g. "
-                     '{"0": "MRI"} or {"0": "CT"}.')
 
 
 def _files_with_ending(folder: Path, ending: str) -> list[Path]:
@@ -326,40 +279,6 @@ def _check_orphan_labels(folder: Path, ending: str, case_ids: set[str]) -> None:
         if path.name[: -len(ending)] not in case_ids:
             raise InputError(f"Label file {path} has no image in imagesTr. Add the image or "
                              "remove the label.")
-
-
-def _matching(entry: str, cases: Iterable[Case]) -> list[Case]:
-    return [c for c in cases if c.id == entry or c.id.startswith(entry + "_")]
-
-
-def _check_ids(ids: Any, cases: list[Case], json_path: Path, key: str) -> list[str] | None:
-    if ids is None:
-        return None
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise InputError(f"{json_path}: '{key}' must be a list of case ids.")
-    unknown = [i for i in ids if not _matching(i, cases)]
-    if unknown:
-        raise InputError(f"{json_path}: '{key}' references unknown case(s) "
-                         f"{', '.join(unknown[:10])}. Fix the ids or add the cases.")
-    return list(ids)
-
-
-def _resolve_splits(splits: Any, cases: list[Case], json_path: Path
-                    ) -> dict[str, list[str]] | None:
-    if splits is None:
-        return None
-    if not isinstance(splits, dict):
-        raise InputError(f"{json_path}: 'splits' must map split names to lists of case ids.")
-    resolved = {}
-    for name, ids in splits.items():
-        checked = _check_ids(ids, cases, json_path, f"splits.{name}") or []
-        resolved[str(name)] = sorted({c.id for i in checked for c in _matching(i, cases)})
-    shared = set(resolved.get("train", [])) & set(resolved.get("val", []))
-    if shared:
-        raise InputError(f"{json_path}: case(s) {', '.join(sorted(shared)[:10])} are in both "
-                         "'splits.train' and 'splits.val'; a validation case must not be trained "
-                         "on.")
-    return resolved
 
 
 def _read_id_list(path: Path) -> list[str]:
