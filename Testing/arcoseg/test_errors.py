@@ -2,7 +2,7 @@
 
 import pytest
 
-from arcoseg.arco.step import ArcoConfig
+from arcoseg.arco.config import ArcoConfig
 from arcoseg.errors import ArcosegError, check_choice
 
 

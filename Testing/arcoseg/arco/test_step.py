@@ -8,7 +8,8 @@ from safetensors.torch import load, save
 from torch import nn
 
 from arcoseg.arco.cutmix import MixPlan, mixing_plan
-from arcoseg.arco.step import ArcoConfig, SemiSupervisedMethod, unsupervised_loss
+from arcoseg.arco.config import ArcoConfig
+from arcoseg.arco.step import SemiSupervisedMethod, unsupervised_loss
 from arcoseg.arco.teacher import batch_statistics
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import ArcosegError

@@ -69,7 +69,8 @@ def make_method(options: TrainOptions, student: SegmentationModel, num_classes: 
     its random draws and `share` gathers memory-bank entries from all ranks (arco.step)."""
     if not options.semi_supervised:
         return SupervisedMethod(student)
-    from arcoseg.arco.step import ArcoConfig, SemiSupervisedMethod
+    from arcoseg.arco.config import ArcoConfig
+    from arcoseg.arco.step import SemiSupervisedMethod
 
     config = ArcoConfig(method=options.method, sampler=options.sampler, grid=options.grid,
                         lambda_u=options.lambda_u, lambda_c=options.lambda_c,

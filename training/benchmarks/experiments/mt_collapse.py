@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 import arcoseg.arco.step as step
 from arcoseg.arco.cutmix import mixing_plan
-from arcoseg.arco.step import ArcoConfig, SemiSupervisedMethod
+from arcoseg.arco.config import ArcoConfig
+from arcoseg.arco.step import SemiSupervisedMethod
 from arcoseg.data.dataset import load_dataset
 from arcoseg.data.cache import load_cases
 from arcoseg.data.preprocess import Plan
