@@ -7,7 +7,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from arcoseg.data.preprocess import Plan, resample_to_reference
+from arcoseg.data.plan import Plan
+from arcoseg.data.preprocess import resample_to_reference
 from arcoseg.inference import (_labels_on_input_grid, predict_probabilities, segment_channels,
                                segment_file)
 from arcoseg.io.geometry import Grid, grid_difference

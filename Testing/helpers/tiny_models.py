@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from arcoseg.data.preprocess import Plan
+from arcoseg.data.plan import Plan
 from arcoseg.model_metadata import ModelMetadata, make_classes
 from arcoseg.modelfile import save_model
 from arcoseg.networks import NetworkConfig, build_model

@@ -32,7 +32,7 @@ CLASSES = ["background", "Left kidney", "Liver"]
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """An untrained 2D model whose classes have non-contiguous label values (0, 3, 7)."""
-    from arcoseg.data.preprocess import Plan
+    from arcoseg.data.plan import Plan
     from arcoseg.model_metadata import ModelMetadata, make_classes
     from arcoseg.modelfile import save_model
     from arcoseg.networks import NetworkConfig, build_model

@@ -129,7 +129,7 @@ def test_a_slicer_segmentation_is_scored_as_ground_truth(slicer_core, phantom, t
 @pytest.fixture
 def tiny_model(tmp_path):
     """An untrained 2D model with classes Left kidney (3) and Liver (7) and their colours."""
-    from arcoseg.data.preprocess import Plan
+    from arcoseg.data.plan import Plan
     from arcoseg.model_metadata import ModelMetadata, make_classes
     from arcoseg.modelfile import save_model
     from arcoseg.networks import NetworkConfig, build_model

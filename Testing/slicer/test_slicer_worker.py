@@ -27,7 +27,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     """A tiny untrained 2D model folder, a small image, and annotations on three slices."""
     import torch
 
-    from arcoseg.data.preprocess import Plan
+    from arcoseg.data.plan import Plan
     from arcoseg.data.synthetic import make_phantom
     from arcoseg.model_metadata import ModelMetadata, make_classes
     from arcoseg.modelfile import save_model

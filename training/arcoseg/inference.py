@@ -26,7 +26,8 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from arcoseg.data.orientation import array_from_slicing_axis, to_slicing_axis
-from arcoseg.data.preprocess import Plan, preprocess_image, resample_to_reference
+from arcoseg.data.plan import Plan
+from arcoseg.data.preprocess import preprocess_image, resample_to_reference
 from arcoseg.device import autocast
 from arcoseg.io.geometry import Grid, check_format_holds, grid_difference
 from arcoseg.io.image_files import input_dimension, like_input

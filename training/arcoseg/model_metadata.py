@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from arcoseg.constants import IGNORE_LABEL
+from arcoseg.data.plan import Plan
 from arcoseg.errors import ModelFileError
 from arcoseg.networks import NetworkConfig
 from arcoseg.networks.model import is_integer
@@ -86,8 +87,6 @@ class ModelMetadata:
         network (multiples of its input divisor), its label values are the classes' values in
         order and the network's input channels fit its 2.5D context (a file edited by hand may
         disagree)."""
-        from arcoseg.data.preprocess import Plan  # here: preprocess imports the data layer
-
         plan = Plan.from_dict(self.plan)
         if plan.dims != config.spatial_dims:
             raise ModelFileError(f"The plan is for {plan.dims}D input but the network "

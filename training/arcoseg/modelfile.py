@@ -24,6 +24,7 @@ from torch import nn
 
 from arcoseg import __version__
 from arcoseg.constants import METADATA_FILE, MODEL_FILES, WEIGHTS_FILE
+from arcoseg.data.plan import Plan
 from arcoseg.errors import DeviceError, ModelFileError, OutputError
 from arcoseg.fileutil import make_temp_dir
 from arcoseg.model_metadata import FORMAT_VERSION, ModelMetadata
@@ -173,10 +174,8 @@ def model_info(model_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def segmentation_plan(metadata: ModelMetadata, model_dir: str | os.PathLike) -> Any:
-    """The model's preprocessing plan (`data.preprocess.Plan`); ModelFileError naming its
+    """The model's preprocessing plan (`data.plan.Plan`); ModelFileError naming its
     model.json if it has none (`check_has_plan`)."""
-    from arcoseg.data.preprocess import Plan  # here: preprocess imports the data layer
-
     check_has_plan(metadata.plan, str(Path(model_dir) / METADATA_FILE))
     return Plan.from_dict(metadata.plan)
 

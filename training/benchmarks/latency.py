@@ -33,7 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from arcoseg.benchmarks.profiles import PROFILES
-from arcoseg.data.preprocess import Plan
+from arcoseg.data.plan import Plan
 from arcoseg.model_metadata import ModelMetadata, make_classes
 from arcoseg.modelfile import save_model
 from arcoseg.networks import NetworkConfig, build_model

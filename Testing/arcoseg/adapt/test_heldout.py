@@ -10,7 +10,7 @@ from arcoseg.adapt import heldout
 from arcoseg.adapt.annotations import hold_out, make_annotations, rejoin
 from arcoseg.adapt.heldout import HeldOutSlice
 from arcoseg.constants import IGNORE_LABEL
-from arcoseg.data.preprocess import Plan
+from arcoseg.data.plan import Plan
 from arcoseg.networks.model import NetworkConfig, build_model
 from arcoseg.train.convergence import Convergence
 

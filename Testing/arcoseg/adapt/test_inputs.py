@@ -9,7 +9,7 @@ import SimpleITK as sitk
 from arcoseg.adapt.annotations import make_annotations
 from arcoseg.adapt.inputs import AnnotatedImage, on_plan, widen_drawn_slices
 from arcoseg.constants import IGNORE_LABEL
-from arcoseg.data.preprocess import Plan
+from arcoseg.data.plan import Plan
 
 
 def _drawn(shape=(12, 8, 8), axis=0, slices=(2, 7)) -> np.ndarray:

@@ -15,7 +15,8 @@ from arcoseg.adapt.annotations import Annotations
 from arcoseg.adapt.inputs import AnnotatedImage
 from arcoseg.adapt.parent_prior import parent_case, slice_weights
 from arcoseg.adapt.prior import ParentPriorSettings, PriorMethod
-from arcoseg.data.preprocess import Plan, PreprocessedCase
+from arcoseg.data.plan import Plan
+from arcoseg.data.preprocess import PreprocessedCase
 from arcoseg.errors import ArcosegError
 
 IGNORE = 255

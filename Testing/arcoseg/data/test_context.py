@@ -8,7 +8,8 @@ import pytest
 import SimpleITK as sitk
 
 from arcoseg.data.context import with_context_slices
-from arcoseg.data.preprocess import Plan, preprocess_image
+from arcoseg.data.plan import Plan
+from arcoseg.data.preprocess import preprocess_image
 from arcoseg.errors import InputError, ModelFileError
 
 

@@ -16,8 +16,8 @@ import arcoseg.data.preprocess as preprocess
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.data.dataset import load_dataset
 from arcoseg.data.cache import load_cases
-from arcoseg.data.preprocess import (Plan, make_plan, normalize, preprocess_case,
-                                     preprocess_image, resample, resample_to_reference)
+from arcoseg.data.plan import Plan
+from arcoseg.data.preprocess import make_plan, normalize, preprocess_case, preprocess_image, resample, resample_to_reference
 from arcoseg.errors import InputError, ModelFileError
 
 

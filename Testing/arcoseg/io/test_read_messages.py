@@ -56,7 +56,7 @@ def test_an_unreadable_file_is_reported_as_a_permission_problem(tmp_path, monkey
 
 
 def test_segment_on_an_empty_folder_says_so(tmp_path, capsys):
-    from arcoseg.data.preprocess import Plan
+    from arcoseg.data.plan import Plan
     from arcoseg.model_metadata import ModelMetadata, make_classes
     from arcoseg.modelfile import save_model
     from arcoseg.networks import NetworkConfig, build_model

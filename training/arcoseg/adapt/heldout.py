@@ -19,7 +19,8 @@ import torch
 
 from arcoseg.adapt.check import slice_dice
 from arcoseg.constants import IGNORE_LABEL
-from arcoseg.data.preprocess import Plan, PreprocessedCase
+from arcoseg.data.plan import Plan
+from arcoseg.data.preprocess import PreprocessedCase
 from arcoseg.inference import predict_probabilities
 from arcoseg.networks.model import SegmentationModel
 from arcoseg.train.trainer import BUDGET_WINDOW, Trainer

@@ -15,7 +15,8 @@ from arcoseg.adapt.annotations import Annotations, hold_out, make_annotations, r
 from arcoseg.adapt.parent import Parent
 from arcoseg.constants import IGNORE_LABEL, INPUT_DIVISOR
 from arcoseg.data.orientation import slicing_order, to_slicing_axis
-from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_image, resample
+from arcoseg.data.plan import Plan
+from arcoseg.data.preprocess import PreprocessedCase, preprocess_image, resample
 from arcoseg.errors import InputError
 from arcoseg.io.images import array_to_image, read_image
 

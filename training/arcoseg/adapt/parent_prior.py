@@ -28,7 +28,8 @@ from arcoseg.adapt.inputs import AnnotatedImage, on_plan
 from arcoseg.adapt.prior import (MIN_WEIGHT, ParentPriorSettings, PriorTerm, per_voxel,
                                  weighted_case)
 from arcoseg.constants import IGNORE_LABEL
-from arcoseg.data.preprocess import Plan, PreprocessedCase
+from arcoseg.data.plan import Plan
+from arcoseg.data.preprocess import PreprocessedCase
 from arcoseg.inference import predict_labels
 from arcoseg.networks.model import SegmentationModel
 

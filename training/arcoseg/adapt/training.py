@@ -18,7 +18,8 @@ from arcoseg.adapt.parent import Parent
 from arcoseg.adapt.parent_prior import parent_case, parent_term
 from arcoseg.adapt.prior import (PriorMethod, PriorTerm, propagate, propagation_term, scale_note,
                                  weighted_case)
-from arcoseg.data.preprocess import Plan, PreprocessedCase
+from arcoseg.data.plan import Plan
+from arcoseg.data.preprocess import PreprocessedCase
 from arcoseg.device import resolve_device
 from arcoseg.networks.model import NetworkConfig, with_default_head
 from arcoseg.progress import Reporter

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from arcoseg.data.dataset import Case, DatasetInfo
-from arcoseg.data.preprocess import Plan, PreprocessedCase, preprocess_case
+from arcoseg.data.plan import Plan
+from arcoseg.data.preprocess import PreprocessedCase, preprocess_case
 from arcoseg.errors import OutputError
 from arcoseg.fileutil import atomic_path, write_text_atomic
 from arcoseg.progress import Reporter

@@ -14,7 +14,8 @@ import SimpleITK as sitk
 from arcoseg.data.dataset import Case, DatasetInfo, load_dataset
 from arcoseg.data.orientation import to_slicing_axis
 from arcoseg.data.cache import load_cases
-from arcoseg.data.preprocess import Plan, PreprocessedCase, make_plan, preprocess_image
+from arcoseg.data.plan import Plan
+from arcoseg.data.preprocess import PreprocessedCase, make_plan, preprocess_image
 from arcoseg.errors import ArcosegError, InputError
 from arcoseg.io.geometry import grid_difference, read_grid
 from arcoseg.io.images import check_image, image_inputs, read_image

@@ -9,7 +9,8 @@ import torch
 from monai.metrics import compute_dice
 
 from arcoseg.constants import IGNORE_LABEL
-from arcoseg.data.preprocess import Plan, PreprocessedCase
+from arcoseg.data.plan import Plan
+from arcoseg.data.preprocess import PreprocessedCase
 from arcoseg.inference import predict_probabilities
 from arcoseg.networks.model import SegmentationModel
 

@@ -40,7 +40,7 @@ from arcoseg.arco.config import ArcoConfig
 from arcoseg.arco.step import SemiSupervisedMethod
 from arcoseg.data.dataset import load_dataset
 from arcoseg.data.cache import load_cases
-from arcoseg.data.preprocess import Plan
+from arcoseg.data.plan import Plan
 from arcoseg.data.sampling import SliceSampler
 from arcoseg.modelfile import load_model
 from arcoseg.progress import Reporter
