@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from arcoseg.benchmarks import paper
+from arcoseg.benchmarks import paper, paper_plan
 from arcoseg.benchmarks.profiles import PROFILES, paper_result, settings_for
 from arcoseg.benchmarks.report import format_results
 from arcoseg.cli import build_parser
@@ -129,7 +129,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(dataset, tmp_path, cap
     out = tmp_path / "results"
     args = paper.parse_args(["--data", str(dataset), "--out", str(out), *SMOKE,
                              "--setting", "1", "--methods", "supervised"])
-    (spec,) = paper.plan_runs(args, load_dataset(dataset))
+    (spec,) = paper_plan.plan_runs(args, load_dataset(dataset))
     # The exact options the training process builds from the run's arguments.
     train_args = build_parser().parse_args(["train", str(dataset), "--out", str(spec.model_dir),
                                             *spec.train_args, "--device", "cpu"])
@@ -205,7 +205,7 @@ def test_settings_are_required_except_for_the_all_labels_upper_bound(dataset, tm
         paper.parse_args(["--data", str(dataset), "--setting", "1", "--methods", "fixmatch"])
     args = paper.parse_args(["--data", str(dataset), "--out", str(tmp_path), *SMOKE,
                              "--methods", "supervised-all"])
-    (spec,) = paper.plan_runs(args, load_dataset(dataset))
+    (spec,) = paper_plan.plan_runs(args, load_dataset(dataset))
     assert spec.key.endswith("/all/supervised-all/seed-0") and "--labelled" not in spec.train_args
 
 
@@ -279,8 +279,8 @@ def test_threads_option_is_passed_to_each_training_process(dataset, tmp_path):
     for extra, expected in (([], None), (["--threads", "1"], "1")):
         args = paper.parse_args(["--data", str(dataset), "--out", str(tmp_path), *SMOKE,
                                  "--setting", "2", "--methods", "supervised", *extra])
-        (spec,) = paper.plan_runs(args, load_dataset(dataset))
-        command = paper.train_command(spec, load_dataset(dataset), args, False)
+        (spec,) = paper_plan.plan_runs(args, load_dataset(dataset))
+        command = paper_plan.train_command(spec, load_dataset(dataset), args, False)
         threads = command[command.index("--threads") + 1] if "--threads" in command else None
         assert threads == expected
     with pytest.raises(SystemExit):
@@ -293,8 +293,8 @@ def test_nproc_per_node_runs_each_training_under_torchrun(dataset, tmp_path):
                                         "--nproc-per-node", "2"])):
         args = paper.parse_args(["--data", str(dataset), "--out", str(tmp_path), *SMOKE,
                                  "--setting", "2", "--methods", "supervised", *extra])
-        (spec,) = paper.plan_runs(args, load_dataset(dataset))
-        command = paper.train_command(spec, load_dataset(dataset), args, False)
+        (spec,) = paper_plan.plan_runs(args, load_dataset(dataset))
+        command = paper_plan.train_command(spec, load_dataset(dataset), args, False)
         assert command[1:command.index("arcoseg") - 1] == launcher
         assert command[command.index("arcoseg") - 1:command.index("arcoseg") + 2] == \
             ["-m", "arcoseg", "train"]
@@ -305,7 +305,7 @@ def test_jitter_is_stated_in_every_run_and_a_non_default_one_gets_its_own_folder
     def plan(*extra):
         args = paper.parse_args(["--data", str(dataset), "--out", str(tmp_path), *SMOKE,
                                  "--setting", "2", "--methods", "supervised,arco-sg", *extra])
-        return paper.plan_runs(args, load_dataset(dataset))
+        return paper_plan.plan_runs(args, load_dataset(dataset))
 
     default, off = plan(), plan("--jitter", "0")
     assert all(s.train_args[s.train_args.index("--jitter") + 1] == "0.5" for s in default)
