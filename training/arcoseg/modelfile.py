@@ -1,7 +1,8 @@
 """Model folder = `model.safetensors` (weights) + `model.json` (network, classes, plan, provenance).
 
 Loading never unpickles anything: weights are parsed by safetensors only, after a check that the
-file is not a pickle / `torch.save` checkpoint and that its SHA-256 matches the one in model.json.
+file is not a pickle / `torch.save` checkpoint and that its SHA-256 matches the one in model.json
+(`model_weights`).
 Saving stages both files in a temporary sibling folder, then moves them in; a previous model at
 the same path survives any failure of the save (see `save_model`).
 """
@@ -28,14 +29,12 @@ from arcoseg.data.plan import Plan
 from arcoseg.errors import DeviceError, ModelFileError, OutputError
 from arcoseg.fileutil import make_temp_dir
 from arcoseg.model_metadata import FORMAT_VERSION, ModelMetadata
-from arcoseg.networks import NetworkConfig, SegmentationModel, build_model
+from arcoseg.model_weights import (PICKLE_ADVICE, PICKLE_SUFFIXES, check_finite, check_state_dict,
+                                   meta_model, read_weights)
+from arcoseg.networks import SegmentationModel, build_model
 from arcoseg.progress import to_jsonable
 from arcoseg.tempfiles import remove_stale_siblings, sibling_temp_prefix
 
-_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
-_PICKLE_ADVICE = ("Pickle checkpoints (.pt/.pth/.ckpt) are not loaded, for safety: unpickling can "
-                  "run arbitrary code. Convert a checkpoint you trust in your own script "
-                  "(torch.load(path, weights_only=True), then arcoseg.modelfile.save_model).")
 
 def save_model(model_dir: str | os.PathLike, model: SegmentationModel | Mapping[str, torch.Tensor],
                metadata: ModelMetadata) -> ModelMetadata:
@@ -52,8 +51,8 @@ def save_model(model_dir: str | os.PathLike, model: SegmentationModel | Mapping[
     dest = Path(model_dir)
     state = model.state_dict() if isinstance(model, nn.Module) else model
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
-    _check_state_dict(tensors, metadata.network_config, "The weights to save")
-    _check_finite(tensors, "The weights to save", "Training diverged: train again with a lower "
+    check_state_dict(tensors, metadata.network_config, "The weights to save")
+    check_finite(tensors, "The weights to save", "Training diverged: train again with a lower "
                   "--lr (or another --seed).")
     if dest.exists() and not dest.is_dir():
         raise OutputError(f"{dest} exists and is a file; give a folder path for the model.")
@@ -165,7 +164,7 @@ def model_info(model_dir: str | os.PathLike) -> dict[str, Any]:
         "classes": metadata.classes,
         "head_dim": network.head_dim,
         "head_stride": network.head_stride,
-        "parameters": sum(p.numel() for p in _meta_model(network).parameters()),
+        "parameters": sum(p.numel() for p in meta_model(network).parameters()),
         "weights_bytes": (folder / WEIGHTS_FILE).stat().st_size,
         "weights_sha256": metadata.weights_sha256,
         "plan": metadata.plan,
@@ -206,18 +205,18 @@ def _resolve_model_dir(path: str | os.PathLike) -> Path:
     if path.is_file():
         if path.name in MODEL_FILES:
             path = path.parent
-        elif path.suffix.lower() in _PICKLE_SUFFIXES:
+        elif path.suffix.lower() in PICKLE_SUFFIXES:
             raise ModelFileError(f"{path} is a pickle checkpoint, not an ARCOSegment model "
-                                 f"folder. {_PICKLE_ADVICE}")
+                                 f"folder. {PICKLE_ADVICE}")
         else:
             raise ModelFileError(f"{path} is a file, not a model folder. Give the folder that "
                                  f"holds {METADATA_FILE} and {WEIGHTS_FILE}.")
     missing = [name for name in MODEL_FILES if not (path / name).is_file()]
     if missing:
         message = f"{path} is not an ARCOSegment model folder: {', '.join(missing)} missing."
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
         if pickles:
-            message += f" It holds {', '.join(pickles[:5])}. {_PICKLE_ADVICE}"
+            message += f" It holds {', '.join(pickles[:5])}. {PICKLE_ADVICE}"
         raise ModelFileError(message)
     return path
 
@@ -242,78 +241,9 @@ def _read_verified(folder: Path) -> tuple[ModelMetadata, dict[str, torch.Tensor]
     """Metadata and weights of a model folder, checked against each other."""
     metadata = _read_metadata(folder)
     path = folder / WEIGHTS_FILE
-    tensors = _read_weights(path, metadata.weights_sha256)
-    _check_state_dict(tensors, metadata.network_config, f"The weights in {path}")
-    _check_finite(tensors, f"The weights in {path}", "The model is corrupt (or its training "
+    tensors = read_weights(path, metadata.weights_sha256)
+    check_state_dict(tensors, metadata.network_config, f"The weights in {path}")
+    check_finite(tensors, f"The weights in {path}", "The model is corrupt (or its training "
                   "diverged) and would give a wrong segmentation: use another version or "
                   "copy the model again from its source.")
     return metadata, tensors
-
-
-def _check_finite(tensors: Mapping[str, torch.Tensor], where: str, remedy: str) -> None:
-    """ModelFileError naming the tensors that hold NaN or infinite values, if any."""
-    bad = [name for name, t in tensors.items()
-           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise ModelFileError(f"{where} hold NaN or infinite values in {len(bad)} tensor(s) "
-                             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}). {remedy}")
-
-
-def _read_weights(path: Path, expected_sha256: str) -> dict[str, torch.Tensor]:
-    """Parse the weights, refusing pickles and files whose SHA-256 differs from model.json.
-
-    The bytes are read once, so the checked bytes are the parsed bytes.
-    """
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ModelFileError(f"Cannot read {path}: {err.strerror or err}.") from err
-    kind = _pickle_kind(data)
-    if kind:
-        raise ModelFileError(f"{path} is {kind}, not a safetensors file; it was not loaded. "
-                             f"{_PICKLE_ADVICE}")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != expected_sha256:
-        raise ModelFileError(f"{path} is corrupt or was modified after saving: its SHA-256 "
-                             f"{digest[:12]}... differs from {expected_sha256[:12]}... recorded "
-                             "in model.json. Copy the model folder again from its source.")
-    try:
-        return safetensors.torch.load(data)
-    except Exception as err:  # safetensors raises its own (Rust) error types
-        raise ModelFileError(f"{path} is not a valid safetensors file ({err}). Copy the model "
-                             "folder again from its source.") from err
-
-
-def _pickle_kind(data: bytes) -> str | None:
-    """'a pickle' / 'a torch.save checkpoint' when `data` starts like one, else None."""
-    header_len = int.from_bytes(data[:8], "little")
-    if len(data) >= 9 and data[8:9] == b"{" and 8 + header_len <= len(data):
-        return None  # a safetensors header: 8-byte length, then a JSON object
-    if data.startswith(b"PK\x03\x04"):
-        return "a zip archive (the torch.save checkpoint format, which contains a pickle)"
-    if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "a pickle (a legacy torch.save checkpoint or similar)"
-    return None
-
-
-def _meta_model(config: NetworkConfig) -> SegmentationModel:
-    """The network of `config` on the meta device (shapes only, no memory, no init cost)."""
-    with torch.device("meta"):
-        return build_model(config)
-
-
-def _check_state_dict(tensors: Mapping[str, torch.Tensor], config: NetworkConfig,
-                      where: str) -> None:
-    """ModelFileError unless `tensors` has exactly the keys and shapes of `config`'s network."""
-    expected = _meta_model(config).state_dict()
-    missing = sorted(expected.keys() - tensors.keys())
-    unexpected = sorted(tensors.keys() - expected.keys())
-    mismatched = [f"{k} {tuple(tensors[k].shape)} instead of {tuple(v.shape)}"
-                  for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
-    problems = [f"{label} {len(items)} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})"
-                for label, items in (("missing", missing), ("unexpected", unexpected),
-                                     ("wrong shape", mismatched)) if items]
-    if problems:
-        raise ModelFileError(f"{where} do not fit the network described in model.json "
-                             f"({config.to_dict()}): {'; '.join(problems)}. The weights and the "
-                             "network settings do not come from the same model.")
