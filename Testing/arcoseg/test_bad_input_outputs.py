@@ -306,3 +306,33 @@ def test_models_export_refuses_an_archive_name_it_cannot_write(untrained_model, 
     code, event = run(capsys, "models", "export", untrained_model, tmp_path / "m.tar.gz")
     assert code == 2 and "looks like a file name" in event["message"]
     assert not (tmp_path / "m.tar.gz").exists()
+
+
+def test_demo_slices_beyond_the_structure_are_refused_before_an_earlier_run_is_deleted(
+        tmp_path, capsys):
+    """Session 18's note: --slices 500 was refused only after the last run's files were gone."""
+    out = _demo_folder(tmp_path / "demo_output")
+    before = sorted(p.as_posix() for p in out.rglob("*"))
+    code, event = run(capsys, "demo", "--source", "phantom", "-o", out, "--slices", "500",
+                      "--device", "cpu")
+    assert code == 2 and "--slices 500: the structures span" in event["message"]
+    assert sorted(p.as_posix() for p in out.rglob("*")) == before
+
+
+def test_a_stopped_demo_says_its_folder_holds_this_runs_partial_outputs(tmp_path, capsys,
+                                                                        monkeypatch):
+    """Adapt's 'nothing was saved and the registry is unchanged' is untrue of the demo's folder:
+    the last run's outputs are already replaced there."""
+    from arcoseg.demo import pipeline
+    from arcoseg.errors import Cancelled
+
+    def stopped(*args, **kwargs):
+        raise Cancelled("Adapt cancelled: nothing was saved and the model registry is unchanged.")
+
+    monkeypatch.setattr(pipeline, "adapt", stopped)
+    out = _demo_folder(tmp_path / "demo_output")
+    code, event = run(capsys, "demo", "--source", "phantom", "-o", out, "--device", "cpu")
+    assert code == 3 and event["message"].startswith(f"Demo stopped: {out} holds what this run")
+    assert "registry is unchanged" not in event["message"]
+    assert (out / "inputs" / "annotations.nii.gz").exists()  # this run's, recorded for a rerun
+    assert [p.name for p in out.iterdir() if p.name != ".arcoseg-demo"] == ["inputs"]

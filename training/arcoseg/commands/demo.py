@@ -43,10 +43,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) -> dict[str, Any]:
     """Load the data, then run the demo pipeline into its output folder (an earlier run's files
     there replaced: `demo.folder`)."""
-    from arcoseg.data.synthetic import make_phantom  # torch, MONAI: only when run
+    import SimpleITK as sitk  # SimpleITK, torch, MONAI: only when run
+
+    from arcoseg.data.synthetic import make_phantom
     from arcoseg.demo.brain import CLASSES, NOTICE, load_brain
     from arcoseg.demo.folder import finish, replaceable, start
-    from arcoseg.demo.pipeline import run_demo
+    from arcoseg.demo.pipeline import pick_slices, run_demo
+    from arcoseg.errors import Cancelled
 
     earlier = replaceable(args.out)
     if args.source == "brain":
@@ -55,11 +58,17 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     else:
         image, labels = make_phantom((24, 64, 64), seed=1)
         classes, notice = ["background", "class1", "class2"], ""
+    # refused now, before an earlier run's files are deleted
+    pick_slices(sitk.GetArrayFromImage(labels), 0, args.slices)
     started_ns = time.time_ns() - 2 * 10**9  # a margin for the file system's clock
     start(earlier, args.out)
     try:
         return run_demo(image, labels, classes, args.out, reporter, stop, slices=args.slices,
                         budget=args.budget, iterations=args.iterations, device=args.device,
                         notice=notice)
+    except Cancelled as err:  # adapt's "nothing was saved" is not true of the demo's folder
+        raise Cancelled(f"Demo stopped: {args.out} holds what this run wrote so far (an earlier "
+                        "run's outputs there were replaced). Run the same command again to "
+                        "redo it.") from err
     finally:  # also after an error or Ctrl-C: what this run wrote, the next one may replace
         finish(args.out, started_ns)
