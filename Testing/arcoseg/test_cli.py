@@ -284,3 +284,18 @@ def test_context_slices_are_refused_for_3d_models(dataset, tmp_path, capsys):
                             "1", "--device", "cpu", "--out", str(tmp_path / "m"))
     assert code == 2 and "--context-slices goes with 2D models" in error_of(events)["message"]
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("argv", [["models", "show", "NAME"],
+                                  ["segment", "NAME", "image.nii.gz", "-o", "seg.nii.gz"],
+                                  ["segment", "MODEL", "NAME", "-o", "seg.nii.gz"]])
+def test_a_name_too_long_for_the_file_system_is_a_user_error_not_a_crash(capsys, argv,
+                                                                         untrained_model):
+    """A hunter's finding: Path.exists raises ENAMETOOLONG (a 300-character model name gave
+    'Internal error', exit 1, and a traceback; in `serve` the whole name came back)."""
+    name = "a" * 300
+    values = {"NAME": name, "MODEL": str(untrained_model)}
+    code, events = run_json(capsys, *[values.get(a, a) for a in argv])
+    message = error_of(events)["message"]
+    assert code == 2 and message.startswith("A file or folder name is too long")
+    assert "(300 characters)" in message and len(message) < 250

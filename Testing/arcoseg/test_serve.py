@@ -166,6 +166,10 @@ def test_bad_requests_get_an_error_and_the_worker_keeps_serving(worker):
     assert (malformed["event"], malformed["id"], malformed["exit_code"]) == ("error", None,
                                                                              EXIT_USER)
     assert "not JSON" in malformed["message"]
+    worker.send('{"id": "deep", "argv": ' + "[" * 100_000 + "]" * 100_000 + "}")  # a hunter's
+    nested = worker.next()  # RecursionError in json: it ended the worker and all its requests
+    assert nested["exit_code"] == EXIT_USER and "not JSON" in nested["message"]
+    assert len(nested["message"]) < 600
     worker.send({"id": "u", "argv": ["frobnicate"]})
     unknown, _ = worker.final("u")
     assert unknown["event"] == "error" and unknown["exit_code"] == EXIT_USER

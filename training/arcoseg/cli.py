@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import os
 import signal
@@ -134,6 +135,9 @@ def run_command(args: argparse.Namespace, reporter: Reporter, stop: StopFlag) ->
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return EXIT_OK if result is not None else EXIT_CANCELLED
     except Exception as err:  # a bug: keep the traceback for the report
+        if isinstance(err, OSError) and err.errno == errno.ENAMETOOLONG:  # a name typed in
+            reporter.error(_name_too_long(err), exit_code=EXIT_USER, kind="InputError")
+            return EXIT_USER
         if is_out_of_memory(err):
             reporter.error(f"Out of memory ({type(err).__name__}). "
                            f"{_MEMORY_REMEDIES.get(args.command, _MEMORY_REMEDY)}",
@@ -143,3 +147,12 @@ def run_command(args: argparse.Namespace, reporter: Reporter, stop: StopFlag) ->
                        "the traceback printed on stderr.", exit_code=EXIT_INTERNAL, kind="internal")
         traceback.print_exc(file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _name_too_long(err: OSError) -> str:
+    """The message for a path the file system refuses as too long (a typo, a pasted text):
+    wherever it is first touched (e.g. Path.exists raises ENAMETOOLONG), a user error."""
+    name = os.fsdecode(err.filename or "")
+    if len(name) > 120:
+        name = f"{name[:60]}…{name[-40:]} ({len(name)} characters)"
+    return f"A file or folder name is too long for the file system: {name}. Use a shorter name."

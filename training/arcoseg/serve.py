@@ -154,8 +154,8 @@ class Server:
         """Act on one request line; (True, its id) when it asks for shutdown."""
         try:
             request = json.loads(line)
-        except ValueError as err:
-            self.refuse(None, f"Malformed request (not JSON: {err}): {line[:200]}")
+        except (ValueError, RecursionError) as err:  # RecursionError: nested too deeply
+            self.refuse(None, f"Malformed request (not JSON: {err!s:.200}): {line[:200]}")
             return False, None
         if not isinstance(request, dict):
             self.refuse(None, f"A request must be a JSON object, got: {line[:200]}")
