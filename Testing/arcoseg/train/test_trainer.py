@@ -11,6 +11,7 @@ from arcoseg.errors import ArcosegError, Cancelled, InputError
 from arcoseg.progress import Reporter
 from arcoseg.networks.model import DEFAULT_HEAD_STRIDE
 from arcoseg.train.options import TrainOptions
+from arcoseg.train.resume import RUN_LOCK
 from arcoseg.train.state import checkpoint_entry
 from arcoseg.train.run import train
 
@@ -90,6 +91,34 @@ def test_a_folder_holding_a_model_is_not_trained_over(dataset, tmp_path):
         train(dataset, _options(tmp_path, iterations=1, val_every=1), out, Reporter(quiet=True),
               resume=True)
     assert (out / "model.safetensors").read_bytes() == weights
+
+
+def test_a_folder_another_run_is_writing_is_refused_and_free_again_once_it_died(dataset,
+                                                                               tmp_path):
+    """A hunter's finding (HIGH): two trainings into one --out (or a --resume while the run
+    still went on) both exited 0 and left one run's weights with the other's log and options."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "model"
+    holder = subprocess.Popen(  # another run, before its first checkpoint: only its lock
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+         "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
+         "time.sleep(120)",
+         str(out / RUN_LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        (out / RUN_LOCK).parent.mkdir(parents=True)
+        assert holder.stdout.readline().strip() == "held"
+        for resume in (False, True):
+            with pytest.raises(ArcosegError, match="is being written by another training run"):
+                train(dataset, _options(tmp_path, iterations=1, val_every=1), out,
+                      Reporter(quiet=True), resume=resume)
+        assert sorted(p.name for p in out.rglob("*")) == [".run.lock", "training"]  # nothing else
+    finally:
+        holder.kill()
+        holder.wait()
+    train(dataset, _options(tmp_path, iterations=1, val_every=1), out, Reporter(quiet=True))
+    assert (out / "model.safetensors").is_file()  # a dead run's lock holds nothing
 
 
 def test_resume_on_other_data_is_refused_before_training(dataset, tmp_path):

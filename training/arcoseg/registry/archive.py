@@ -15,7 +15,8 @@ from arcoseg.fileutil import atomic_path
 from arcoseg.tempfiles import remove_stale_siblings, sibling_temp_prefix
 
 # `models export --with-history` adds a trained model folder's training/ history, without the
-# checkpoint files (train.resume.CHECKPOINT_STEM: resume state, not history)
+# checkpoint files (train.resume.CHECKPOINT_STEM: resume state, not history) and hidden ones
+# (the run's lock, train.resume.RUN_LOCK)
 _HISTORY, _CHECKPOINT_PREFIX = "training", "checkpoint."
 
 
@@ -73,7 +74,7 @@ def export_files(folder: Path, with_history: bool) -> list[PurePosixPath]:
     history = folder / _HISTORY
     if with_history and history.is_dir():
         files += sorted(PurePosixPath(p.relative_to(folder).as_posix()) for p in history.rglob("*")
-                        if p.is_file() and not p.name.startswith(_CHECKPOINT_PREFIX))
+                        if p.is_file() and not p.name.startswith((_CHECKPOINT_PREFIX, ".")))
     return files
 
 

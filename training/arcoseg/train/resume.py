@@ -11,11 +11,13 @@ checkpoint's network (`checkpoint_network`), not the one a new run would build t
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
+from filelock import FileLock, Timeout
 
 from arcoseg.constants import METADATA_FILE, WEIGHTS_FILE
 from arcoseg.errors import ArcosegError
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from arcoseg.train.trainer import Trainer
 
 CHECKPOINT_STEM = "training/checkpoint"
+# held by the run writing the folder (hidden: never exported with the history, registry.archive)
+RUN_LOCK = "training/.run.lock"
 # options that may change between an interrupted run and its resume (log_every follows
 # --iterations in `arcoseg train`; it changes when values are read, not what is trained)
 RESUMABLE_CHANGES = ("iterations", "device", "amp", "channels_last", "log_every")
@@ -82,6 +86,30 @@ def check_run_folder(out_dir: Path, resume: bool) -> None:
     if found:
         raise ArcosegError(f"{out_dir} already holds a model ({', '.join(found)}); training "
                            "would replace it. Choose another --out, or delete that model first.")
+
+
+@contextmanager
+def run_folder_lock(out_dir: Path, resume: bool) -> Iterator[None]:
+    """Hold `out_dir` for one training run: `check_run_folder`, then a lock on the folder for
+    the run's length, then the same check again inside it (a run that started meanwhile).
+
+    Raises ArcosegError at once when another run (or a --resume) is writing there: two runs in
+    one folder both exited 0 and left one's weights with the other's log and options."""
+    check_run_folder(out_dir, resume)  # before anything is created there
+    path = out_dir / RUN_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ArcosegError(f"{out_dir} is being written by another training run (it holds "
+                           f"{path}). Wait for that run to end or stop it, or choose another "
+                           "--out.") from None
+    try:
+        check_run_folder(out_dir, resume)
+        yield
+    finally:
+        lock.release()
 
 
 def checkpoint_network(out_dir: Path, current: NetworkConfig) -> NetworkConfig:

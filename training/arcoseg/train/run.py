@@ -1,16 +1,19 @@
-"""`arcoseg train`'s entry point: check the output folder, start the process group under
-torchrun, prepare the data (rank 0 fills the preprocessing cache first), train or resume."""
+"""`arcoseg train`'s entry point: check the output folder and hold it (one run at a time), start
+the process group under torchrun, prepare the data (rank 0 fills the preprocessing cache first), train or resume."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
+
+import torch
 
 from arcoseg.device import resolve_device
 from arcoseg.progress import Reporter
 from arcoseg.train import distributed
 from arcoseg.train.options import TrainOptions
-from arcoseg.train.resume import check_run_folder, checkpoint_network
+from arcoseg.train.resume import check_run_folder, checkpoint_network, run_folder_lock
 from arcoseg.train.run_data import prepare_data
 from arcoseg.train.trainer import Trainer, new_network
 
@@ -22,8 +25,15 @@ def train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: Re
     Under torchrun (RANK / WORLD_SIZE set) every process calls this; they train one model
     data-parallel, rank 0 writes it (`train.distributed`)."""
     device = resolve_device(options.device)  # fail fast, before any data is read
-    check_run_folder(out_dir, resume)
+    check_run_folder(out_dir, resume)  # on every rank: one refusal everywhere
     ctx = distributed.from_environment()
+    with run_folder_lock(out_dir, resume) if ctx.is_main else nullcontext():  # rank 0 writes
+        return _train(dataset_root, options, out_dir, reporter, resume, should_stop, device, ctx)
+
+
+def _train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: Reporter,
+           resume: bool, should_stop: Callable[[], bool], device: torch.device,
+           ctx: distributed.Distributed) -> dict[str, Any]:
     distributed.start(ctx, device)
     try:
         if not ctx.is_main:  # rank 0 fills the preprocessing cache first, the others read it
