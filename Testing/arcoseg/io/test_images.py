@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from dicom_series import write_dicom_series
 
 from arcoseg.errors import InputError, OutputError
 from arcoseg.io import image_files
@@ -169,66 +170,15 @@ def test_read_spacing_reads_the_header_in_zyx_order(tmp_path):
 
 # --- DICOM ------------------------------------------------------------------------------------
 
-def _write_dicom_series(folder: Path, volume: sitk.Image, series_uid: str) -> None:
-    """Write one file per slice with the tags GDCM needs to sort the series."""
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    direction = volume.GetDirection()
-    for z in range(volume.GetDepth()):
-        sl = volume[:, :, z]
-        position = volume.TransformIndexToPhysicalPoint((0, 0, z))
-        tags = {"0008|0060": "CT", "0020|000e": series_uid, "0020|0013": str(z + 1),
-                "0020|0032": "\\".join(f"{p:.4f}" for p in position),
-                "0020|0037": "\\".join(f"{d:.6f}" for d in direction[0:7:3] + direction[1:8:3]),
-                "0018|0050": str(volume.GetSpacing()[2]),
-                "0008|0018": f"{series_uid}.{z + 1}"}
-        for key, value in tags.items():
-            sl.SetMetaData(key, value)
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
-        writer.Execute(sl)
-
-
-def test_dicom_series_folder_round_trip(tmp_path):
-    array = np.arange(np.prod(SHAPE), dtype=np.int16).reshape(SHAPE)
-    volume = sitk.GetImageFromArray(array)
-    volume.SetSpacing(SPACING_XYZ)
-    volume.SetOrigin(ORIGIN_XYZ)
-    _write_dicom_series(tmp_path / "series", volume, "1.2.826.0.1.3680043.2.1125.1")
-    back = read_image(tmp_path / "series")
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), array)
-    np.testing.assert_allclose(back.GetSpacing(), SPACING_XYZ, atol=1e-3)
-    np.testing.assert_allclose(back.GetOrigin(), ORIGIN_XYZ, atol=1e-3)
-
-
 def test_a_dicom_series_folder_is_an_extra_unlabelled_image_too(tmp_path):
     """The tester's finding: --unlabelled refused the series folder that --image and segment
     read ('other series, other patients', its help says)."""
     from arcoseg.train.run_data import unlabelled_files
 
     volume = sitk.GetImageFromArray(np.zeros(SHAPE, np.int16))
-    _write_dicom_series(tmp_path / "series", volume, "1.2.826.0.1.3680043.2.1125.1")
+    write_dicom_series(tmp_path / "series", volume, "1.2.826.0.1.3680043.2.1125.1")
     annotations = _write(_image(), tmp_path / "drawn.nrrd")
     assert unlabelled_files([tmp_path / "series"], [annotations]) == [tmp_path / "series"]
-
-
-def test_folder_with_two_dicom_series_is_rejected(tmp_path):
-    volume = sitk.GetImageFromArray(np.zeros(SHAPE, np.int16))
-    _write_dicom_series(tmp_path / "mixed", volume, "1.2.826.0.1.3680043.2.1125.1")
-    moved = sitk.GetImageFromArray(np.zeros(SHAPE, np.int16))
-    moved.SetOrigin((0.0, 0.0, 50.0))
-    (tmp_path / "other").mkdir()
-    _write_dicom_series(tmp_path / "other", moved, "1.2.826.0.1.3680043.2.1125.2")
-    for f in (tmp_path / "other").iterdir():
-        f.rename(tmp_path / "mixed" / f"b_{f.name}")
-    with pytest.raises(InputError, match="2 DICOM series"):
-        read_image(tmp_path / "mixed")
-
-
-def test_folder_without_dicom_is_rejected(tmp_path):
-    (tmp_path / "notes.txt").write_text("not an image")
-    with pytest.raises(InputError, match="no DICOM series"):
-        read_image(tmp_path)
 
 
 # --- labels -----------------------------------------------------------------------------------

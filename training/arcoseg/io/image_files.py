@@ -1,5 +1,5 @@
 """Checks and readers behind `io.images.read_image` for what SimpleITK reports badly: files
-that cannot be opened, truncated NIfTI, DICOM series folders; the .nii.gz writer behind
+that cannot be opened, truncated NIfTI, folders without images (DICOM series: `io.dicom`); the .nii.gz writer behind
 `io.images.write_image` (ITK's is slow); and results written as 2D for 2D input files."""
 
 from __future__ import annotations
@@ -34,30 +34,6 @@ def check_readable(path: Path) -> None:
     except OSError as err:
         raise InputError(f"Cannot read {path}: {err.strerror or err}. Check the path and the "
                          "disk.") from err
-
-
-def read_dicom_series(folder: Path) -> sitk.Image:
-    """The one DICOM series in `folder` (`dicom_series_files` says when there is none)."""
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(dicom_series_files(folder))
-    try:
-        return reader.Execute()
-    except RuntimeError as err:
-        raise unreadable(folder, err) from err
-
-
-def dicom_series_files(folder: Path) -> list[str]:
-    """The files of the one DICOM series in `folder`, found from their headers (no voxels
-    read); InputError for an empty or unreadable folder, a folder without a series (naming what
-    it holds) or with several."""
-    entries = folder_entries(folder)
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise no_images(folder, entries)
-    if len(series) > 1:
-        raise InputError(f"Folder {folder} contains {len(series)} DICOM series "
-                         f"({', '.join(series)}); put each series in its own folder.")
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
 
 
 def folder_entries(folder: Path) -> list[Path]:

@@ -18,9 +18,9 @@ from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import InputError, OutputError
 from arcoseg.fileutil import atomic_paths, full_suffix
 from arcoseg.io.geometry import Grid, GridLike, check_written, grid_difference
+from arcoseg.io.dicom import dicom_series_files, read_dicom_series
 from arcoseg.io.image_files import (READABLE_SUFFIXES, check_nifti_complete, check_readable,
-                                   dicom_series_files, folder_entries, last_line,
-                                   read_dicom_series, unreadable, write_nifti_gz)
+                                   folder_entries, last_line, unreadable, write_nifti_gz)
 
 MAX_LABEL_VALUE = 254  # 255 is IGNORE_LABEL (unannotated) inside the engine
 
