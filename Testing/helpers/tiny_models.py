@@ -15,9 +15,12 @@ from arcoseg.networks import NetworkConfig, build_model
 CONFIG = NetworkConfig(arch="unet2d", in_channels=1, num_classes=2, features=(4, 8, 16, 32, 64))
 
 
-def tiny_config(classes: int = 2, head_dim: int | None = None) -> NetworkConfig:
-    """`CONFIG` with `classes` output channels and an optional representation head."""
-    return NetworkConfig(**{**CONFIG.to_dict(), "num_classes": classes, "head_dim": head_dim})
+def tiny_config(classes: int = 2, head_dim: int | None = None,
+                in_channels: int = 1) -> NetworkConfig:
+    """`CONFIG` with `classes` output channels, `in_channels` input channels and an optional
+    representation head."""
+    return NetworkConfig(**{**CONFIG.to_dict(), "num_classes": classes, "head_dim": head_dim,
+                            "in_channels": in_channels})
 
 
 def tiny_plan(classes: int = 2) -> Plan:
@@ -27,12 +30,13 @@ def tiny_plan(classes: int = 2) -> Plan:
 
 
 def save_tiny(folder: Path, seed: int = 0, classes: tuple[str, ...] = ("background", "organ"),
-              provenance: dict | None = None, head_dim: int | None = None) -> Path:
+              provenance: dict | None = None, head_dim: int | None = None,
+              in_channels: int = 1) -> Path:
     """Save an untrained tiny model into `folder` and return it; `seed` changes its weights.
 
     Its labels are meaningless; its geometry, classes and files are not."""
     torch.manual_seed(seed)
-    config = tiny_config(len(classes), head_dim)
+    config = tiny_config(len(classes), head_dim, in_channels)
     metadata = ModelMetadata(network=config, classes=make_classes(list(classes)),
                              plan=tiny_plan(len(classes)).to_dict(),
                              provenance=provenance or {"method": "supervised"})

@@ -202,3 +202,21 @@ def test_a_stop_asked_for_after_the_last_batch_still_writes_nothing(untrained_mo
     with pytest.raises(Cancelled, match=r"a: cancelled before writing, nothing written"):
         segment_command.run(args, make_reporter("none"), lambda: next(asked))
     assert not (tmp_path / "out").exists()
+
+
+def test_channel_files_on_different_grids_are_refused_before_any_case(tmp_path, capsys):
+    """A hunter's finding: a later case whose channels differed was refused only when reached
+    (the cases before it written), with a message naming 'channel 0' / 'channel 1', no file."""
+    from tiny_models import save_tiny
+
+    model = save_tiny(tmp_path / "model", in_channels=2)
+    images = tmp_path / "images"
+    for channel in ("0000", "0001"):
+        phantom(images / f"a_{channel}.nii.gz")
+    phantom(images / "b_0000.nii.gz")
+    small, _ = make_phantom((3, 16, 16), seed=1)
+    sitk.WriteImage(small, str(images / "b_0001.nii.gz"))
+    code, message = segment(capsys, model, images, "-o", tmp_path / "out")
+    assert code == 2 and f"{images / 'b_0001.nii.gz'} does not match " \
+                         f"{images / 'b_0000.nii.gz'}: size differs" in message
+    assert not (tmp_path / "out").exists()

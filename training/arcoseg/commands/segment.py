@@ -11,7 +11,8 @@ from typing import Any, Callable
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
 from arcoseg.errors import Cancelled, OutputError
 from arcoseg.io.geometry import check_format_holds, read_grid
-from arcoseg.io.images import check_image, image_inputs, image_output_suffixes
+from arcoseg.io.images import (check_image, check_same_geometry, image_inputs,
+                               image_output_suffixes)
 from arcoseg.io.names import group_channels
 from arcoseg.io.outputs import (check_distinct, check_free_space, check_output_file,
                                 image_output_paths, names_file, output_path, sibling)
@@ -56,11 +57,18 @@ def collect_cases(inputs: list[Path], channels: int) -> list[tuple[str, list[Pat
     """(case id, channel files) for every input (`io.names.group_channels`): files, folders of
     image files, or DICOM series folders (the folder name is the case id). Every image is
     checked from its header first (`io.images.check_image`): one bad file late in a folder
-    ends the run before any result is written."""
+    ends the run before any result is written, and so do the channel files of a case that are
+    not on one voxel grid."""
     files = [file for path in inputs for file in image_inputs(path)]
     cases = group_channels(files, channels)
     for file in files:
         check_image(file)
+    for _, paths in cases:
+        first = read_grid(paths[0])
+        for other in paths[1:]:
+            grid = read_grid(other)
+            if first is not None and grid is not None:  # a DICOM folder: checked when read
+                check_same_geometry(first, grid, str(paths[0]), str(other))
     return cases
 
 

@@ -132,9 +132,10 @@ def read_label(path: str | os.PathLike, reference: sitk.Image | None = None,
     return sitk.Cast(label, sitk.sitkUInt8) if label.GetPixelID() != sitk.sitkUInt8 else label
 
 
-def check_same_geometry(image: sitk.Image, other: sitk.Image, image_name: str,
+def check_same_geometry(image: GridLike, other: GridLike, image_name: str,
                         other_name: str) -> None:
-    """Raise InputError unless both images are on the same voxel grid (`grid_difference`)."""
+    """Raise InputError unless both images (or grids) are on the same voxel grid
+    (`grid_difference`)."""
     difference = grid_difference(image, other)
     if difference is not None:
         raise InputError(f"{other_name} does not match {image_name}: {difference}. Both must be "
