@@ -220,3 +220,18 @@ def test_channel_files_on_different_grids_are_refused_before_any_case(tmp_path, 
     assert code == 2 and f"{images / 'b_0001.nii.gz'} does not match " \
                          f"{images / 'b_0000.nii.gz'}: size differs" in message
     assert not (tmp_path / "out").exists()
+
+
+def test_an_image_refused_only_when_read_names_the_results_written_before_it(tmp_path, capsys,
+                                                                             untrained_model):
+    """NaN voxels show only when an image is read (`check_image` reads headers): the error of
+    the second image says which files the first one wrote."""
+    phantom(tmp_path / "images" / "a.nrrd")
+    image = sitk.ReadImage(str(phantom(tmp_path / "images" / "b.nrrd")), sitk.sitkFloat32)
+    image[3, 3, 1] = float("nan")
+    sitk.WriteImage(image, str(tmp_path / "images" / "b.nrrd"))
+    code, message = segment(capsys, untrained_model, tmp_path / "images", "-o", tmp_path / "out")
+    assert code == 2 and message.startswith("Segmenting b (2/2): ")
+    assert "NaN" in message
+    assert message.endswith("Nothing written for it; written before: "
+                            f"{tmp_path / 'out' / 'a.nii.gz'}.")

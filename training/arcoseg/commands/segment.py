@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
-from arcoseg.errors import Cancelled, OutputError
+from arcoseg.errors import ArcosegError, Cancelled, OutputError
 from arcoseg.io.geometry import check_format_holds, read_grid
 from arcoseg.io.images import (check_image, check_same_geometry, image_inputs,
                                image_output_suffixes)
@@ -143,10 +143,16 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
             check(f"at {done} of {total}")
             reporter.progress(done, total, title)
 
-        segment_file(model, metadata, paths, out["labels"], device,
-                     probabilities=out.get("probabilities"), entropy=out.get("entropy"),
-                     batch_size=args.batch, amp=args.amp, progress=progress,
-                     before_writing=lambda: check("before writing"))
+        try:
+            segment_file(model, metadata, paths, out["labels"], device,
+                         probabilities=out.get("probabilities"), entropy=out.get("entropy"),
+                         batch_size=args.batch, amp=args.amp, progress=progress,
+                         before_writing=lambda: check("before writing"))
+        except ArcosegError as err:  # e.g. a NaN voxel, seen only when the image is read
+            if written and not isinstance(err, Cancelled):  # Cancelled names them already
+                raise type(err)(f"{title}: {err} Nothing written for it; written before: "
+                                f"{_files(written)}.") from err
+            raise
         written.append({"case": case_id, **{k: str(v) for k, v in out.items()},
                         "seconds": round(time.perf_counter() - start, 3)})
         reporter.log(f"Segmented {case_id} ({i + 1}/{len(cases)}): {out['labels']}")
