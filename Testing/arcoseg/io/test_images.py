@@ -12,8 +12,8 @@ import SimpleITK as sitk
 from dicom_series import write_dicom_series
 
 from arcoseg.errors import InputError, OutputError
-from arcoseg.io import image_files
-from arcoseg.io.images import (array_to_image, check_same_geometry, image_spacing_zyx,
+from arcoseg.io import image_files, nifti
+from arcoseg.io.images import (array_to_image, check_image, check_same_geometry, image_spacing_zyx,
                                is_image_path, list_images, read_image, read_label,
                                read_spacing_zyx, write_image)
 
@@ -104,13 +104,13 @@ def test_a_nifti_file_read_once_and_truncated_since_is_refused(tmp_path, suffix)
 
 def test_the_memo_of_complete_nifti_files_forgets_the_oldest_past_its_bound(tmp_path,
                                                                           monkeypatch):
-    monkeypatch.setattr(image_files, "COMPLETE_MEMO", 2)
-    monkeypatch.setattr(image_files, "_COMPLETE", {})
+    monkeypatch.setattr(nifti, "COMPLETE_MEMO", 2)
+    monkeypatch.setattr(nifti, "_COMPLETE", {})
     paths = [tmp_path / f"img{i}.nii" for i in range(3)]
     for path in paths:
         write_image(_image(), path)
         read_image(path)
-    assert [key[0] for key in image_files._COMPLETE] == [str(p.resolve()) for p in paths[1:]]
+    assert [key[0] for key in nifti._COMPLETE] == [str(p.resolve()) for p in paths[1:]]
 
 
 def test_nifti_with_a_corrupt_gzip_checksum_is_rejected(tmp_path):
@@ -151,15 +151,6 @@ def test_non_finite_intensities_are_rejected(tmp_path, bad, suffix):
     path = _write(_image(array), tmp_path / f"nan{suffix}")
     with pytest.raises(InputError, match=rf"nan{suffix}.*NaN or infinite"):
         read_image(path)
-
-
-def test_non_finite_nifti_intensities_are_read_as_zero(tmp_path):
-    """ITK's NIfTI reader replaces NaN/Inf by 0, so they never reach the network."""
-    array = np.ones(SHAPE, np.float32)
-    array[1, 2, 3], array[0, 0, 0] = np.nan, np.inf
-    path = _write(_image(array), tmp_path / "nan.nii.gz")
-    back = sitk.GetArrayFromImage(read_image(path))
-    assert back[1, 2, 3] == 0 and back[0, 0, 0] == 0 and back[2, 2, 2] == 1
 
 
 def test_read_spacing_reads_the_header_in_zyx_order(tmp_path):
@@ -337,3 +328,29 @@ def test_partial_label_maps_may_mark_unannotated_voxels_255(tmp_path):
     with pytest.raises(InputError, match="outside 0..254"):
         read_label(path)
     assert sitk.GetArrayFromImage(read_label(path, partial=True)).max() == 255
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd", ".mha"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_or_infinite_voxels_are_refused_in_every_format(tmp_path, suffix, dtype, bad):
+    """A hunter's finding: ITK's NIfTI reader reads NaN and Inf as 0, so the same broken image
+    was refused as .nrrd and segmented (and scored, as a label map) as .nii.gz, exit 0."""
+    array = np.zeros(SHAPE, dtype)
+    array[-1, -1, -1] = bad  # the last voxel: past any chunk boundary of the check
+    path = _write(_image(array, dtype), tmp_path / f"img{suffix}")
+    with pytest.raises(InputError, match=r"contains NaN or infinite intensities"):
+        read_image(path)
+    with pytest.raises(InputError, match=r"contains NaN or infinite intensities|non-integer"):
+        read_label(path)
+
+
+def test_a_large_compressed_float_image_is_checked_across_its_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(nifti, "_CHUNK", 7)  # chunks that split voxels
+    array = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
+    path = _write(_image(array), tmp_path / "img.nii.gz")
+    read_image(path)  # finite: accepted
+    array[2, 3, 1] = np.nan
+    path = _write(_image(array), tmp_path / "nan.nii.gz")
+    with pytest.raises(InputError, match="nan.nii.gz contains NaN"):
+        check_image(path)

@@ -5,17 +5,13 @@ that cannot be opened, truncated NIfTI, folders without images (DICOM series: `i
 from __future__ import annotations
 
 import gzip
-import math
 import os
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import SimpleITK as sitk
 
 from arcoseg.errors import InputError
-from arcoseg.fileutil import full_suffix
 from arcoseg.io.segnrrd import is_seg_nrrd
 
 READABLE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -65,70 +61,6 @@ def _accepted(suffixes: bool = False) -> str:
     """What an input folder may be, in words (`suffixes`: with the image files' suffixes)."""
     files = "an image file" + (f" ({', '.join(READABLE_SUFFIXES)})" if suffixes else "")
     return f"{files}, a folder of image files, or a folder holding one DICOM series"
-
-
-# (path, device, inode, size, mtime in ns) of the NIfTI files found complete: `segment` checks an
-# input's header before any work and reads it later, and a .nii.gz is decompressed to be checked
-# (0.16 s for 128 x 256 x 256 voxels); a file changed since (size or time) is checked again.
-# Bounded for a long-lived `serve` worker: past COMPLETE_MEMO files the oldest is forgotten.
-_COMPLETE: dict[tuple[str, int, int, int, int], None] = {}
-COMPLETE_MEMO = 1024
-
-
-def check_nifti_complete(path: Path) -> None:
-    """Raise InputError if a NIfTI file holds fewer bytes than its header promises.
-
-    Hand-written because ITK's NIfTI reader silently accepts truncated files (it returns
-    uninitialised memory); for .nii.gz this also verifies the gzip checksum. Files whose header
-    is not NIfTI are left to SimpleITK to reject. A file found complete is not read again
-    while its size and modification time stay the same.
-    """
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if key in _COMPLETE:
-        return
-    opener = gzip.open if full_suffix(path) == ".nii.gz" else open
-    try:
-        with opener(path, "rb") as f:
-            header = f.read(540)
-            expected_end = nifti_data_end(header)
-            if expected_end is None:
-                return
-            if opener is open:
-                total = stat.st_size
-            else:
-                total = len(header)
-                while chunk := f.read(1 << 22):
-                    total += len(chunk)
-    except (OSError, EOFError, zlib.error) as err:
-        raise InputError(f"{path} is not a readable image: the compressed data is corrupt or "
-                         f"truncated ({err}). Re-export or re-download the file.") from err
-    if total < expected_end:
-        raise InputError(f"{path} is not a readable image: it holds {total} bytes but its header "
-                         f"needs {expected_end}; the file may be truncated. Re-export or "
-                         "re-download it.")
-    _COMPLETE[key] = None
-    if len(_COMPLETE) > COMPLETE_MEMO:
-        del _COMPLETE[next(iter(_COMPLETE))]
-
-
-def nifti_data_end(header: bytes) -> int | None:
-    """Offset of the end of the voxel data from a NIfTI-1/2 header, or None if not NIfTI."""
-    for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
-            offset = int(struct.unpack(endian + "f", header[108:112])[0])
-        elif len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            dims = struct.unpack(endian + "8q", header[16:80])
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
-            offset = struct.unpack(endian + "q", header[168:176])[0]
-        else:
-            continue
-        if not 1 <= dims[0] <= 7:
-            return None
-        return max(offset, 348) + math.prod(max(d, 1) for d in dims[1:dims[0] + 1]) * bitpix // 8
-    return None
 
 
 def unreadable(path: str | os.PathLike, err: RuntimeError) -> InputError:

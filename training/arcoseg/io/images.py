@@ -17,10 +17,11 @@ import SimpleITK as sitk
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import InputError, OutputError
 from arcoseg.fileutil import atomic_paths, full_suffix
-from arcoseg.io.geometry import Grid, GridLike, check_written, grid_difference
 from arcoseg.io.dicom import dicom_series_files, read_dicom_series
-from arcoseg.io.image_files import (READABLE_SUFFIXES, check_nifti_complete, check_readable,
-                                   folder_entries, last_line, unreadable, write_nifti_gz)
+from arcoseg.io.geometry import Grid, GridLike, check_written, grid_difference
+from arcoseg.io.image_files import (READABLE_SUFFIXES, check_readable, folder_entries,
+                                   last_line, unreadable, write_nifti_gz)
+from arcoseg.io.nifti import check_nifti_file
 
 MAX_LABEL_VALUE = 254  # 255 is IGNORE_LABEL (unannotated) inside the engine
 
@@ -58,8 +59,10 @@ def image_inputs(path: Path) -> list[Path]:
 def check_image(path: str | os.PathLike) -> None:
     """`read_image`'s checks from the header alone (no voxels read), to refuse a bad image
     before any work: InputError for a missing, unreadable or unsupported file, a truncated
-    NIfTI file, a 4D or multi-component image, and a folder without exactly one DICOM series.
-    NaN intensities and truncated NRRD/MHA data show only when the voxels are read."""
+    NIfTI file or one with NaN/Inf voxels (`io.nifti` reads its voxels), a 4D or
+    multi-component image, and a folder without exactly one evenly spaced DICOM series.
+    NaN intensities in other formats and truncated NRRD/MHA data show only when the voxels are
+    read."""
     p = _checked_path(path)
     if p.is_dir():
         dicom_series_files(p)
@@ -95,8 +98,8 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     """Read a 3D image (any SimpleITK file or a DICOM series folder) as float32.
 
     2D images become one-slice 3D images. Raises InputError for a missing, unreadable or truncated
-    file, a 4D or multi-component image, and NaN/Inf intensities (ITK's NIfTI reader already
-    turns those into 0).
+    file, a 4D or multi-component image, and NaN/Inf intensities (in NIfTI files found on the
+    file itself, `io.nifti`: ITK's reader turns them into 0).
     """
     image = _read_3d(path)
     if image.GetPixelID() != sitk.sitkFloat32:
@@ -253,14 +256,15 @@ def _read_3d(path: str | os.PathLike) -> sitk.Image:
 
 
 def _checked_path(path: str | os.PathLike) -> Path:
-    """`path` if it exists and, for a file, can be opened (and a NIfTI file is complete)."""
+    """`path` if it exists and, for a file, can be opened (and a NIfTI file is complete, its
+    float voxels finite: `io.nifti`)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"Image {p} does not exist. Check the path.")
     if not p.is_dir():
         check_readable(p)
         if full_suffix(p) in (".nii", ".nii.gz"):
-            check_nifti_complete(p)
+            check_nifti_file(p)
     return p
 
 
