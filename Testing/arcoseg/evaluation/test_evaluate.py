@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -268,3 +269,37 @@ def test_a_slicer_segmentation_ground_truth_with_an_ignore_segment_is_scored_wit
     pairs = [("case", write_label(tmp_path / "pred.nii.gz", pred, (1.0, 1.0, 1.0)), gt)]
     [row] = evaluate_pairs(pairs, {"a": 1, "ignore": 9})
     assert row["dice"] == pytest.approx(2 * 192 / (256 + 192))
+
+
+def test_a_model_whose_label_values_differ_from_the_datasets_is_scored_by_class_name(
+        phantom_dataset, tmp_path):
+    """A hunter's finding: the same classes coded otherwise (class2 = 2 in the model, 5 in the
+    dataset) were refused after every case had been segmented, advising a --labels that does
+    not go with --model; a coding that passed the value check scored the wrong structures."""
+    import torch
+    from tiny_models import save_tiny
+
+    from arcoseg.data.dataset import load_dataset
+    from arcoseg.evaluation.model_eval import evaluate_model_on_cases
+
+    model = save_tiny(tmp_path / "model", classes=("background", "class1", "class2"),
+                      seed=11)  # untrained weights that predict all three classes here
+    recoded = tmp_path / "recoded"
+    shutil.copytree(phantom_dataset, recoded)
+    meta = json.loads((recoded / "dataset.json").read_text())
+    meta["labels"]["class2"] = 5
+    (recoded / "dataset.json").write_text(json.dumps(meta))
+    for path in (recoded / "labelsTr").iterdir():
+        label = sitk.ReadImage(str(path))
+        sitk.WriteImage(sitk.ChangeLabel(label, {2: 5}), str(path))
+    summaries = {}
+    for name, root in (("original", phantom_dataset), ("recoded", recoded)):
+        dataset = load_dataset(root)
+        summaries[name] = evaluate_model_on_cases(model, dataset, list(dataset.cases),
+                                                  tmp_path / name, torch.device("cpu"),
+                                                  Reporter(quiet=True))
+    assert summaries["recoded"]["classes"] == summaries["original"]["classes"]
+    written = np.unique(np.concatenate([
+        sitk.GetArrayFromImage(sitk.ReadImage(str(p))).ravel()
+        for p in (tmp_path / "recoded" / "predictions").iterdir()]))
+    assert set(written) <= {0, 1, 5} and 5 in written  # the dataset's values, as its labels

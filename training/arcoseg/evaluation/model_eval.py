@@ -1,12 +1,13 @@
 """Score a saved model on dataset cases: segment each case, then Dice/Jaccard/HD95/ASD.
 
 One copy of the loop shared by `arcoseg evaluate --model` and the benchmarks. Outputs in
-`out_dir`: `predictions/<case><ending>` (the dataset's file ending, .nii.gz where ARCOSegment
-cannot write it, e.g. .png), `metrics_per_case.csv`, `summary.json`, `summary.md`.
+`out_dir`: `predictions/<case><ending>` (the dataset's label values and file ending, .nii.gz
+where ARCOSegment cannot write it, e.g. .png), `metrics_per_case.csv`, `summary.json`, `summary.md`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +19,7 @@ from arcoseg.evaluation.evaluate import check_outputs, evaluate_to_folder
 from arcoseg.inference import segment_file
 from arcoseg.io.images import output_suffix_like
 from arcoseg.io.outputs import check_output_folder
+from arcoseg.model_metadata import ModelMetadata
 from arcoseg.modelfile import check_classes, load_model, segmentation_plan
 from arcoseg.progress import Reporter
 
@@ -36,11 +38,13 @@ def evaluate_model_on_cases(model_dir: Path, dataset: DatasetInfo, cases: list[C
     """Segment `cases` of `dataset` with the model in `model_dir`; return the metrics summary.
 
     The model's classes must be the dataset's (same names and order) and its model.json must
-    hold a plan, else ModelFileError.
+    hold a plan, else ModelFileError; the predictions hold the dataset's label values (matched
+    by class name, where the model's differ).
     """
     model, metadata = load_model(model_dir, device=device)
     segmentation_plan(metadata, model_dir)  # a plan-less model.json is named before any work
     check_classes(metadata, dataset.class_names, f"dataset {dataset.root}")
+    metadata = _with_dataset_values(metadata, dataset, reporter)
     check_outputs(out_dir)
     check_output_folder(Path(out_dir) / "predictions")
     ending = output_suffix_like(dataset.file_ending)
@@ -53,3 +57,20 @@ def evaluate_model_on_cases(model_dir: Path, dataset: DatasetInfo, cases: list[C
         pairs.append((case.id, pred, case.label))
         reporter.progress(i + 1, len(cases), f"segmented {case.id}")
     return evaluate_to_folder(pairs, dataset.evaluated_labels, out_dir, reporter)
+
+
+def _with_dataset_values(metadata: ModelMetadata, dataset: DatasetInfo,
+                         reporter: Reporter) -> ModelMetadata:
+    """`metadata` whose classes write the dataset's label values (matched by name): a model
+    trained on the same structures coded otherwise (class2 = 2 there, 5 here) would otherwise
+    be scored against the wrong structures, or refused after segmenting every case."""
+    values = dict(zip(dataset.class_names, dataset.class_values))
+    if [c["value"] for c in metadata.classes] == [values[c["name"]] for c in metadata.classes]:
+        return metadata
+    reporter.log("The model's label values " + ", ".join(
+        f"{c['name']}={c['value']}" for c in metadata.classes[1:]) + " are written as the "
+        f"dataset's ({', '.join(f'{n}={v}' for n, v in list(values.items())[1:])}); the "
+        "classes are matched by name.")
+    classes = [{**c, "value": values[c["name"]]} for c in metadata.classes]
+    plan = {**metadata.plan, "label_values": [c["value"] for c in classes]}
+    return dataclasses.replace(metadata, classes=classes, plan=plan)
