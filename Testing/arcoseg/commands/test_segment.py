@@ -235,3 +235,30 @@ def test_an_image_refused_only_when_read_names_the_results_written_before_it(tmp
     assert "NaN" in message
     assert message.endswith("Nothing written for it; written before: "
                             f"{tmp_path / 'out' / 'a.nii.gz'}.")
+
+
+@pytest.mark.parametrize("spacing,shown", [((50.0, 50.0, 2.0), "50 x 50 mm"),
+                                           ((0.01, 0.01, 2.0), "0.01 x 0.01 mm")])
+def test_a_spacing_far_from_the_models_is_refused_before_any_work(tmp_path, capsys,
+                                                                 untrained_model, spacing,
+                                                                 shown):
+    """A hunter's finding: a header in the wrong unit made a 6 KB file need gigabytes on the
+    model's grid (an OOM kill), or a 1 x 1 image segmented as background, exit 0."""
+    image = sitk.ReadImage(str(phantom(tmp_path / "in.nrrd")))
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(tmp_path / "in.nrrd"))
+    code, message = segment(capsys, untrained_model, tmp_path / "in.nrrd", "-o",
+                            tmp_path / "seg.nii.gz")
+    assert code == 2 and f"has a voxel spacing of {shown} where the model works at 1 x 1 mm" \
+        in message
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_a_model_grid_beyond_the_machines_memory_is_refused(tmp_path, capsys, untrained_model,
+                                                          monkeypatch):
+    from arcoseg.data import model_grid
+
+    monkeypatch.setattr(model_grid, "_physical_memory", lambda: 2**10)  # 1 KiB
+    code, message = segment(capsys, untrained_model, phantom(tmp_path / "in.nrrd"), "-o",
+                            tmp_path / "seg.nii.gz")
+    assert code == 2 and "on the model's grid (4x24x24 voxels at 1 x 1 mm) would need" in message

@@ -6,7 +6,7 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
 from arcoseg.errors import ArcosegError, Cancelled, OutputError
@@ -20,6 +20,10 @@ from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 from arcoseg.io.segnrrd import check_segment_names, is_seg_nrrd
 from arcoseg.progress import Reporter
 from arcoseg.ranges import WINDOW_BATCH
+
+if TYPE_CHECKING:
+    from arcoseg.data.plan import Plan
+    from arcoseg.model_metadata import ModelMetadata
 
 # label maps; also a Slicer segmentation, written with the model's names and colours
 OUTPUT_SUFFIXES = (*image_output_suffixes(), SEG_NRRD)
@@ -99,6 +103,21 @@ def plan_outputs(args: argparse.Namespace, cases: list[tuple[str, list[Path]]],
     return outputs
 
 
+def check_for_model(cases: list[tuple[str, list[Path]]], outputs: dict[str, dict[str, Path]],
+                    plan: Plan, metadata: ModelMetadata) -> None:
+    """Before any work: every input's spacing near enough the model's, and its model grid
+    within memory (`data.model_grid`, from the headers; DICOM folders when read); the model's
+    class names fit in each .seg.nrrd output."""
+    from arcoseg.data.model_grid import check_model_grids
+
+    check_model_grids((paths[0] for _, paths in cases), plan, metadata.network["in_channels"],
+                      len(metadata.classes))
+    for planned in outputs.values():
+        if is_seg_nrrd(planned["labels"]):
+            check_segment_names([c["name"] for c in metadata.classes if c["value"] != 0],
+                                planned["labels"])
+
+
 def folder_format(args: argparse.Namespace) -> str:
     """--ext (default DEFAULT_EXT); OutputError when it is given with a file -o, whose own
     suffix sets the format (it would be ignored)."""
@@ -122,13 +141,10 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
     device = resolve_device(args.device)
     folder = Registry().resolve(args.model)
     model, metadata = load_model(folder, device=device)
-    cases = collect_cases(args.images, segmentation_plan(metadata, folder).image_channels(
-        metadata.network["in_channels"]))
+    plan = segmentation_plan(metadata, folder)
+    cases = collect_cases(args.images, plan.image_channels(metadata.network["in_channels"]))
     outputs = plan_outputs(args, cases, len(metadata.classes))
-    for planned in outputs.values():
-        if is_seg_nrrd(planned["labels"]):
-            check_segment_names([c["name"] for c in metadata.classes if c["value"] != 0],
-                                planned["labels"])
+    check_for_model(cases, outputs, plan, metadata)
     reporter.log(f"Segmenting {len(cases)} image(s) on {describe_device(device)['name']}")
     written = []
     for i, (case_id, paths) in enumerate(cases):

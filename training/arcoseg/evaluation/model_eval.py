@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 from arcoseg.data.dataset import Case, DatasetInfo
+from arcoseg.data.model_grid import check_model_grids
 from arcoseg.errors import Cancelled
 from arcoseg.evaluation.evaluate import check_outputs, evaluate_to_folder
 from arcoseg.inference import segment_file
@@ -42,8 +43,10 @@ def evaluate_model_on_cases(model_dir: Path, dataset: DatasetInfo, cases: list[C
     by class name, where the model's differ).
     """
     model, metadata = load_model(model_dir, device=device)
-    segmentation_plan(metadata, model_dir)  # a plan-less model.json is named before any work
+    plan = segmentation_plan(metadata, model_dir)  # a plan-less model.json named before work
     check_classes(metadata, dataset.class_names, f"dataset {dataset.root}")
+    check_model_grids((case.images[0] for case in cases), plan, metadata.network["in_channels"],
+                      len(metadata.classes))
     metadata = _with_dataset_values(metadata, dataset, reporter)
     check_outputs(out_dir)
     check_output_folder(Path(out_dir) / "predictions")
