@@ -93,6 +93,7 @@ class EngineLogic:
         self.moduleDir = Path(moduleDir) if moduleDir else MODULE_DIR
         self.useWorker = useWorker
         self.worker: EngineWorker | None = None
+        self._workerSettings: dict[str, str] = {}  # engineEnvironment the worker started with
 
     # -- setup -----------------------------------------------------------------------------------
 
@@ -128,17 +129,21 @@ class EngineLogic:
     def startWorker(self, log: Log | None = None) -> EngineWorker | None:
         """The running engine worker, started if there is none (or it stopped: then `log` says
         so); None if it cannot start (the commands then run as one-shot processes)."""
-        env = engine_environment(self.engineEnvironment)
-        if self.worker is not None and self.worker.alive and self.worker.env == env:
+        # the module's own settings decide, not the whole environment: a variable another
+        # extension or script set in Slicer's process closed the worker and cancelled the
+        # Adapt it ran ("Adapt cancelled", nobody had pressed Cancel)
+        settings = dict(self.engineEnvironment)
+        if self.worker is not None and self.worker.alive and self._workerSettings == settings:
             return self.worker
         previous, self.worker = self.worker, None
-        if previous is not None and previous.alive:  # the environment changed
+        if previous is not None and previous.alive:  # the module's settings changed
             previous.close()
         elif previous is not None and previous.ready.is_set() and log is not None:
             log(f"The engine worker had stopped (exit code {previous.returncode}); "
                 "starting a new one.")
         try:
-            self.worker = EngineWorker(self.python, env).start()
+            self.worker = EngineWorker(self.python, engine_environment(settings)).start()
+            self._workerSettings = settings
             weakref.finalize(self, self.worker.close)  # scripts: ends with the logic or Python
         except EngineError as err:
             if log is not None:

@@ -82,6 +82,20 @@ def test_every_command_reuses_one_worker_and_gets_the_one_shot_results(logic, fi
     assert np.array_equal(*read) and read[0].shape == (6, 32, 32)
 
 
+def test_only_the_modules_own_settings_restart_the_worker(logic, files, tmp_path,
+                                                           monkeypatch):
+    """A hunter's finding: any variable set in Slicer's process (another extension, a script)
+    made the next query close the worker, cancelling the Adapt it ran."""
+    segment(logic, files, tmp_path / "1.nii.gz")
+    pid = logic.worker.pid
+    monkeypatch.setenv("SOME_UNRELATED_VARIABLE", "1")
+    logic.engine(["models", "list"])
+    assert logic.worker.pid == pid
+    logic.engineEnvironment["ARCOSEG_HOME"] = str(tmp_path / "other home")
+    assert logic.engine(["models", "list"])["home"] == str(tmp_path / "other home")
+    assert logic.worker.pid != pid
+
+
 @posix_only
 def test_a_worker_killed_mid_run_fails_that_run_and_the_next_run_restarts_it(logic, files,
                                                                             tmp_path):
