@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from arcoseg.errors import OutputError
+from arcoseg.errors import InputError, OutputError
 from arcoseg.tempfiles import remove_stale_siblings, sibling_temp_prefix
 
 # Multi-part suffixes matter: SimpleITK picks the writer from the file name.
@@ -193,3 +193,15 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write a binary file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def expand_user(path: str | os.PathLike) -> Path:
+    """`path` with '~' and '~name' expanded; InputError (exit 2) for a '~name' whose user does
+    not exist: Path.expanduser raises RuntimeError, which ended as an internal error (and took
+    a whole `serve` worker down when raised while a request was parsed)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as err:
+        text = os.fspath(path)
+        raise InputError(f"Cannot expand {text.split(os.sep)[0]!r} in {text!r}: {err} Give the "
+                         "full path.") from None

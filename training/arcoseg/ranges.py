@@ -44,7 +44,7 @@ class Range:
 
     def contains(self, value: float) -> bool:
         """Whether `value` (already of the right type) lies in the range."""
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):  # an int: isfinite overflows
             return False
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return False

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import signal
 import sys
@@ -82,8 +83,13 @@ class RequestReporter(JsonReporter):
     def __init__(self, channel: Channel, request_id: Any) -> None:
         super().__init__(io.StringIO())
         self.channel, self.request_id = channel, request_id
+        # set before the final event is written: a client may reuse the id as soon as it reads
+        # it, while the lane is still giving memory back (`Lane.knows`)
+        self.finished = False
 
     def _emit(self, event: str, **fields: Any) -> None:
+        if "exit_code" in fields:
+            self.finished = True
         self.channel.send(event, self.request_id, **fields)
 
     def result(self, **fields: Any) -> None:
@@ -160,7 +166,8 @@ class Server:
         if not isinstance(request, dict):
             self.refuse(None, f"A request must be a JSON object, got: {line[:200]}")
             return False, None
-        request_id = request.get("id")
+        raw_id = request.get("id")
+        request_id = raw_id if valid_id(raw_id) else None  # never echo a list, a float, true
         kinds = [kind for kind in ("argv", "cancel", "shutdown") if kind in request]
         if len(kinds) > 1:
             self.refuse(request_id, f"A request is one of \"argv\", \"cancel\" or "
@@ -169,7 +176,13 @@ class Server:
             return False, request_id
         if request.get("shutdown") is True:
             return True, request_id
-        if "cancel" in request:
+        if kinds in (["argv"], ["cancel"]) and request_id is None:
+            # tagged with no id: a client may read 1.0 or true as the id 1 of another request
+            what = "command" if kinds == ["argv"] else "cancel"
+            self.refuse(None, f'Every {what} request needs an "id" (a non-empty string or an '
+                              f"integer) to tag its answer with; got {shown(raw_id)}.",
+                        invalid_id=shown(raw_id))
+        elif "cancel" in request:
             self.cancel(request_id, request["cancel"])
         elif "argv" in request:
             self.submit(request_id, request["argv"])
@@ -180,13 +193,6 @@ class Server:
 
     def submit(self, request_id: Any, argv: Any) -> None:
         """Parse a command line and queue it in its lane; answer parse results at once."""
-        if not isinstance(request_id, (str, int)) or isinstance(request_id, bool) or \
-                request_id == "":
-            # tagged with no id: a client may read 1.0 or true as the id 1 of another request
-            self.refuse(None, 'Every command request needs an "id" (a non-empty string or an '
-                              f"integer) to tag its events with; got {request_id!r}.",
-                        invalid_id=request_id)
-            return
         if self.in_use(request_id):
             return
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
@@ -200,7 +206,12 @@ class Server:
                 self.channel.send("result", request_id, text=parsed.text, exit_code=0)
             else:
                 lines = parsed.text.strip().splitlines() or ["Bad command line."]
-                self.refuse(request_id, lines[-1], usage="\n".join(lines[:-1]), kind="usage")
+                self.refuse(request_id, lines[-1], usage="\n".join(lines[:-1]),
+                            kind="UsageError")
+            return
+        except Exception as err:  # noqa: BLE001 - a bad option must never end the worker
+            self.refuse(request_id, f"Bad command line: {type(err).__name__}: {err}",
+                        kind="UsageError")
             return
         if getattr(args, "serve", False):
             self.refuse(request_id, "`serve` cannot be requested from a running worker.")
@@ -224,6 +235,10 @@ class Server:
         """Stop `target`: drop it from its queue or ask its command to stop."""
         if self.in_use(request_id):
             return
+        if not valid_id(target):  # true or 1.0 would stop request 1
+            self.refuse(request_id, f'"cancel" takes the id of a request (a non-empty string or '
+                                    f"an integer); got {shown(target)}.", cancel=shown(target))
+            return
         state = next((s for s in (lane.cancel(target) for lane in self.lanes) if s), "not found")
         self.channel.send("result", request_id, cancel=target, state=state, exit_code=0)
 
@@ -236,6 +251,23 @@ class Server:
         """An error event for a request that will not run."""
         fields.setdefault("kind", "InputError")
         self.channel.send("error", request_id, message=message, exit_code=EXIT_USER, **fields)
+
+
+def valid_id(value: Any) -> bool:
+    """Whether `value` can tag a request: a non-empty string or an integer (not true/false,
+    which equal 1/0, nor a float like 1.0)."""
+    return (isinstance(value, str) and value != "") or (isinstance(value, int)
+                                                         and not isinstance(value, bool))
+
+
+def shown(value: Any) -> Any:
+    """`value` as an answer may echo it: scalars as they are (strings cut to 200 characters),
+    anything else by its type (a list nested 1000 deep cannot be written back)."""
+    if isinstance(value, str):
+        return value[:200]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value if not isinstance(value, float) or math.isfinite(value) else str(value)
+    return f"<a JSON {'object' if isinstance(value, dict) else 'array'}>"
 
 
 def run_server(args: argparse.Namespace) -> int:

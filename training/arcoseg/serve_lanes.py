@@ -83,9 +83,10 @@ class Lane:
             self._ready.notify()
 
     def knows(self, request_id: Any) -> bool:
-        """True while `request_id` is queued or running here."""
+        """True while `request_id` is queued or running here (not once its final event is out)."""
         with self._ready:
-            return any(r.id == request_id for r in self._all())
+            return any(r.id == request_id and not getattr(r.reporter, "finished", False)
+                       for r in self._all())
 
     def cancel(self, request_id: Any) -> str | None:
         """'running' (asked to stop), 'queued' (dropped, with a Cancelled error) or None."""

@@ -303,3 +303,18 @@ def test_a_model_whose_label_values_differ_from_the_datasets_is_scored_by_class_
         sitk.GetArrayFromImage(sitk.ReadImage(str(p))).ravel()
         for p in (tmp_path / "recoded" / "predictions").iterdir()]))
     assert set(written) <= {0, 1, 5} and 5 in written  # the dataset's values, as its labels
+
+
+def test_a_stop_ends_the_evaluation_before_the_next_case_with_no_metrics_file(tmp_path):
+    """A hunter's finding: a serve cancel of `evaluate PRED GT` was acknowledged, then ignored
+    (the run went on to the end, exit 0): only `evaluate --model` looked at the stop flag."""
+    from arcoseg.errors import Cancelled
+
+    for cid in ("a", "b", "c"):
+        write_label(tmp_path / "gt" / f"{cid}.nii.gz", phantom())
+        write_label(tmp_path / "pred" / f"{cid}.nii.gz", phantom())
+    asked = iter([False, True])
+    with pytest.raises(Cancelled, match="cancelled after 1 of 3 cases; no metrics file"):
+        evaluate(tmp_path / "pred", tmp_path / "gt", None, tmp_path / "out",
+                 should_stop=lambda: next(asked))
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from arcoseg.constants import BACKGROUND
 from arcoseg.errors import ArcosegError
+from arcoseg.fileutil import expand_user
 from arcoseg.model_metadata import ModelMetadata
 from arcoseg.modelfile import load_metadata, load_model
 from arcoseg.networks.model import SegmentationModel
@@ -48,7 +49,7 @@ def choose_parent(registry: Registry, model: str | None, classes: list[str] | No
     else:
         ref = registry.lookup(model)
         if ref is None:  # a folder outside the registry becomes a base model first (once)
-            folder = Path(model).expanduser()
+            folder = expand_user(model)
             # named as `models import` names it (with its --name hint for an invalid name)
             ref = registered_copy(registry, folder) or registry.import_model(folder, name=name)
         network, metadata = load_model(registry.resolve(str(ref)))

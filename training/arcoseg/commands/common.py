@@ -7,6 +7,7 @@ from pathlib import Path
 
 from arcoseg.constants import DEVICE_CHOICES
 from arcoseg.cpu_load import allowed_cores, free_cores
+from arcoseg.io.outputs import user_path
 from arcoseg.ranges import Range
 
 
@@ -69,4 +70,4 @@ def apply_threads(threads: int | None) -> int | None:
 
 def existing_path(text: str) -> Path:
     """argparse type for a path; existence is checked by the reader with a clearer message."""
-    return Path(text).expanduser()
+    return user_path(text)

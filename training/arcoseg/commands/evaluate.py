@@ -9,6 +9,7 @@ from typing import Any, Callable
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
 from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import ArcosegError, InputError
+from arcoseg.fileutil import expand_user
 from arcoseg.io.outputs import output_path
 from arcoseg.progress import Reporter
 
@@ -47,7 +48,7 @@ def parse_labels(spec: str | None) -> dict[str, int] | None:
 
     if spec is None:
         return None
-    path = Path(spec).expanduser()
+    path = expand_user(spec)
     if "=" not in spec and not path.exists() and not path.suffix and len(path.parts) == 1:
         try:  # a registered model's name
             path = Registry().resolve(spec)
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace, reporter: Reporter, stop: Callable[[], bool]) 
         return _evaluate_model(args, reporter, stop)
     if args.pred is None or args.gt is None:
         raise ArcosegError("Give PRED and GT, or --model and --dataset.")
-    summary = evaluate(args.pred, args.gt, parse_labels(args.labels), args.out, reporter)
+    summary = evaluate(args.pred, args.gt, parse_labels(args.labels), args.out, reporter,
+                       stop)
     reporter.log(format_summary_table(summary))
     return {"summary": summary, "out": str(args.out)}
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any, Callable
 
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
+from arcoseg.fileutil import expand_user
 from arcoseg.io.outputs import output_path
 from arcoseg.progress import Reporter
 from arcoseg.ranges import WINDOW_BATCH
@@ -131,7 +131,7 @@ def _export(registry: Registry, args: argparse.Namespace, reporter: Reporter) ->
     from arcoseg.fileutil import full_suffix
     from arcoseg.io.outputs import check_output_file, check_output_folder
 
-    dest = Path(args.dest).expanduser()  # a .zip file, else a folder (never 'x.tar.gz/')
+    dest = expand_user(args.dest)  # a .zip file, else a folder (never 'x.tar.gz/')
     check_output_file(dest) if full_suffix(dest) == ".zip" else check_output_folder(dest)
     return {"exported": str(registry.export(args.spec, dest, with_history=args.with_history))}
 

@@ -15,13 +15,13 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import SimpleITK as sitk
 
 from arcoseg.constants import IGNORE_NAME
-from arcoseg.errors import InputError
+from arcoseg.errors import Cancelled, InputError
 from arcoseg.evaluation.metrics import METRICS, case_metrics
 from arcoseg.fileutil import write_text_atomic
 from arcoseg.io.images import READABLE_SUFFIXES, image_spacing_zyx, list_images, read_label
@@ -30,6 +30,8 @@ from arcoseg.io.outputs import check_output_file, check_output_folder
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 from arcoseg.io.segnrrd import ClassSpec, is_seg_nrrd, read_segmentation
 from arcoseg.progress import Reporter
+
+StopCheck = Callable[[], bool]  # true once the run should stop (Ctrl-C, a serve cancel)
 
 CSV_NAME, SUMMARY_JSON, SUMMARY_MD = "metrics_per_case.csv", "summary.json", "summary.md"
 
@@ -95,14 +97,15 @@ def _infer_classes(gt_paths: Iterable[Path]) -> dict[str, int]:
 
 
 def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] | None,
-                   reporter: Reporter | None = None) -> list[Row]:
+                   reporter: Reporter | None = None, should_stop: StopCheck = lambda: False
+                   ) -> list[Row]:
     """Metrics rows (case, class, *METRICS) for each (case id, prediction, ground truth) pair.
 
     `classes` maps names to label values; None infers them from the ground-truth files. A
     class named 'ignore' (nnU-Net's partial labels) is not scored: its ground-truth voxels are
     left out of every class's metrics. Prediction and ground truth must be on the same grid
     and hold only background (0) and the classes' values (InputError naming the file and the
-    values otherwise).
+    values otherwise). Cancelled (before the next case) once `should_stop()` is true.
     """
     source = ("the evaluated classes (with background 0)" if classes is not None
               else "the values found in the ground truth")
@@ -114,6 +117,9 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] 
                         "every class with --labels name=value,… or fix the label map.")
     rows: list[Row] = []
     for i, (cid, pred_path, gt_path) in enumerate(pairs, start=1):
+        if should_stop():
+            raise Cancelled(f"Evaluation cancelled after {i - 1} of {len(pairs)} cases; no "
+                            "metrics file was written.")
         pred_image, gt_image = read_pair(pred_path, gt_path, classes, **named)
         pred, gt = sitk.GetArrayViewFromImage(pred_image), sitk.GetArrayViewFromImage(gt_image)
         if ignore is not None:  # unannotated: neither side counts there (as nnU-Net scores)
@@ -229,16 +235,19 @@ def check_outputs(out_dir: Path) -> None:
 
 
 def evaluate(pred: Path, gt: Path, classes: dict[str, int] | None, out_dir: Path,
-             reporter: Reporter | None = None) -> dict[str, Any]:
+             reporter: Reporter | None = None, should_stop: StopCheck = lambda: False
+             ) -> dict[str, Any]:
     """Evaluate a prediction file/folder against ground truth; write CSV + summary to `out_dir`."""
-    return evaluate_to_folder(pair_files(pred, gt, reporter), classes, out_dir, reporter)
+    return evaluate_to_folder(pair_files(pred, gt, reporter), classes, out_dir, reporter,
+                              should_stop)
 
 
 def evaluate_to_folder(pairs: list[tuple[str, Path, Path]], classes: dict[str, int] | None,
-                       out_dir: Path, reporter: Reporter | None = None) -> dict[str, Any]:
+                       out_dir: Path, reporter: Reporter | None = None,
+                       should_stop: StopCheck = lambda: False) -> dict[str, Any]:
     """Evaluate (case id, prediction, ground truth) pairs; write CSV + summary to `out_dir`."""
     check_outputs(out_dir)
-    rows = evaluate_pairs(pairs, classes, reporter)
+    rows = evaluate_pairs(pairs, classes, reporter, should_stop)
     summary = summarize(rows)
     out_dir = Path(out_dir)
     write_csv(rows, out_dir / CSV_NAME)

@@ -59,7 +59,7 @@ def evaluate_model_on_cases(model_dir: Path, dataset: DatasetInfo, cases: list[C
         segment_file(model, metadata, case.images, pred, device, amp=amp)
         pairs.append((case.id, pred, case.label))
         reporter.progress(i + 1, len(cases), f"segmented {case.id}")
-    return evaluate_to_folder(pairs, dataset.evaluated_labels, out_dir, reporter)
+    return evaluate_to_folder(pairs, dataset.evaluated_labels, out_dir, reporter, should_stop)
 
 
 def _with_dataset_values(metadata: ModelMetadata, dataset: DatasetInfo,

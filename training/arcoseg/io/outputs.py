@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Union
 
-from arcoseg.errors import OutputError
-from arcoseg.fileutil import full_suffix
+from arcoseg.errors import InputError, OutputError
+from arcoseg.fileutil import expand_user, full_suffix
 from arcoseg.io.images import image_output_suffixes
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 
@@ -36,7 +36,16 @@ def output_path(text: str) -> Path:
     empty or blank, which `Path` would take as the current folder."""
     if not text.strip():
         raise argparse.ArgumentTypeError("-o is empty; give a file or folder")
-    return Path(text).expanduser()
+    return user_path(text)
+
+
+def user_path(text: str) -> Path:
+    """argparse type of a path typed by a user: '~' and '~name' expanded (`expand_user`);
+    ArgumentTypeError (exit 2) for a '~name' with no such user."""
+    try:
+        return expand_user(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def names_file(out: Path) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arcoseg.errors import ArcosegError
+from arcoseg.fileutil import expand_user
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 VERSION_ID = re.compile(r"v([1-9][0-9]*)")
@@ -24,7 +25,7 @@ class RegistryError(ArcosegError):
 def registry_home() -> Path:
     """`$ARCOSEG_HOME`, else `~/.arcoseg`."""
     env = os.environ.get("ARCOSEG_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".arcoseg"
+    return expand_user(env) if env else Path.home() / ".arcoseg"
 
 
 @dataclass(frozen=True)

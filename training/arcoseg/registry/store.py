@@ -19,7 +19,7 @@ from typing import Any, Iterator
 from filelock import FileLock, Timeout
 
 from arcoseg.errors import OutputError
-from arcoseg.fileutil import write_text_atomic
+from arcoseg.fileutil import expand_user, write_text_atomic
 from arcoseg.registry.entries import index_problem
 from arcoseg.registry.names import (VERSION_ID, RegistryError, VersionRef, looks_like_path,
                                     parse_ref, registry_home)
@@ -34,7 +34,7 @@ class RegistryStore:
     """The home folder of a registry (default `registry_home()`) and its index."""
 
     def __init__(self, home: str | os.PathLike | None = None, lock_timeout: float = 60.0) -> None:
-        self.home = Path(home).expanduser() if home is not None else registry_home()
+        self.home = expand_user(home) if home is not None else registry_home()
         self.lock_timeout = lock_timeout
         self.index_path = self.home / INDEX_FILE
         self.models_dir = self.home / "models"
@@ -172,7 +172,7 @@ class RegistryStore:
         if as_name and text.partition("@")[0] in index["models"]:
             ref = self._registered_ref(text, index)
             return self._version_dir(ref.name, ref.version), ref
-        path = Path(text).expanduser()
+        path = expand_user(text)
         if not path.exists():
             if as_name:
                 parse_ref(text)  # a malformed reference gets its own message

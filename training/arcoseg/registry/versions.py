@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from arcoseg.constants import METADATA_FILE
 from arcoseg.errors import ModelFileError
-from arcoseg.fileutil import full_suffix
+from arcoseg.fileutil import expand_user, full_suffix
 from arcoseg.registry.archive import (copy_model_files, export_files, extract_model_zip,
                                       write_model_folder, write_model_zip)
 from arcoseg.registry.entries import (check_can_add, check_new_name, check_removable,
@@ -88,7 +88,7 @@ class Registry(RegistryStore):
     def import_model(self, src: str | os.PathLike, name: str | None = None) -> VersionRef:
         """Add a model folder or an exported .zip as a new, active "base" version of `name`
         (default: the folder or archive name); the model is fully validated first."""
-        src = Path(src).expanduser()
+        src = expand_user(src)
         is_zip = src.is_file() and full_suffix(src) == ".zip"
         if not is_zip:
             _modelfile().model_info(src)  # errors name the user's folder; the copy is checked again
@@ -225,7 +225,7 @@ class Registry(RegistryStore):
         _modelfile().model_info(folder)  # export only a complete, valid model
         files = export_files(folder, with_history)
         label = f"{ref.name}-{ref.version}" if ref else folder.name
-        dest = Path(dest).expanduser()
+        dest = expand_user(dest)
         if full_suffix(dest) == ".zip":
             write_model_zip(folder, files, dest, label)
             return dest
