@@ -48,3 +48,25 @@ def test_damaged_checkpoint_is_refused(tmp_path):
     (tmp_path / "ckpt.safetensors").write_bytes(b"garbage")
     with pytest.raises(ArcosegError, match="damaged"):
         load_checkpoint(tmp_path / "ckpt")
+
+
+def test_a_checkpoint_torn_between_its_two_files_is_refused(tmp_path):
+    """A hunter's finding (HIGH): killed (or Ctrl-C'd twice) between the two renames, the new
+    tensors lay beside the old JSON; --resume trained on from a mix of two iterations, exit 0."""
+    save_checkpoint(tmp_path / "ckpt", {"w": torch.zeros(3), "iteration": 4})
+    old_json = (tmp_path / "ckpt.json").read_text()
+    save_checkpoint(tmp_path / "ckpt", {"w": torch.ones(3), "iteration": 8})
+    (tmp_path / "ckpt.json").write_text(old_json)  # the JSON of iteration 8 never written
+    with pytest.raises(ArcosegError, match="is torn: ckpt.safetensors and ckpt.json come from "
+                                           "two different saves"):
+        load_checkpoint(tmp_path / "ckpt")
+
+
+def test_a_checkpoint_saved_before_the_pairing_id_still_loads(tmp_path):
+    from safetensors.torch import save_file
+
+    tensors, skeleton = split_state({"w": torch.arange(3.0), "iteration": 2})
+    save_file(tensors, str(tmp_path / "ckpt.safetensors"))
+    (tmp_path / "ckpt.json").write_text(json.dumps(skeleton))
+    back = load_checkpoint(tmp_path / "ckpt")
+    assert back["iteration"] == 2 and torch.equal(back["w"], torch.arange(3.0))

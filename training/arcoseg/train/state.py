@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from arcoseg.errors import ArcosegError
 from arcoseg.fileutil import atomic_path, write_text_atomic
 
 _TENSOR_TAG = "__tensor__"
+_PAIR = "__pair__"  # the id shared by the two files of one save
 
 
 def split_state(state: Any, prefix: str = "s") -> tuple[dict[str, torch.Tensor], Any]:
@@ -55,11 +57,16 @@ def _key_back(key: Any) -> Any:
 
 
 def save_checkpoint(path_stem: Path, state: dict[str, Any]) -> None:
-    """Write `<stem>.safetensors` + `<stem>.json` atomically (the JSON, written last, commits it)."""
+    """Write `<stem>.safetensors` + `<stem>.json` atomically (the JSON, written last, commits it).
+
+    Both carry one random pairing id: a run killed (or Ctrl-C'd twice) between the two renames
+    leaves the new tensors beside the old JSON, which `load_checkpoint` refuses; resumed, they
+    trained on from a mix of two iterations with exit 0."""
     tensors, skeleton = split_state(state)
+    pair = uuid.uuid4().hex
     with atomic_path(path_stem.with_suffix(".safetensors")) as tmp:
-        save_file(tensors, str(tmp))
-    write_text_atomic(path_stem.with_suffix(".json"), json.dumps(skeleton))
+        save_file(tensors, str(tmp), metadata={_PAIR: pair})
+    write_text_atomic(path_stem.with_suffix(".json"), json.dumps({**skeleton, _PAIR: pair}))
 
 
 def load_checkpoint(path_stem: Path) -> dict[str, Any]:
@@ -69,8 +76,21 @@ def load_checkpoint(path_stem: Path) -> dict[str, Any]:
         raise ArcosegError(f"No checkpoint to resume at {json_path.parent}: expected "
                            f"{json_path.name} and {tensor_path.name}. Start without --resume.")
     try:
-        return join_state(load_file(str(tensor_path)), json.loads(json_path.read_text()))
+        skeleton = json.loads(json_path.read_text())
+        with safe_open(str(tensor_path), "pt") as f:
+            pair = (f.metadata() or {}).get(_PAIR)
+        tensors = load_file(str(tensor_path))
     except (OSError, ValueError, KeyError, SafetensorError) as err:
+        raise ArcosegError(f"Checkpoint {tensor_path} is damaged ({err}). "
+                           "Delete the checkpoint files and start again without --resume.") from err
+    if isinstance(skeleton, dict) and _PAIR in skeleton and skeleton[_PAIR] != pair:
+        raise ArcosegError(f"The checkpoint in {json_path.parent} is torn: {tensor_path.name} and "
+                           f"{json_path.name} come from two different saves (the run was stopped "
+                           "while saving, e.g. killed or interrupted twice). Resuming would mix "
+                           "two iterations: train again without --resume into another --out.")
+    try:
+        return join_state(tensors, skeleton)
+    except (ValueError, KeyError) as err:
         raise ArcosegError(f"Checkpoint {tensor_path} is damaged ({err}). "
                            "Delete the checkpoint files and start again without --resume.") from err
 
