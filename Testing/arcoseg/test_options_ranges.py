@@ -90,6 +90,10 @@ def test_out_of_range_values_are_refused_with_exit_2(root, words, action, capsys
 @pytest.mark.parametrize("argv,option,expected", [
     (["segment", "m", "x.nii.gz", "-o", "y.nii.gz", "--batch", "0"], "--batch", "[1, 1024]"),
     (["models", "check", "m", "--batch", "100000"], "--batch", "[1, 1024]"),
+    # a hunter's: 1e20 passed, then the first batch grew to 12.8 GB, deaf to SIGTERM
+    (["train", "data", "-o", "m", "--batch", "99999999999999999999"], "--batch", "[1, 1024]"),
+    (["train", "data", "-o", "m", "--unlabelled-batch", "2000"], "--unlabelled-batch",
+     "[1, 1024]"),
     (["train", "data", "-o", "m", "--lr", "-1"], "--lr", "> 0"),
     (["adapt", "--image", "a", "--annotations", "b", "--suggest", "-1"], "--suggest", ">= 0"),
     (["adapt", "--image", "a", "--annotations", "b", "--budget", "0"], "--budget", "> 0"),

@@ -104,3 +104,7 @@ CONTEXT_SLICES = Range(int, 0, MAX_CONTEXT_SLICES)  # 2.5D neighbours on each si
 # windows or slices per inference pass: more never fit memory at a 3D patch, and a 2D volume's
 # slices past that gain nothing (`models check --batch 100000` of a tiny 2D model: 16 s)
 WINDOW_BATCH = Range(int, 1, 1024)
+# images (slices or patches) per training iteration: 1024 is far past any GPU's memory at the
+# paper's patch sizes, and `--batch 1e20` passed a POSITIVE_INT check, then grew to 12.8 GB
+# before the first iteration (no stop request is read until then)
+TRAIN_BATCH = Range(int, 1, 1024)

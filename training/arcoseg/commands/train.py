@@ -12,7 +12,7 @@ from arcoseg.constants import (DEFAULT_JITTER, METHODS, MIX_MODES, OPTIMIZERS, S
 from arcoseg.io.outputs import output_path
 from arcoseg.progress import Reporter
 from arcoseg.ranges import (CONTEXT_SLICES, FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT,
-                            SEED)
+                            SEED, TRAIN_BATCH)
 
 if TYPE_CHECKING:
     from arcoseg.train.options import TrainOptions
@@ -44,8 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="extra unlabelled images or folders for semi-supervised methods")
     p.add_argument("--iterations", type=POSITIVE_INT, default=2000,
                    help="training iterations (optimizer steps)")
-    p.add_argument("--batch", type=POSITIVE_INT, default=4, help="labelled samples per iteration")
-    p.add_argument("--unlabelled-batch", type=POSITIVE_INT,
+    p.add_argument("--batch", type=TRAIN_BATCH, default=4, help="labelled samples per iteration")
+    p.add_argument("--unlabelled-batch", type=TRAIN_BATCH,
                    help="unlabelled samples per iteration (default: same as --batch)")
     p.add_argument("--patch", type=POSITIVE_INT, nargs="+",
                    help="training patch: 'Y X' for 2D (default 128 128), 'Z Y X' for 3D "

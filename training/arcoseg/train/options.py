@@ -12,13 +12,13 @@ from arcoseg.constants import INPUT_DIVISOR, METHODS, OPTIMIZERS, TEACHER_NORMS
 from arcoseg.data.intensity import DEFAULT_JITTER, check_jitter
 from arcoseg.errors import ArcosegError, check_choice
 from arcoseg.ranges import (CONTEXT_SLICES, FRACTION, NONNEG, NONNEG_INT, POSITIVE, POSITIVE_INT,
-                            SEED, Range)
+                            SEED, TRAIN_BATCH, Range)
 
 DEFAULT_PATCH = {2: (128, 128), 3: (48, 64, 64)}
 
 # the ranges of the numeric settings (`arcoseg train` checks its options with the same rules)
 _RANGES: dict[str, Range] = {
-    "iterations": POSITIVE_INT, "batch": POSITIVE_INT, "unlabelled_batch": POSITIVE_INT,
+    "iterations": POSITIVE_INT, "batch": TRAIN_BATCH, "unlabelled_batch": TRAIN_BATCH,
     "labelled": POSITIVE_INT, "lr": POSITIVE, "seed": SEED, "val_every": POSITIVE_INT,
     "checkpoint_every": POSITIVE_INT, "log_every": POSITIVE_INT, "lambda_u": NONNEG,
     "lambda_c": NONNEG, "lambda_nn": NONNEG, "rampup": NONNEG_INT, "warmup": NONNEG_INT,
