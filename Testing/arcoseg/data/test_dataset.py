@@ -309,3 +309,25 @@ def test_labelled_list_file_with_an_unknown_id_is_rejected(phantom_dataset, tmp_
     list_file.write_text("case_001\ncase_042\n")
     with pytest.raises(InputError, match=r"'case_042' from .*labelled.txt matches no case"):
         load_dataset(phantom_dataset).labelled_cases(list_file=list_file)
+
+
+def test_a_case_listed_twice_is_refused_in_dataset_json_and_in_a_list_file(phantom_dataset,
+                                                                           tmp_path):
+    """A hunter's finding: labelled_order ['case_002', 'case_002', …] with --labelled 2 trained
+    on one labelled case, exit 0."""
+    _edit(phantom_dataset, labelled_order=["case_002", "case_002", "case_000"])
+    with pytest.raises(InputError, match="'labelled_order' lists case id 'case_002' twice"):
+        load_dataset(phantom_dataset)
+    _edit(phantom_dataset, labelled_order=["case_002", "case_000"])
+    list_file = tmp_path / "labelled.txt"
+    list_file.write_text("case_001\ncase_003\ncase_001\n")
+    with pytest.raises(InputError, match=r"labelled.txt lists case id 'case_001' twice"):
+        load_dataset(phantom_dataset).labelled_cases(list_file=list_file)
+
+
+def test_a_list_file_saved_with_a_byte_order_mark_is_read(phantom_dataset, tmp_path):
+    """A hunter's finding: Notepad's BOM made 'case_000' an id matching no case."""
+    list_file = tmp_path / "labelled.txt"
+    list_file.write_bytes("\ufeffcase_000\ncase_001\n".encode("utf-8"))
+    ds = load_dataset(phantom_dataset)
+    assert _ids(ds.labelled_cases(list_file=list_file)) == ["case_000", "case_001"]

@@ -21,8 +21,8 @@ from typing import Iterable
 import numpy as np
 
 from arcoseg.constants import IGNORE_LABEL, IGNORE_NAME
-from arcoseg.data.dataset_json import (channel_names, check_ids, check_labels, matching_cases,
-                                       require_key, resolve_splits)
+from arcoseg.data.dataset_json import (channel_names, check_distinct_ids, check_ids, check_labels,
+                                       matching_cases, require_key, resolve_splits)
 from arcoseg.errors import InputError
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.names import image_stem, unique_case_ids
@@ -283,11 +283,12 @@ def _check_orphan_labels(folder: Path, ending: str, case_ids: set[str]) -> None:
 
 def _read_id_list(path: Path) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # Notepad's byte-order mark too
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"Cannot read the labelled-case list {path}: {err}.") from err
     ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     ids = [i for i in ids if i]
     if not ids:
         raise InputError(f"The labelled-case list {path} holds no case ids.")
+    check_distinct_ids(ids, f"The labelled-case list {path}")
     return ids

@@ -77,6 +77,7 @@ def check_ids(ids: Any, cases: list[Case], json_path: Path, key: str) -> list[st
         return None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise InputError(f"{json_path}: '{key}' must be a list of case ids.")
+    check_distinct_ids(ids, f"{json_path}: '{key}'")
     unknown = [i for i in ids if not matching_cases(i, cases)]
     if unknown:
         raise InputError(f"{json_path}: '{key}' references unknown case(s) "
@@ -102,3 +103,13 @@ def resolve_splits(splits: Any, cases: list[Case], json_path: Path
                          "'splits.train' and 'splits.val'; a validation case must not be trained "
                          "on.")
     return resolved
+
+
+def check_distinct_ids(ids: list[str], source: str) -> None:
+    """InputError naming an id `source` lists twice: `--labelled N` took the first N entries,
+    then dropped the repeat, and trained on fewer cases than asked, exit 0."""
+    seen: set[str] = set()
+    for case_id in ids:
+        if case_id in seen:
+            raise InputError(f"{source} lists case id {case_id!r} twice. List each case once.")
+        seen.add(case_id)
