@@ -299,3 +299,23 @@ def test_a_name_too_long_for_the_file_system_is_a_user_error_not_a_crash(capsys,
     message = error_of(events)["message"]
     assert code == 2 and message.startswith("A file or folder name is too long")
     assert "(300 characters)" in message and len(message) < 250
+
+
+@pytest.mark.parametrize("error", [
+    OSError(28, "No space left on device", "/data/out/model.safetensors"),
+    RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),
+])
+def test_a_full_disk_is_a_user_error_not_an_internal_one(capsys, monkeypatch, error):
+    """A hunter's finding: train and models import on a full disk said 'Internal error …
+    Please report this', exit 1 (safetensors reports ENOSPC as its own error type)."""
+    from arcoseg.commands import device
+
+    def full(*args):
+        raise error
+
+    monkeypatch.setattr(device, "run", full)
+    code, events = run_json(capsys, "device")
+    event = error_of(events)
+    assert code == 2 and event["kind"] == "OutputError"
+    assert event["message"].startswith("The disk is full (or your quota is used up)")
+    assert "Internal error" not in event["message"]

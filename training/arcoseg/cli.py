@@ -135,8 +135,8 @@ def run_command(args: argparse.Namespace, reporter: Reporter, stop: StopFlag) ->
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return EXIT_OK if result is not None else EXIT_CANCELLED
     except Exception as err:  # a bug: keep the traceback for the report
-        if isinstance(err, OSError) and err.errno == errno.ENAMETOOLONG:  # a name typed in
-            reporter.error(_name_too_long(err), exit_code=EXIT_USER, kind="InputError")
+        if (known := _user_os_error(err)) is not None:
+            reporter.error(known[0], exit_code=EXIT_USER, kind=known[1])
             return EXIT_USER
         if is_out_of_memory(err):
             reporter.error(f"Out of memory ({type(err).__name__}). "
@@ -149,10 +149,22 @@ def run_command(args: argparse.Namespace, reporter: Reporter, stop: StopFlag) ->
         return EXIT_INTERNAL
 
 
-def _name_too_long(err: OSError) -> str:
-    """The message for a path the file system refuses as too long (a typo, a pasted text):
-    wherever it is first touched (e.g. Path.exists raises ENAMETOOLONG), a user error."""
-    name = os.fsdecode(err.filename or "")
-    if len(name) > 120:
-        name = f"{name[:60]}…{name[-40:]} ({len(name)} characters)"
-    return f"A file or folder name is too long for the file system: {name}. Use a shorter name."
+def _user_os_error(err: Exception) -> tuple[str, str] | None:
+    """(message, kind) for a system error the user can fix, wherever it is first met, or None: a
+    path too long for the file system (a typo, a pasted text: Path.exists raises it), a full
+    disk or quota (also inside safetensors' writer, which reports it as its own error)."""
+    if isinstance(err, OSError) and err.errno == errno.ENAMETOOLONG:
+        name = os.fsdecode(err.filename or "")
+        if len(name) > 120:
+            name = f"{name[:60]}…{name[-40:]} ({len(name)} characters)"
+        return (f"A file or folder name is too long for the file system: {name}. Use a shorter "
+                "name.", "InputError")
+    quota = getattr(errno, "EDQUOT", errno.ENOSPC)  # not on Windows
+    full = (isinstance(err, OSError) and err.errno in (errno.ENOSPC, quota)) or any(
+        text in str(err) for text in ("No space left on device", "Disk quota exceeded"))
+    if full:
+        where = f" while writing {os.fsdecode(err.filename)}" if getattr(err, "filename", None) \
+            else ""
+        return (f"The disk is full (or your quota is used up){where}: {type(err).__name__}: "
+                f"{str(err)[:300]}. Free some space, or write to another disk.", "OutputError")
+    return None
