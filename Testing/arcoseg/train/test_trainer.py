@@ -1,6 +1,7 @@
 """The training loop: a model folder with logs and curves, validation-selected, exactly resumable."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -132,6 +133,42 @@ def test_resume_on_other_data_is_refused_before_training(dataset, tmp_path):
     with pytest.raises(ArcosegError, match=r"other data \(classes \['background', 'class1', "
                                            r"'class2'\] then, \['background', 'class1'\] now"):
         train(other, _options(tmp_path, iterations=2, val_every=1, labelled=2), out,
+              Reporter(quiet=True), resume=True)
+
+
+def test_resume_with_other_options_is_refused_before_any_data_is_read(dataset, tmp_path,
+                                                                     monkeypatch):
+    """A hunter's finding: the refusal came after the whole dataset was preprocessed (minutes
+    to hours on a cold cache)."""
+    from arcoseg.train import run
+
+    out = tmp_path / "model"
+    train(dataset, _options(tmp_path, iterations=1, val_every=1), out, Reporter(quiet=True))
+
+    def not_now(*args, **kwargs):
+        raise AssertionError("data read before the options were compared")
+
+    monkeypatch.setattr(run, "prepare_data", not_now)
+    with pytest.raises(ArcosegError, match=r"options differ from the interrupted run \(lr\)"):
+        train(dataset, _options(tmp_path, iterations=2, val_every=1, lr=0.5), out,
+              Reporter(quiet=True), resume=True)
+
+
+def test_resume_after_the_validation_split_changed_is_refused(dataset, tmp_path):
+    """A hunter's finding: a validation case moved to train (the unlabelled pool grew, the best
+    model was then chosen on other cases) was resumed without a word, exit 0."""
+    root = tmp_path / "Phantom"
+    shutil.copytree(dataset, root)
+    out = tmp_path / "model"
+    train(root, _options(tmp_path, iterations=1, val_every=1, labelled=2), out,
+          Reporter(quiet=True))
+    info = json.loads((root / "dataset.json").read_text())
+    [moved] = info["splits"]["val"]
+    info["splits"] = {"train": info["splits"]["train"] + [moved], "val": []}
+    (root / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(ArcosegError, match=rf"other data \(.*validation_cases \['{moved}'\] "
+                                           r"then, \[\] now"):
+        train(root, _options(tmp_path, iterations=2, val_every=1, labelled=2), out,
               Reporter(quiet=True), resume=True)
 
 

@@ -32,11 +32,14 @@ CHECKPOINT_STEM = "training/checkpoint"
 # held by the run writing the folder (hidden: never exported with the history, registry.archive)
 RUN_LOCK = "training/.run.lock"
 # options that may change between an interrupted run and its resume (log_every follows
-# --iterations in `arcoseg train`; it changes when values are read, not what is trained)
-RESUMABLE_CHANGES = ("iterations", "device", "amp", "channels_last", "log_every")
+# --iterations in `arcoseg train`; it changes when values are read, not what is trained; the
+# cache only holds what the data gives again)
+RESUMABLE_CHANGES = ("iterations", "device", "amp", "channels_last", "log_every", "cache_dir")
 # Checkpoints from before the network was recorded in them trained every representation head
 # at 1/2 of the input (the default of new 2D heads is 1/4 since; networks.model)
 LEGACY_HEAD_STRIDE = 2
+_CHECKPOINT_KEYS = ("model", "optimizer", "method", "scaler", "labelled_sampler",
+                    "torch_rng", "cuda_rng", "state", "options")
 
 
 @dataclass
@@ -127,11 +130,14 @@ def checkpoint_network(out_dir: Path, current: NetworkConfig) -> NetworkConfig:
 
 
 def _data_identity(trainer: Trainer) -> dict[str, Any]:
-    """What a resume must train on again: the classes, the input channels and the labelled
-    cases (by id: a dataset moved to another folder still resumes)."""
+    """What a resume must train on again: the classes, the input channels, and the labelled,
+    unlabelled and validation cases (by id: a dataset moved to another folder still resumes;
+    a changed validation split would make the kept best model's choice meaningless)."""
     data = trainer.data
     return {"classes": list(data.class_names), "channels": data.num_channels,
-            "labelled_cases": list(data.provenance.get("labelled_cases", []))}
+            "labelled_cases": list(data.provenance.get("labelled_cases", [])),
+            "unlabelled_cases": sorted(c.case_id for c in data.unlabelled),
+            "validation_cases": sorted(c.case_id for c in data.val)}
 
 
 def _generator_states(trainer: Trainer) -> list[torch.Tensor]:
@@ -146,6 +152,10 @@ def resume_run(trainer: Trainer) -> None:
     there is none, it is damaged, or it was written with other options or another number of
     processes."""
     ckpt = load_checkpoint(trainer.out_dir / CHECKPOINT_STEM)
+    missing = [key for key in _CHECKPOINT_KEYS if key not in ckpt]
+    if missing:
+        raise ArcosegError(f"The checkpoint in {trainer.out_dir / 'training'} is incomplete "
+                           f"(no {', '.join(missing)}): train again into another --out.")
     _check_compatible(trainer, ckpt)
     trainer.model.load_state_dict(ckpt["model"])
     trainer.optimizer.load_state_dict(ckpt["optimizer"])
@@ -165,18 +175,28 @@ def resume_run(trainer: Trainer) -> None:
     trainer.reporter.log(f"Resuming at iteration {trainer.state.iteration}")
 
 
-def _check_compatible(trainer: Trainer, ckpt: dict) -> None:
-    """Refuse a checkpoint of other options, other data or another number of processes."""
-    saved = {k: v for k, v in ckpt["options"].items() if k not in RESUMABLE_CHANGES}
-    now = {k: v for k, v in trainer.options.to_dict().items() if k not in RESUMABLE_CHANGES}
+def check_resume_options(out_dir: Path, options: dict[str, Any]) -> None:
+    """Refuse to resume the run in `out_dir` with options (`TrainOptions.to_dict()`) other than
+    its checkpoint's, from the checkpoint's JSON alone: before any data is read (a cold cache
+    took minutes of preprocessing before this refusal). Nothing to compare: nothing raised."""
+    saved = checkpoint_entry(out_dir / CHECKPOINT_STEM, "options")
+    if not isinstance(saved, dict):
+        return
+    saved = {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES}
+    now = {k: v for k, v in options.items() if k not in RESUMABLE_CHANGES}
     if saved != now:
         changed = sorted(k for k in now if saved.get(k) != now[k])
-        raise ArcosegError(f"Cannot resume {trainer.out_dir}: the options differ from the "
-                           f"interrupted run ({', '.join(changed)}). Rerun with the same options.")
-    saved_data, data = ckpt.get("data"), _data_identity(trainer)  # None: an older checkpoint
-    if saved_data is not None and saved_data != data:
-        changed = ", ".join(f"{key} {saved_data.get(key)} then, {data[key]} now"
-                            for key in data if saved_data.get(key) != data[key])
+        raise ArcosegError(f"Cannot resume {out_dir}: the options differ from the interrupted "
+                           f"run ({', '.join(changed)}). Rerun with the same options.")
+
+
+def _check_compatible(trainer: Trainer, ckpt: dict) -> None:
+    """Refuse a checkpoint of other options, other data or another number of processes."""
+    check_resume_options(trainer.out_dir, trainer.options.to_dict())
+    saved_data, data = ckpt.get("data") or {}, _data_identity(trainer)  # {}: an older one
+    changed = ", ".join(f"{key} {_shown(saved_data[key])} then, {_shown(data[key])} now"
+                        for key in data if key in saved_data and saved_data[key] != data[key])
+    if changed:
         raise ArcosegError(f"Cannot resume {trainer.out_dir}: it was trained on other data "
                            f"({changed}). Resume with the dataset it started with, or train "
                            "into another --out.")
@@ -185,3 +205,10 @@ def _check_compatible(trainer: Trainer, ckpt: dict) -> None:
         raise ArcosegError(f"Cannot resume {trainer.out_dir}: it was trained by {world} "
                            f"process(es), this run has {trainer.ctx.world_size}. Resume with "
                            f"torchrun --nproc-per-node {world} (or without torchrun for 1).")
+
+
+def _shown(value: Any) -> str:
+    """A recorded value for a message: lists of case ids cut after 6."""
+    if isinstance(value, list) and len(value) > 6:
+        return f"{value[:6]} and {len(value) - 6} more"
+    return str(value)

@@ -13,7 +13,8 @@ from arcoseg.device import resolve_device
 from arcoseg.progress import Reporter
 from arcoseg.train import distributed
 from arcoseg.train.options import TrainOptions
-from arcoseg.train.resume import check_run_folder, checkpoint_network, run_folder_lock
+from arcoseg.train.resume import (check_resume_options, check_run_folder, checkpoint_network,
+                                  run_folder_lock)
 from arcoseg.train.run_data import prepare_data
 from arcoseg.train.trainer import Trainer, new_network
 
@@ -26,6 +27,8 @@ def train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: Re
     data-parallel, rank 0 writes it (`train.distributed`)."""
     device = resolve_device(options.device)  # fail fast, before any data is read
     check_run_folder(out_dir, resume)  # on every rank: one refusal everywhere
+    if resume:  # from the checkpoint's JSON: before any data is read
+        check_resume_options(out_dir, options.to_dict())
     ctx = distributed.from_environment()
     with run_folder_lock(out_dir, resume) if ctx.is_main else nullcontext():  # rank 0 writes
         return _train(dataset_root, options, out_dir, reporter, resume, should_stop, device, ctx)

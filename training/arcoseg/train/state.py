@@ -16,6 +16,9 @@ from arcoseg.fileutil import atomic_path, write_text_atomic
 
 _TENSOR_TAG = "__tensor__"
 _PAIR = "__pair__"  # the id shared by the two files of one save
+# what to do with a checkpoint that cannot be resumed (its folder may hold a model from a
+# validation: deleting only the checkpoint files made a new run there refuse "holds a model")
+_AGAIN = "Train again without --resume into another --out (or delete the whole folder)."
 
 
 def split_state(state: Any, prefix: str = "s") -> tuple[dict[str, torch.Tensor], Any]:
@@ -77,22 +80,23 @@ def load_checkpoint(path_stem: Path) -> dict[str, Any]:
                            f"{json_path.name} and {tensor_path.name}. Start without --resume.")
     try:
         skeleton = json.loads(json_path.read_text())
+    except (OSError, ValueError) as err:
+        raise ArcosegError(f"Checkpoint {json_path} is damaged ({err}). {_AGAIN}") from err
+    try:
         with safe_open(str(tensor_path), "pt") as f:
             pair = (f.metadata() or {}).get(_PAIR)
         tensors = load_file(str(tensor_path))
     except (OSError, ValueError, KeyError, SafetensorError) as err:
-        raise ArcosegError(f"Checkpoint {tensor_path} is damaged ({err}). "
-                           "Delete the checkpoint files and start again without --resume.") from err
+        raise ArcosegError(f"Checkpoint {tensor_path} is damaged ({err}). {_AGAIN}") from err
     if isinstance(skeleton, dict) and _PAIR in skeleton and skeleton[_PAIR] != pair:
         raise ArcosegError(f"The checkpoint in {json_path.parent} is torn: {tensor_path.name} and "
                            f"{json_path.name} come from two different saves (the run was stopped "
-                           "while saving, e.g. killed or interrupted twice). Resuming would mix "
-                           "two iterations: train again without --resume into another --out.")
+                           f"while saving, e.g. killed or interrupted twice). Resuming would mix "
+                           f"two iterations. {_AGAIN}")
     try:
         return join_state(tensors, skeleton)
-    except (ValueError, KeyError) as err:
-        raise ArcosegError(f"Checkpoint {tensor_path} is damaged ({err}). "
-                           "Delete the checkpoint files and start again without --resume.") from err
+    except (ValueError, KeyError, TypeError) as err:
+        raise ArcosegError(f"Checkpoint {json_path} is damaged ({err}). {_AGAIN}") from err
 
 
 def checkpoint_entry(path_stem: Path, key: str) -> Any:
