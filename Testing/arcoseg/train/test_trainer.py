@@ -48,10 +48,14 @@ def test_interrupted_run_resumes_to_the_same_weights(dataset, tmp_path):
     straight = tmp_path / "straight"
     train(dataset, _options(tmp_path), straight, Reporter(quiet=True))
     interrupted = tmp_path / "interrupted"
-    calls = iter(range(100))
+    log = interrupted / "training/metrics.jsonl"
+
+    def after_four_iterations() -> bool:  # log_every=1: one record per iteration
+        return log.exists() and len(log.read_text().splitlines()) >= 4
+
     with pytest.raises(Cancelled, match="--resume"):
         train(dataset, _options(tmp_path), interrupted, Reporter(quiet=True),
-              should_stop=lambda: next(calls) >= 4)
+              should_stop=after_four_iterations)
     train(dataset, _options(tmp_path), interrupted, Reporter(quiet=True), resume=True)
     a = load_file(str(straight / "training/checkpoint.safetensors"))
     b = load_file(str(interrupted / "training/checkpoint.safetensors"))
@@ -60,6 +64,19 @@ def test_interrupted_run_resumes_to_the_same_weights(dataset, tmp_path):
         assert torch.equal(a[key], b[key]), key
     lines = (interrupted / "training/metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_stop_while_the_data_is_prepared_ends_at_once_and_leaves_nothing_to_resume(
+        dataset, tmp_path):
+    """A hunter's finding: Ctrl-C waited for every case to be preprocessed (minutes each on a
+    cold cache), then wrote an iteration-0 checkpoint that tied the folder to its options."""
+    out = tmp_path / "model"
+    with pytest.raises(Cancelled, match="Stopped while preparing the data \\(0 of"):
+        train(dataset, _options(tmp_path, cache_dir=tmp_path / "fresh"), out,
+              Reporter(quiet=True), should_stop=lambda: True)
+    assert not (out / "training" / "checkpoint.json").exists()
+    train(dataset, _options(tmp_path, iterations=1, val_every=1), out, Reporter(quiet=True))
+    assert (out / "model.safetensors").is_file()  # the folder is free for a new run
 
 
 def test_same_seed_gives_same_weights(dataset, tmp_path):

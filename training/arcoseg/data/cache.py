@@ -12,13 +12,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from arcoseg.data.dataset import Case, DatasetInfo
 from arcoseg.data.plan import Plan
 from arcoseg.data.preprocess import PreprocessedCase, preprocess_case
-from arcoseg.errors import OutputError
+from arcoseg.errors import Cancelled, OutputError
 from arcoseg.fileutil import atomic_path, write_text_atomic
 from arcoseg.progress import Reporter
 
@@ -34,18 +35,24 @@ def default_cache_dir() -> Path:
 def load_cases(dataset: DatasetInfo, cases: list[Case], plan: Plan,
                cache_dir: str | os.PathLike | None = None,
                reporter: Reporter | None = None,
-               unwritable: set[Path] | None = None) -> list[PreprocessedCase]:
+               unwritable: set[Path] | None = None,
+               should_stop: Callable[[], bool] = lambda: False) -> list[PreprocessedCase]:
     """Preprocess `cases`, reusing cached arrays when the plan and the files are unchanged.
 
     The cache key hashes the plan, the label mapping and each file's path, size, modification
     and change times. A cache that cannot be written only costs speed: a log line, then no
     more tries there; `unwritable` (cache folders found so) carries that over the calls of one
     run (a training's labelled, unlabelled and validation cases: said once, not three times).
+    Cancelled before the next case once `should_stop()` is true (a case of a real CT takes
+    minutes on a cold cache: Ctrl-C waited for every case).
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     unwritable = set() if unwritable is None else unwritable
     out = []
     for i, case in enumerate(cases, start=1):
+        if should_stop():
+            raise Cancelled(f"Stopped while preparing the data ({i - 1} of {len(cases)} cases "
+                            "done, kept in the cache); no training ran, nothing to resume.")
         entry = cache / _cache_key(case, plan, dataset)
         loaded = _read_cache(entry, case.id)
         if loaded is None:

@@ -41,7 +41,8 @@ def _train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: R
     try:
         if not ctx.is_main:  # rank 0 fills the preprocessing cache first, the others read it
             distributed.wait_for_main(ctx)
-        data = prepare_data(dataset_root, options, reporter if ctx.is_main else Reporter(quiet=True))
+        data = prepare_data(dataset_root, options,
+                            reporter if ctx.is_main else Reporter(quiet=True), should_stop)
         if ctx.is_main:
             distributed.barrier(ctx)
         network = (checkpoint_network(out_dir, new_network(data, options)) if resume

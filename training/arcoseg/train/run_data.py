@@ -6,7 +6,7 @@ import filecmp
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -41,8 +41,10 @@ class RunData:
 
 
 
-def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) -> RunData:
-    """Load the dataset, choose labelled/unlabelled/validation cases, preprocess (cached)."""
+def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter,
+                 should_stop: Callable[[], bool] = lambda: False) -> RunData:
+    """Load the dataset, choose labelled/unlabelled/validation cases, preprocess (cached);
+    Cancelled between cases once `should_stop()` is true."""
     dataset = load_dataset(dataset_root)
     if options.unlabelled and dataset.num_channels != 1:
         channels = ", ".join(dataset.channel_names.values())
@@ -59,7 +61,7 @@ def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter) 
     def load(cases: list, what: str) -> list[PreprocessedCase]:
         reporter.log(f"Preparing {len(cases)} {what} case(s)")
         return load_cases(dataset, cases, plan, cache_dir=options.cache_dir, reporter=reporter,
-                          unwritable=unwritable)
+                          unwritable=unwritable, should_stop=should_stop)
 
     unlabelled: list[PreprocessedCase] = []
     if options.semi_supervised:

@@ -153,6 +153,9 @@ class Trainer:
         stop = False
         while self.state.iteration < opts.iterations:
             if stop or (not self.ctx.enabled and self.should_stop()):
+                if self.state.iteration == 0:  # nothing to keep: the folder stays free
+                    raise Cancelled("Training stopped before its first iteration; nothing was "
+                                    "saved.")
                 self.save_checkpoint()
                 raise Cancelled(f"Training stopped at iteration {self.state.iteration}; the "
                                 f"checkpoint is saved. Continue with --resume --out {self.out_dir}.")
