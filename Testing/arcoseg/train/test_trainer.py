@@ -434,3 +434,26 @@ def test_an_unlabelled_folder_without_images_is_refused_before_training(dataset,
     with pytest.raises(InputError, match=r"--unlabelled: Folder .*empty is empty"):
         prepare_data(dataset, _options(tmp_path, method="mean_teacher", labelled=1,
                                        unlabelled=[empty]), Reporter(quiet=True))
+
+
+def test_unlabelled_images_of_the_validation_split_or_label_maps_are_refused(dataset, tmp_path):
+    """A hunter's finding: --unlabelled took the dataset's validation images (trained on, then
+    used to pick the kept model: an optimistic val Dice) and its label maps, exit 0."""
+    info = json.loads((dataset / "dataset.json").read_text())
+    [val_case] = info["splits"]["val"]
+    train_case = info["splits"]["train"][0]
+    for given, message in (
+            (dataset / "imagesTr", f"is validation case '{val_case}'"),
+            (dataset / "labelsTr" / f"{train_case}.nii.gz", f"label map of case '{train_case}'")):
+        with pytest.raises(InputError, match=message):
+            train(dataset, _options(tmp_path, method="mean_teacher", labelled=2,
+                                    unlabelled=[given]), tmp_path / "model", Reporter(quiet=True))
+        assert not (tmp_path / "model" / "model.safetensors").exists()
+    logs = []
+    reporter = Reporter(quiet=True)
+    reporter.log = logs.append
+    train(dataset, _options(tmp_path, method="mean_teacher", labelled=2, iterations=1,
+                            val_every=1,
+                            unlabelled=[dataset / "imagesTr" / f"{train_case}_0000.nii.gz"]),
+          tmp_path / "model", reporter)
+    assert any("is a training case of" in line and "not added twice" in line for line in logs)

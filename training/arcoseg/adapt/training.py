@@ -24,6 +24,7 @@ from arcoseg.device import resolve_device
 from arcoseg.networks.model import NetworkConfig, with_default_head
 from arcoseg.progress import Reporter
 from arcoseg.train.options import TrainOptions
+from arcoseg.train.run_data import unlabelled_files
 from arcoseg.train.trainer import (RunData, Trainer, extra_unlabelled, new_network,
                                    without_label)
 from arcoseg.data.sampling import PatchSampler, SliceSampler
@@ -123,7 +124,7 @@ def train_adapted(request: AdaptRequest, parent: Parent, items: list[AnnotatedIm
                            log_every=5, val_every=10**9, checkpoint_every=10**9)
     labelled = [preprocess_annotated(item, plan) for item in items]
     unlabelled = [without_label(c) for c in labelled]
-    unlabelled += extra_unlabelled(request.unlabelled, plan, reporter)
+    unlabelled += extra_unlabelled(unlabelled_files(request.unlabelled), plan, reporter)
     data = RunData(plan, parent.class_names, parent.class_values, 1, labelled, unlabelled, [],
                    provenance={"parent": str(parent.ref) if parent.ref else None})
     network = _network(parent, data, options)

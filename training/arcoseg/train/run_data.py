@@ -66,7 +66,8 @@ def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter,
     unlabelled: list[PreprocessedCase] = []
     if options.semi_supervised:
         unlabelled = [without_label(c) for c in load(dataset.unlabelled_cases(labelled), "unlabelled")]
-        unlabelled += extra_unlabelled(options.unlabelled, plan, reporter)
+        extra = outside_dataset(unlabelled_files(options.unlabelled), dataset, val, reporter)
+        unlabelled += extra_unlabelled(extra, plan, reporter)
         if not unlabelled:
             raise ArcosegError(f"--method {options.method} needs unlabelled data, but every "
                                f"training case of {dataset.root} is labelled. Use fewer --labelled "
@@ -108,16 +109,51 @@ def check_patch(plan: Plan, cases: list[PreprocessedCase]) -> None:
                          f"{image}.")
 
 
-def extra_unlabelled(paths: list[Path], plan: Plan, reporter: Reporter) -> list[PreprocessedCase]:
-    """Preprocess extra unlabelled images (files or folders of images, single channel),
-    oriented along the plan's slicing axis."""
-    files = unlabelled_files(paths)
+def extra_unlabelled(files: list[Path], plan: Plan, reporter: Reporter) -> list[PreprocessedCase]:
+    """Preprocess extra unlabelled image files (`unlabelled_files`: single channel), oriented
+    along the plan's slicing axis."""
     cases = []
     for i, path in enumerate(files, start=1):
         array, _ = preprocess_image([to_slicing_axis(read_image(path), plan.slice_axis)], plan)
         cases.append(PreprocessedCase(path.name, array, None, tuple(plan.target_spacing)))
         reporter.progress(i, len(files), "extra unlabelled images")
     return cases
+
+
+def outside_dataset(files: list[Path], dataset: DatasetInfo, val: list[Case],
+                    reporter: Reporter) -> list[Path]:
+    """`files` (from --unlabelled) less the dataset's training images (already in the pool:
+    logged); InputError for a validation image (trained on, it would inflate the validation
+    Dice that picks the kept model) or a label map (its label values read as intensities)."""
+    val_images = {_same(p): c.id for c in val for p in c.images}
+    label_maps = {_same(c.label): c.id for c in dataset.cases if c.label is not None}
+    train_images = {_same(p) for c in dataset.cases for p in c.images} - set(val_images)
+    kept = []
+    for file in files:
+        key = _same(file)
+        if key in val_images:
+            raise InputError(f"--unlabelled: {file} is validation case {val_images[key]!r} of "
+                             f"{dataset.root}: trained on, it would inflate the validation Dice "
+                             "that picks the kept model. Leave it out of --unlabelled.")
+        if key in label_maps:
+            raise InputError(f"--unlabelled: {file} is the label map of case "
+                             f"{label_maps[key]!r}, not an image. Give images there.")
+        if key in train_images:
+            reporter.log(f"--unlabelled: {file} is a training case of {dataset.root}, already "
+                         "used; not added twice.")
+            continue
+        kept.append(file)
+    return kept
+
+
+def _same(path: Path) -> tuple[int, int] | str:
+    """What identifies a file: (device, inode) where it exists (links, other spellings of the
+    path), else its resolved path."""
+    try:
+        stat = path.stat()
+        return (stat.st_dev, stat.st_ino)
+    except OSError:
+        return str(path.resolve())
 
 
 def unlabelled_files(paths: list[Path], label_maps: Sequence[Path] = ()) -> list[Path]:
