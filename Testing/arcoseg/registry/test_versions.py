@@ -187,3 +187,25 @@ def test_removing_a_whole_model_needs_force(registry: Registry, imported: Versio
         registry.remove("brain")
     assert [str(r) for r in registry.remove("brain", force=True)] == ["brain@v1", "brain@v2"]
     assert registry.list() == [] and not (home / "models" / "brain").exists()
+
+
+def test_removing_the_active_version_never_activates_one_adapt_left_inactive(
+        registry: Registry, imported: VersionRef) -> None:
+    """A hunter's finding: v2-v4 saved but not activated (failed held-out checks); removing the
+    active v1 --force made v4 active without a word, and `segment brain` used it."""
+    for seed in (2, 3, 4):
+        adapt(registry, "brain", imported, seed=seed, activate=False)
+    registry.remove("brain@v1", force=True)
+    with pytest.raises(RegistryError, match="has no active version: brain@v2, brain@v3, "
+                                            "brain@v4 were saved but none was activated"):
+        registry.resolve("brain")
+
+
+def test_a_removed_models_version_numbers_are_not_given_to_a_new_model_of_its_name(
+        registry: Registry, imported: VersionRef, base: Path) -> None:
+    """A hunter's finding: after `models remove base --force` and a new import as 'base', the
+    new model was base@v1 again: a surviving child's parent and old scripts named it."""
+    child = adapt(registry, "child", imported)
+    registry.remove("brain", force=True)
+    assert registry.import_model(base, name="brain") == VersionRef("brain", "v2")
+    assert registry.show(str(child))["parent"] == "brain@v1"  # names no model now, not v2

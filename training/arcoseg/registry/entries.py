@@ -113,11 +113,20 @@ def check_removable(index: dict[str, Any], name: str, ids: list[str], whole: boo
 
 
 def forget_versions(model: dict[str, Any], ids: list[str]) -> None:
-    """Drop removed versions from the activation history; re-activate if the active one went."""
+    """Drop removed versions from the activation history; if the active one went, re-activate
+    the one active before it, else none: the newest left may be a version Adapt saved without
+    activating (its held-out check failed), which a removal must not put to use."""
     kept = [h for h in model["history"] if h not in ids]
     model["history"] = [h for i, h in enumerate(kept) if i == 0 or h != kept[i - 1]]
     if model["active"] in ids:
-        model["active"] = (model["history"].pop() if model["history"]
-                           else model["versions"][-1]["version"])
+        model["active"] = model["history"].pop() if model["history"] else None
     while model["history"] and model["history"][-1] == model["active"]:
         model["history"].pop()  # rolling back to the active version would change nothing
+
+
+def removed_next(index: dict[str, Any], name: str) -> int:
+    """The first version number a model named `name` may use again after a whole model of that
+    name was removed (the index's "removed" record; 1 if none, or unreadable)."""
+    removed = index.get("removed")
+    value = removed.get(name) if isinstance(removed, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1

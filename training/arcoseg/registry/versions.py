@@ -15,7 +15,7 @@ from arcoseg.fileutil import expand_user, full_suffix
 from arcoseg.registry.archive import (copy_model_files, export_files, extract_model_zip,
                                       write_model_folder, write_model_zip)
 from arcoseg.registry.entries import (check_can_add, check_new_name, check_removable,
-                                      forget_versions, version_entry)
+                                      forget_versions, removed_next, version_entry)
 from arcoseg.registry.names import (VERSION_ID, RegistryError, StagedVersion, VersionRef,
                                     parse_ref)
 from arcoseg.registry.store import RegistryStore, active_version, not_writable
@@ -190,7 +190,9 @@ class Registry(RegistryStore):
 
         Refused without `force` when that removes the active version or a version another
         version names as its parent. A forced removal of the active version re-activates the
-        previously active one (else the newest left).
+        previously active one (else none: `models activate` chooses). A removed model's version
+        numbers are not given again to a new model of its name (a child's parent, a script's
+        NAME@vN would name another model).
         """
         with self._locked() as index:
             name, version = parse_ref(spec)  # 'NAME@' is an error, never the whole model
@@ -205,6 +207,7 @@ class Registry(RegistryStore):
                 forget_versions(model, ids)
             else:
                 del index["models"][name]
+                index.setdefault("removed", {})[name] = model["next"]
             self._write_index(index)
             doomed = ([self.models_dir / name] if name not in index["models"]
                       else [self._version_dir(name, v) for v in ids])
@@ -253,7 +256,7 @@ class Registry(RegistryStore):
             check_can_add(index, name, [c["name"] for c in info["classes"]])
             model = index["models"].get(name) or {"active": None, "history": [], "next": 1,
                                                   "versions": []}
-            number = max(model["next"], self._next_free_number(name))
+            number = max(model["next"], self._next_free_number(name), removed_next(index, name))
             version = f"v{number}"
             dest = self._version_dir(name, version)
             model["versions"].append(version_entry(version, kind, parent, info, source))
