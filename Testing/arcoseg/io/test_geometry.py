@@ -10,7 +10,8 @@ import SimpleITK as sitk
 from arcoseg.errors import InputError, OutputError
 from arcoseg.io.geometry import (Grid, check_format_holds, grid_difference, read_grid,
                                  voxel_offset)
-from arcoseg.io.images import check_same_geometry, read_image, write_image
+from arcoseg.io.geometry import check_same_geometry
+from arcoseg.io.images import read_image, write_image
 
 # Gantry tilt of 15°: slices stacked along (0, -0.2588, 0.9659) (issue 17 item 1).
 SHEARED = (1.0, 0.0, 0.0, 0.0, 1.0, -0.2588, 0.0, 0.0, 0.9659)

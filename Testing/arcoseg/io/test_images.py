@@ -13,7 +13,8 @@ from dicom_series import write_dicom_series
 
 from arcoseg.errors import InputError, OutputError
 from arcoseg.io import image_files, nifti
-from arcoseg.io.images import (array_to_image, check_image, check_same_geometry, image_spacing_zyx,
+from arcoseg.io.geometry import check_same_geometry
+from arcoseg.io.images import (array_to_image, check_image, image_spacing_zyx,
                                is_image_path, list_images, read_image, read_label,
                                read_spacing_zyx, write_image)
 
@@ -354,3 +355,12 @@ def test_a_large_compressed_float_image_is_checked_across_its_chunks(tmp_path, m
     path = _write(_image(array), tmp_path / "nan.nii.gz")
     with pytest.raises(InputError, match="nan.nii.gz contains NaN"):
         check_image(path)
+
+
+def test_float64_values_beyond_float32_are_named_as_such_not_as_nan(tmp_path):
+    """A hunter's finding: 1e300 was refused as 'NaN or infinite intensities'."""
+    array = np.zeros(SHAPE, np.float64)
+    array[1, 1, 1] = 1e300
+    path = _write(_image(array, np.float64), tmp_path / "huge.mha")
+    with pytest.raises(InputError, match=r"beyond the float32 range \(up to 1e\+300\)"):
+        read_image(path)

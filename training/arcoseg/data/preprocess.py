@@ -18,9 +18,8 @@ from arcoseg.data.context import with_context_slices
 from arcoseg.data.dataset import Case, DatasetInfo
 from arcoseg.data.plan import Plan
 from arcoseg.errors import InputError
-from arcoseg.io.geometry import Grid, GridLike, grid_difference
-from arcoseg.io.images import (check_same_geometry, image_spacing_zyx, read_image, read_label,
-                               read_spacing_zyx)
+from arcoseg.io.geometry import Grid, GridLike, check_same_geometry, grid_difference
+from arcoseg.io.images import image_spacing_zyx, read_image, read_label, read_spacing_zyx
 from arcoseg.progress import Reporter
 
 SPACING_ATOL = 1e-3

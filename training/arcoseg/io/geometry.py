@@ -22,7 +22,7 @@ from typing import Union
 import numpy as np
 import SimpleITK as sitk
 
-from arcoseg.errors import OutputError
+from arcoseg.errors import InputError, OutputError
 from arcoseg.fileutil import full_suffix
 
 GRID_TOLERANCE_VOXELS = 0.01  # float32 NIfTI headers stay far below; real shifts far above
@@ -124,6 +124,17 @@ def check_format_holds(image: GridLike, output: str | os.PathLike, source: str,
             f"Write {' or '.join(HOLDS_ANY_DIRECTION)} instead (e.g. -o "
             f"{_with_suffix(output, '.nrrd')}{folders}), or resample the image to an orthogonal "
             "grid first.")
+
+
+def check_same_geometry(image: GridLike, other: GridLike, image_name: str,
+                        other_name: str) -> None:
+    """Raise InputError unless both images (or grids) are on the same voxel grid
+    (`grid_difference`)."""
+    difference = grid_difference(image, other)
+    if difference is not None:
+        raise InputError(f"{other_name} does not match {image_name}: {difference}. Both must be "
+                         "on the same voxel grid; resample one onto the other (e.g. in 3D "
+                         "Slicer) and try again.")
 
 
 def read_grid(path: str | os.PathLike) -> Grid | None:

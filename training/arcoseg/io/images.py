@@ -18,7 +18,7 @@ from arcoseg.constants import IGNORE_LABEL
 from arcoseg.errors import InputError, OutputError
 from arcoseg.fileutil import atomic_paths, full_suffix
 from arcoseg.io.dicom import dicom_series_files, read_dicom_series
-from arcoseg.io.geometry import Grid, GridLike, check_written, grid_difference
+from arcoseg.io.geometry import Grid, GridLike, check_same_geometry, check_written
 from arcoseg.io.image_files import (READABLE_SUFFIXES, check_readable, folder_entries,
                                    last_line, unreadable, write_nifti_gz)
 from arcoseg.io.nifti import check_nifti_file
@@ -102,6 +102,11 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     file itself, `io.nifti`: ITK's reader turns them into 0).
     """
     image = _read_3d(path)
+    if image.GetPixelID() == sitk.sitkFloat64:  # what the cast below would make infinite
+        values = sitk.GetArrayViewFromImage(image)
+        if np.isfinite(values).all() and np.abs(values).max() > np.finfo(np.float32).max:
+            raise InputError(f"Image {path} holds values beyond the float32 range (up to "
+                             f"{np.abs(values).max():.3g}). Rescale or re-export the image.")
     if image.GetPixelID() != sitk.sitkFloat32:
         image = sitk.Cast(image, sitk.sitkFloat32)
     if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
@@ -133,17 +138,6 @@ def read_label(path: str | os.PathLike, reference: sitk.Image | None = None,
     if reference is not None:
         check_same_geometry(reference, label, reference_name, str(path))
     return sitk.Cast(label, sitk.sitkUInt8) if label.GetPixelID() != sitk.sitkUInt8 else label
-
-
-def check_same_geometry(image: GridLike, other: GridLike, image_name: str,
-                        other_name: str) -> None:
-    """Raise InputError unless both images (or grids) are on the same voxel grid
-    (`grid_difference`)."""
-    difference = grid_difference(image, other)
-    if difference is not None:
-        raise InputError(f"{other_name} does not match {image_name}: {difference}. Both must be "
-                         "on the same voxel grid; resample one onto the other (e.g. in 3D "
-                         "Slicer) and try again.")
 
 
 ImageWriter = Callable[[sitk.Image, Path], None]
