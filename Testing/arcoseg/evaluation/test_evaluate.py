@@ -173,7 +173,7 @@ def test_summary_table_shows_overlap_in_percent_and_distances_with_two_decimals(
                                          " ASD vox ", " HD95 mm ", " ASD mm "]
     assert table[2] == ("| a | 70.0 ± 10.0 | 70.0 ± 10.0 | 0.70 ± 0.10 | 0.70 ± 0.10 | "
                         "0.70 ± 0.10 | 0.70 ± 0.10 |")
-    assert table[3].startswith("| mean | 70.0 ± 10.0 |")
+    assert table[3].startswith("| all classes (mean) | 70.0 ± 10.0 |")
 
 
 def test_csv_round_trips_rows_including_nan(tmp_path):

@@ -34,6 +34,8 @@ from arcoseg.progress import Reporter
 StopCheck = Callable[[], bool]  # true once the run should stop (Ctrl-C, a serve cancel)
 
 CSV_NAME, SUMMARY_JSON, SUMMARY_MD = "metrics_per_case.csv", "summary.json", "summary.md"
+# the summary table's last row; not "mean", which a class may be called (two rows "mean")
+MEAN_ROW = "all classes (mean)"
 
 Row = dict[str, Any]
 
@@ -210,10 +212,10 @@ def _cell(stats: dict[str, Any], scale: float, decimals: int) -> str:
 
 
 def format_summary_table(summary: dict[str, Any]) -> str:
-    """Markdown table: one row per class plus "mean", cells "mean ± std" over cases."""
+    """Markdown table: one row per class plus MEAN_ROW, cells "mean ± std" over cases."""
     lines = ["| class | " + " | ".join(title for _, title, _, _ in _COLUMNS) + " |",
              "|---" + "|---:" * len(_COLUMNS) + "|"]
-    named = [*summary["classes"].items(), ("mean", summary["mean"])]
+    named = [*summary["classes"].items(), (MEAN_ROW, summary["mean"])]
     for name, stats in named:
         cells = [_cell(stats[metric], scale, dec) for metric, _, scale, dec in _COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
