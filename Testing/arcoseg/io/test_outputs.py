@@ -22,6 +22,15 @@ def test_an_output_path_is_the_path_given_with_the_home_folder_expanded():
     assert output_path("~/seg.nrrd") == Path.home() / "seg.nrrd"
 
 
+def test_a_trailing_slash_after_a_files_suffix_is_refused_not_dropped():
+    """A hunter's finding: `-o slash.nrrd/` (a folder, said the slash) wrote a file slash.nrrd."""
+    with pytest.raises(argparse.ArgumentTypeError, match=r"ends with '/' \(a folder\) but its "
+                                                         r"name ends in .nrrd \(a file\)"):
+        output_path("slash.nrrd/")
+    assert output_path("results.v2/") == Path("results.v2")  # no file suffix: a folder name
+    assert output_path("out/") == Path("out")
+
+
 def test_an_empty_output_ends_any_parser_with_exit_2_naming_the_option(capsys):
     parser = argparse.ArgumentParser(prog="arcoseg x")
     parser.add_argument("-o", "--out", type=output_path)

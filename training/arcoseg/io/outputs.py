@@ -33,10 +33,16 @@ FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".nhdr", ".mha", ".mhd
 
 def output_path(text: str) -> Path:
     """argparse type of every output option (-o): the path, or exit 2 before any work when it is
-    empty or blank, which `Path` would take as the current folder."""
+    empty or blank, which `Path` would take as the current folder, or ends in a separator (a
+    folder) after a file's suffix: `Path` drops the separator, and `-o seg.nrrd/` wrote a file."""
     if not text.strip():
         raise argparse.ArgumentTypeError("-o is empty; give a file or folder")
-    return user_path(text)
+    path = user_path(text)
+    if text.endswith(("/", os.sep)) and full_suffix(path).lower() in FILE_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} ends with '/' (a folder) but its name ends in {full_suffix(path)} (a "
+            "file): drop the '/' for a file, or name the folder without that suffix")
+    return path
 
 
 def user_path(text: str) -> Path:
