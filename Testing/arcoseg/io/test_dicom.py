@@ -111,3 +111,15 @@ def test_folder_without_dicom_is_rejected(tmp_path):
         read_image(tmp_path)
 
 
+
+
+def test_a_folder_holding_a_series_and_image_files_is_refused(tmp_path):
+    """A hunter's finding: `segment M series -o series` wrote series/series.nii.gz; the next
+    `segment M series` segmented that label map as the image and skipped the series, exit 0."""
+    from arcoseg.io.inputs import image_inputs
+
+    write_dicom_series(tmp_path / "series", _volume(), UID)
+    sitk.WriteImage(_volume(), str(tmp_path / "series" / "series.nii.gz"))
+    with pytest.raises(InputError, match="holds image files \\(series.nii.gz\\) and a DICOM "
+                                         "series"):
+        image_inputs(tmp_path / "series")

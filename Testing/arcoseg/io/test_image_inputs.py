@@ -11,7 +11,8 @@ import pytest
 import SimpleITK as sitk
 
 from arcoseg.errors import InputError
-from arcoseg.io.images import check_image, image_inputs, read_image, write_image
+from arcoseg.io.images import check_image, read_image, write_image
+from arcoseg.io.inputs import image_inputs
 
 SHAPE = (4, 6, 5)  # (z, y, x)
 

@@ -14,9 +14,9 @@ from dicom_series import write_dicom_series
 from arcoseg.errors import InputError, OutputError
 from arcoseg.io import image_files, nifti
 from arcoseg.io.geometry import check_same_geometry
-from arcoseg.io.images import (array_to_image, check_image, image_spacing_zyx,
-                               is_image_path, list_images, read_image, read_label,
-                               read_spacing_zyx, write_image)
+from arcoseg.io.images import (array_to_image, check_image, image_spacing_zyx, read_image,
+                               read_label, read_spacing_zyx, write_image)
+from arcoseg.io.inputs import is_image_path, list_images
 
 SHAPE = (4, 6, 5)  # (z, y, x)
 SPACING_XYZ = (0.8, 0.9, 2.5)

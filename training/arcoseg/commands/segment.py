@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from arcoseg.commands.common import HelpFormatter, add_device_arguments, existing_path
 from arcoseg.errors import ArcosegError, Cancelled, OutputError
 from arcoseg.io.geometry import check_format_holds, check_same_geometry, read_grid
-from arcoseg.io.images import check_image, image_inputs, image_output_suffixes
+from arcoseg.io.images import check_image, image_output_suffixes
+from arcoseg.io.inputs import image_inputs
 from arcoseg.io.names import group_channels
 from arcoseg.io.outputs import (check_distinct, check_free_space, check_output_file,
                                 image_output_paths, names_file, output_path, sibling)

@@ -24,7 +24,9 @@ from arcoseg.constants import IGNORE_NAME
 from arcoseg.errors import Cancelled, InputError
 from arcoseg.evaluation.metrics import METRICS, case_metrics
 from arcoseg.fileutil import write_text_atomic
-from arcoseg.io.images import READABLE_SUFFIXES, image_spacing_zyx, list_images, read_label
+from arcoseg.io.image_files import READABLE_SUFFIXES
+from arcoseg.io.images import image_spacing_zyx, read_label
+from arcoseg.io.inputs import list_images
 from arcoseg.io.names import case_id, unique_case_ids
 from arcoseg.io.outputs import check_output_file, check_output_folder
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD

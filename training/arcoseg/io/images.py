@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -19,41 +19,10 @@ from arcoseg.errors import InputError, OutputError
 from arcoseg.fileutil import atomic_paths, full_suffix
 from arcoseg.io.dicom import dicom_series_files, read_dicom_series
 from arcoseg.io.geometry import Grid, GridLike, check_same_geometry, check_written
-from arcoseg.io.image_files import (READABLE_SUFFIXES, check_readable, folder_entries,
-                                   last_line, unreadable, write_nifti_gz)
+from arcoseg.io.image_files import check_readable, last_line, unreadable, write_nifti_gz
 from arcoseg.io.nifti import check_nifti_file
 
 MAX_LABEL_VALUE = 254  # 255 is IGNORE_LABEL (unannotated) inside the engine
-
-
-def is_image_path(path: str | os.PathLike) -> bool:
-    """True if the name (not hidden) has a readable image suffix (.nii.gz, .nrrd, ...)."""
-    p = Path(path)
-    return not p.name.startswith(".") and full_suffix(p) in READABLE_SUFFIXES
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"Image folder {folder} does not exist or is not a folder.")
-    return _image_files(folder.iterdir())
-
-
-def _image_files(entries: Iterable[Path]) -> list[Path]:
-    """The image files (`is_image_path`) among a folder's `entries`, sorted by name."""
-    return sorted(p for p in entries if p.is_file() and is_image_path(p))
-
-
-def image_inputs(path: Path) -> list[Path]:
-    """The images an input path names: a file itself, or a folder's image files; a folder
-    without any is one DICOM series (itself; `check_image` checks it is one). InputError for a
-    missing path and for an empty or unreadable folder (`image_files.folder_entries`)."""
-    if not path.exists():
-        raise InputError(f"Input {path} does not exist. Check the path.")
-    if not path.is_dir():
-        return [path]
-    return _image_files(folder_entries(path)) or [path]
 
 
 def check_image(path: str | os.PathLike) -> None:

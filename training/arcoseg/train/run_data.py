@@ -18,7 +18,8 @@ from arcoseg.data.plan import Plan
 from arcoseg.data.preprocess import PreprocessedCase, make_plan, preprocess_image
 from arcoseg.errors import ArcosegError, InputError
 from arcoseg.io.geometry import grid_difference, read_grid
-from arcoseg.io.images import check_image, image_inputs, read_image
+from arcoseg.io.images import check_image, read_image
+from arcoseg.io.inputs import image_inputs
 from arcoseg.progress import Reporter
 from arcoseg.train.options import TrainOptions
 
