@@ -63,3 +63,23 @@ def test_a_name_with_a_suffix_names_a_file_unless_it_is_an_existing_folder(tmp_p
     assert not names_file(tmp_path / "results")
     (tmp_path / "case.v2").mkdir()
     assert not names_file(tmp_path / "case.v2")
+
+
+def test_outputs_differing_only_in_letter_case_are_one_file_as_on_macos_and_windows(tmp_path):
+    """A hunter's finding: Patient1.nrrd and patient1.nrrd gave two results that a macOS or
+    Windows disk holds as one file (the second replaced the first), and `-o Scan.nrrd` for
+    the input scan.nrrd replaced the user's image there."""
+    from arcoseg.errors import OutputError
+    from arcoseg.io.outputs import check_distinct
+
+    with pytest.raises(OutputError, match="patient1.nii.gz and .*Patient1.nii.gz \\(one file "
+                                          "where letter case is ignored"):
+        check_distinct([tmp_path / "Patient1.nii.gz", tmp_path / "patient1.nii.gz"])
+    image = tmp_path / "scan.nrrd"
+    image.write_text("image")
+    with pytest.raises(OutputError, match="which is one of the input files"):
+        check_distinct([tmp_path / "Scan.nrrd"], [image])
+    (tmp_path / "link.nrrd").hardlink_to(image)
+    with pytest.raises(OutputError, match="which is one of the input files"):
+        check_distinct([tmp_path / "link.nrrd"], [image])
+    check_distinct([tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"], [image])  # distinct: fine

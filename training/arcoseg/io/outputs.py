@@ -95,18 +95,30 @@ def sibling(path: Path, tag: str) -> Path:
 
 def check_distinct(paths: Iterable[Path], inputs: Iterable[Path] = ()) -> None:
     """OutputError if two outputs would be written to the same file, or one onto an input file
-    (which it would replace: the user's image or drawing lost)."""
-    read = {Path(os.path.realpath(path)) for path in inputs}
-    seen: dict[Path, Path] = {}
+    (which it would replace: the user's image or drawing lost). Names are compared ignoring
+    letter case: on macOS's and Windows' file systems Patient1.nii.gz and patient1.nii.gz are
+    one file (an existing output is also compared with the inputs by identity, `samefile`)."""
+    inputs = list(inputs)
+    read = {os.path.realpath(path).casefold() for path in inputs}
+    seen: dict[str, Path] = {}
     for path in paths:
-        key = Path(os.path.abspath(path))
+        key = os.path.abspath(path).casefold()
         if key in seen:
-            raise OutputError(f"Two results would both be written to {path}; rename an input "
-                              "or choose another output.")
-        if Path(os.path.realpath(path)) in read:
+            raise OutputError(f"Two results would both be written to {path}"
+                              + (f" and {seen[key]} (one file where letter case is ignored, as "
+                                 "on macOS and Windows)" if str(seen[key]) != str(path) else "")
+                              + "; rename an input or choose another output.")
+        if os.path.realpath(path).casefold() in read or _same_file(path, inputs):
             raise OutputError(f"The result would be written to {path}, which is one of the "
                               "input files, and replace it. Choose another output (-o).")
         seen[key] = path
+
+
+def _same_file(path: Path, inputs: list[Path]) -> bool:
+    """Whether existing file `path` is one of `inputs` (a hard link, another spelling)."""
+    if not path.is_file():
+        return False
+    return any(Path(i).is_file() and os.path.samefile(path, i) for i in inputs)
 
 
 def check_output_folder(folder: Path) -> None:
