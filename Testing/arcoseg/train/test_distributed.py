@@ -10,7 +10,9 @@ One spawn runs three checks in the two workers (the process start dominates the 
    but an order of magnitude closer than a single process with another seed.
 """
 
+import json
 import os
+import shutil
 import socket
 
 import pytest
@@ -47,7 +49,7 @@ def _method_state(trainer: Trainer) -> dict[str, torch.Tensor]:
             if k != "generator"}  # each rank's own random stream differs by design
 
 
-def _worker(rank: int, port: int, root, tmp) -> None:
+def _worker(rank: int, port: int, second_port: int, root, tmp) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -66,6 +68,12 @@ def _worker(rank: int, port: int, root, tmp) -> None:
     resumed.run()
     supervised = options(tmp, method="supervised", iterations=4, log_every=1)
     train(root, supervised, tmp / "supervised-ddp", quiet)  # leaves the process group
+    # a new process group on a new port (the last one's store may still hold its port), in
+    # which rank 1 reads a copy of the dataset whose labelled_order differs
+    os.environ["MASTER_PORT"] = str(second_port)
+    with pytest.raises(ArcosegError) as refused:
+        train(root if rank == 0 else tmp / "Reordered", supervised, tmp / "mismatch", quiet)
+    (tmp / f"mismatch-rank{rank}.txt").write_text(str(refused.value))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +82,11 @@ def runs(tmp_path_factory):
     root = make_phantom_dataset(tmp / "Phantom", num_cases=5, shape_zyx=(6, 32, 32),
                                 val_cases=1)
     options(tmp)  # settings are valid before spawning
-    mp.spawn(_worker, args=(_free_port(), root, tmp), nprocs=WORLD, join=True)
+    shutil.copytree(root, tmp / "Reordered")
+    info = json.loads((root / "dataset.json").read_text())
+    info["labelled_order"] = info["labelled_order"][::-1]
+    (tmp / "Reordered" / "dataset.json").write_text(json.dumps(info))
+    mp.spawn(_worker, args=(_free_port(), _free_port(), root, tmp), nprocs=WORLD, join=True)
     return root, tmp
 
 
@@ -125,6 +137,16 @@ def _weights_at_init(root, tmp) -> torch.Tensor:
                       Reporter(quiet=True))
     return torch.cat([v.flatten().float() for k, v in sorted(trainer.model.state_dict().items())
                       if v.is_floating_point()])
+
+
+def test_ranks_that_prepared_other_data_are_refused_on_every_rank(runs):
+    """A hunter's finding: rank 1 reading a copy with another labelled_order trained in, exit 0,
+    the model's record naming rank 0's cases only."""
+    _, tmp = runs
+    for rank in range(WORLD):
+        assert (tmp / f"mismatch-rank{rank}.txt").read_text().startswith(
+            "Rank(s) 1 prepared other data than rank 0")
+    assert not (tmp / "mismatch" / "model.safetensors").exists()
 
 
 def test_the_batch_must_split_evenly_over_the_processes(runs):

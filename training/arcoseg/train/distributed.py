@@ -24,7 +24,9 @@ What the trainer does with it (training/ARCHITECTURE.md, "Distributed training")
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +111,24 @@ def wait_for_main(ctx: Distributed) -> None:
     except RuntimeError:  # torch.distributed.DistBackendError is one
         raise ArcosegError(f"Rank {ctx.rank}: rank 0 stopped while preparing the data; its "
                            "message says why.") from None
+
+
+def check_same_data(ctx: Distributed, identity: dict[str, Any], device: torch.device) -> None:
+    """ArcosegError on every rank unless every rank prepared the same data (`identity`: case
+    ids, classes, plan): on several machines each reads its own copy of the dataset, and one
+    that differs trained in silently, the model's record naming rank 0's data only."""
+    if not ctx.enabled:
+        return
+    text = json.dumps(identity, sort_keys=True, default=str)
+    digest = torch.tensor([int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)],
+                          dtype=torch.long, device=device)
+    digests = [torch.empty_like(digest) for _ in range(ctx.world_size)]
+    dist.all_gather(digests, digest)
+    other = [rank for rank, d in enumerate(digests) if int(d) != int(digests[0])]
+    if other:
+        raise ArcosegError(f"Rank(s) {', '.join(map(str, other))} prepared other data than "
+                           "rank 0 (cases, classes or preprocessing plan): every process must "
+                           "read the same dataset (on several machines, identical copies).")
 
 
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:

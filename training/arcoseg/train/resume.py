@@ -23,6 +23,7 @@ from arcoseg.constants import METADATA_FILE, WEIGHTS_FILE
 from arcoseg.errors import ArcosegError
 from arcoseg.networks.model import NetworkConfig
 from arcoseg.train import distributed
+from arcoseg.train.run_data import data_identity
 from arcoseg.train.state import checkpoint_entry, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def save_run(trainer: Trainer) -> None:
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "rank_generators": generators, "world_size": trainer.ctx.world_size,
         "state": vars(trainer.state), "options": trainer.options.to_dict(),
-        "network": trainer.config.to_dict(), "data": _data_identity(trainer)})
+        "network": trainer.config.to_dict(), "data": data_identity(trainer.data)})
 
 
 def check_run_folder(out_dir: Path, resume: bool) -> None:
@@ -129,17 +130,6 @@ def checkpoint_network(out_dir: Path, current: NetworkConfig) -> NetworkConfig:
     return dataclasses.replace(current, head_stride=LEGACY_HEAD_STRIDE)
 
 
-def _data_identity(trainer: Trainer) -> dict[str, Any]:
-    """What a resume must train on again: the classes, the input channels, and the labelled,
-    unlabelled and validation cases (by id: a dataset moved to another folder still resumes;
-    a changed validation split would make the kept best model's choice meaningless)."""
-    data = trainer.data
-    return {"classes": list(data.class_names), "channels": data.num_channels,
-            "labelled_cases": list(data.provenance.get("labelled_cases", [])),
-            "unlabelled_cases": sorted(c.case_id for c in data.unlabelled),
-            "validation_cases": sorted(c.case_id for c in data.val)}
-
-
 def _generator_states(trainer: Trainer) -> list[torch.Tensor]:
     generator = getattr(trainer.method, "generator", None)
     if generator is None:
@@ -193,7 +183,7 @@ def check_resume_options(out_dir: Path, options: dict[str, Any]) -> None:
 def _check_compatible(trainer: Trainer, ckpt: dict) -> None:
     """Refuse a checkpoint of other options, other data or another number of processes."""
     check_resume_options(trainer.out_dir, trainer.options.to_dict())
-    saved_data, data = ckpt.get("data") or {}, _data_identity(trainer)  # {}: an older one
+    saved_data, data = ckpt.get("data") or {}, data_identity(trainer.data)  # {}: an older one
     changed = ", ".join(f"{key} {_shown(saved_data[key])} then, {_shown(data[key])} now"
                         for key in data if key in saved_data and saved_data[key] != data[key])
     if changed:

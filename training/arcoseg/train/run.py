@@ -15,7 +15,7 @@ from arcoseg.train import distributed
 from arcoseg.train.options import TrainOptions
 from arcoseg.train.resume import (check_resume_options, check_run_folder, checkpoint_network,
                                   run_folder_lock)
-from arcoseg.train.run_data import prepare_data
+from arcoseg.train.run_data import data_identity, prepare_data
 from arcoseg.train.trainer import Trainer, new_network
 
 
@@ -45,6 +45,8 @@ def _train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: R
                             reporter if ctx.is_main else Reporter(quiet=True), should_stop)
         if ctx.is_main:
             distributed.barrier(ctx)
+        distributed.check_same_data(ctx, {**data_identity(data), "plan": data.plan.to_dict()},
+                                    device)
         network = (checkpoint_network(out_dir, new_network(data, options)) if resume
                    else None)  # a resumed run keeps the network it started with
         trainer = Trainer(data, options, out_dir, reporter, should_stop, network=network,

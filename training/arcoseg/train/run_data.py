@@ -81,6 +81,17 @@ def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter,
     return data
 
 
+def data_identity(data: RunData) -> dict[str, Any]:
+    """What a resume must train on again, and every rank of a distributed run alike: the
+    classes, the input channels, and the labelled, unlabelled and validation cases (by id: a
+    dataset moved to another folder still resumes; a changed validation split would make the
+    kept best model's choice meaningless)."""
+    return {"classes": list(data.class_names), "channels": data.num_channels,
+            "labelled_cases": list(data.provenance.get("labelled_cases", [])),
+            "unlabelled_cases": sorted(c.case_id for c in data.unlabelled),
+            "validation_cases": sorted(c.case_id for c in data.val)}
+
+
 def validation_cases(dataset: DatasetInfo, reporter: Reporter) -> list[Case]:
     """The 'val' split, or none (logged) where the dataset defines it empty or not at all (a
     one-case dataset, splits with 'train' only): the run then keeps its final weights, as
