@@ -190,3 +190,16 @@ def test_leftover_rank_variables_without_torchrun_are_a_clear_error(monkeypatch)
     with pytest.raises(ArcosegError, match="not the rest of torchrun's environment.*unset RANK "
                                            "and WORLD_SIZE"):
         distributed.start(ctx, torch.device("cpu"))
+
+
+def test_another_rank_going_away_is_told_apart_from_an_internal_error():
+    """A hunter's finding: when one rank was killed, the others said 'Internal error … Please
+    report this' (gloo's 'Connection closed by peer'); `train` now says a process stopped."""
+    import torch.distributed as dist
+
+    assert distributed.is_peer_failure(RuntimeError(
+        "[../third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+        "[127.0.0.1]:23456"))
+    assert distributed.is_peer_failure(dist.DistBackendError("NCCL communicator was aborted"))
+    assert not distributed.is_peer_failure(RuntimeError("mat1 and mat2 shapes cannot be "
+                                                        "multiplied"))

@@ -131,6 +131,17 @@ def check_same_data(ctx: Distributed, identity: dict[str, Any], device: torch.de
                            "read the same dataset (on several machines, identical copies).")
 
 
+def is_peer_failure(err: BaseException) -> bool:
+    """Whether `err` is the communication backend saying another rank went away (gloo's
+    'Connection closed by peer', a DistBackendError): the rank that died reports its own cause;
+    the others are no internal error."""
+    kinds = tuple(k for k in (getattr(dist, "DistBackendError", None),
+                              getattr(dist, "DistNetworkError", None)) if k is not None)
+    text = str(err)
+    return isinstance(err, kinds) or any(s in text for s in (
+        "Connection closed by peer", "Connection reset by peer", "Broken pipe"))
+
+
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     """(R, n, ...) on every rank -> (R, world * n, ...): the rows of all ranks, rank by rank.
 

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 
 from arcoseg.device import resolve_device
+from arcoseg.errors import ArcosegError
 from arcoseg.progress import Reporter
 from arcoseg.train import distributed
 from arcoseg.train.options import TrainOptions
@@ -54,5 +55,11 @@ def _train(dataset_root: Path, options: TrainOptions, out_dir: Path, reporter: R
         if resume:
             trainer.resume()
         return trainer.run()
+    except RuntimeError as err:
+        if ctx.enabled and distributed.is_peer_failure(err):  # not this rank's own error
+            raise ArcosegError(f"Rank {ctx.rank}: another process of the run stopped (killed, "
+                               "out of memory, or its own error: its message says why). "
+                               "Continue from the last checkpoint with --resume.") from None
+        raise
     finally:
         distributed.stop(ctx)
