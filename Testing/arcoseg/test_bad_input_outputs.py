@@ -336,3 +336,12 @@ def test_a_stopped_demo_says_its_folder_holds_this_runs_partial_outputs(tmp_path
     assert "registry is unchanged" not in event["message"]
     assert (out / "inputs" / "annotations.nii.gz").exists()  # this run's, recorded for a rerun
     assert [p.name for p in out.iterdir() if p.name != ".arcoseg-demo"] == ["inputs"]
+
+
+def test_a_png_input_is_named_without_its_suffix(tmp_path, capsys, untrained_model):
+    """A hunter's finding: `segment M gray.png -o out/` wrote out/gray.png.nii.gz."""
+    image = sitk.GetImageFromArray(np.arange(24 * 24, dtype=np.uint8).reshape(24, 24))
+    sitk.WriteImage(image, str(tmp_path / "gray.png"))
+    code, event = run(capsys, "segment", untrained_model, tmp_path / "gray.png", "-o",
+                      tmp_path / "out")
+    assert code == 0 and [p.name for p in (tmp_path / "out").iterdir()] == ["gray.nii.gz"]

@@ -16,8 +16,11 @@ from typing import Sequence
 
 from arcoseg.errors import InputError
 
-# Longest first: '.seg.nrrd' before '.nrrd', '.nii.gz' before '.gz'-less names.
-IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+# Longest first: '.seg.nrrd' before '.nrrd', '.nii.gz' before '.gz'-less names. 2D formats
+# too: a single PNG is read (and nnU-Net's 2D datasets are PNG), and 'gray.png' is case 'gray'
+# (its result was gray.png.nii.gz).
+IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png",
+                  ".tiff", ".tif", ".jpeg", ".jpg", ".bmp")
 FIRST_CHANNEL = "_0000"
 _CHANNEL = re.compile(r"^(.+)_(\d{4})$")
 
