@@ -20,9 +20,10 @@ from arcoseg.errors import InputError
 from arcoseg.io.image_files import folder_entries, no_images, unreadable
 
 POSITION, ORIENTATION = "0020|0032", "0020|0037"  # Image Position / Orientation (Patient)
-# largest deviation of one slice step from the median step, as a fraction of the median (the
-# positions are written with a few decimals: 2.5 mm steps read as 2.4999-2.5001)
-STEP_TOLERANCE = 0.01
+# largest deviation of one slice step from the median step: a fraction of the median, and at
+# least STEP_ROUNDING mm (positions are written with a few decimals: at 2 decimals a 0.625 mm
+# step reads as 0.62 or 0.63, an evenly spaced thin-slice series)
+STEP_TOLERANCE, STEP_ROUNDING = 0.01, 0.02
 
 
 def read_dicom_series(folder: Path) -> sitk.Image:
@@ -54,8 +55,9 @@ def dicom_series_files(folder: Path) -> list[str]:
 
 def check_slice_positions(folder: Path, files: list[str]) -> None:
     """InputError unless the slices `files` (in GDCM's order) share one orientation and lie at
-    evenly spaced, distinct positions along its normal (within STEP_TOLERANCE). Files without
-    a position (one slice, secondary captures) are not checked: ITK reads them as they are."""
+    evenly spaced, distinct positions along its normal (within STEP_TOLERANCE of the step, at
+    least STEP_ROUNDING mm). Files without a position (one slice, secondary captures) are not
+    checked: ITK reads them as they are."""
     headers = [_position_and_orientation(folder, name) for name in files]
     if len(files) < 2 or any(h is None for h in headers):
         return
@@ -69,13 +71,14 @@ def check_slice_positions(folder: Path, files: list[str]) -> None:
     steps = np.diff(positions, axis=0)
     along = steps @ np.cross(row, column)
     step = float(np.median(np.abs(along)))
-    if step < 1e-6 or np.abs(along).min() < STEP_TOLERANCE * step:
+    tolerance = max(STEP_TOLERANCE * step, STEP_ROUNDING)
+    if step < 1e-6 or np.abs(along).min() < min(tolerance, step / 2):
         raise InputError(f"The DICOM series in {folder} holds several images at one slice "
                          "position (echoes, time points or a repeated slice): it is not one "
                          "volume. Export one echo or time point per series.")
-    _check_steps(folder, files, along, step)
+    _check_steps(folder, files, along, step, tolerance)
     sideways = np.linalg.norm(steps - np.outer(along, np.cross(row, column)), axis=1)
-    if sideways.max() > STEP_TOLERANCE * step:
+    if sideways.max() > tolerance:
         raise InputError(f"The slices of the DICOM series in {folder} move sideways by up to "
                          f"{sideways.max():.2f} mm from one to the next (a gantry tilt): read "
                          "as one volume, the image would be sheared. Resample it to a regular "
@@ -83,15 +86,17 @@ def check_slice_positions(folder: Path, files: list[str]) -> None:
                          "save it as NRRD or NIfTI.")
 
 
-def _check_steps(folder: Path, files: list[str], along: np.ndarray, step: float) -> None:
-    """InputError naming the first pair of neighbouring slices whose distance is not `step`."""
-    off = np.flatnonzero(np.abs(np.abs(along) - step) > STEP_TOLERANCE * step)
+def _check_steps(folder: Path, files: list[str], along: np.ndarray, step: float,
+                 tolerance: float) -> None:
+    """InputError naming the first pair of neighbouring slices whose distance is not `step`
+    (within `tolerance` mm)."""
+    off = np.flatnonzero(np.abs(np.abs(along) - step) > tolerance)
     if off.size:
         i = int(off[0])
         raise InputError(
             f"The DICOM series in {folder} is not evenly spaced: slices {Path(files[i]).name} "
-            f"and {Path(files[i + 1]).name} lie {abs(along[i]):.2f} mm apart, most others "
-            f"{step:.2f} mm (a missing slice, or uneven spacing). Read as one volume, its slices "
+            f"and {Path(files[i + 1]).name} lie {abs(along[i]):.3g} mm apart, most others "
+            f"{step:.3g} mm (a missing slice, or uneven spacing). Read as one volume, its slices "
             "would be placed up to half a slice from their true positions. Export the complete "
             "series, or resample it to even spacing (e.g. in Slicer) and save it as NRRD or "
             "NIfTI.")
