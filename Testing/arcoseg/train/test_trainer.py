@@ -456,4 +456,23 @@ def test_unlabelled_images_of_the_validation_split_or_label_maps_are_refused(dat
                             val_every=1,
                             unlabelled=[dataset / "imagesTr" / f"{train_case}_0000.nii.gz"]),
           tmp_path / "model", reporter)
-    assert any("is a training case of" in line and "not added twice" in line for line in logs)
+    assert any("are training cases of" in line and "not added twice" in line for line in logs)
+
+
+def test_an_unlabelled_image_of_another_split_is_used_not_taken_for_a_training_case(dataset,
+                                                                                    tmp_path):
+    """The regression hunt's finding: a 'test' split image was skipped as 'already used' (it is
+    in no pool), and the run then refused for want of unlabelled data."""
+    root = tmp_path / "Phantom"
+    shutil.copytree(dataset, root)
+    info = json.loads((root / "dataset.json").read_text())
+    *train_cases, held = info["splits"]["train"]
+    info["splits"] = {"train": train_cases, "val": info["splits"]["val"], "test": [held]}
+    info["labelled_order"] = train_cases
+    (root / "dataset.json").write_text(json.dumps(info))
+    result = train(root, _options(tmp_path, method="mean_teacher", labelled=len(train_cases),
+                                  iterations=1, val_every=1,
+                                  unlabelled=[root / "imagesTr" / f"{held}_0000.nii.gz"]),
+                   tmp_path / "model", Reporter(quiet=True))
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert result["iterations"] == 1 and meta["provenance"]["unlabelled_cases"] == 1

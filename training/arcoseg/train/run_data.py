@@ -54,6 +54,8 @@ def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter,
                          "with it. Leave out --unlabelled for this dataset.")
     labelled = dataset.labelled_cases(options.labelled, options.labelled_list)
     val = validation_cases(dataset, reporter)
+    extra = (outside_dataset(unlabelled_files(options.unlabelled), dataset, val, reporter)
+             if options.semi_supervised else [])  # refused before any preprocessing
     plan = make_plan(dataset, options.dims, options.patch, spacing=options.spacing,
                      context_slices=options.context_slices, reporter=reporter)
 
@@ -67,7 +69,6 @@ def prepare_data(dataset_root: Path, options: TrainOptions, reporter: Reporter,
     unlabelled: list[PreprocessedCase] = []
     if options.semi_supervised:
         unlabelled = [without_label(c) for c in load(dataset.unlabelled_cases(labelled), "unlabelled")]
-        extra = outside_dataset(unlabelled_files(options.unlabelled), dataset, val, reporter)
         unlabelled += extra_unlabelled(extra, plan, reporter)
         if not unlabelled:
             raise ArcosegError(f"--method {options.method} needs unlabelled data, but every "
@@ -134,13 +135,14 @@ def extra_unlabelled(files: list[Path], plan: Plan, reporter: Reporter) -> list[
 
 def outside_dataset(files: list[Path], dataset: DatasetInfo, val: list[Case],
                     reporter: Reporter) -> list[Path]:
-    """`files` (from --unlabelled) less the dataset's training images (already in the pool:
-    logged); InputError for a validation image (trained on, it would inflate the validation
-    Dice that picks the kept model) or a label map (its label values read as intensities)."""
+    """`files` (from --unlabelled) less the images of the dataset's train split (already in the
+    labelled or unlabelled pool: logged once); InputError for a validation image (trained on,
+    it would inflate the validation Dice that picks the kept model) or a label map (its label
+    values read as intensities). Images of other splits (e.g. 'test') are kept."""
     val_images = {_same(p): c.id for c in val for p in c.images}
     label_maps = {_same(c.label): c.id for c in dataset.cases if c.label is not None}
-    train_images = {_same(p) for c in dataset.cases for p in c.images} - set(val_images)
-    kept = []
+    train_images = {_same(p) for c in dataset.split_cases("train") for p in c.images}
+    kept, skipped = [], []
     for file in files:
         key = _same(file)
         if key in val_images:
@@ -151,10 +153,13 @@ def outside_dataset(files: list[Path], dataset: DatasetInfo, val: list[Case],
             raise InputError(f"--unlabelled: {file} is the label map of case "
                              f"{label_maps[key]!r}, not an image. Give images there.")
         if key in train_images:
-            reporter.log(f"--unlabelled: {file} is a training case of {dataset.root}, already "
-                         "used; not added twice.")
+            skipped.append(file.name)
             continue
         kept.append(file)
+    if skipped:
+        reporter.log(f"--unlabelled: {len(skipped)} file(s) ({', '.join(skipped[:3])}"
+                     f"{', …' if len(skipped) > 3 else ''}) are training cases of "
+                     f"{dataset.root}, already used; not added twice.")
     return kept
 
 
