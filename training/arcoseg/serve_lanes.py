@@ -91,8 +91,10 @@ class Lane:
     def cancel(self, request_id: Any) -> str | None:
         """'running' (asked to stop), 'queued' (dropped, with a Cancelled error) or None."""
         with self._ready:
-            if self._current is not None and self._current.id == request_id:
-                self._current.stop.requested = True
+            current = self._current
+            if (current is not None and current.id == request_id
+                    and not getattr(current.reporter, "finished", False)):
+                current.stop.requested = True
                 return "running"
             dropped = [r for r in self._queue if r.id == request_id]
             for request in dropped:

@@ -126,3 +126,15 @@ def test_a_folder_holding_a_series_and_image_files_is_refused(tmp_path):
     with pytest.raises(InputError, match="holds image files \\(series.nii.gz\\) and a DICOM "
                                          "series"):
         image_inputs(tmp_path / "series")
+
+
+def test_a_folder_of_images_with_a_readme_is_listed_without_an_itk_warning(tmp_path, capfd):
+    """The regression hunt's finding: looking for a DICOM series beside the images printed
+    ITK's 'No Series were found' on stderr (shown in Slicer's log by the worker)."""
+    from arcoseg.io.inputs import image_inputs
+
+    for name in ("a.nii.gz", "b.nii.gz"):
+        sitk.WriteImage(_volume(), str(tmp_path / name))
+    (tmp_path / "README.txt").write_text("notes")
+    assert [p.name for p in image_inputs(tmp_path)] == ["a.nii.gz", "b.nii.gz"]
+    assert "No Series were found" not in capfd.readouterr().err

@@ -46,8 +46,19 @@ def image_inputs(path: Path) -> list[Path]:
     entries = folder_entries(path)
     images = _image_files(entries)
     others = [p for p in entries if p.is_file() and p not in images]
-    if images and others and sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)):
+    if images and others and _holds_dicom_series(path):
         raise InputError(f"Folder {path} holds image files ({', '.join(p.name for p in images[:3])}"
                          f"{', …' if len(images) > 3 else ''}) and a DICOM series: give the "
                          "series a folder of its own, or move the image files out.")
     return images or [path]
+
+
+def _holds_dicom_series(folder: Path) -> bool:
+    """Whether GDCM finds a DICOM series in `folder`, without ITK's "No Series were found"
+    warning on stderr (the usual answer here: a README beside NIfTI files)."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)

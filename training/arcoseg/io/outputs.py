@@ -38,7 +38,8 @@ def output_path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("-o is empty; give a file or folder")
     path = user_path(text)
-    if text.endswith(("/", os.sep)) and full_suffix(path).lower() in FILE_SUFFIXES:
+    if (text.endswith(("/", os.sep)) and full_suffix(path).lower() in FILE_SUFFIXES
+            and not path.is_dir()):
         raise argparse.ArgumentTypeError(
             f"{text!r} ends with '/' (a folder) but its name ends in {full_suffix(path)} (a "
             "file): drop the '/' for a file, or name the folder without that suffix")
@@ -95,11 +96,12 @@ def sibling(path: Path, tag: str) -> Path:
 
 def check_distinct(paths: Iterable[Path], inputs: Iterable[Path] = ()) -> None:
     """OutputError if two outputs would be written to the same file, or one onto an input file
-    (which it would replace: the user's image or drawing lost). Names are compared ignoring
-    letter case: on macOS's and Windows' file systems Patient1.nii.gz and patient1.nii.gz are
-    one file (an existing output is also compared with the inputs by identity, `samefile`)."""
+    (which it would replace: the user's image or drawing lost). Outputs are compared ignoring
+    letter case (on macOS's and Windows' file systems Patient1.nii.gz and patient1.nii.gz are
+    one file), and with the inputs by path and, where the output exists, by identity
+    (`samefile`: a hard link, or another letter case on those file systems)."""
     inputs = list(inputs)
-    read = {os.path.realpath(path).casefold() for path in inputs}
+    read = {os.path.realpath(path) for path in inputs}
     seen: dict[str, Path] = {}
     for path in paths:
         key = os.path.abspath(path).casefold()
@@ -108,7 +110,7 @@ def check_distinct(paths: Iterable[Path], inputs: Iterable[Path] = ()) -> None:
                               + (f" and {seen[key]} (one file where letter case is ignored, as "
                                  "on macOS and Windows)" if str(seen[key]) != str(path) else "")
                               + "; rename an input or choose another output.")
-        if os.path.realpath(path).casefold() in read or _same_file(path, inputs):
+        if os.path.realpath(path) in read or _same_file(path, inputs):
             raise OutputError(f"The result would be written to {path}, which is one of the "
                               "input files, and replace it. Choose another output (-o).")
         seen[key] = path
