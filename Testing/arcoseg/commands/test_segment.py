@@ -237,7 +237,7 @@ def test_an_image_refused_only_when_read_names_the_results_written_before_it(tmp
                             f"{tmp_path / 'out' / 'a.nii.gz'}.")
 
 
-@pytest.mark.parametrize("spacing,shown", [((50.0, 50.0, 2.0), "50 x 50 mm"),
+@pytest.mark.parametrize("spacing,shown", [((100.0, 100.0, 2.0), "100 x 100 mm"),
                                            ((0.01, 0.01, 2.0), "0.01 x 0.01 mm")])
 def test_a_spacing_far_from_the_models_is_refused_before_any_work(tmp_path, capsys,
                                                                  untrained_model, spacing,

@@ -29,3 +29,15 @@ def test_a_2d_image_is_one_slice_as_read_image_makes_it():
     plan = Plan(dims=2, target_spacing=(1.0, 1.0, 1.0), normalization="zscore",
                 label_values=[0, 1], patch_size=(32, 32))
     assert model_grid_size(Grid.of(image), plan) == (1, 34, 10)
+
+
+def test_thick_slices_resampled_by_a_child_slicing_along_another_axis_are_accepted():
+    """The regression hunt's finding: Adapt along coronal slices of a 12 mm MR (its plan the
+    parent's 0.5 mm in-plane spacing) trained, then `segment` refused the same image (24x)."""
+    from arcoseg.data.model_grid import check_model_grid
+
+    image = sitk.Image([40, 40, 20], sitk.sitkFloat32)
+    image.SetSpacing((0.5, 0.5, 12.0))
+    child = Plan(dims=2, target_spacing=(12.0, 0.5, 0.5), normalization="zscore",
+                 label_values=[0, 1], patch_size=(32, 32), slice_axis=1)
+    check_model_grid(Grid.of(image), child, 1, 2, "mr.nii.gz")

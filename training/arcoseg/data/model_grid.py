@@ -21,8 +21,10 @@ from arcoseg.data.plan import Plan
 from arcoseg.errors import InputError
 from arcoseg.io.geometry import Grid, read_grid
 
-# largest factor between an image's spacing and the model's along a resampled axis
-MAX_SPACING_RATIO = 20.0
+# largest factor between an image's spacing and the model's along a resampled axis: units
+# errors are 1000x; an Adapt child of a 2D model slicing along another axis may resample
+# thick MR slices (10-12 mm) to the parent's in-plane spacing (0.3-0.5 mm): 20-40x
+MAX_SPACING_RATIO = 64.0
 # bytes per model-grid voxel of `segment` besides the input channels (float32 each) and the
 # class probabilities (float16 each): a rough bound for the memory check
 _WORK_BYTES = 16
