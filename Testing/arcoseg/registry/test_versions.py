@@ -209,3 +209,14 @@ def test_a_removed_models_version_numbers_are_not_given_to_a_new_model_of_its_na
     registry.remove("brain", force=True)
     assert registry.import_model(base, name="brain") == VersionRef("brain", "v2")
     assert registry.show(str(child))["parent"] == "brain@v1"  # names no model now, not v2
+
+
+def test_removing_the_active_version_falls_back_to_a_version_that_was_active_once(
+        registry: Registry, imported: VersionRef, base: Path) -> None:
+    """The regression hunt's finding: v2 (imported, active once) was left inactive, and the
+    message spoke of a held-out check it never had."""
+    registry.import_model(base, name="brain")  # brain@v2, active; v1 on the history
+    registry.rollback("brain")  # v1 active, history empty
+    adapt(registry, "brain", imported, seed=3, activate=False)  # v3, never active
+    registry.remove("brain@v1", force=True)
+    assert registry.resolve("brain").name == "v2"

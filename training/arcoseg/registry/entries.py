@@ -112,14 +112,29 @@ def check_removable(index: dict[str, Any], name: str, ids: list[str], whole: boo
                             "Remove them first, or use --force (they keep the parent's name).")
 
 
+def make_active(model: dict[str, Any], version: str) -> None:
+    """Activate `version` of `model` (the active one goes onto the rollback history), and
+    record on its entry that it was active once (`forget_versions`' fallback)."""
+    if model["active"] is not None:
+        model["history"].append(model["active"])
+    model["active"] = version
+    for entry in model["versions"]:
+        if entry["version"] == version:
+            entry["activated"] = True
+
+
 def forget_versions(model: dict[str, Any], ids: list[str]) -> None:
     """Drop removed versions from the activation history; if the active one went, re-activate
-    the one active before it, else none: the newest left may be a version Adapt saved without
-    activating (its held-out check failed), which a removal must not put to use."""
+    the one active before it, else the newest that was ever active (an imported base of an
+    index older than that record), else none: never a version Adapt saved without activating
+    it (its held-out check failed), which a removal must not put to use."""
     kept = [h for h in model["history"] if h not in ids]
     model["history"] = [h for i, h in enumerate(kept) if i == 0 or h != kept[i - 1]]
     if model["active"] in ids:
-        model["active"] = model["history"].pop() if model["history"] else None
+        was_active = [v["version"] for v in model["versions"]
+                      if v.get("activated") or v.get("kind") == "base"]
+        model["active"] = (model["history"].pop() if model["history"]
+                           else was_active[-1] if was_active else None)
     while model["history"] and model["history"][-1] == model["active"]:
         model["history"].pop()  # rolling back to the active version would change nothing
 

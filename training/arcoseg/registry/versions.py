@@ -15,7 +15,8 @@ from arcoseg.fileutil import expand_user, full_suffix
 from arcoseg.registry.archive import (copy_model_files, export_files, extract_model_zip,
                                       write_model_folder, write_model_zip)
 from arcoseg.registry.entries import (check_can_add, check_new_name, check_removable,
-                                      forget_versions, removed_next, version_entry)
+                                      forget_versions, make_active, removed_next,
+                                      version_entry)
 from arcoseg.registry.names import (VERSION_ID, RegistryError, StagedVersion, VersionRef,
                                     parse_ref)
 from arcoseg.registry.store import RegistryStore, active_version, not_writable
@@ -168,9 +169,7 @@ class Registry(RegistryStore):
             self._check_unchanged(index, VersionRef(name, version))  # never activate a swap
             model = index["models"][name]
             if model["active"] != version:
-                if model["active"] is not None:
-                    model["history"].append(model["active"])
-                model["active"] = version
+                make_active(model, version)
                 self._write_index(index)
         return VersionRef(name, version)
 
@@ -190,7 +189,8 @@ class Registry(RegistryStore):
 
         Refused without `force` when that removes the active version or a version another
         version names as its parent. A forced removal of the active version re-activates the
-        previously active one (else none: `models activate` chooses). A removed model's version
+        previously active one, else the newest one that was ever active (never one Adapt saved
+        without activating it). A removed model's version
         numbers are not given again to a new model of its name (a child's parent, a script's
         NAME@vN would name another model).
         """
@@ -262,9 +262,7 @@ class Registry(RegistryStore):
             model["versions"].append(version_entry(version, kind, parent, info, source))
             model["next"] = number + 1
             if activate:
-                if model["active"] is not None:
-                    model["history"].append(model["active"])
-                model["active"] = version
+                make_active(model, version)
             index["models"][name] = model
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staged, dest)
