@@ -119,7 +119,7 @@ def check_same_data(ctx: Distributed, identity: dict[str, Any], device: torch.de
     that differs trained in silently, the model's record naming rank 0's data only."""
     if not ctx.enabled:
         return
-    text = json.dumps(identity, sort_keys=True, default=str)
+    text = json.dumps(_rounded(identity), sort_keys=True, default=str)
     digest = torch.tensor([int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)],
                           dtype=torch.long, device=device)
     digests = [torch.empty_like(digest) for _ in range(ctx.world_size)]
@@ -140,6 +140,18 @@ def is_peer_failure(err: BaseException) -> bool:
     text = str(err)
     return isinstance(err, kinds) or any(s in text for s in (
         "Connection closed by peer", "Connection reset by peer", "Broken pipe"))
+
+
+def _rounded(value: Any) -> Any:
+    """`value` with every float to 6 significant digits: CT statistics computed by another
+    numpy or CPU may differ in the last digits, which is no other data."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
