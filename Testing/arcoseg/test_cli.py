@@ -115,6 +115,19 @@ def test_evaluate_model_on_split_and_files(model, dataset, tmp_path, capsys):
     assert set(result_of(events)["summary"]["classes"]) == {"class1", "class2"}
 
 
+@pytest.mark.parametrize("layout", [
+    {"labels": {"background": 0, "RV": 1, "LV": 3, "ignore": 9}, "file_ending": ".nii.gz"},
+    {"labels": {"0": "background", "1": "RV", "3": "LV"}, "training": []}])
+def test_evaluate_labels_from_a_dataset_json_alone(tmp_path, layout):
+    """A hunter's finding: `--labels x/dataset.json` needed the whole dataset beside it
+    ('Dataset folder …/imagesTr does not exist')."""
+    from arcoseg.commands.evaluate import parse_labels
+
+    (tmp_path / "dataset.json").write_text(json.dumps(layout))
+    expected = {"RV": 1, "LV": 3, **({"ignore": 9} if "ignore" in layout["labels"] else {})}
+    assert parse_labels(str(tmp_path / "dataset.json")) == expected
+
+
 @pytest.mark.parametrize("spec,message", [
     ("lv=1,lv=2", "unique \\(ignoring case\\)"), ("lv=1,LV=2", "unique \\(ignoring case\\)"),
     ("lv=1,myo=1", "its own label value from 1 to 254"), ("lv=300", "from 1 to 254"),

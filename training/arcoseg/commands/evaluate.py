@@ -42,7 +42,7 @@ _NOT_LABELS = ("--labels '{spec}' is neither a dataset.json, a model (folder or 
 def parse_labels(spec: str | None) -> dict[str, int] | None:
     """Class name → label value from a dataset.json, a model (folder or registry name), or
     'name=value,…'; InputError for anything else or for names/values a label map cannot hold."""
-    from arcoseg.data.dataset import load_dataset  # heavy imports only when run
+    from arcoseg.data.dataset import evaluated_labels, load_dataset  # heavy: only when run
     from arcoseg.modelfile import load_metadata
     from arcoseg.registry import Registry, RegistryError
 
@@ -56,9 +56,10 @@ def parse_labels(spec: str | None) -> dict[str, int] | None:
             raise InputError(f"{_NOT_LABELS.format(spec=spec)} ({err})") from err
     if path.is_dir() and (path / "model.json").exists():
         return {c["name"]: c["value"] for c in load_metadata(path).classes if c["value"] != 0}
-    if path.is_dir() or path.name == "dataset.json":
-        ds = load_dataset(path if path.is_dir() else path.parent)
-        return ds.evaluated_labels
+    if path.is_file() and path.name == "dataset.json":  # its images need not be beside it
+        return evaluated_labels(path)
+    if path.is_dir():
+        return load_dataset(path).evaluated_labels
     return _name_value_pairs(spec)
 
 

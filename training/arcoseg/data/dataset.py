@@ -11,7 +11,6 @@ labels). MSD: `dataset.json` with a `training` list of {"image", "label"} paths,
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,8 +20,9 @@ from typing import Iterable
 import numpy as np
 
 from arcoseg.constants import IGNORE_LABEL, IGNORE_NAME
-from arcoseg.data.dataset_json import (channel_names, check_distinct_ids, check_ids, check_labels,
-                                       matching_cases, require_key, resolve_splits)
+from arcoseg.data.dataset_json import (channel_names, check_distinct_ids, check_ids,
+                                       dataset_labels, matching_cases, read_dataset_json,
+                                       require_key, resolve_splits)
 from arcoseg.errors import InputError
 from arcoseg.fileutil import full_suffix
 from arcoseg.io.names import image_stem, unique_case_ids
@@ -161,6 +161,13 @@ class DatasetInfo:
         return [c for c in self.split_cases("train", val_fraction, seed) if c.id not in taken]
 
 
+def evaluated_labels(json_path: Path) -> dict[str, int]:
+    """`DatasetInfo.evaluated_labels` from a dataset.json alone (`evaluate --labels`): its
+    images need not be beside it."""
+    labels = dataset_labels(read_dataset_json(json_path), json_path)
+    return DatasetInfo(json_path.parent, "", labels, "", []).evaluated_labels
+
+
 def load_dataset(root: str | os.PathLike) -> DatasetInfo:
     """Load a dataset folder in nnU-Net v2 or MSD layout; InputError for anything inconsistent."""
     root = Path(root)
@@ -170,12 +177,7 @@ def load_dataset(root: str | os.PathLike) -> DatasetInfo:
     if not json_path.is_file():
         raise InputError(f"{json_path} not found: a dataset folder needs a dataset.json "
                          "(nnU-Net v2 or Medical Segmentation Decathlon format).")
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{json_path} is not valid JSON: {err}. Fix the file.") from err
-    if not isinstance(meta, dict):
-        raise InputError(f"{json_path} must hold a JSON object.")
+    meta = read_dataset_json(json_path)
     if "training" in meta:
         info = _load_msd(root, meta, json_path)
     elif "file_ending" in meta:
@@ -192,7 +194,7 @@ def load_dataset(root: str | os.PathLike) -> DatasetInfo:
 
 
 def _load_nnunet(root: Path, meta: dict, json_path: Path) -> DatasetInfo:
-    labels = check_labels(dict(require_key(meta, "labels", dict, json_path)), json_path)
+    labels = dataset_labels(meta, json_path)
     ending = require_key(meta, "file_ending", str, json_path)
     channels = channel_names(meta, json_path, ("channel_names", "modality"))
     files = _files_with_ending(root / "imagesTr", ending)
@@ -226,18 +228,7 @@ def _load_nnunet(root: Path, meta: dict, json_path: Path) -> DatasetInfo:
 
 
 def _load_msd(root: Path, meta: dict, json_path: Path) -> DatasetInfo:
-    raw_labels = require_key(meta, "labels", dict, json_path)
-    try:
-        labels = {str(name): int(value) for value, name in raw_labels.items()}
-    except (TypeError, ValueError) as err:
-        raise InputError(f"{json_path}: 'labels' must map integer values to names in the "
-                         'Decathlon format, e.g. {"0": "background", "1": "liver"}.') from err
-    if len(labels) != len(raw_labels):  # two values with one name: merged into one above
-        names = [str(name) for name in raw_labels.values()]
-        twice = sorted({name for name in names if names.count(name) > 1})
-        raise InputError(f"{json_path}: 'labels' gives the name(s) {twice} to more than one "
-                         "value. Give each value its own name.")
-    labels = check_labels(labels, json_path)
+    labels = dataset_labels(meta, json_path)
     channels = channel_names(meta, json_path, ("modality", "channel_names"))
     if len(channels) != 1:
         raise InputError(f"{json_path} lists {len(channels)} modalities: multi-channel (4D) "

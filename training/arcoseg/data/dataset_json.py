@@ -4,6 +4,7 @@ InputError naming dataset.json and what to change."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -113,3 +114,35 @@ def check_distinct_ids(ids: list[str], source: str) -> None:
         if case_id in seen:
             raise InputError(f"{source} lists case id {case_id!r} twice. List each case once.")
         seen.add(case_id)
+
+
+def read_dataset_json(json_path: Path) -> dict[str, Any]:
+    """The JSON object in `json_path`; InputError if it is not valid JSON or not an object."""
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{json_path} is not valid JSON: {err}. Fix the file.") from err
+    except OSError as err:
+        raise InputError(f"Cannot read {json_path}: {err.strerror or err}.") from err
+    if not isinstance(meta, dict):
+        raise InputError(f"{json_path} must hold a JSON object.")
+    return meta
+
+
+def dataset_labels(meta: dict[str, Any], json_path: Path) -> dict[str, int]:
+    """dataset.json's labels as name -> value (`check_labels`): nnU-Net v2 writes them so, the
+    Decathlon layout (a 'training' list) value -> name."""
+    raw = require_key(meta, "labels", dict, json_path)
+    if "training" not in meta:
+        return check_labels(dict(raw), json_path)
+    try:
+        labels = {str(name): int(value) for value, name in raw.items()}
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{json_path}: 'labels' must map integer values to names in the "
+                         'Decathlon format, e.g. {"0": "background", "1": "liver"}.') from err
+    if len(labels) != len(raw):  # two values with one name: merged into one above
+        names = [str(name) for name in raw.values()]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise InputError(f"{json_path}: 'labels' gives the name(s) {twice} to more than one "
+                         "value. Give each value its own name.")
+    return check_labels(labels, json_path)
