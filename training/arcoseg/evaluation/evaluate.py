@@ -54,12 +54,17 @@ def pair_files(pred: Path, gt: Path, reporter: Reporter | None = None
 
     Folders are matched by case id (see `case_id`); predictions without ground truth are not
     scored (`reporter` is told which). Raises InputError for missing paths, a file paired with
-    a folder, or missing predictions.
+    a folder, missing predictions, and PRED naming GT itself (every score a perfect 1.0).
     """
     pred, gt = Path(pred), Path(gt)
     for path, what in ((pred, "Prediction"), (gt, "Ground-truth")):
         if not path.exists():
             raise InputError(f"{what} path {path} does not exist. Check the path.")
+    if os.path.samefile(pred, gt):
+        kind = "folder" if gt.is_dir() else "file"
+        raise InputError(f"The predictions and the ground truth are the same {kind} ({gt}): "
+                         "every case would score a perfect 1.0 against itself. Give the "
+                         "predictions' path first.")
     if pred.is_file() and gt.is_file():
         return [(case_id(gt), pred, gt)]
     if not (pred.is_dir() and gt.is_dir()):
