@@ -320,9 +320,11 @@ def test_a_stop_ends_the_evaluation_before_the_next_case_with_no_metrics_file(tm
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
-def test_a_prediction_path_that_is_the_ground_truth_is_refused(tmp_path):
+def test_a_prediction_path_that_is_the_ground_truth_is_said(tmp_path):
     """A hunter's finding: `evaluate gt gt` scored a perfect 1.0 without a word."""
     gt = write_label(tmp_path / "gt" / "a.nii.gz", phantom())
-    for same in (gt.parent, gt):
-        with pytest.raises(InputError, match="are the same (folder|file).*perfect 1.0"):
-            pair_files(same, same)
+    for same, kind in ((gt.parent, "folder"), (gt, "file")):
+        log = io.StringIO()
+        pair_files(same, same, Reporter(log))
+        assert f"Warning: the predictions and the ground truth are the same {kind}" in \
+            log.getvalue()

@@ -53,18 +53,17 @@ def pair_files(pred: Path, gt: Path, reporter: Reporter | None = None
     """(case id, prediction file, ground-truth file) for two files or two folders.
 
     Folders are matched by case id (see `case_id`); predictions without ground truth are not
-    scored (`reporter` is told which). Raises InputError for missing paths, a file paired with
-    a folder, missing predictions, and PRED naming GT itself (every score a perfect 1.0).
+    scored (`reporter` is told which, and when PRED is GT itself: every score a perfect 1.0).
+    Raises InputError for missing paths, a file paired with a folder, or missing predictions.
     """
     pred, gt = Path(pred), Path(gt)
     for path, what in ((pred, "Prediction"), (gt, "Ground-truth")):
         if not path.exists():
             raise InputError(f"{what} path {path} does not exist. Check the path.")
-    if os.path.samefile(pred, gt):
+    if os.path.samefile(pred, gt) and reporter is not None:
         kind = "folder" if gt.is_dir() else "file"
-        raise InputError(f"The predictions and the ground truth are the same {kind} ({gt}): "
-                         "every case would score a perfect 1.0 against itself. Give the "
-                         "predictions' path first.")
+        reporter.log(f"Warning: the predictions and the ground truth are the same {kind} "
+                     f"({gt}): every case scores a perfect 1.0 against itself.")
     if pred.is_file() and gt.is_file():
         return [(case_id(gt), pred, gt)]
     if not (pred.is_dir() and gt.is_dir()):
