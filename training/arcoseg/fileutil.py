@@ -205,3 +205,13 @@ def expand_user(path: str | os.PathLike) -> Path:
         text = os.fspath(path)
         raise InputError(f"Cannot expand {text.split(os.sep)[0]!r} in {text!r}: {err} Give the "
                          "full path.") from None
+
+
+def file_identity(path: str | os.PathLike) -> tuple[int, int] | str:
+    """What identifies a file: (device, inode) where it exists (a hard link, another spelling
+    of its path, another letter case on macOS and Windows), else its resolved path."""
+    try:
+        stat = os.stat(path)
+        return (stat.st_dev, stat.st_ino)
+    except OSError:
+        return str(Path(path).resolve())

@@ -45,6 +45,12 @@ class Request:
     imports_engine: bool = True  # False: a registry query that imports no torch or MONAI
 
 
+def _answering(request: Request, request_id: Any) -> bool:
+    """Whether `request` is `request_id` and has not sent its final event yet: once it has, a
+    client may reuse the id while the lane still gives memory back (`serve.RequestReporter`)."""
+    return request.id == request_id and not getattr(request.reporter, "finished", False)
+
+
 def import_engine() -> None:
     """Import HEAVY_WARMUP (torch, MONAI, the engine) once, one thread at a time. Two lanes
     importing MONAI at once (a `models show` during the heavy lane's warm-up) left a partially
@@ -85,16 +91,13 @@ class Lane:
     def knows(self, request_id: Any) -> bool:
         """True while `request_id` is queued or running here (not once its final event is out)."""
         with self._ready:
-            return any(r.id == request_id and not getattr(r.reporter, "finished", False)
-                       for r in self._all())
+            return any(_answering(r, request_id) for r in self._all())
 
     def cancel(self, request_id: Any) -> str | None:
         """'running' (asked to stop), 'queued' (dropped, with a Cancelled error) or None."""
         with self._ready:
-            current = self._current
-            if (current is not None and current.id == request_id
-                    and not getattr(current.reporter, "finished", False)):
-                current.stop.requested = True
+            if self._current is not None and _answering(self._current, request_id):
+                self._current.stop.requested = True
                 return "running"
             dropped = [r for r in self._queue if r.id == request_id]
             for request in dropped:

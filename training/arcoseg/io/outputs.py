@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Union
 
 from arcoseg.errors import InputError, OutputError
-from arcoseg.fileutil import expand_user, full_suffix
+from arcoseg.fileutil import expand_user, file_identity, full_suffix
 from arcoseg.io.images import image_output_suffixes
 from arcoseg.io.segnrrd import SUFFIX as SEG_NRRD
 
@@ -99,9 +99,10 @@ def check_distinct(paths: Iterable[Path], inputs: Iterable[Path] = ()) -> None:
     (which it would replace: the user's image or drawing lost). Outputs are compared ignoring
     letter case (on macOS's and Windows' file systems Patient1.nii.gz and patient1.nii.gz are
     one file), and with the inputs by path and, where the output exists, by identity
-    (`samefile`: a hard link, or another letter case on those file systems)."""
+    (`file_identity`: a hard link, or another letter case on those file systems)."""
     inputs = list(inputs)
     read = {os.path.realpath(path) for path in inputs}
+    existing = {file_identity(path) for path in inputs if Path(path).is_file()}
     seen: dict[str, Path] = {}
     for path in paths:
         key = os.path.abspath(path).casefold()
@@ -110,17 +111,10 @@ def check_distinct(paths: Iterable[Path], inputs: Iterable[Path] = ()) -> None:
                               + (f" and {seen[key]} (one file where letter case is ignored, as "
                                  "on macOS and Windows)" if str(seen[key]) != str(path) else "")
                               + "; rename an input or choose another output.")
-        if os.path.realpath(path) in read or _same_file(path, inputs):
+        if os.path.realpath(path) in read or (path.is_file() and file_identity(path) in existing):
             raise OutputError(f"The result would be written to {path}, which is one of the "
                               "input files, and replace it. Choose another output (-o).")
         seen[key] = path
-
-
-def _same_file(path: Path, inputs: list[Path]) -> bool:
-    """Whether existing file `path` is one of `inputs` (a hard link, another spelling)."""
-    if not path.is_file():
-        return False
-    return any(Path(i).is_file() and os.path.samefile(path, i) for i in inputs)
 
 
 def check_output_folder(folder: Path) -> None:

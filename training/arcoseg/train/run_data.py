@@ -17,6 +17,7 @@ from arcoseg.data.cache import load_cases
 from arcoseg.data.plan import Plan
 from arcoseg.data.preprocess import PreprocessedCase, make_plan, preprocess_image
 from arcoseg.errors import ArcosegError, InputError
+from arcoseg.fileutil import file_identity
 from arcoseg.io.geometry import grid_difference, read_grid
 from arcoseg.io.images import check_image, read_image
 from arcoseg.io.inputs import image_inputs
@@ -139,12 +140,12 @@ def outside_dataset(files: list[Path], dataset: DatasetInfo, val: list[Case],
     labelled or unlabelled pool: logged once); InputError for a validation image (trained on,
     it would inflate the validation Dice that picks the kept model) or a label map (its label
     values read as intensities). Images of other splits (e.g. 'test') are kept."""
-    val_images = {_same(p): c.id for c in val for p in c.images}
-    label_maps = {_same(c.label): c.id for c in dataset.cases if c.label is not None}
-    train_images = {_same(p) for c in dataset.split_cases("train") for p in c.images}
+    val_images = {file_identity(p): c.id for c in val for p in c.images}
+    label_maps = {file_identity(c.label): c.id for c in dataset.cases if c.label is not None}
+    train_images = {file_identity(p) for c in dataset.split_cases("train") for p in c.images}
     kept, skipped = [], []
     for file in files:
-        key = _same(file)
+        key = file_identity(file)
         if key in val_images:
             raise InputError(f"--unlabelled: {file} is validation case {val_images[key]!r} of "
                              f"{dataset.root}: trained on, it would inflate the validation Dice "
@@ -161,16 +162,6 @@ def outside_dataset(files: list[Path], dataset: DatasetInfo, val: list[Case],
                      f"{', …' if len(skipped) > 3 else ''}) are training cases of "
                      f"{dataset.root}, already used; not added twice.")
     return kept
-
-
-def _same(path: Path) -> tuple[int, int] | str:
-    """What identifies a file: (device, inode) where it exists (links, other spellings of the
-    path), else its resolved path."""
-    try:
-        stat = path.stat()
-        return (stat.st_dev, stat.st_ino)
-    except OSError:
-        return str(path.resolve())
 
 
 def unlabelled_files(paths: list[Path], label_maps: Sequence[Path] = ()) -> list[Path]:
