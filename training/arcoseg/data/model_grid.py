@@ -55,11 +55,12 @@ def check_model_grid(grid: Grid, plan: Plan, channels: int, classes: int, source
             "apart, so the model would see the anatomy at a size it never learnt. Check the "
             "image's header (a spacing in the wrong unit, e.g. NIfTI's units field), or use a "
             "model trained at a spacing near the image's.")
-    needed = math.prod(model_grid_size(grid, plan)) * (4 * channels + 2 * classes + _WORK_BYTES)
+    size = model_grid_size(grid, plan)
+    needed = math.prod(size) * (4 * channels + 2 * classes + _WORK_BYTES)
     memory = _physical_memory()
     if memory is not None and needed > memory:
         raise InputError(
-            f"{source} on the model's grid ({'x'.join(map(str, model_grid_size(grid, plan)))} "
+            f"{source} on the model's grid ({'x'.join(map(str, size))} "
             f"voxels at {_mm(target[list(axes)])} mm) would need about {needed / 2**30:.1f} GiB "
             f"of memory, more than this machine's {memory / 2**30:.1f} GiB. Check the image's "
             "spacing, or crop it.")

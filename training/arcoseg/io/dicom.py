@@ -67,9 +67,9 @@ def check_slice_positions(folder: Path, files: list[str]) -> None:
         raise InputError(f"The slices of the DICOM series in {folder} do not share one "
                          "orientation (Image Orientation Patient): it is not one volume. Export "
                          "each stack as its own series.")
-    row, column = orientations[0][:3], orientations[0][3:]
+    normal = np.cross(orientations[0][:3], orientations[0][3:])
     steps = np.diff(positions, axis=0)
-    along = steps @ np.cross(row, column)
+    along = steps @ normal
     step = float(np.median(np.abs(along)))
     tolerance = max(STEP_TOLERANCE * step, STEP_ROUNDING)
     if step < 1e-6 or np.abs(along).min() < min(tolerance, step / 2):
@@ -77,7 +77,7 @@ def check_slice_positions(folder: Path, files: list[str]) -> None:
                          "position (echoes, time points or a repeated slice): it is not one "
                          "volume. Export one echo or time point per series.")
     _check_steps(folder, files, along, step, tolerance)
-    sideways = np.linalg.norm(steps - np.outer(along, np.cross(row, column)), axis=1)
+    sideways = np.linalg.norm(steps - np.outer(along, normal), axis=1)
     if sideways.max() > tolerance:
         raise InputError(f"The slices of the DICOM series in {folder} move sideways by up to "
                          f"{sideways.max():.2f} mm from one to the next (a gantry tilt): read "
@@ -110,13 +110,14 @@ def _position_and_orientation(folder: Path, name: str
     reader.SetFileName(name)
     try:
         reader.ReadImageInformation()
-        if not (reader.HasMetaDataKey(POSITION) and reader.HasMetaDataKey(ORIENTATION)):
-            return None
+    except RuntimeError as err:
+        raise unreadable(Path(name), err) from err
+    if not (reader.HasMetaDataKey(POSITION) and reader.HasMetaDataKey(ORIENTATION)):
+        return None
+    try:
         position = [float(v) for v in reader.GetMetaData(POSITION).split("\\")]
         orientation = [float(v) for v in reader.GetMetaData(ORIENTATION).split("\\")]
-    except (RuntimeError, ValueError) as err:
-        if isinstance(err, RuntimeError):
-            raise unreadable(Path(name), err) from err
+    except ValueError:
         return None
     if len(position) != 3 or len(orientation) != 6:
         return None

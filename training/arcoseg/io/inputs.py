@@ -45,7 +45,7 @@ def image_inputs(path: Path) -> list[Path]:
         return [path]
     entries = folder_entries(path)
     images = _image_files(entries)
-    others = [p for p in entries if p.is_file() and p not in images]
+    others = len(images) < sum(1 for p in entries if p.is_file())  # a README, DICOM files…
     if images and others and _holds_dicom_series(path):
         raise InputError(f"Folder {path} holds image files ({', '.join(p.name for p in images[:3])}"
                          f"{', …' if len(images) > 3 else ''}) and a DICOM series: give the "

@@ -170,8 +170,12 @@ def check_resume_options(out_dir: Path, options: dict[str, Any]) -> None:
     its checkpoint's, from the checkpoint's JSON alone: before any data is read (a cold cache
     took minutes of preprocessing before this refusal). Nothing to compare: nothing raised."""
     saved = checkpoint_entry(out_dir / CHECKPOINT_STEM, "options")
-    if not isinstance(saved, dict):
-        return
+    if isinstance(saved, dict):
+        _check_options(out_dir, saved, options)
+
+
+def _check_options(out_dir: Path, saved: dict[str, Any], options: dict[str, Any]) -> None:
+    """ArcosegError naming the options (but RESUMABLE_CHANGES) that differ from `saved`."""
     saved = {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES}
     now = {k: v for k, v in options.items() if k not in RESUMABLE_CHANGES}
     if saved != now:
@@ -182,7 +186,7 @@ def check_resume_options(out_dir: Path, options: dict[str, Any]) -> None:
 
 def _check_compatible(trainer: Trainer, ckpt: dict) -> None:
     """Refuse a checkpoint of other options, other data or another number of processes."""
-    check_resume_options(trainer.out_dir, trainer.options.to_dict())
+    _check_options(trainer.out_dir, ckpt["options"], trainer.options.to_dict())
     saved_data, data = ckpt.get("data") or {}, data_identity(trainer.data)  # {}: an older one
     changed = ", ".join(f"{key} {_shown(saved_data[key])} then, {_shown(data[key])} now"
                         for key in data if key in saved_data and saved_data[key] != data[key])
